@@ -140,3 +140,42 @@ func TestResolvePropagatesReadErrors(t *testing.T) {
 		t.Fatalf("Resolve with cancelled context = %v, want context.Canceled", err)
 	}
 }
+
+// FuzzResolve checks that Resolve never panics and that whatever it
+// returns really is named by the reference: the exact id, an id prefix or
+// the name.
+func FuzzResolve(f *testing.F) {
+	g := storetest.NewGen(11)
+	m := store.NewMemoryStore()
+	for i, name := range []string{"add", "add", "beef", "list_length", "", "ünï"} {
+		l := store.Active
+		if i%2 == 1 {
+			l = store.Draft
+		}
+		if _, err := m.Put(f.Context(), g.Stage(storetest.WithName(name), storetest.WithLifecycle(l), storetest.WithSig(g.SigID()))); err != nil {
+			f.Fatal(err)
+		}
+	}
+	all, err := m.List(f.Context(), store.Filter{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range []string{"", "a", "add", "beef", "list_length", "ünï", "ABCD", strings.Repeat("0", 64), string(all[0].ID), string(all[1].ID[:5])} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, ref string) {
+		s, err := store.Resolve(t.Context(), m, ref)
+		if err != nil {
+			if s != nil {
+				t.Fatalf("Resolve(%q) returned a stage and an error", ref)
+			}
+			if !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrAmbiguous) && ref != "" {
+				t.Fatalf("Resolve(%q): unexpected error %v", ref, err)
+			}
+			return
+		}
+		if string(s.ID) != ref && !strings.HasPrefix(string(s.ID), ref) && !(s.HasName && s.Name == ref) {
+			t.Fatalf("Resolve(%q) = %s, which the reference does not name", ref, s.ID)
+		}
+	})
+}
