@@ -1,0 +1,340 @@
+package registry
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// respError is a decoding or envelope failure before Op and URL are known.
+type respError struct {
+	status        int
+	code, message string
+	retryable     bool
+	kinds         []error
+	err           error
+}
+
+// badResponse builds an ErrBadResponse failure describing what came back.
+// A 5xx status also matches ErrServer and stays retryable.
+func badResponse(status int, contentType string, body []byte, format string, args ...any) *respError {
+	what := fmt.Sprintf(format, args...)
+	desc := describeBody(status, contentType, body)
+	re := &respError{status: status, kinds: []error{ErrBadResponse}}
+	re.err = fmt.Errorf("%s; got %s", what, desc)
+	if status >= 500 && status <= 599 {
+		re.kinds = append(re.kinds, ErrServer)
+		re.retryable = true
+	}
+	if status == http.StatusTooManyRequests {
+		re.kinds = append(re.kinds, ErrRateLimited)
+		re.retryable = true
+	}
+	if status == http.StatusUnauthorized || status == http.StatusForbidden {
+		re.kinds = append(re.kinds, ErrUnauthorized)
+	}
+	return re
+}
+
+// snippetLen bounds how much of an unexpected body goes into an error.
+const snippetLen = 100
+
+// describeBody summarises a response for an error message: status,
+// content type and the first bytes of the body, sanitized.
+func describeBody(status int, contentType string, body []byte) string {
+	var b strings.Builder
+	if status != 0 {
+		fmt.Fprintf(&b, "HTTP %d", status)
+	}
+	if contentType == "" {
+		contentType = "no content type"
+	}
+	fmt.Fprintf(&b, " (%s, %d bytes)", sanitize([]byte(contentType), 60), len(body))
+	if len(body) > 0 {
+		fmt.Fprintf(&b, " starting %q", sanitize(body, snippetLen))
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// sanitize returns at most n bytes of p as printable text: valid UTF-8,
+// control characters replaced by spaces, runs of whitespace collapsed.
+func sanitize(p []byte, n int) string {
+	if len(p) > n {
+		p = p[:n]
+	}
+	var b strings.Builder
+	space := false
+	for len(p) > 0 {
+		r, size := utf8.DecodeRune(p)
+		p = p[size:]
+		if r == utf8.RuneError && size <= 1 {
+			r = '?'
+		}
+		if r < 0x20 || r == 0x7f || r == ' ' || (r >= 0x80 && r < 0xa0) {
+			if !space {
+				b.WriteByte(' ')
+			}
+			space = true
+			continue
+		}
+		space = false
+		b.WriteRune(r)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// jsonDepth returns the maximum nesting depth of arrays and objects in p,
+// stopping early once limit is exceeded. It does not validate p.
+func jsonDepth(p []byte, limit int) int {
+	depth, maxDepth := 0, 0
+	inString, escaped := false, false
+	for _, c := range p {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+			if depth > maxDepth {
+				maxDepth = depth
+				if maxDepth > limit {
+					return maxDepth
+				}
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return maxDepth
+}
+
+// envelope is the registry's response wrapper (spec §4.1).
+type envelope struct {
+	OK     json.RawMessage `json:"ok"`
+	Result json.RawMessage `json:"result"`
+	Error  json.RawMessage `json:"error"`
+}
+
+// decodeEnvelope checks a complete response body and returns the result
+// payload ("null" when absent) of a successful envelope. The HTTP status
+// decides success together with "ok": only a 2xx with ok:true succeeds.
+// It never panics.
+func decodeEnvelope(status int, contentType string, body []byte, maxDepth int) (json.RawMessage, *respError) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		if status == http.StatusNoContent {
+			return nil, badResponse(status, contentType, body, "empty 204 response where a JSON envelope was expected")
+		}
+		return nil, badResponse(status, contentType, body, "empty response where a JSON envelope was expected")
+	}
+	if trimmed[0] != '{' {
+		return nil, badResponse(status, contentType, body, "response is not a JSON object")
+	}
+	if d := jsonDepth(trimmed, maxDepth); d > maxDepth {
+		return nil, badResponse(status, contentType, body, "response JSON nests deeper than %d levels", maxDepth)
+	}
+	if !json.Valid(trimmed) {
+		return nil, badResponse(status, contentType, body, "response is not valid JSON (truncated or not JSON)")
+	}
+	var env envelope
+	if err := json.Unmarshal(trimmed, &env); err != nil {
+		return nil, badResponse(status, contentType, body, "response is not a registry envelope: %v", err)
+	}
+	var ok bool
+	if len(env.OK) == 0 || json.Unmarshal(env.OK, &ok) != nil {
+		return nil, badResponse(status, contentType, body, `response has no boolean "ok": not a registry envelope`)
+	}
+	success := status >= 200 && status <= 299
+	if ok && success {
+		if len(env.Result) == 0 {
+			return json.RawMessage("null"), nil
+		}
+		return env.Result, nil
+	}
+	code, message := "UNKNOWN", "unknown error"
+	if ok {
+		// ok:true on a non-2xx status: trust the status, which proxies and
+		// the server's error paths set.
+		code, message = "", fmt.Sprintf(`envelope says "ok":true but the status is %d`, status)
+	} else {
+		var eo struct {
+			Code    json.RawMessage `json:"code"`
+			Message json.RawMessage `json:"message"`
+		}
+		if len(env.Error) > 0 && json.Unmarshal(env.Error, &eo) == nil {
+			var s string
+			if json.Unmarshal(eo.Code, &s) == nil && s != "" {
+				code = s
+			}
+			if json.Unmarshal(eo.Message, &s) == nil && s != "" {
+				message = s
+			}
+		}
+	}
+	kinds, retryable := classify(status, code)
+	if status >= 300 && status <= 399 {
+		kinds = append(kinds, ErrBadResponse)
+	}
+	return nil, &respError{status: status, code: code, message: sanitize([]byte(message), 2000), kinds: kinds, retryable: retryable}
+}
+
+// Page is one page of GET /stages.
+type Page struct {
+	// Stages holds each stage's exact bytes, in the order served. They
+	// are not decoded: the caller decodes (and quarantines) each one.
+	Stages []json.RawMessage
+	// Total is the registry's "total" when HasTotal.
+	Total int
+	// HasTotal is false when "total" is missing or not an unsigned JSON
+	// integer (a float, a string, negative, too large); what to do then is
+	// the caller's decision.
+	HasTotal bool
+}
+
+// decodePage parses a /stages result: {"stages":[…],"total":N}. Other keys
+// are ignored.
+func decodePage(result json.RawMessage) (Page, error) {
+	var r struct {
+		Stages json.RawMessage `json:"stages"`
+		Total  json.RawMessage `json:"total"`
+	}
+	if !isObject(result) {
+		return Page{}, fmt.Errorf("result is %s, want an object with \"stages\"", jsonKind(result))
+	}
+	if err := json.Unmarshal(result, &r); err != nil {
+		return Page{}, fmt.Errorf("result is not a stage page: %v", err)
+	}
+	if t := bytes.TrimSpace(r.Stages); len(t) == 0 || t[0] != '[' {
+		return Page{}, fmt.Errorf(`result "stages" is %s, want an array`, jsonKind(r.Stages))
+	}
+	var p Page
+	if err := json.Unmarshal(r.Stages, &p.Stages); err != nil {
+		return Page{}, fmt.Errorf(`result "stages" is not an array: %v`, err)
+	}
+	if p.Stages == nil {
+		p.Stages = []json.RawMessage{}
+	}
+	p.Total, p.HasTotal = unsignedInt(r.Total)
+	return p, nil
+}
+
+// unsignedInt reads raw as an unsigned JSON integer that fits an int.
+func unsignedInt(raw json.RawMessage) (int, bool) {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || len(t) > 19 {
+		return 0, false
+	}
+	for _, c := range t {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	if len(t) > 1 && t[0] == '0' {
+		return 0, false // not a JSON number
+	}
+	n, err := strconv.ParseUint(string(t), 10, 64)
+	if err != nil || n > math.MaxInt {
+		return 0, false
+	}
+	return int(n), true
+}
+
+// Health is the result of GET /health.
+type Health struct {
+	// Status is the "status" string ("ok"), or empty when absent.
+	Status string
+	// Stats holds store.total_stages, by_lifecycle and by_effect; values
+	// that are not unsigned integers are dropped, as noether's client does.
+	Stats store.Stats
+	// HasStore reports whether the result had a "store" object.
+	HasStore bool
+	// Raw is the result object as received.
+	Raw json.RawMessage
+}
+
+// decodeHealth parses a /health result.
+func decodeHealth(result json.RawMessage) (Health, error) {
+	if !isObject(result) {
+		return Health{}, fmt.Errorf("result is %s, want an object", jsonKind(result))
+	}
+	var r struct {
+		Status json.RawMessage `json:"status"`
+		Store  json.RawMessage `json:"store"`
+	}
+	if err := json.Unmarshal(result, &r); err != nil {
+		return Health{}, fmt.Errorf("result is not a health object: %v", err)
+	}
+	h := Health{Raw: result}
+	_ = json.Unmarshal(r.Status, &h.Status) // a non-string status stays ""
+	if !isObject(r.Store) {
+		return h, nil
+	}
+	var st struct {
+		Total       json.RawMessage            `json:"total_stages"`
+		ByLifecycle map[string]json.RawMessage `json:"by_lifecycle"`
+		ByEffect    map[string]json.RawMessage `json:"by_effect"`
+	}
+	if err := json.Unmarshal(r.Store, &st); err != nil {
+		// Wrong types inside "store": keep what noether would, which is
+		// nothing usable.
+		return h, nil
+	}
+	h.HasStore = true
+	h.Stats.Total, _ = unsignedInt(st.Total)
+	h.Stats.ByLifecycle = counts(st.ByLifecycle)
+	h.Stats.ByEffect = counts(st.ByEffect)
+	return h, nil
+}
+
+func counts(m map[string]json.RawMessage) map[string]int {
+	out := make(map[string]int, len(m))
+	for k, v := range m {
+		if n, ok := unsignedInt(v); ok {
+			out[k] = n
+		}
+	}
+	return out
+}
+
+func isObject(raw json.RawMessage) bool {
+	t := bytes.TrimSpace(raw)
+	return len(t) > 0 && t[0] == '{'
+}
+
+// jsonKind names the JSON type of raw for messages.
+func jsonKind(raw json.RawMessage) string {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 {
+		return "missing"
+	}
+	switch t[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "a boolean"
+	}
+	return "a number"
+}
