@@ -113,31 +113,9 @@ func stagesWithPrefix(ctx context.Context, r Reader, prefix string) ([]*Stage, e
 // maxCandidates of them in id order.
 func ambiguous(ref string, matches []*Stage) error {
 	sortByID(matches)
-	ae := &AmbiguousError{Ref: ref, Candidates: matches}
-	if len(matches) <= maxCandidates {
-		return ae
+	ae := &AmbiguousError{Ref: ref, Candidates: matches, Matched: len(matches)}
+	if len(matches) > maxCandidates {
+		ae.Candidates = matches[:maxCandidates:maxCandidates]
 	}
-	ae.Candidates = matches[:maxCandidates:maxCandidates]
-	return &truncatedAmbiguous{matched: len(matches), inner: ae}
+	return ae
 }
-
-// truncatedAmbiguous reports an ambiguity whose candidate list was cut
-// short, keeping the true match count in the message. It unwraps to the
-// *AmbiguousError.
-type truncatedAmbiguous struct {
-	matched int
-	inner   *AmbiguousError
-}
-
-func (e *truncatedAmbiguous) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "reference %q is ambiguous: it matches %d stages; the first %d by id:",
-		e.inner.Ref, e.matched, len(e.inner.Candidates))
-	for _, c := range e.inner.Candidates {
-		fmt.Fprintf(&b, "\n  %s  %s  %s", c.ID, c.Name, c.Lifecycle.Kind.Name())
-	}
-	b.WriteString("\nuse more characters of the id")
-	return b.String()
-}
-
-func (e *truncatedAmbiguous) Unwrap() error { return e.inner }

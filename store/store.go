@@ -145,15 +145,22 @@ func InvalidSuccessorError(succ StageID) error {
 }
 
 // AmbiguousError is returned (wrapping ErrAmbiguous) when a reference
-// matches several stages. Candidates lists them.
+// matches several stages. Candidates lists them (possibly only the first
+// few, in id order); Matched counts them all.
 type AmbiguousError struct {
 	Ref        string
 	Candidates []*Stage
+	Matched    int
 }
 
 func (e *AmbiguousError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "reference %q is ambiguous: it matches %d stages:", e.Ref, len(e.Candidates))
+	n := max(e.Matched, len(e.Candidates))
+	if n > len(e.Candidates) {
+		fmt.Fprintf(&b, "reference %q is ambiguous: it matches %d stages; the first %d by id:", e.Ref, n, len(e.Candidates))
+	} else {
+		fmt.Fprintf(&b, "reference %q is ambiguous: it matches %d stages:", e.Ref, n)
+	}
 	for _, c := range e.Candidates {
 		fmt.Fprintf(&b, "\n  %s  %s  %s", c.ID, c.Name, c.Lifecycle.Kind.Name())
 	}
