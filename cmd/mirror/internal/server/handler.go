@@ -1,0 +1,555 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// Error codes of the envelope's error.code.
+const (
+	CodeInvalidParam = "INVALID_PARAM"
+	CodeNotFound     = "NOT_FOUND"
+	CodeReadOnly     = "READ_ONLY"
+	CodeUnauthorized = "UNAUTHORIZED"
+	CodeUnavailable  = "UNAVAILABLE"
+	CodeInternal     = "INTERNAL"
+)
+
+// readOnlyMessage answers every write. noether's client reads any error
+// text containing "already" as AlreadyExists and any containing NOT_FOUND
+// as a successful DELETE (spec §4.6), so it must contain neither.
+const readOnlyMessage = "this is a read-only mirror: send writes to the upstream registry"
+
+// maxOffset caps GET /stages' offset so offset+limit cannot overflow in a
+// Source; no snapshot holds that many stages, so the answer is the same
+// empty page.
+const maxOffset = math.MaxInt32
+
+// route is a low-cardinality name for a request path, used in metrics.
+type route int
+
+const (
+	routeStages route = iota
+	routeStage
+	routeHealth
+	routeMetrics
+	routeOther
+	numRoutes
+)
+
+func (r route) String() string {
+	switch r {
+	case routeStages:
+		return "/stages"
+	case routeStage:
+		return "/stages/{id}"
+	case routeHealth:
+		return "/health"
+	case routeMetrics:
+		return "/metrics"
+	}
+	return "other"
+}
+
+// classify maps a path to its route and, for /stages/{id}, the id as sent
+// (not yet validated).
+func classify(path string) (route, string) {
+	switch path {
+	case "/stages":
+		return routeStages, ""
+	case "/health":
+		return routeHealth, ""
+	case "/metrics":
+		return routeMetrics, ""
+	}
+	if id, ok := strings.CutPrefix(path, "/stages/"); ok && id != "" && !strings.Contains(id, "/") {
+		return routeStage, id
+	}
+	return routeOther, ""
+}
+
+// recorder remembers the status and size of a response for logs and
+// metrics.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// request is the per-request state shared by the handlers.
+type request struct {
+	w   *recorder
+	r   *http.Request
+	gen uint64 // generation answered from, for the log
+	has bool   // whether gen is set
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rt, id := classify(r.URL.Path)
+	req := &request{w: &recorder{ResponseWriter: w}, r: r}
+	defer func() {
+		dur := time.Since(start)
+		status := req.w.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		s.metrics.observe(r.Method, rt, status, dur)
+		attrs := []any{
+			"method", r.Method, "path", r.URL.Path, "status", status,
+			"bytes", req.w.bytes, "duration", dur,
+		}
+		if req.has {
+			attrs = append(attrs, "generation", req.gen)
+		}
+		s.log.Info("request", attrs...)
+	}()
+
+	if s.opts.APIKey != "" && !s.authorized(r) {
+		s.writeError(req, http.StatusUnauthorized, CodeUnauthorized,
+			"invalid or missing X-API-Key: send the key this mirror was started with")
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		req.w.Header().Set("Allow", "GET, HEAD")
+		s.writeError(req, http.StatusMethodNotAllowed, CodeReadOnly, readOnlyMessage)
+		return
+	}
+	switch rt {
+	case routeStages:
+		s.serveList(req)
+	case routeStage:
+		s.serveStage(req, id)
+	case routeHealth:
+		s.serveHealth(req)
+	case routeMetrics:
+		s.serveMetrics(req)
+	default:
+		s.writeError(req, http.StatusNotFound, CodeNotFound, fmt.Sprintf(
+			"no endpoint %s: this mirror serves GET /stages, /stages/{id}, /health and /metrics",
+			quoteTrunc(r.URL.Path)))
+	}
+}
+
+// authorized compares X-API-Key with the configured key in constant time
+// (hashing both first so not even the length leaks).
+func (s *Server) authorized(r *http.Request) bool {
+	got := sha256.Sum256([]byte(r.Header.Get("X-API-Key")))
+	return subtle.ConstantTimeCompare(got[:], s.keyHash[:]) == 1
+}
+
+// acquire pins the current snapshot, answering 503 when there is none.
+func (s *Server) acquire(req *request) (Snapshot, Info, bool) {
+	snap, err := s.src.Acquire()
+	if err != nil {
+		s.log.Error("no snapshot to answer from", "err", err)
+		req.w.Header().Set("Retry-After", "5")
+		s.writeError(req, http.StatusServiceUnavailable, CodeUnavailable,
+			"the mirror cannot be read right now; retry shortly (the server log has details)")
+		return nil, Info{}, false
+	}
+	info := snap.Info()
+	req.gen, req.has = info.Generation, true
+	return snap, info, true
+}
+
+func (s *Server) release(snap Snapshot) {
+	if err := snap.Close(); err != nil {
+		s.log.Warn("releasing a snapshot", "err", err)
+	}
+}
+
+// listQuery is GET /stages' parsed query.
+type listQuery struct {
+	kind          store.LifecycleKind
+	limit, offset int
+}
+
+// normalized renders q canonically, for the ETag.
+func (q listQuery) normalized() string {
+	s := fmt.Sprintf("limit=%d&offset=%d", q.limit, q.offset)
+	if q.kind != store.LifecycleUnknown {
+		s = "lifecycle=" + q.kind.Name() + "&" + s
+	}
+	return s
+}
+
+// paramError is a bad query parameter, reported as 400 INVALID_PARAM.
+type paramError struct{ msg string }
+
+func (e *paramError) Error() string { return e.msg }
+
+// parseListQuery parses lifecycle, limit and offset. A parameter given
+// with an empty value counts as absent; other parameters are ignored.
+func parseListQuery(raw string) (listQuery, error) {
+	q := listQuery{limit: DefaultLimit}
+	vals, err := url.ParseQuery(raw)
+	if err != nil {
+		return q, &paramError{fmt.Sprintf("malformed query string: %v", err)}
+	}
+	get := func(name string) (string, error) {
+		v := vals[name]
+		switch {
+		case len(v) > 1:
+			return "", &paramError{fmt.Sprintf("parameter %s is given %d times: give it once", name, len(v))}
+		case len(v) == 1:
+			return v[0], nil
+		}
+		return "", nil
+	}
+	lc, err := get("lifecycle")
+	if err != nil {
+		return q, err
+	}
+	if lc != "" {
+		k, err := store.ParseLifecycleKind(lc)
+		if err != nil {
+			return q, &paramError{fmt.Sprintf("invalid lifecycle %s: want draft, active, deprecated or tombstone (or leave it out to list every stage)", quoteTrunc(lc))}
+		}
+		q.kind = k
+	}
+	limit, err := get("limit")
+	if err != nil {
+		return q, err
+	}
+	if limit != "" {
+		n, err := strconv.ParseInt(limit, 10, 64)
+		switch {
+		case err != nil && errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(limit, "-"):
+			n = MaxLimit
+		case err != nil || n < 0:
+			return q, &paramError{fmt.Sprintf("invalid limit %s: want a non-negative integer (at most %d stages are returned)", quoteTrunc(limit), MaxLimit)}
+		}
+		q.limit = int(min(n, MaxLimit))
+	}
+	offset, err := get("offset")
+	if err != nil {
+		return q, err
+	}
+	if offset != "" {
+		n, err := strconv.ParseInt(offset, 10, 64)
+		switch {
+		case err != nil && errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(offset, "-"):
+			n = maxOffset
+		case err != nil || n < 0:
+			return q, &paramError{fmt.Sprintf("invalid offset %s: want a non-negative integer", quoteTrunc(offset))}
+		}
+		q.offset = int(min(n, maxOffset))
+	}
+	return q, nil
+}
+
+func (s *Server) serveList(req *request) {
+	q, err := parseListQuery(req.r.URL.RawQuery)
+	if err != nil {
+		s.writeError(req, http.StatusBadRequest, CodeInvalidParam, err.Error())
+		return
+	}
+	snap, info, ok := s.acquire(req)
+	if !ok {
+		return
+	}
+	defer s.release(snap)
+	etag := snapshotETag(info, q.normalized())
+	if s.notModified(req, etag) {
+		return
+	}
+	raws, total, err := snap.Page(req.r.Context(), q.kind, q.offset, q.limit)
+	if err != nil {
+		s.internalError(req, "reading a page of stages", err)
+		return
+	}
+	buf := s.bufs.Get().(*bytes.Buffer)
+	defer s.putBuf(buf)
+	buf.Reset()
+	buf.WriteString(`{"ok":true,"result":{"stages":[`)
+	for i, raw := range raws {
+		if !looksLikeObject(raw) {
+			s.internalError(req, "reading a page of stages", fmt.Errorf("stage %d of the page at offset %d is not a JSON object", i, q.offset))
+			return
+		}
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(raw)
+	}
+	buf.WriteString(`],"total":`)
+	buf.Write(strconv.AppendInt(nil, int64(total), 10))
+	buf.WriteString(`}}`)
+	s.setCacheable(req.w.Header(), etag)
+	s.writeBody(req, http.StatusOK, buf.Bytes())
+}
+
+// putBuf returns a page buffer to the pool unless it grew unusually large.
+func (s *Server) putBuf(b *bytes.Buffer) {
+	if b.Cap() <= 16<<20 {
+		s.bufs.Put(b)
+	}
+}
+
+func (s *Server) serveStage(req *request, id string) {
+	if !store.ValidID(id) {
+		// The noether client puts ids into the path unescaped; something
+		// that is not a 64-hex id cannot name a stage.
+		s.writeError(req, http.StatusNotFound, CodeNotFound, fmt.Sprintf(
+			"no stage with id %s: a stage id is 64 lowercase hex characters", quoteTrunc(id)))
+		return
+	}
+	snap, info, ok := s.acquire(req)
+	if !ok {
+		return
+	}
+	defer s.release(snap)
+	raw, err := snap.GetRaw(req.r.Context(), store.StageID(id))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		s.writeError(req, http.StatusNotFound, CodeNotFound, fmt.Sprintf("stage %s is not in this mirror", id))
+		return
+	case err != nil:
+		s.internalError(req, "reading stage "+id, err)
+		return
+	case !looksLikeObject(raw):
+		s.internalError(req, "reading stage "+id, errors.New("the stored stage is not a JSON object"))
+		return
+	}
+	etag := snapshotETag(info, "")
+	if s.notModified(req, etag) {
+		return
+	}
+	body := make([]byte, 0, len(raw)+len(`{"ok":true,"result":}`))
+	body = append(body, `{"ok":true,"result":`...)
+	body = append(body, raw...)
+	body = append(body, '}')
+	s.setCacheable(req.w.Header(), etag)
+	s.writeBody(req, http.StatusOK, body)
+}
+
+// healthResult is GET /health's result: noether's shape plus "mirror".
+type healthResult struct {
+	Status string      `json:"status"`
+	Store  store.Stats `json:"store"`
+	Mirror mirrorInfo  `json:"mirror"`
+}
+
+type mirrorInfo struct {
+	Generation uint64 `json:"generation"`
+	Upstream   string `json:"upstream"`
+	// LastSync (RFC 3339) and AgeSeconds are null when never synced.
+	LastSync    *string `json:"last_sync"`
+	AgeSeconds  *int64  `json:"age_seconds"`
+	Digest      string  `json:"digest"`
+	Quarantined int     `json:"quarantined"`
+}
+
+func (s *Server) serveHealth(req *request) {
+	snap, info, ok := s.acquire(req)
+	if !ok {
+		return
+	}
+	defer s.release(snap)
+	// The body's age changes every second while the content stays the
+	// same: a weak validator, and caches must revalidate.
+	etag := "W/" + snapshotETag(info, "health-"+strconv.FormatInt(info.LastSync.Unix(), 10))
+	req.w.Header().Set("ETag", etag)
+	req.w.Header().Set("Cache-Control", "no-cache")
+	if s.notModified(req, etag) {
+		return
+	}
+	st, err := s.statsFor(req.r.Context(), snap, info)
+	if err != nil {
+		req.w.Header().Del("ETag")
+		s.internalError(req, "computing the mirror's stats", err)
+		return
+	}
+	res := healthResult{Status: "ok", Store: st, Mirror: mirrorInfo{
+		Generation:  info.Generation,
+		Upstream:    info.Upstream,
+		Digest:      info.Digest,
+		Quarantined: info.Quarantined,
+	}}
+	if !info.LastSync.IsZero() {
+		ts := info.LastSync.UTC().Format(time.RFC3339)
+		age := int64(max(0, s.opts.Now().Sub(info.LastSync)) / time.Second)
+		res.Mirror.LastSync, res.Mirror.AgeSeconds = &ts, &age
+	}
+	s.writeResult(req, res)
+}
+
+// snapshotETag is a strong validator for content derived from one
+// snapshot: its generation, a digest prefix and, for lists, the
+// normalised query.
+func snapshotETag(info Info, variant string) string {
+	var b strings.Builder
+	b.WriteString(`"g`)
+	b.WriteString(strconv.FormatUint(info.Generation, 10))
+	if d := info.Digest; d != "" {
+		b.WriteByte('-')
+		b.WriteString(etagSafe(d[:min(len(d), 16)]))
+	}
+	if variant != "" {
+		b.WriteByte('-')
+		b.WriteString(etagSafe(variant))
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// etagSafe drops characters an entity tag may not contain.
+func etagSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r <= 0x20 || r == '"' || r >= 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// notModified answers 304 when If-None-Match matches etag (weak
+// comparison, as RFC 9110 §13.1.2 requires for If-None-Match). The caller
+// must not write anything else when it returns true.
+func (s *Server) notModified(req *request, etag string) bool {
+	if !etagMatches(req.r.Header.Values("If-None-Match"), etag) {
+		return false
+	}
+	h := req.w.Header()
+	h.Set("ETag", etag)
+	if h.Get("Cache-Control") == "" {
+		s.setCacheable(h, etag)
+	}
+	req.w.WriteHeader(http.StatusNotModified)
+	return true
+}
+
+func etagMatches(headers []string, etag string) bool {
+	want := strings.TrimPrefix(etag, "W/")
+	for _, h := range headers {
+		for part := range strings.SplitSeq(h, ",") {
+			p := strings.TrimSpace(part)
+			if p == "*" || strings.TrimPrefix(p, "W/") == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// setCacheable marks a read response cacheable for MaxAge.
+func (s *Server) setCacheable(h http.Header, etag string) {
+	h.Set("ETag", etag)
+	if s.opts.MaxAge < 0 {
+		h.Set("Cache-Control", "no-cache")
+		return
+	}
+	scope := "public"
+	if s.opts.APIKey != "" {
+		scope = "private"
+	}
+	h.Set("Cache-Control", fmt.Sprintf("%s, max-age=%d", scope, int64(s.opts.MaxAge/time.Second)))
+}
+
+// writeResult writes {"ok":true,"result":v}.
+func (s *Server) writeResult(req *request, v any) {
+	body, err := json.Marshal(struct {
+		OK     bool `json:"ok"`
+		Result any  `json:"result"`
+	}{true, v})
+	if err != nil {
+		s.internalError(req, "encoding the response", err)
+		return
+	}
+	s.writeBody(req, http.StatusOK, body)
+}
+
+// errorBody is the failure envelope.
+type errorBody struct {
+	OK    bool `json:"ok"`
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// writeError writes {"ok":false,"error":{code,message}} with status. Error
+// answers are never cached.
+func (s *Server) writeError(req *request, status int, code, msg string) {
+	var e errorBody
+	e.Error.Code, e.Error.Message = code, msg
+	body, err := json.Marshal(e)
+	if err != nil { // cannot happen: two strings
+		body = []byte(`{"ok":false,"error":{"code":"INTERNAL","message":"encoding an error failed"}}`)
+	}
+	h := req.w.Header()
+	h.Del("ETag")
+	h.Set("Cache-Control", "no-store")
+	s.writeBody(req, status, body)
+}
+
+// internalError logs err and answers 500 without leaking its details.
+func (s *Server) internalError(req *request, what string, err error) {
+	if errors.Is(err, context.Canceled) && req.r.Context().Err() != nil {
+		// The client went away; nobody will read the answer.
+		s.writeError(req, 499, CodeInternal, "request cancelled")
+		return
+	}
+	s.log.Error(what, "err", err, "path", req.r.URL.Path)
+	s.writeError(req, http.StatusInternalServerError, CodeInternal,
+		what+" failed; the server log has details (`mirror verify` checks the mirror file)")
+}
+
+func (s *Server) writeBody(req *request, status int, body []byte) {
+	h := req.w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	req.w.WriteHeader(status)
+	_, _ = req.w.Write(body) // a write error means the client left
+}
+
+// looksLikeObject is a cheap sanity check that raw can be embedded in a
+// JSON array as a stage: it starts with '{' and ends with '}' (after
+// whitespace). Stage bytes come from a verified mirror; this only guards
+// the envelope against a Source bug.
+func looksLikeObject(raw []byte) bool {
+	t := bytes.TrimSpace(raw)
+	return len(t) >= 2 && t[0] == '{' && t[len(t)-1] == '}'
+}
+
+// quoteTrunc quotes s for a message, cut to 80 bytes.
+func quoteTrunc(s string) string {
+	if len(s) > 80 {
+		return strconv.Quote(s[:80]) + "…"
+	}
+	return strconv.Quote(s)
+}
