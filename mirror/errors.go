@@ -1,0 +1,20 @@
+package mirror
+
+import "errors"
+
+// Sentinel errors. Every error this package returns for one of these
+// conditions wraps the sentinel with %w (test with errors.Is) and names the
+// file involved and the fix.
+var (
+	// ErrNoMirror: there is no mirror file at the path given.
+	ErrNoMirror = errors.New("no mirror")
+	// ErrCorrupt: the mirror file (or one record in it) is damaged, is not a
+	// bbolt file, or is a bbolt file that noether-mirror did not write.
+	ErrCorrupt = errors.New("mirror corrupt")
+	// ErrFormatVersion: the file was written by a newer noether-mirror.
+	ErrFormatVersion = errors.New("mirror format too new")
+	// ErrBusy: another writer holds the mirror's lock.
+	ErrBusy = errors.New("mirror busy")
+	// ErrClosed: the Mirror, Snapshot or Writer was already closed.
+	ErrClosed = errors.New("mirror closed")
+)

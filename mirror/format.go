@@ -1,0 +1,280 @@
+package mirror
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// FormatVersion is the snapshot file format this version writes and the
+// newest it reads. See FORMAT.md.
+const FormatVersion uint32 = 1
+
+// magic identifies a bbolt file as a noether-mirror snapshot.
+const magic = "noether-mirror"
+
+// pageSize packs ~5 KB records three to a page (4 KiB pages would put
+// every record on two pages).
+const pageSize = 16 << 10
+
+// Bucket names.
+var (
+	bucketStages     = []byte("stages")
+	bucketByName     = []byte("by_name")
+	bucketBySig      = []byte("by_sig")
+	bucketQuarantine = []byte("quarantine")
+	bucketMeta       = []byte("meta")
+	bucketPosAll     = []byte("pos_all")
+	// bucketWriter is only in staging files (PATH.next).
+	bucketWriter = []byte("writer")
+)
+
+// posBucket returns the position bucket listing one lifecycle kind
+// (LifecycleUnknown: every stage).
+func posBucket(k store.LifecycleKind) []byte {
+	switch k {
+	case store.LifecycleDraft:
+		return []byte("pos_draft")
+	case store.LifecycleActive:
+		return []byte("pos_active")
+	case store.LifecycleDeprecated:
+		return []byte("pos_deprecated")
+	case store.LifecycleTombstone:
+		return []byte("pos_tombstone")
+	}
+	return bucketPosAll
+}
+
+// digestBuckets are the data buckets the meta digest covers, in the order
+// they are hashed.
+func digestBuckets() [][]byte {
+	return [][]byte{
+		bucketStages, bucketByName, bucketBySig, bucketQuarantine, bucketPosAll,
+		posBucket(store.LifecycleDraft), posBucket(store.LifecycleActive),
+		posBucket(store.LifecycleDeprecated), posBucket(store.LifecycleTombstone),
+	}
+}
+
+// Meta keys.
+const (
+	metaMagic          = "magic"
+	metaFormatVersion  = "format_version"
+	metaGeneration     = "generation"
+	metaUpstream       = "upstream"
+	metaLastSync       = "last_sync"
+	metaPublished      = "published"
+	metaUpstreamTotals = "upstream_totals"
+	metaCounts         = "counts"
+	metaTotal          = "total"
+	metaQuarantined    = "quarantined"
+	metaByEffect       = "by_effect"
+	metaDigest         = "digest"
+)
+
+// Meta describes one published snapshot. It is a plain value.
+type Meta struct {
+	FormatVersion uint32
+	// Generation counts publishes: 0 for an empty mirror made by Create,
+	// +1 for every snapshot that changed content.
+	Generation uint64
+	// Upstream is the registry URL the content came from ("" if none).
+	Upstream string
+	// LastSync is the last successful sync (including syncs that found
+	// nothing new, recorded in PATH.state); zero if never synced.
+	LastSync time.Time
+	// Published is when this snapshot was written.
+	Published time.Time
+	// UpstreamTotals are the registry's totals by lifecycle at LastSync.
+	UpstreamTotals map[string]int
+	// Counts are this snapshot's stages by lowercase lifecycle name (only
+	// non-zero kinds appear).
+	Counts map[string]int
+	// ByEffect is Stats.ByEffect of this snapshot.
+	ByEffect map[string]int
+	// Total is the number of stages (every lifecycle); Quarantined the
+	// number of quarantined entries, which Total excludes.
+	Total       int
+	Quarantined int
+	// Digest is the hex SHA-256 over every data bucket entry (see
+	// FORMAT.md); equal digests mean equal content.
+	Digest string
+	// Path is the snapshot file and SizeBytes its size.
+	Path      string
+	SizeBytes int64
+}
+
+// count returns the number of stages of kind k (LifecycleUnknown: all).
+func (m *Meta) count(k store.LifecycleKind) int {
+	if k == store.LifecycleUnknown {
+		return m.Total
+	}
+	return m.Counts[k.Name()]
+}
+
+func u64(b []byte) (uint64, bool) {
+	if len(b) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b), true
+}
+
+// readMeta reads and validates the meta bucket of a snapshot.
+func readMeta(tx *bolt.Tx, path string) (Meta, error) {
+	notOurs := func(what string) error {
+		return fmt.Errorf("%w: %s is a bbolt file but not a noether-mirror snapshot (%s): move it aside and run `mirror sync` to rebuild it", ErrCorrupt, path, what)
+	}
+	b := tx.Bucket(bucketMeta)
+	if b == nil {
+		return Meta{}, notOurs("no meta bucket")
+	}
+	if string(b.Get([]byte(metaMagic))) != magic {
+		return Meta{}, notOurs("no noether-mirror marker")
+	}
+	m := Meta{Path: path}
+	fv := b.Get([]byte(metaFormatVersion))
+	if len(fv) != 4 {
+		return Meta{}, notOurs("no format version")
+	}
+	m.FormatVersion = binary.BigEndian.Uint32(fv)
+	if m.FormatVersion > FormatVersion {
+		return Meta{}, fmt.Errorf("%w: %s was written by a newer noether-mirror (format %d > %d): upgrade", ErrFormatVersion, path, m.FormatVersion, FormatVersion)
+	}
+	bad := func(key string, err error) error {
+		return fmt.Errorf("%w: %s: meta %q is damaged (%v): run `mirror sync` to rebuild the mirror", ErrCorrupt, path, key, err)
+	}
+	var ok bool
+	if m.Generation, ok = u64(b.Get([]byte(metaGeneration))); !ok {
+		return Meta{}, bad(metaGeneration, fmt.Errorf("want 8 bytes"))
+	}
+	m.Upstream = string(b.Get([]byte(metaUpstream)))
+	for _, t := range []struct {
+		key string
+		dst *time.Time
+	}{{metaLastSync, &m.LastSync}, {metaPublished, &m.Published}} {
+		if v := b.Get([]byte(t.key)); v != nil {
+			n, ok := u64(v)
+			if !ok {
+				return Meta{}, bad(t.key, fmt.Errorf("want 8 bytes"))
+			}
+			*t.dst = time.Unix(0, int64(n)).UTC()
+		}
+	}
+	for _, j := range []struct {
+		key string
+		dst *map[string]int
+	}{{metaUpstreamTotals, &m.UpstreamTotals}, {metaCounts, &m.Counts}, {metaByEffect, &m.ByEffect}} {
+		if v := b.Get([]byte(j.key)); v != nil {
+			if err := json.Unmarshal(v, j.dst); err != nil {
+				return Meta{}, bad(j.key, err)
+			}
+		}
+	}
+	for _, c := range []struct {
+		key string
+		dst *int
+	}{{metaTotal, &m.Total}, {metaQuarantined, &m.Quarantined}} {
+		n, ok := u64(b.Get([]byte(c.key)))
+		if !ok || n > 1<<40 {
+			return Meta{}, bad(c.key, fmt.Errorf("want an 8-byte count"))
+		}
+		*c.dst = int(n)
+	}
+	d := b.Get([]byte(metaDigest))
+	if len(d) != sha256.Size {
+		return Meta{}, bad(metaDigest, fmt.Errorf("want %d bytes", sha256.Size))
+	}
+	m.Digest = fmt.Sprintf("%x", d)
+	if m.Counts == nil {
+		m.Counts = map[string]int{}
+	}
+	if m.ByEffect == nil {
+		m.ByEffect = map[string]int{}
+	}
+	return m, nil
+}
+
+// writeMeta stores m in the meta bucket (digest given as raw bytes).
+func writeMeta(tx *bolt.Tx, m *Meta, digest []byte) error {
+	b, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	fv := make([]byte, 4)
+	binary.BigEndian.PutUint32(fv, m.FormatVersion)
+	put := func(k string, v []byte) {
+		if err == nil {
+			err = b.Put([]byte(k), v)
+		}
+	}
+	js := func(k string, v map[string]int) {
+		if v == nil {
+			return
+		}
+		j, jerr := json.Marshal(v)
+		if jerr != nil && err == nil {
+			err = jerr
+		}
+		put(k, j)
+	}
+	put(metaMagic, []byte(magic))
+	put(metaFormatVersion, fv)
+	put(metaGeneration, beUint64(m.Generation))
+	if m.Upstream != "" {
+		put(metaUpstream, []byte(m.Upstream))
+	}
+	if !m.LastSync.IsZero() {
+		put(metaLastSync, beUint64(uint64(m.LastSync.UnixNano())))
+	}
+	put(metaPublished, beUint64(uint64(m.Published.UnixNano())))
+	js(metaUpstreamTotals, m.UpstreamTotals)
+	js(metaCounts, m.Counts)
+	js(metaByEffect, m.ByEffect)
+	put(metaTotal, beUint64(uint64(m.Total)))
+	put(metaQuarantined, beUint64(uint64(m.Quarantined)))
+	put(metaDigest, digest)
+	return err
+}
+
+// digester computes the content digest: one SHA-256 per data bucket over
+// its entries in key order (each as uvarint-length-prefixed key and
+// value), combined by a SHA-256 over (bucket name, bucket digest) pairs in
+// digestBuckets order.
+type digester struct {
+	per map[string]hash.Hash
+}
+
+func newDigester() *digester {
+	d := &digester{per: map[string]hash.Hash{}}
+	for _, b := range digestBuckets() {
+		d.per[string(b)] = sha256.New()
+	}
+	return d
+}
+
+// add hashes one entry; entries of a bucket must come in key order.
+func (d *digester) add(bucket, k, v []byte) {
+	h := d.per[string(bucket)]
+	var n [binary.MaxVarintLen64]byte
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(k)))])
+	h.Write(k)
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(v)))])
+	h.Write(v)
+}
+
+func (d *digester) sum() []byte {
+	top := sha256.New()
+	var n [binary.MaxVarintLen64]byte
+	for _, b := range digestBuckets() {
+		top.Write(n[:binary.PutUvarint(n[:], uint64(len(b)))])
+		top.Write(b)
+		top.Write(d.per[string(b)].Sum(nil))
+	}
+	return top.Sum(nil)
+}

@@ -1,0 +1,305 @@
+// Package mirror is noether-mirror's on-disk store: an offline copy of a
+// noether stage registry kept in bbolt files, readable by any number of
+// processes while one writer at a time prepares the next version.
+//
+// The file at PATH is an immutable snapshot: nobody ever opens it
+// read-write. A writer (Mirror.BeginSync or Mirror.BeginLocal) builds the
+// next snapshot from a staging file (PATH.next), then Publish writes a
+// fresh compact file, fsyncs it and renames it over PATH. Readers that
+// had the old file open keep reading it until they let go; a Mirror
+// notices the new file on its next read (at most Options.ReloadInterval
+// later) without being reopened. See FORMAT.md for the file layout.
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// Options configures Open and Create. The zero value is ready to use.
+type Options struct {
+	// LockTimeout bounds how long opening a bbolt file may wait for its
+	// file lock; 0 means 2s. Opening never blocks forever.
+	LockTimeout time.Duration
+	// ReloadInterval is how often, at most, reads check PATH for a newer
+	// snapshot: 0 means 250ms, a negative value means on every read.
+	ReloadInterval time.Duration
+	// Logger receives warnings (automatic deprecations, discarded staging
+	// files, failed reloads); nil discards them.
+	Logger *slog.Logger
+}
+
+func (o Options) normalized() Options {
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 2 * time.Second
+	}
+	if o.ReloadInterval == 0 {
+		o.ReloadInterval = 250 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return o
+}
+
+// Mirror is an open mirror. Reads come from the current published
+// snapshot, which it replaces with a newer one when one appears. A Mirror
+// is safe for concurrent use by multiple goroutines; Close releases it
+// (snapshots pinned with Snapshot stay readable until they are closed).
+type Mirror struct {
+	path string
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.RWMutex
+	cur    *snap // nil once closed
+	closed bool
+
+	reloadMu  sync.Mutex
+	nextCheck atomic.Int64 // unix nanos of the next staleness check
+
+	writeMu sync.Mutex // serialises this Mirror's own local writes
+}
+
+var (
+	_ store.StageStore    = (*Mirror)(nil)
+	_ store.PrefixScanner = (*Mirror)(nil)
+)
+
+// snap is one open snapshot file, reference counted: the Mirror holds one
+// reference while it is current and every reader in flight holds one.
+// The database is closed when the count drops to zero.
+type snap struct {
+	db   *bolt.DB
+	meta Meta
+	fi   os.FileInfo // PATH as it was just before the open
+	refs atomic.Int64
+}
+
+func (s *snap) release() {
+	if s.refs.Add(-1) == 0 {
+		_ = s.db.Close()
+	}
+}
+
+// Open opens the mirror at path for reading (and for local writes). It
+// never creates or modifies anything. A missing file is ErrNoMirror; an
+// empty, truncated, damaged or foreign file is ErrCorrupt; a file from a
+// newer noether-mirror is ErrFormatVersion.
+func Open(path string, opts Options) (*Mirror, error) {
+	opts = opts.normalized()
+	s, err := openSnap(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	m := &Mirror{path: path, opts: opts, log: opts.Logger, cur: s}
+	m.nextCheck.Store(time.Now().Add(opts.ReloadInterval).UnixNano())
+	return m, nil
+}
+
+// Create is Open, except that when path does not exist it first creates
+// an empty mirror there (generation 0), atomically, making parent
+// directories (0o755) as needed. An existing file is opened, never
+// replaced.
+func Create(path string, opts Options) (*Mirror, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := createEmpty(path, opts.normalized()); err != nil {
+			return nil, err
+		}
+	}
+	return Open(path, opts)
+}
+
+func createEmpty(path string, opts Options) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating the mirror directory %s: %w", dir, err)
+	}
+	tmp, _, err := compile(context.Background(), path, nil, Meta{}, opts)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	// Link, unlike rename, fails if path appeared meanwhile: never clobber.
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+// openSnap opens the snapshot currently at path read-only and checks it.
+func openSnap(path string, opts Options) (s *snap, err error) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("%w at %s: run `mirror sync` first (or pass --db)", ErrNoMirror, path)
+	case err != nil:
+		return nil, fmt.Errorf("opening mirror %s: %w", path, err)
+	case fi.IsDir():
+		return nil, fmt.Errorf("%w: %s is a directory, not a mirror file: pass the file path with --db", ErrCorrupt, path)
+	case fi.Size() == 0:
+		return nil, fmt.Errorf("%w: %s is empty: remove it and run `mirror sync` to rebuild the mirror", ErrCorrupt, path)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, corruptf(path, "reading it panicked: %v", r)
+		}
+	}()
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	db, err := bolt.Open(path, 0o444, &bolt.Options{
+		ReadOnly:     true,
+		Timeout:      opts.LockTimeout,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("%w: %s is locked read-write by another process (not noether-mirror's snapshot protocol); waited %s: stop that process", ErrBusy, path, opts.LockTimeout)
+		}
+		return nil, corruptf(path, "not a readable bbolt file: %v", err)
+	}
+	s = &snap{db: db, fi: fi}
+	err = db.View(func(tx *bolt.Tx) error {
+		if tx.Size() > fi.Size() {
+			return corruptf(path, "truncated: %d bytes, the database needs %d", fi.Size(), tx.Size())
+		}
+		var err error
+		s.meta, err = readMeta(tx, path)
+		return err
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.meta.SizeBytes = fi.Size()
+	s.refs.Store(1)
+	return s, nil
+}
+
+func corruptf(path, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s: move it aside and run `mirror sync` to rebuild it (or `mirror verify` for details)", ErrCorrupt, path, fmt.Sprintf(format, args...))
+}
+
+// Path returns the mirror's file path as given to Open.
+func (m *Mirror) Path() string { return m.path }
+
+// Close releases the Mirror. Snapshots still pinned stay usable until
+// they are closed. Close is idempotent.
+func (m *Mirror) Close() error {
+	m.mu.Lock()
+	cur := m.cur
+	m.cur, m.closed = nil, true
+	m.mu.Unlock()
+	if cur != nil {
+		cur.release()
+	}
+	return nil
+}
+
+// acquire returns the current snapshot with a reference the caller must
+// release, first switching to a newer published file if one is due.
+func (m *Mirror) acquire() (*snap, error) {
+	if m.opts.ReloadInterval < 0 || time.Now().UnixNano() >= m.nextCheck.Load() {
+		if _, err := m.reload(false); err != nil && !errors.Is(err, ErrClosed) {
+			m.log.Warn("mirror: keeping the current snapshot: the published file could not be opened", "path", m.path, "err", err)
+		}
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.cur == nil {
+		return nil, fmt.Errorf("%w: mirror %s", ErrClosed, m.path)
+	}
+	m.cur.refs.Add(1)
+	return m.cur, nil
+}
+
+// Reload switches to a newer published snapshot now, if there is one, and
+// reports whether it did. Readers in flight keep the snapshot they have.
+func (m *Mirror) Reload() (changed bool, err error) { return m.reload(true) }
+
+func (m *Mirror) reload(force bool) (bool, error) {
+	m.reloadMu.Lock()
+	defer m.reloadMu.Unlock()
+	now := time.Now()
+	if !force && m.opts.ReloadInterval >= 0 && now.UnixNano() < m.nextCheck.Load() {
+		return false, nil // another goroutine just checked
+	}
+	m.nextCheck.Store(now.Add(m.opts.ReloadInterval).UnixNano())
+	m.mu.RLock()
+	cur := m.cur
+	m.mu.RUnlock()
+	if cur == nil {
+		return false, fmt.Errorf("%w: mirror %s", ErrClosed, m.path)
+	}
+	fi, err := os.Stat(m.path)
+	if err != nil {
+		return false, fmt.Errorf("checking %s for a newer snapshot: %w", m.path, err)
+	}
+	if os.SameFile(fi, cur.fi) && fi.Size() == cur.fi.Size() && fi.ModTime().Equal(cur.fi.ModTime()) {
+		return false, nil
+	}
+	next, err := openSnap(m.path, m.opts)
+	if err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		next.release()
+		return false, fmt.Errorf("%w: mirror %s", ErrClosed, m.path)
+	}
+	old := m.cur
+	m.cur = next
+	m.mu.Unlock()
+	old.release()
+	return true, nil
+}
+
+// Meta describes the current snapshot, with the last sync time from the
+// PATH.state sidecar when a later sync confirmed it unchanged.
+func (m *Mirror) Meta() Meta {
+	s, err := m.acquire()
+	if err != nil {
+		return Meta{Path: m.path}
+	}
+	defer s.release()
+	return withSidecar(s.meta, m.path)
+}
+
+// Snapshot pins the current snapshot: every read through it sees the same
+// content, whatever is published meanwhile. It is safe for concurrent use;
+// Close it when done (the file stays open until then).
+func (m *Mirror) Snapshot() (*Snapshot, error) {
+	s, err := m.acquire()
+	if err != nil {
+		return nil, err
+	}
+	return &Snapshot{s: s, path: m.path}, nil
+}
+
+// syncDir fsyncs a directory so a rename or link in it is durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	return nil
+}

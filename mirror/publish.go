@@ -1,0 +1,239 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// batchBytes is how many bytes of records compile writes per transaction:
+// large enough to amortise commits, small enough to bound memory.
+const batchBytes = 8 << 20
+
+// compileResult summarises a compiled snapshot.
+type compileResult struct {
+	meta   Meta
+	digest []byte
+}
+
+// compile writes a new snapshot file next to path from the staging
+// transaction src (nil: an empty mirror) and returns its name. The file is
+// complete and fsynced; on error it is removed.
+func compile(ctx context.Context, path string, src *bolt.Tx, meta Meta, opts Options) (name string, res compileResult, err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", res, fmt.Errorf("creating the next snapshot next to %s: %w", path, err)
+	}
+	name = f.Name()
+	f.Close()
+	defer func() {
+		if err != nil {
+			os.Remove(name)
+			name = ""
+		}
+	}()
+	db, err := bolt.Open(name, 0o644, &bolt.Options{
+		Timeout:      opts.LockTimeout,
+		FreelistType: bolt.FreelistMapType,
+		PageSize:     pageSize,
+		NoSync:       true, // one fsync at the end instead of one per batch
+		NoGrowSync:   true,
+	})
+	if err != nil {
+		return "", res, fmt.Errorf("creating snapshot %s: %w", name, err)
+	}
+	defer func() {
+		if cerr := db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing snapshot %s: %w", name, cerr)
+		}
+	}()
+	c := &compiler{db: db, dg: newDigester(), counts: map[string]int{}, byEffect: map[string]int{}}
+	if err = c.run(ctx, src); err != nil {
+		return "", res, err
+	}
+	meta.FormatVersion = FormatVersion
+	meta.Total = c.total
+	meta.Quarantined = c.quarantined
+	meta.Counts = c.counts
+	meta.ByEffect = c.byEffect
+	if meta.Published.IsZero() {
+		meta.Published = time.Now().UTC()
+	}
+	res.digest = c.dg.sum()
+	meta.Digest = fmt.Sprintf("%x", res.digest)
+	if err = db.Update(func(tx *bolt.Tx) error { return writeMeta(tx, &meta, res.digest) }); err != nil {
+		return "", res, fmt.Errorf("writing snapshot meta: %w", err)
+	}
+	if err = db.Sync(); err != nil {
+		return "", res, fmt.Errorf("syncing snapshot %s: %w", name, err)
+	}
+	if err = os.Chmod(name, 0o644); err != nil {
+		return "", res, err
+	}
+	res.meta = meta
+	return name, res, nil
+}
+
+type compiler struct {
+	db          *bolt.DB
+	dg          *digester
+	tx          *bolt.Tx
+	buckets     map[string]*bolt.Bucket
+	pending     int
+	total       int
+	quarantined int
+	counts      map[string]int
+	byEffect    map[string]int
+	pos         map[store.LifecycleKind]uint64
+}
+
+type kv struct{ k, v []byte }
+
+// put writes one entry (keys must arrive in order per bucket), committing
+// every batchBytes.
+func (c *compiler) put(bucket, k, v []byte) error {
+	if c.tx == nil {
+		tx, err := c.db.Begin(true)
+		if err != nil {
+			return err
+		}
+		c.tx = tx
+		c.buckets = map[string]*bolt.Bucket{}
+	}
+	b := c.buckets[string(bucket)]
+	if b == nil {
+		if b = c.tx.Bucket(bucket); b == nil {
+			return fmt.Errorf("snapshot bucket %q is missing", bucket)
+		}
+		b.FillPercent = 1.0 // keys arrive in order: pack pages full
+		c.buckets[string(bucket)] = b
+	}
+	if err := b.Put(k, v); err != nil {
+		return err
+	}
+	c.dg.add(bucket, k, v)
+	c.pending += len(k) + len(v)
+	if c.pending >= batchBytes {
+		return c.commit()
+	}
+	return nil
+}
+
+func (c *compiler) commit() error {
+	c.pending = 0
+	if c.tx == nil {
+		return nil
+	}
+	tx := c.tx
+	c.tx = nil
+	return tx.Commit()
+}
+
+func (c *compiler) run(ctx context.Context, src *bolt.Tx) (err error) {
+	defer func() {
+		if c.tx != nil {
+			_ = c.tx.Rollback()
+		}
+	}()
+	// Every bucket exists, even when empty.
+	if err := c.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range append(digestBuckets(), bucketMeta) {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if src == nil {
+		return nil
+	}
+	sb := src.Bucket(bucketStages)
+	if sb == nil {
+		return errors.New("the staging file has no stages bucket")
+	}
+	c.pos = map[store.LifecycleKind]uint64{}
+	var byName, bySig []kv
+	cur := sb.Cursor()
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+		if c.total%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		rec, err := decodeRecord(k, v)
+		if err != nil {
+			return fmt.Errorf("staging record %q is damaged (%v): abort this sync and run it again", k, err)
+		}
+		if err := c.put(bucketStages, k, v); err != nil {
+			return err
+		}
+		kinds := []store.LifecycleKind{store.LifecycleUnknown}
+		if rec.Lifecycle.Kind != store.LifecycleUnknown {
+			kinds = append(kinds, rec.Lifecycle.Kind)
+		}
+		for _, kind := range kinds {
+			if err := c.put(posBucket(kind), beUint64(c.pos[kind]), k); err != nil {
+				return err
+			}
+			c.pos[kind]++
+		}
+		c.total++
+		c.counts[rec.Lifecycle.Kind.Name()]++
+		for _, e := range rec.Effects {
+			c.byEffect[e]++
+		}
+		if rec.HasName {
+			byName = append(byName, kv{k: indexKey(rec.Name, rec.ID)})
+		}
+		if rec.SignatureID != "" {
+			bySig = append(bySig, kv{k: indexKey(string(rec.SignatureID), rec.ID), v: []byte{byte(rec.Lifecycle.Kind)}})
+		}
+	}
+	for _, idx := range []struct {
+		bucket []byte
+		kvs    []kv
+	}{{bucketByName, byName}, {bucketBySig, bySig}} {
+		slices.SortFunc(idx.kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+		for _, e := range idx.kvs {
+			v := e.v
+			if v == nil {
+				v = []byte{}
+			}
+			if err := c.put(idx.bucket, e.k, v); err != nil {
+				return err
+			}
+		}
+	}
+	if qb := src.Bucket(bucketQuarantine); qb != nil {
+		qc := qb.Cursor()
+		for k, v := qc.First(); k != nil; k, v = qc.Next() {
+			if _, err := decodeQuarantine(k, v); err != nil {
+				return fmt.Errorf("staging quarantine entry %q is damaged (%v): abort this sync and run it again", k, err)
+			}
+			if err := c.put(bucketQuarantine, k, v); err != nil {
+				return err
+			}
+			c.quarantined++
+		}
+	}
+	return c.commit()
+}
+
+// indexKey is a by_name or by_sig key: value, 0x00, id.
+func indexKey(value string, id store.StageID) []byte {
+	k := make([]byte, 0, len(value)+1+len(id))
+	k = append(k, value...)
+	k = append(k, 0)
+	return append(k, id...)
+}

@@ -1,0 +1,101 @@
+package mirror
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// sidecar is PATH.state: the freshness of the published snapshot. A sync
+// that finds nothing new only rewrites this small file.
+type sidecar struct {
+	Generation     uint64         `json:"generation"`
+	LastSync       time.Time      `json:"last_sync"`
+	Upstream       string         `json:"upstream,omitempty"`
+	UpstreamTotals map[string]int `json:"upstream_totals,omitempty"`
+}
+
+func sidecarPath(path string) string { return path + ".state" }
+
+// maxSidecarBytes bounds the sidecar read: it is a few hundred bytes.
+const maxSidecarBytes = 1 << 20
+
+// readSidecar returns the sidecar, or ok=false when it is missing or
+// unreadable (it only refines Meta; a bad one is ignored).
+func readSidecar(path string) (sidecar, bool) {
+	f, err := os.Open(sidecarPath(path))
+	if err != nil {
+		return sidecar{}, false
+	}
+	defer f.Close()
+	var sc sidecar
+	buf := make([]byte, maxSidecarBytes)
+	n, _ := f.Read(buf)
+	if n == 0 || n == maxSidecarBytes || json.Unmarshal(buf[:n], &sc) != nil {
+		return sidecar{}, false
+	}
+	return sc, true
+}
+
+// withSidecar refines m with the sidecar when it speaks for m's
+// generation.
+func withSidecar(m Meta, path string) Meta {
+	sc, ok := readSidecar(path)
+	if !ok || sc.Generation != m.Generation {
+		return m
+	}
+	if sc.LastSync.After(m.LastSync) {
+		m.LastSync = sc.LastSync.UTC()
+	}
+	if sc.Upstream != "" {
+		m.Upstream = sc.Upstream
+	}
+	if sc.UpstreamTotals != nil {
+		m.UpstreamTotals = sc.UpstreamTotals
+	}
+	return m
+}
+
+// writeSidecar replaces PATH.state atomically and durably.
+func writeSidecar(path string, sc sidecar) error {
+	b, err := json.Marshal(sc)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(sidecarPath(path), append(b, '\n'))
+}
+
+// writeFileAtomic writes data to a temporary file in the same directory,
+// fsyncs it, renames it over name and fsyncs the directory. The temporary
+// file is removed on failure.
+func writeFileAtomic(name string, data []byte) (err error) {
+	dir := filepath.Dir(name)
+	f, err := os.CreateTemp(dir, filepath.Base(name)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	if err = os.Rename(f.Name(), name); err != nil {
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	return syncDir(dir)
+}

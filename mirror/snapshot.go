@@ -1,0 +1,421 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"iter"
+	"maps"
+	"runtime/debug"
+	"sync/atomic"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// Snapshot is one published snapshot pinned for reading: every read sees
+// the same content however many snapshots are published meanwhile. It is
+// safe for concurrent use. Close it when done; reads after Close fail with
+// ErrClosed. Everything it returns is a copy owned by the caller.
+type Snapshot struct {
+	s      *snap
+	path   string
+	closed atomic.Bool
+}
+
+var (
+	_ store.Reader        = (*Snapshot)(nil)
+	_ store.PrefixScanner = (*Snapshot)(nil)
+)
+
+// Close unpins the snapshot. It is idempotent.
+func (sn *Snapshot) Close() error {
+	if sn.closed.CompareAndSwap(false, true) {
+		sn.s.release()
+	}
+	return nil
+}
+
+func (sn *Snapshot) get() (*snap, error) {
+	if sn.closed.Load() {
+		return nil, fmt.Errorf("%w: snapshot of %s", ErrClosed, sn.path)
+	}
+	return sn.s, nil
+}
+
+// Meta describes the pinned snapshot (with the sidecar's freshness when
+// it speaks for this generation).
+func (sn *Snapshot) Meta() Meta { return withSidecar(sn.s.meta, sn.path) }
+
+// chunkSize is how many records an iteration decodes per read
+// transaction; the caller's loop body never runs inside a transaction.
+const chunkSize = 256
+
+// view runs fn in a read transaction. A panic inside bbolt (which it does
+// on some damaged pages) or a memory fault becomes ErrCorrupt.
+func (s *snap) view(fn func(tx *bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = corruptf(s.meta.Path, "reading it failed: %v", r)
+		}
+	}()
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	return s.db.View(fn)
+}
+
+func (s *snap) corruptRecord(id []byte, err error) error {
+	return fmt.Errorf("%w: %s: stage %s: %v: run `mirror verify`, then `mirror sync` to repair", ErrCorrupt, s.meta.Path, id, err)
+}
+
+func (s *snap) missingBucket(name []byte) error {
+	return corruptf(s.meta.Path, "bucket %q is missing", name)
+}
+
+// getRaw returns a copy of the stage JSON stored under id.
+func (s *snap) getRaw(id store.StageID) ([]byte, error) {
+	var out []byte
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketStages)
+		if b == nil {
+			return s.missingBucket(bucketStages)
+		}
+		key := []byte(id)
+		v := b.Get(key)
+		if v == nil {
+			return store.NotFoundError(id)
+		}
+		raw, err := recordRaw(key, v)
+		if err != nil {
+			return s.corruptRecord(key, err)
+		}
+		out = bytes.Clone(raw)
+		return nil
+	})
+	return out, err
+}
+
+func (s *snap) getRecord(id store.StageID) (Record, error) {
+	var rec Record
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		rec, err = s.recordTx(tx, []byte(id))
+		return err
+	})
+	return rec, err
+}
+
+// recordTx reads and decodes the record under id (copied out).
+func (s *snap) recordTx(tx *bolt.Tx, id []byte) (Record, error) {
+	b := tx.Bucket(bucketStages)
+	if b == nil {
+		return Record{}, s.missingBucket(bucketStages)
+	}
+	v := b.Get(id)
+	if v == nil {
+		return Record{}, store.NotFoundError(store.StageID(id))
+	}
+	rec, err := decodeRecord(id, v)
+	if err != nil {
+		return Record{}, s.corruptRecord(id, err)
+	}
+	return rec, nil
+}
+
+func (s *snap) contains(id store.StageID) (bool, error) {
+	var ok bool
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketStages)
+		if b == nil {
+			return s.missingBucket(bucketStages)
+		}
+		ok = b.Get([]byte(id)) != nil
+		return nil
+	})
+	return ok, err
+}
+
+func (s *snap) page(kind store.LifecycleKind, offset, limit int) ([][]byte, int, error) {
+	if offset < 0 || limit < 0 {
+		return nil, 0, fmt.Errorf("page offset %d and limit %d must not be negative", offset, limit)
+	}
+	total := s.meta.count(kind)
+	if offset >= total || limit == 0 {
+		return nil, total, nil
+	}
+	limit = min(limit, total-offset)
+	out := make([][]byte, 0, limit)
+	err := s.view(func(tx *bolt.Tx) error {
+		pb, sb := tx.Bucket(posBucket(kind)), tx.Bucket(bucketStages)
+		if pb == nil || sb == nil {
+			return s.missingBucket(posBucket(kind))
+		}
+		c := pb.Cursor()
+		for k, id := c.Seek(beUint64(uint64(offset))); k != nil && len(out) < limit; k, id = c.Next() {
+			v := sb.Get(id)
+			if v == nil {
+				return corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
+			}
+			raw, err := recordRaw(id, v)
+			if err != nil {
+				return s.corruptRecord(id, err)
+			}
+			out = append(out, bytes.Clone(raw))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, total, nil
+}
+
+// records iterates, in id order, over the records of one lifecycle kind
+// (LifecycleUnknown: all) whose id starts with prefix.
+func (s *snap) records(ctx context.Context, kind store.LifecycleKind, prefix []byte) iter.Seq2[Record, error] {
+	return func(yield func(Record, error) bool) {
+		var from []byte // next key to seek: a stages key or a position
+		if kind == store.LifecycleUnknown {
+			from = append([]byte{}, prefix...)
+		} else {
+			from = beUint64(0)
+		}
+		for from != nil {
+			if err := ctx.Err(); err != nil {
+				yield(Record{}, err)
+				return
+			}
+			var batch []Record
+			err := s.view(func(tx *bolt.Tx) error {
+				var err error
+				batch, from, err = s.recordChunk(tx, kind, prefix, from)
+				return err
+			})
+			if err != nil {
+				yield(Record{}, err)
+				return
+			}
+			for _, r := range batch {
+				if !yield(r, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// recordChunk decodes up to chunkSize records starting at from and returns
+// where to continue (nil at the end).
+func (s *snap) recordChunk(tx *bolt.Tx, kind store.LifecycleKind, prefix, from []byte) ([]Record, []byte, error) {
+	sb := tx.Bucket(bucketStages)
+	if sb == nil {
+		return nil, nil, s.missingBucket(bucketStages)
+	}
+	out := make([]Record, 0, chunkSize)
+	if kind == store.LifecycleUnknown {
+		c := sb.Cursor()
+		var last []byte
+		for k, v := c.Seek(from); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if len(out) == chunkSize {
+				return out, append(bytes.Clone(last), 0), nil
+			}
+			rec, err := decodeRecord(k, v)
+			if err != nil {
+				return nil, nil, s.corruptRecord(k, err)
+			}
+			out = append(out, rec)
+			last = k
+		}
+		return out, nil, nil
+	}
+	pb := tx.Bucket(posBucket(kind))
+	if pb == nil {
+		return nil, nil, s.missingBucket(posBucket(kind))
+	}
+	c := pb.Cursor()
+	for k, id := c.Seek(from); k != nil; k, id = c.Next() {
+		if len(out) == chunkSize {
+			return out, bytes.Clone(k), nil
+		}
+		v := sb.Get(id)
+		if v == nil {
+			return nil, nil, corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
+		}
+		rec, err := decodeRecord(id, v)
+		if err != nil {
+			return nil, nil, s.corruptRecord(id, err)
+		}
+		out = append(out, rec)
+	}
+	return out, nil, nil
+}
+
+func (s *snap) quarantined(ctx context.Context) iter.Seq2[QuarantineEntry, error] {
+	return func(yield func(QuarantineEntry, error) bool) {
+		from := []byte{}
+		for from != nil {
+			if err := ctx.Err(); err != nil {
+				yield(QuarantineEntry{}, err)
+				return
+			}
+			var batch []QuarantineEntry
+			err := s.view(func(tx *bolt.Tx) error {
+				b := tx.Bucket(bucketQuarantine)
+				if b == nil {
+					return s.missingBucket(bucketQuarantine)
+				}
+				c := b.Cursor()
+				var last []byte
+				for k, v := c.Seek(from); ; k, v = c.Next() {
+					if k == nil {
+						from = nil
+						return nil
+					}
+					if len(batch) == chunkSize {
+						from = append(bytes.Clone(last), 0)
+						return nil
+					}
+					q, err := decodeQuarantine(k, v)
+					if err != nil {
+						return fmt.Errorf("%w: %s: quarantine entry %q: %v: run `mirror sync` to repair", ErrCorrupt, s.meta.Path, k, err)
+					}
+					batch = append(batch, q)
+					last = k
+				}
+			})
+			if err != nil {
+				yield(QuarantineEntry{}, err)
+				return
+			}
+			for _, q := range batch {
+				if !yield(q, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// indexed returns, in id order, the records an index lists under
+// prefix+0x00 that keep selects. Index keys are prefix 0x00 id.
+func (s *snap) indexed(bucket, prefix []byte, keep func(v []byte, r *Record) bool) ([]Record, error) {
+	var out []Record
+	err := s.view(func(tx *bolt.Tx) error {
+		ib := tx.Bucket(bucket)
+		if ib == nil {
+			return s.missingBucket(bucket)
+		}
+		p := append(bytes.Clone(prefix), 0)
+		c := ib.Cursor()
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if !keep(v, nil) {
+				continue
+			}
+			rec, err := s.recordTx(tx, k[len(p):])
+			if err != nil {
+				return err
+			}
+			if keep(v, &rec) {
+				out = append(out, rec)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *snap) byName(name string) ([]Record, error) {
+	return s.indexed(bucketByName, []byte(name), func(_ []byte, r *Record) bool {
+		return r == nil || (r.HasName && r.Name == name)
+	})
+}
+
+func (s *snap) activeBySig(sig store.SignatureID) ([]Record, error) {
+	if sig == "" {
+		return nil, nil
+	}
+	return s.indexed(bucketBySig, []byte(sig), func(v []byte, r *Record) bool {
+		if r == nil {
+			return len(v) == 1 && store.LifecycleKind(v[0]) == store.LifecycleActive
+		}
+		return r.SignatureID == sig && r.Lifecycle.Kind == store.LifecycleActive
+	})
+}
+
+func (s *snap) stats() store.Stats {
+	st := store.Stats{Total: s.meta.Total, ByLifecycle: map[string]int{}, ByEffect: maps.Clone(s.meta.ByEffect)}
+	for k, n := range s.meta.Counts {
+		if n > 0 {
+			st.ByLifecycle[k] = n
+		}
+	}
+	if st.ByEffect == nil {
+		st.ByEffect = map[string]int{}
+	}
+	return st
+}
+
+// decodeAll decodes the stage JSON of each record.
+func decodeAll(recs []Record) ([]*store.Stage, error) {
+	out := make([]*store.Stage, 0, len(recs))
+	for _, r := range recs {
+		s, err := r.Decode()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// filterKind picks the index that serves f and reports whether f can
+// match anything at all.
+func filterKind(f store.Filter) (store.LifecycleKind, bool) {
+	if f.Lifecycle != nil {
+		if f.Kind != store.LifecycleUnknown && f.Kind != f.Lifecycle.Kind {
+			return 0, false
+		}
+		return f.Lifecycle.Kind, true
+	}
+	return f.Kind, true
+}
+
+// stages iterates over the decoded stages f selects, in id order.
+func (s *snap) stages(ctx context.Context, f store.Filter, prefix []byte) iter.Seq2[*store.Stage, error] {
+	return func(yield func(*store.Stage, error) bool) {
+		kind, ok := filterKind(f)
+		if !ok {
+			return
+		}
+		for r, err := range s.records(ctx, kind, prefix) {
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if f.Lifecycle != nil && r.Lifecycle != *f.Lifecycle {
+				continue
+			}
+			st, err := r.Decode()
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if !f.Match(st) {
+				continue
+			}
+			if !yield(st, nil) {
+				return
+			}
+		}
+	}
+}
+
+// rawsOf returns the Raw of each record.
+func rawsOf(recs []Record) [][]byte {
+	out := make([][]byte, len(recs))
+	for i := range recs {
+		out[i] = recs[i].Raw
+	}
+	return out
+}

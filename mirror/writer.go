@@ -1,0 +1,598 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// Writer prepares the next snapshot in the staging file PATH.next while
+// holding the mirror's writer lock (PATH.lock). Readers are never blocked.
+// A Writer is not safe for concurrent use. Always end it with Publish or
+// Abort; after a failed Publish, call Abort.
+type Writer struct {
+	m        *Mirror
+	lock     *os.File
+	db       *bolt.DB
+	base     *snap // the published snapshot when the writer began
+	mode     string
+	resumed  bool
+	progress []byte
+	done     bool
+}
+
+// Staging modes, stored in the staging file's writer bucket.
+const (
+	modeSync  = "sync"
+	modeLocal = "local"
+)
+
+// Writer bucket keys.
+var (
+	wkMode     = []byte("mode")
+	wkProgress = []byte("progress")
+)
+
+func (m *Mirror) lockPath() string { return m.path + ".lock" }
+func (m *Mirror) nextPath() string { return m.path + ".next" }
+
+// BeginSync starts a writer for a sync: the staging file starts empty, or
+// resumes the PATH.next a killed sync left (then Resumed reports true and
+// Progress returns what that sync saved). Another writer anywhere gives
+// ErrBusy at once.
+func (m *Mirror) BeginSync(ctx context.Context) (*Writer, error) {
+	return m.begin(ctx, modeSync)
+}
+
+// BeginLocal starts a writer whose staging file starts as a copy of the
+// current snapshot, for local edits. Another writer anywhere gives ErrBusy
+// at once. A staging file a killed sync left behind is discarded.
+func (m *Mirror) BeginLocal(ctx context.Context) (*Writer, error) {
+	return m.begin(ctx, modeLocal)
+}
+
+func (m *Mirror) begin(ctx context.Context, mode string) (w *Writer, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	lock, err := lockFile(m.lockPath())
+	if err != nil {
+		return nil, err
+	}
+	w = &Writer{m: m, lock: lock, mode: mode}
+	defer func() {
+		if err != nil {
+			w.release()
+		}
+	}()
+	m.removeTemps()
+	if _, err := m.Reload(); err != nil {
+		return nil, err
+	}
+	if w.base, err = m.acquire(); err != nil {
+		return nil, err
+	}
+	next := m.nextPath()
+	if mode == modeSync {
+		if ok := w.resume(); ok {
+			return w, nil
+		}
+	} else if _, err := os.Stat(next); err == nil {
+		m.log.Warn("mirror: discarding the staging file of an interrupted sync for a local write", "path", next)
+	}
+	if err := os.Remove(next); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing old staging file %s: %w", next, err)
+	}
+	if mode == modeLocal {
+		if err := w.base.view(func(tx *bolt.Tx) error { return tx.CopyFile(next, 0o644) }); err != nil {
+			os.Remove(next)
+			return nil, fmt.Errorf("copying %s to the staging file %s: %w", m.path, next, err)
+		}
+	}
+	if err := w.openStaging(); err != nil {
+		os.Remove(next)
+		return nil, err
+	}
+	return w, nil
+}
+
+// resume opens a staging file left by a killed sync; on any problem it is
+// discarded (a fresh sync is always correct, only slower).
+func (w *Writer) resume() bool {
+	next := w.m.nextPath()
+	if _, err := os.Stat(next); err != nil {
+		return false
+	}
+	if err := w.openStaging(); err != nil {
+		w.m.log.Warn("mirror: discarding an unreadable staging file", "path", next, "err", err)
+		return false
+	}
+	var mode string
+	err := w.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketWriter)
+		if b == nil {
+			return errors.New("no writer bucket")
+		}
+		mode = string(b.Get(wkMode))
+		w.progress = bytes.Clone(b.Get(wkProgress))
+		return nil
+	})
+	if err != nil || mode != modeSync {
+		w.m.log.Warn("mirror: discarding a staging file that is not a resumable sync", "path", next, "mode", mode, "err", err)
+		_ = w.db.Close()
+		w.db, w.progress = nil, nil
+		return false
+	}
+	w.resumed = true
+	return true
+}
+
+// openStaging opens (creating if needed) PATH.next read-write and makes
+// sure it has the staging buckets, dropping any published-only bucket a
+// copied snapshot brought along.
+func (w *Writer) openStaging() error {
+	next := w.m.nextPath()
+	db, err := bolt.Open(next, 0o644, &bolt.Options{
+		Timeout:        w.m.opts.LockTimeout,
+		FreelistType:   bolt.FreelistMapType,
+		NoFreelistSync: false,
+		PageSize:       pageSize,
+		// A sync's batches must survive a crash to be resumed; a local
+		// write is redone from scratch, so it skips the per-batch fsync.
+		NoSync: w.mode == modeLocal,
+	})
+	if err != nil {
+		return fmt.Errorf("opening the staging file %s: %w", next, err)
+	}
+	err = update(db, func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketByName, bucketMeta, bucketPosAll,
+			posBucket(store.LifecycleDraft), posBucket(store.LifecycleActive),
+			posBucket(store.LifecycleDeprecated), posBucket(store.LifecycleTombstone)} {
+			if tx.Bucket(b) != nil {
+				if err := tx.DeleteBucket(b); err != nil {
+					return err
+				}
+			}
+		}
+		for _, b := range [][]byte{bucketStages, bucketBySig, bucketQuarantine} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		wb, err := tx.CreateBucketIfNotExists(bucketWriter)
+		if err != nil {
+			return err
+		}
+		if wb.Get(wkMode) == nil {
+			return wb.Put(wkMode, []byte(w.mode))
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return fmt.Errorf("preparing the staging file %s: %w", next, err)
+	}
+	w.db = db
+	return nil
+}
+
+// update runs fn in a read-write transaction, turning a bbolt panic on a
+// damaged staging file into an error.
+func update(db *bolt.DB, fn func(tx *bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: staging file %s: %v: abort and run the sync again", ErrCorrupt, db.Path(), r)
+		}
+	}()
+	return db.Update(fn)
+}
+
+// lockFile takes PATH.lock exclusively without waiting.
+func lockFile(name string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening the writer lock %s: %w", name, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder := ""
+		if b, rerr := os.ReadFile(name); rerr == nil && len(bytes.TrimSpace(b)) > 0 {
+			holder = " (pid " + strings.TrimSpace(string(b)) + ")"
+		}
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: another process%s is writing the mirror (it holds %s): wait for it to finish", ErrBusy, holder, name)
+		}
+		return nil, fmt.Errorf("locking %s: %w", name, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return f, nil
+}
+
+// removeTemps deletes snapshot and sidecar temporaries a killed writer
+// left. Only the lock holder calls it, so none is in use.
+func (m *Mirror) removeTemps() {
+	for _, pat := range []string{m.path + ".tmp-*", sidecarPath(m.path) + ".tmp-*"} {
+		names, _ := filepath.Glob(pat)
+		for _, n := range names {
+			if err := os.Remove(n); err == nil {
+				m.log.Warn("mirror: removed a temporary file left by an interrupted writer", "path", n)
+			}
+		}
+	}
+}
+
+// release closes the staging file and the base snapshot and drops the lock.
+func (w *Writer) release() {
+	w.closeStaging()
+	if w.base != nil {
+		w.base.release()
+		w.base = nil
+	}
+	if w.lock != nil {
+		_ = w.lock.Truncate(0)
+		_ = w.lock.Close() // closing the descriptor releases the flock
+		w.lock = nil
+	}
+	w.done = true
+}
+
+func (w *Writer) closeStaging() {
+	if w.db != nil {
+		_ = w.db.Close()
+		w.db = nil
+	}
+}
+
+func (w *Writer) check() error {
+	if w.done {
+		return fmt.Errorf("%w: writer for %s already published or aborted", ErrClosed, w.m.path)
+	}
+	return nil
+}
+
+// Resumed reports whether the writer resumed a staging file left by a
+// killed sync.
+func (w *Writer) Resumed() bool { return w.resumed }
+
+// Progress returns the opaque state saved with the last committed
+// PutBatch (nil if none), e.g. the page a resumed sync continues from.
+func (w *Writer) Progress() []byte { return bytes.Clone(w.progress) }
+
+// Entry is one stage for PutBatch: a good stage with its verification
+// report, or (Quarantine true) bytes the mirror must not serve, with the
+// reasons. A quarantined entry gives Stage when its JSON decoded, else
+// Raw.
+type Entry struct {
+	Stage      *store.Stage
+	Report     store.Report
+	Quarantine bool
+	Reasons    []string
+	// Raw is the bytes of a quarantined entry whose JSON did not decode
+	// (ignored when Stage is set).
+	Raw []byte
+}
+
+// QuarantineKey returns the key a quarantined entry is stored under: its
+// id when that is a well-formed stage id, else "x" and the hex SHA-256 of
+// its bytes.
+func (e *Entry) QuarantineKey() string {
+	if e.Stage != nil && store.ValidID(string(e.Stage.ID)) {
+		return string(e.Stage.ID)
+	}
+	sum := sha256.Sum256(e.raw())
+	return "x" + hex.EncodeToString(sum[:])
+}
+
+func (e *Entry) raw() []byte {
+	if e.Stage != nil {
+		return e.Stage.Raw
+	}
+	return e.Raw
+}
+
+// recordOf builds the record of a decoded stage.
+func recordOf(s *store.Stage, rep store.Report) *Record {
+	r := &Record{
+		ID: s.ID, SignatureID: s.SignatureID, Name: s.Name, HasName: s.HasName,
+		Lifecycle: s.Lifecycle, Raw: s.Raw, Unknown: s.Unknown, Report: rep,
+	}
+	for _, e := range s.Signature.Effects {
+		r.Effects = append(r.Effects, e.DebugKey())
+	}
+	return r
+}
+
+// PutBatch stores entries and the caller's progress in ONE transaction
+// (durable when it returns). Stages go in as given, replacing any with the
+// same id; no lifecycle rule or invariant is applied (a sync mirrors what
+// upstream says). A quarantined entry replaces a good stage with its key
+// and vice versa.
+func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
+	if err := w.check(); err != nil {
+		return err
+	}
+	for i := range entries {
+		e := &entries[i]
+		if !e.Quarantine && e.Stage == nil {
+			return fmt.Errorf("PutBatch entry %d has no stage: set Stage, or Quarantine with Raw", i)
+		}
+		if len(e.raw()) == 0 {
+			return fmt.Errorf("PutBatch entry %d has no bytes", i)
+		}
+	}
+	now := time.Now().UTC()
+	err := update(w.db, func(tx *bolt.Tx) error {
+		for i := range entries {
+			e := &entries[i]
+			if !e.Quarantine {
+				if err := putStage(tx, recordOf(e.Stage, e.Report)); err != nil {
+					return err
+				}
+				if err := tx.Bucket(bucketQuarantine).Delete([]byte(e.Stage.ID)); err != nil {
+					return err
+				}
+				continue
+			}
+			key := e.QuarantineKey()
+			q := QuarantineEntry{ID: key, Raw: e.raw(), Reasons: e.Reasons, FirstSeen: w.firstSeen(tx, key, e.raw(), now)}
+			if e.Stage != nil {
+				q.ID = string(e.Stage.ID)
+			}
+			val, err := encodeQuarantine([]byte(key), &q)
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketQuarantine).Put([]byte(key), val); err != nil {
+				return err
+			}
+			if err := deleteStage(tx, []byte(key)); err != nil {
+				return err
+			}
+		}
+		wb := tx.Bucket(bucketWriter)
+		if progress == nil {
+			return wb.Delete(wkProgress)
+		}
+		return wb.Put(wkProgress, progress)
+	})
+	if err != nil {
+		return fmt.Errorf("staging a batch of %d stages in %s: %w", len(entries), w.m.nextPath(), err)
+	}
+	w.progress = bytes.Clone(progress)
+	return nil
+}
+
+// firstSeen keeps the first time these exact bytes were quarantined, from
+// the staging file or the published snapshot, so an unchanged upstream
+// gives an unchanged snapshot.
+func (w *Writer) firstSeen(tx *bolt.Tx, key string, raw []byte, now time.Time) time.Time {
+	if v := tx.Bucket(bucketQuarantine).Get([]byte(key)); v != nil {
+		if q, err := decodeQuarantine([]byte(key), v); err == nil && bytes.Equal(q.Raw, raw) && !q.FirstSeen.IsZero() {
+			return q.FirstSeen
+		}
+	}
+	var seen time.Time
+	_ = w.base.view(func(btx *bolt.Tx) error {
+		if b := btx.Bucket(bucketQuarantine); b != nil {
+			if v := b.Get([]byte(key)); v != nil {
+				if q, err := decodeQuarantine([]byte(key), v); err == nil && bytes.Equal(q.Raw, raw) {
+					seen = q.FirstSeen
+				}
+			}
+		}
+		return nil
+	})
+	if seen.IsZero() {
+		return now
+	}
+	return seen
+}
+
+// putStage stores r in the staging stages bucket and keeps by_sig in step.
+func putStage(tx *bolt.Tx, r *Record) error {
+	if err := deleteStage(tx, []byte(r.ID)); err != nil {
+		return err
+	}
+	val, err := encodeRecord(r)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketStages).Put([]byte(r.ID), val); err != nil {
+		return err
+	}
+	if r.SignatureID != "" {
+		return tx.Bucket(bucketBySig).Put(indexKey(string(r.SignatureID), r.ID), []byte{byte(r.Lifecycle.Kind)})
+	}
+	return nil
+}
+
+// deleteStage removes a stage and its by_sig entry from staging, if there.
+func deleteStage(tx *bolt.Tx, id []byte) error {
+	sb := tx.Bucket(bucketStages)
+	v := sb.Get(id)
+	if v == nil {
+		return nil
+	}
+	old, err := decodeRecord(id, v)
+	if err != nil {
+		return fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
+	}
+	if old.SignatureID != "" {
+		if err := tx.Bucket(bucketBySig).Delete(indexKey(string(old.SignatureID), old.ID)); err != nil {
+			return err
+		}
+	}
+	return sb.Delete(id)
+}
+
+// Staged returns a copy of the JSON staged under id, if any, so a resumed
+// sync can skip re-verifying bytes it already has.
+func (w *Writer) Staged(id store.StageID) (raw []byte, ok bool, err error) {
+	if err := w.check(); err != nil {
+		return nil, false, err
+	}
+	err = w.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketStages).Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		r, err := recordRaw([]byte(id), v)
+		if err != nil {
+			return fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
+		}
+		raw, ok = bytes.Clone(r), true
+		return nil
+	})
+	return raw, ok, err
+}
+
+// Delete removes stages (and quarantine entries) with these ids from
+// staging, in one transaction. Absent ids are ignored.
+func (w *Writer) Delete(ids ...store.StageID) error {
+	if err := w.check(); err != nil {
+		return err
+	}
+	return update(w.db, func(tx *bolt.Tx) error {
+		for _, id := range ids {
+			if err := deleteStage(tx, []byte(id)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketQuarantine).Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Abort ends the writer without publishing and releases the lock.
+// keepStaging leaves PATH.next for a later BeginSync to resume; otherwise
+// it is deleted. Abort after Publish (or a second Abort) does nothing.
+func (w *Writer) Abort(keepStaging bool) error {
+	if w.done {
+		return nil
+	}
+	next := w.m.nextPath()
+	defer w.release() // the lock goes last: nobody else may own PATH.next yet
+	w.closeStaging()
+	if !keepStaging {
+		if err := os.Remove(next); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing the staging file %s: %w", next, err)
+		}
+	}
+	return nil
+}
+
+// PublishInfo describes the sync being published. Zero fields keep the
+// current snapshot's values (a local write is not a sync).
+type PublishInfo struct {
+	Upstream       string
+	SyncTime       time.Time
+	UpstreamTotals map[string]int
+}
+
+// PublishResult says what Publish did.
+type PublishResult struct {
+	// Generation is the published snapshot's generation (the current one
+	// when Unchanged).
+	Generation uint64
+	// Unchanged is true when the staged content equals the current
+	// snapshot's: nothing new was published, only the sidecar refreshed.
+	Unchanged bool
+	Path      string
+	Total     int
+	Digest    string
+}
+
+// Publish compiles the staging file into a new snapshot, fsyncs it,
+// renames it over PATH, fsyncs the directory and records the sync in the
+// sidecar. When the content digest equals the current snapshot's nothing
+// is published (Unchanged) but the sidecar's last-sync time is refreshed.
+// On success the staging file is removed and the lock released; on error
+// the writer stays open: call Abort.
+func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, error) {
+	if err := w.check(); err != nil {
+		return PublishResult{}, err
+	}
+	m := w.m
+	if _, err := m.Reload(); err != nil {
+		return PublishResult{}, err
+	}
+	cur, err := m.acquire()
+	if err != nil {
+		return PublishResult{}, err
+	}
+	defer cur.release()
+	prev := withSidecar(cur.meta, m.path)
+	meta := Meta{
+		Generation: prev.Generation + 1, Upstream: prev.Upstream, LastSync: prev.LastSync,
+		UpstreamTotals: prev.UpstreamTotals, Published: time.Now().UTC(),
+	}
+	if info.Upstream != "" {
+		meta.Upstream = info.Upstream
+	}
+	if !info.SyncTime.IsZero() {
+		meta.LastSync = info.SyncTime.UTC()
+	}
+	if info.UpstreamTotals != nil {
+		meta.UpstreamTotals = info.UpstreamTotals
+	}
+	src, err := w.db.Begin(false)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("reading the staging file: %w", err)
+	}
+	tmp, res, err := compile(ctx, m.path, src, meta, m.opts)
+	_ = src.Rollback()
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("building the next snapshot of %s: %w", m.path, err)
+	}
+	out := PublishResult{Path: m.path, Total: res.meta.Total, Digest: res.meta.Digest}
+	sc := sidecar{LastSync: meta.LastSync, Upstream: meta.Upstream, UpstreamTotals: meta.UpstreamTotals}
+	if res.meta.Digest == cur.meta.Digest {
+		os.Remove(tmp)
+		out.Generation, out.Unchanged = cur.meta.Generation, true
+		sc.Generation = cur.meta.Generation
+	} else {
+		if err := os.Rename(tmp, m.path); err != nil {
+			os.Remove(tmp)
+			return PublishResult{}, fmt.Errorf("publishing %s: %w", m.path, err)
+		}
+		if err := syncDir(filepath.Dir(m.path)); err != nil {
+			return PublishResult{}, err
+		}
+		out.Generation = meta.Generation
+		sc.Generation = meta.Generation
+	}
+	if !sc.LastSync.IsZero() {
+		if err := writeSidecar(m.path, sc); err != nil {
+			m.log.Warn("mirror: could not record the sync time", "path", sidecarPath(m.path), "err", err)
+		}
+	}
+	next := m.nextPath()
+	w.closeStaging()
+	if err := os.Remove(next); err != nil && !errors.Is(err, os.ErrNotExist) {
+		m.log.Warn("mirror: could not remove the staging file", "path", next, "err", err)
+	}
+	w.release()
+	if _, err := m.Reload(); err != nil {
+		return out, err
+	}
+	return out, nil
+}
