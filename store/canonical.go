@@ -634,10 +634,35 @@ func keyLess(a, b string, order KeyOrder) bool {
 // compareSerdeJCS compares escape(a)+`"` with escape(b)+`"` bytewise, which
 // is how serde_jcs orders members (it sorts the serialized keys).
 func compareSerdeJCS(a, b string) int {
+	if !needsEscape(a) && !needsEscape(b) {
+		// escape is the identity: compare a+`"` with b+`"` in place.
+		n := min(len(a), len(b))
+		if c := cmpStrings(a[:n], b[:n]); c != 0 {
+			return c
+		}
+		switch {
+		case len(a) == len(b):
+			return 0
+		case len(a) > n:
+			return cmpInt(int(a[n]), '"')
+		default:
+			return cmpInt('"', int(b[n]))
+		}
+	}
 	var ba, bb [64]byte
 	ea := append(appendEscaped(ba[:0], a), '"')
 	eb := append(appendEscaped(bb[:0], b), '"')
 	return bytes.Compare(ea, eb)
+}
+
+// needsEscape reports whether appendEscaped would change s.
+func needsEscape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' {
+			return true
+		}
+	}
+	return false
 }
 
 // compareUTF16 compares a and b by UTF-16 code units (RFC 8785 §3.2.3).

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"strings"
@@ -210,6 +211,31 @@ func TestCompareUTF16(t *testing.T) {
 	for _, c := range cases {
 		if got := compareUTF16(c.a, c.b); got != c.want {
 			t.Errorf("compareUTF16(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func BenchmarkCanonicalJSON(b *testing.B) {
+	raw := stdlibRaw(b)[0]
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := CanonicalJSON(raw, OrderSerdeJCS); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestCompareSerdeJCS(t *testing.T) {
+	// The in-place fast path agrees with escaping both keys.
+	keys := []string{"", "a", "a ", "a!", "a#", "ab", "a\"", "a\\", "a\n", "é", "\ue000", "😀", "b", "a b"}
+	for _, a := range keys {
+		for _, b := range keys {
+			ea := append(appendEscaped(nil, a), '"')
+			eb := append(appendEscaped(nil, b), '"')
+			if got, want := compareSerdeJCS(a, b), bytes.Compare(ea, eb); got != want {
+				t.Errorf("compareSerdeJCS(%q, %q) = %d, want %d", a, b, got, want)
+			}
 		}
 	}
 }

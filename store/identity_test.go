@@ -322,3 +322,13 @@ func TestComputeIDsErrors(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkComputeIDs(b *testing.B) {
+	s := stdlibStages(b)[0]
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := ComputeIDs(s.Name, s.Signature); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
