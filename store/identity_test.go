@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -330,5 +331,87 @@ func BenchmarkComputeIDs(b *testing.B) {
 		if _, _, err := ComputeIDs(s.Name, s.Signature); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestTypedRoundTrip: what is hashed is the typed form, not the received
+// bytes: unknown keys are dropped, member order and number spelling do not
+// matter, effects are sorted and deduplicated.
+func TestTypedRoundTrip(t *testing.T) {
+	ids := func(input, effects string) StageID {
+		t.Helper()
+		var flags unknownFlags
+		sig, err := decodeSignature(json.RawMessage(`{"input":`+input+`,"output":{"kind":"Text"},"effects":{"effects":[`+effects+`]},"implementation_hash":"h"}`), &flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _, err := ComputeIDs("n", sig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	same := [][2]string{
+		{`{"kind":"Text"}`, `{"kind":"Text","extra":[1,2],"value":null}`},
+		{`{"kind":"List","value":{"kind":"Any"}}`, `{"value":{"kind":"Any","doc":"x"},"kind":"List"}`},
+		{`{"kind":"Map","value":{"key":{"kind":"Text"},"value":{"kind":"Bool"}}}`, `{"kind":"Map","value":{"value":{"kind":"Bool"},"key":{"kind":"Text"},"x":1}}`},
+		{`{"kind":"Record","value":{"a":{"kind":"Text"},"b":{"kind":"Null"}}}`, `{"kind":"Record","value":{"b":{"kind":"Bool"},"a":{"kind":"Text"},"b":{"kind":"Null"}}}`},
+		{`{"kind":"Refined","value":{"base":{"kind":"Number"},"refinement":{"kind":"Range","min":0.0,"max":100}}}`, `{"kind":"Refined","value":{"refinement":{"max":1e2,"kind":"Range","min":-0,"step":5},"base":{"kind":"Number"}}}`},
+		{`{"kind":"Refined","value":{"base":{"kind":"Any"},"refinement":{"kind":"OneOf","options":[5,{"a":1,"b":2}]}}}`, `{"kind":"Refined","value":{"base":{"kind":"Any"},"refinement":{"kind":"OneOf","options":[5.0,{"b":2,"a":1}]}}}`},
+	}
+	for _, p := range same {
+		if a, b := ids(p[0], `{"effect":"Pure"}`), ids(p[1], `{"effect":"Pure"}`); a != b {
+			t.Errorf("%s and %s should hash alike", p[0], p[1])
+		}
+	}
+	if ids(`{"kind":"Text"}`, `{"effect":"Pure"},{"effect":"Network"},{"effect":"Pure"}`) != ids(`{"kind":"Text"}`, `{"effect":"Network"},{"effect":"Pure","x":1}`) {
+		t.Error("effect sets should hash alike")
+	}
+	differ := [][2]string{
+		{`{"kind":"Union","value":[{"kind":"Null"},{"kind":"Text"}]}`, `{"kind":"Union","value":[{"kind":"Text"},{"kind":"Null"}]}`},
+		{`{"kind":"Refined","value":{"base":{"kind":"Number"},"refinement":{"kind":"Range","min":0}}}`, `{"kind":"Refined","value":{"base":{"kind":"Number"},"refinement":{"kind":"Range","max":0}}}`},
+		{`{"kind":"Var","value":"T"}`, `{"kind":"Var","value":"U"}`},
+	}
+	for _, p := range differ {
+		if ids(p[0], "") == ids(p[1], "") {
+			t.Errorf("%s and %s must hash differently", p[0], p[1])
+		}
+	}
+}
+
+// TestTypedValueErrors: hand-built values with missing parts are errors,
+// never panics.
+func TestTypedValueErrors(t *testing.T) {
+	text := NType{Kind: KindText}
+	nan := math.NaN()
+	cases := map[string]NType{
+		"map without key":            {Kind: KindMap, Value: &text},
+		"map without value":          {Kind: KindMap, Key: &text},
+		"refined without base":       {Kind: KindRefined, Refinement: &Refinement{Kind: "NonEmpty"}},
+		"refined without refinement": {Kind: KindRefined, Base: &text},
+		"NaN range":                  {Kind: KindRefined, Base: &text, Refinement: &Refinement{Kind: "Range", Min: &nan}},
+		"bad OneOf option":           {Kind: KindRefined, Base: &text, Refinement: &Refinement{Kind: "OneOf", Options: []json.RawMessage{json.RawMessage(`{`)}}},
+		"unknown refinement no raw":  {Kind: KindRefined, Base: &text, Refinement: &Refinement{Kind: "Prime"}},
+		"bad record field":           {Kind: KindRecord, Fields: []Field{{Name: "a", Type: NType{}}}},
+		"bad record-with field":      {Kind: KindRecordWith, Fields: []Field{{Name: "a", Type: NType{Kind: KindList}}}},
+		"bad union member":           {Kind: KindUnion, Union: []NType{text, {}}},
+		"unknown effect no raw":      text, // see below
+	}
+	for name, n := range cases {
+		sig := Signature{Input: n, Output: text}
+		if name == "unknown effect no raw" {
+			sig.Effects = EffectSet{{Kind: "Teleport"}}
+		}
+		if _, _, err := ComputeIDs("x", sig); err == nil {
+			t.Errorf("%s: want an error", name)
+		}
+	}
+	// Hand-built records with a repeated name keep the last, as serde does.
+	a := Signature{Input: NType{Kind: KindRecord, Fields: []Field{{"a", text}, {"a", NType{Kind: KindBool}}}}, Output: text}
+	b := Signature{Input: NType{Kind: KindRecord, Fields: []Field{{"a", NType{Kind: KindBool}}}}, Output: text}
+	ia, _, errA := ComputeIDs("x", a)
+	ib, _, errB := ComputeIDs("x", b)
+	if errA != nil || errB != nil || ia != ib {
+		t.Errorf("duplicate record field: %s %s %v %v", ia, ib, errA, errB)
 	}
 }
