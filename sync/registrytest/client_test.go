@@ -1,0 +1,125 @@
+package registrytest_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/noether-mirror/mirror/store"
+	"github.com/noether-mirror/mirror/sync/registry"
+	"github.com/noether-mirror/mirror/sync/registrytest"
+)
+
+// noSleep records retry delays without waiting.
+type noSleep struct{ delays []time.Duration }
+
+func (n *noSleep) Sleep(ctx context.Context, d time.Duration) error {
+	n.delays = append(n.delays, d)
+	return ctx.Err()
+}
+
+// TestClientAgainstFake drives the real client through the fake
+// registry's faults: it must page through everything, recover from
+// transient faults and classify the permanent ones.
+func TestClientAgainstFake(t *testing.T) {
+	fixture, err := registrytest.StdlibStages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := registrytest.NewServer(registrytest.Options{Stages: fixture, APIKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sl := &noSleep{}
+	c, err := registry.New(s.URL(), registry.Options{Version: "9.9.9", Sleep: sl.Sleep, RequestTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	// Transient faults on consecutive pages: each page still arrives.
+	s.FailNext(1, 503)
+	s.OnPage(func(string, int) { s.HTMLNext(1) })
+	var got [][]byte
+	for offset := 0; ; {
+		p, err := c.ListPage(ctx, "active", 30, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, raw := range p.Stages {
+			got = append(got, raw)
+		}
+		offset += len(p.Stages)
+		if len(p.Stages) == 0 || !p.HasTotal || offset >= p.Total {
+			break
+		}
+	}
+	s.OnPage(nil)
+	s.HTMLNext(0)
+	if len(got) != 85 {
+		t.Fatalf("paged %d stages, want 85", len(got))
+	}
+	for i := range got {
+		if !bytes.Equal(got[i], fixture[i]) {
+			t.Fatalf("stage %d bytes changed in transit", i)
+		}
+	}
+	if len(sl.delays) != 3 {
+		t.Errorf("%d retries, want 3 (one 503, two HTML 502s)", len(sl.delays))
+	}
+	if h := s.LastHeaders(); h.Get("User-Agent") != "noether-mirror/9.9.9" || h.Get("X-API-Key") != "" {
+		t.Errorf("headers: %v", h)
+	}
+
+	// Rate limit with Retry-After, truncation and a hang are retried.
+	sl.delays = nil
+	s.RateLimitNext(1, 2*time.Second)
+	if _, err := c.Health(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(sl.delays) != 1 || sl.delays[0] != 2*time.Second {
+		t.Errorf("Retry-After not honoured: %v", sl.delays)
+	}
+	s.TruncateNext(1)
+	s.HangNext(0)
+	if _, err := c.ListPage(ctx, "", 200, 0); err != nil {
+		t.Errorf("after truncation: %v", err)
+	}
+	s.HangNext(1)
+	if _, err := c.Health(ctx); err != nil {
+		t.Errorf("after a hang: %v", err)
+	}
+
+	// Permanent answers.
+	st, _ := store.DecodeStage(fixture[0])
+	raw, err := c.GetStage(ctx, st.ID)
+	if err != nil || !bytes.Equal(raw, fixture[0]) {
+		t.Errorf("GetStage: %v", err)
+	}
+	if _, err := c.GetStage(ctx, store.StageID(bytes.Repeat([]byte("0"), 64))); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetStage missing: %v", err)
+	}
+	if err := c.DeleteStage(ctx, st.ID); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Errorf("DELETE without key: %v", err)
+	}
+	keyed, _ := registry.New(s.URL(), registry.Options{APIKey: "k", Sleep: sl.Sleep})
+	if _, isNew, err := keyed.PutStage(ctx, fixture[0]); err != nil || isNew {
+		t.Errorf("PutStage existing: isNew %v, %v", isNew, err)
+	}
+	if err := keyed.UpdateLifecycle(ctx, st.ID, store.Active); !errors.Is(err, store.ErrInvalidTransition) {
+		t.Errorf("Active → Active: %v", err)
+	}
+	if err := keyed.DeleteStage(ctx, st.ID); err != nil {
+		t.Errorf("DELETE: %v", err)
+	}
+	if err := keyed.DeleteStage(ctx, st.ID); err != nil {
+		t.Errorf("DELETE again (404 counts as done): %v", err)
+	}
+	h, err := keyed.Health(ctx)
+	if err != nil || !h.HasStore || h.Stats.Total != 84 || h.Status != "ok" {
+		t.Errorf("Health: %+v, %v", h, err)
+	}
+}
