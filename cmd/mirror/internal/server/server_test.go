@@ -827,3 +827,33 @@ func TestRequestLog(t *testing.T) {
 }
 
 func slogJSON(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
+
+func TestClientGone(t *testing.T) {
+	snap := newMemSnapshot(t, testInfo(1), fixtureRaws(t))
+	snap.block = make(chan struct{}) // never closed: Page waits for the context
+	src := newMemSource(snap)
+	var logs bytes.Buffer
+	h := newTestServer(t, src, Options{Logger: slogJSON(&logs)}).Handler()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/stages", nil).WithContext(ctx))
+	if rec.Code != 499 {
+		t.Errorf("cancelled request answered %d", rec.Code)
+	}
+	if strings.Contains(logs.String(), `"level":"ERROR"`) {
+		t.Errorf("a client leaving was logged as an error: %s", logs.String())
+	}
+	if src.open.Load() != 0 {
+		t.Error("snapshot left pinned")
+	}
+}
+
+func TestMaxAgeNegative(t *testing.T) {
+	snap := newMemSnapshot(t, testInfo(1), fixtureRaws(t)[:3])
+	h := newTestServer(t, newMemSource(snap), Options{MaxAge: -1}).Handler()
+	rec := do(t, h, "GET", "/stages/"+string(snap.stages[0].ID))
+	if cc := rec.Header().Get("Cache-Control"); cc != "no-cache" || rec.Header().Get("ETag") == "" {
+		t.Errorf("Cache-Control %q, ETag %q", cc, rec.Header().Get("ETag"))
+	}
+}
