@@ -94,22 +94,10 @@ func sanitize(p []byte, n int) string {
 // stopping early once limit is exceeded. It does not validate p.
 func jsonDepth(p []byte, limit int) int {
 	depth, maxDepth := 0, 0
-	inString, escaped := false, false
-	for _, c := range p {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
 		case '"':
-			inString = true
+			i = stringEnd(p, i) - 1
 		case '{', '[':
 			depth++
 			if depth > maxDepth {
@@ -154,7 +142,17 @@ func decodeEnvelope(status int, contentType string, body []byte, maxDepth int) (
 		return nil, badResponse(status, contentType, body, "response is not valid JSON (truncated or not JSON)")
 	}
 	var env envelope
-	if err := json.Unmarshal(trimmed, &env); err != nil {
+	err := objectMembers(trimmed, func(key string, value []byte) {
+		switch key { // the last duplicate wins, as with encoding/json
+		case "ok":
+			env.OK = value
+		case "result":
+			env.Result = value
+		case "error":
+			env.Error = value
+		}
+	})
+	if err != nil {
 		return nil, badResponse(status, contentType, body, "response is not a registry envelope: %v", err)
 	}
 	var ok bool
@@ -197,8 +195,9 @@ func decodeEnvelope(status int, contentType string, body []byte, maxDepth int) (
 
 // Page is one page of GET /stages.
 type Page struct {
-	// Stages holds each stage's exact bytes, in the order served. They
-	// are not decoded: the caller decodes (and quarantines) each one.
+	// Stages holds each stage's exact bytes, in the order served (they
+	// share one buffer, the response body). They are not decoded: the
+	// caller decodes (and quarantines) each one.
 	Stages []json.RawMessage
 	// Total is the registry's "total" when HasTotal.
 	Total int
@@ -209,29 +208,33 @@ type Page struct {
 }
 
 // decodePage parses a /stages result: {"stages":[…],"total":N}. Other keys
-// are ignored.
+// are ignored. result must be valid JSON (decodeEnvelope checked it); the
+// stages are subslices of it, split in one pass.
 func decodePage(result json.RawMessage) (Page, error) {
-	var r struct {
-		Stages json.RawMessage `json:"stages"`
-		Total  json.RawMessage `json:"total"`
-	}
+	result = bytes.TrimSpace(result)
 	if !isObject(result) {
 		return Page{}, fmt.Errorf("result is %s, want an object with \"stages\"", jsonKind(result))
 	}
-	if err := json.Unmarshal(result, &r); err != nil {
+	var stages, total json.RawMessage
+	if err := objectMembers(result, func(key string, value []byte) {
+		switch key {
+		case "stages":
+			stages = value
+		case "total":
+			total = value
+		}
+	}); err != nil {
 		return Page{}, fmt.Errorf("result is not a stage page: %v", err)
 	}
-	if t := bytes.TrimSpace(r.Stages); len(t) == 0 || t[0] != '[' {
-		return Page{}, fmt.Errorf(`result "stages" is %s, want an array`, jsonKind(r.Stages))
+	if len(stages) == 0 || stages[0] != '[' {
+		return Page{}, fmt.Errorf(`result "stages" is %s, want an array`, jsonKind(stages))
 	}
 	var p Page
-	if err := json.Unmarshal(r.Stages, &p.Stages); err != nil {
+	var err error
+	if p.Stages, err = arrayElements(stages); err != nil {
 		return Page{}, fmt.Errorf(`result "stages" is not an array: %v`, err)
 	}
-	if p.Stages == nil {
-		p.Stages = []json.RawMessage{}
-	}
-	p.Total, p.HasTotal = unsignedInt(r.Total)
+	p.Total, p.HasTotal = unsignedInt(total)
 	return p, nil
 }
 

@@ -1,8 +1,10 @@
 package registry
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -28,6 +30,8 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		{200, `{"ok":true,"result":{"s":"\"[[[[{{{{"},"stages":[]}`},
 		{500, `{"ok":true,"result":null}`},
 		{200, "{\"ok\":true,\"result\":\"\xff\"}"},
+		{200, `{"ok":false,"ok":true,"result":{"stages":[{"s":"a\\\"b\\\\"},[],"\\"],"stages":[1, 2 ,3]}}`},
+		{200, `{"\u006fk":true,"result":{"st\u0061ges":[" ] \" [ "]}}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.status, []byte(s.body))
@@ -57,10 +61,25 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		if jsonDepth(res, 16) > 16 {
 			t.Fatal("depth limit not enforced")
 		}
+		// Cross-check the one-pass splitter against encoding/json (maps:
+		// case-sensitive keys, the last duplicate wins).
+		var env map[string]json.RawMessage
+		if err := json.Unmarshal(bytes.TrimSpace(body), &env); err != nil || (env["result"] != nil && !bytes.Equal(env["result"], res)) {
+			t.Fatalf("result %q, encoding/json says %q (%v)", res, env["result"], err)
+		}
 		if p, err := decodePage(res); err == nil {
-			for _, s := range p.Stages {
-				if !json.Valid(s) {
-					t.Fatalf("page stage %q is not valid JSON", s)
+			var obj map[string]json.RawMessage
+			var ref []json.RawMessage
+			refErr := json.Unmarshal(res, &obj)
+			if refErr == nil {
+				refErr = json.Unmarshal(obj["stages"], &ref)
+			}
+			if refErr != nil || len(ref) != len(p.Stages) {
+				t.Fatalf("page split into %d stages, encoding/json: %d (%v)", len(p.Stages), len(ref), refErr)
+			}
+			for i, s := range p.Stages {
+				if !json.Valid(s) || !bytes.Equal(s, ref[i]) {
+					t.Fatalf("page stage %d = %q, encoding/json: %q", i, s, ref[i])
 				}
 			}
 			if p.HasTotal && p.Total < 0 {
@@ -95,5 +114,42 @@ func TestJSONDepth(t *testing.T) {
 	var e error = &Error{kinds: []error{ErrBadResponse}}
 	if !errors.Is(e, ErrBadResponse) {
 		t.Error("Error does not unwrap to its kind")
+	}
+}
+
+func TestScanHelpers(t *testing.T) {
+	for in, want := range map[string]int{
+		`"abc"x`:        5,
+		`"a\"b"x`:       6,
+		`"a\\"x`:        5,
+		`"a\\\"b"x`:     8,
+		`"unterminated`: 13,
+		`""`:            2,
+	} {
+		if got := stringEnd([]byte(in), 0); got != want {
+			t.Errorf("stringEnd(%q) = %d, want %d", in, got, want)
+		}
+	}
+	els, err := arrayElements([]byte(`[ {"a":"]"} , [1,[2]],"x\"y", 3.5e2 ,null ]`))
+	want := []string{`{"a":"]"}`, `[1,[2]]`, `"x\"y"`, `3.5e2`, `null`}
+	if err != nil || len(els) != len(want) {
+		t.Fatalf("arrayElements = %q, %v", els, err)
+	}
+	for i := range want {
+		if string(els[i]) != want[i] {
+			t.Errorf("element %d = %q, want %q", i, els[i], want[i])
+		}
+	}
+	if els, err := arrayElements([]byte(`[]`)); err != nil || els == nil || len(els) != 0 {
+		t.Errorf("empty array: %q, %v", els, err)
+	}
+	var keys []string
+	err = objectMembers([]byte(`{"a":1,"b\u0063":{"x":[]}, "d" : "}"}`), func(k string, v []byte) { keys = append(keys, k+"="+string(v)) })
+	if err != nil || strings.Join(keys, " ") != `a=1 bc={"x":[]} d="}"` {
+		t.Errorf("objectMembers = %q, %v", keys, err)
+	}
+	for _, bad := range []string{``, `{`, `[`, `{"a"}`, `{"a":1,}`, `[1,]`, `[1 2]`, `{"a":1 "b":2}`, `{1:2}`} {
+		_ = objectMembers([]byte(bad), func(string, []byte) {})
+		_, _ = arrayElements([]byte(bad))
 	}
 }
