@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/noether-mirror/mirror/mirror"
+	msync "github.com/noether-mirror/mirror/sync"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+)
+
+// dbFlag registers --db on fs and returns a resolver for the final path:
+// the flag, then $MIRROR_DB, then the default under the user cache dir.
+func dbFlag(fs *pflag.FlagSet) func(e *env) (string, error) {
+	p := fs.String("db", "", "the mirror file (default $MIRROR_DB, then "+defaultDBHint()+")")
+	return func(e *env) (string, error) {
+		if *p != "" {
+			return *p, nil
+		}
+		if v := e.getenv(msync.EnvMirrorDB); v != "" {
+			return v, nil
+		}
+		return msync.DefaultMirrorPath()
+	}
+}
+
+func defaultDBHint() string {
+	if p, err := msync.DefaultMirrorPath(); err == nil {
+		return p
+	}
+	return "<user cache dir>/noether-mirror/mirror.db"
+}
+
+// mirrorOptions are the options every command opens the mirror with.
+func mirrorOptions(e *env) mirror.Options {
+	return mirror.Options{LockTimeout: 2 * time.Second, Logger: e.log}
+}
+
+// openForRead opens an existing mirror; read commands never create one and
+// never touch the network.
+func openForRead(e *env, db func(*env) (string, error)) (*mirror.Mirror, error) {
+	path, err := db(e)
+	if err != nil {
+		return nil, err
+	}
+	return mirror.Open(path, mirrorOptions(e))
+}
+
+// writeJSON prints v as indented JSON followed by a newline.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// writeJSONLine prints raw JSON compacted onto one line. Compacting drops
+// insignificant whitespace only; every token is kept as received.
+func writeJSONLine(w io.Writer, raw []byte) error {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// isTerminal reports whether w is a terminal (progress bars only there).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// readSecretFile reads an API key file, warning when other users can read
+// it. The key is never printed or logged.
+func readSecretFile(e *env, path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("read API key file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		e.log.Warn("API key file is readable by other users; run chmod 600 on it", "file", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read API key file: %w", err)
+	}
+	key := strings.TrimSpace(string(b))
+	if key == "" {
+		return "", fmt.Errorf("API key file %s is empty", path)
+	}
+	if strings.ContainsAny(key, "\r\n") {
+		return "", fmt.Errorf("API key file %s holds more than one line; put only the key in it", path)
+	}
+	return key, nil
+}
+
+// mapMirrorError gives mirror errors their exit codes.
+func mapMirrorError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, mirror.ErrBusy):
+		return withCode(exitBusy, err)
+	}
+	return err
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func formatAge(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "in the future (check the clock)"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%.1fh ago", d.Hours())
+	}
+	return fmt.Sprintf("%.1f days ago", d.Hours()/24)
+}

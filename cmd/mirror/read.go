@@ -1,0 +1,393 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/noether-mirror/mirror/store"
+	msync "github.com/noether-mirror/mirror/sync"
+	"github.com/noether-mirror/mirror/sync/registry"
+	"github.com/spf13/pflag"
+)
+
+// statusJSON is `mirror status --json`. Its field names are a stable
+// contract (documented in the README).
+type statusJSON struct {
+	Path          string         `json:"path"`
+	SizeBytes     int64          `json:"size_bytes"`
+	FormatVersion uint32         `json:"format_version"`
+	Upstream      string         `json:"upstream"`
+	LastSync      string         `json:"last_sync"`
+	AgeSeconds    int64          `json:"age_seconds"`
+	Generation    uint64         `json:"generation"`
+	Total         int            `json:"total"`
+	ByLifecycle   map[string]int `json:"by_lifecycle"`
+	Quarantined   int            `json:"quarantined"`
+	QuarantineIDs []string       `json:"quarantined_ids,omitempty"`
+	Digest        string         `json:"digest"`
+	Stale         bool           `json:"stale"`
+}
+
+func cmdStatus() *command {
+	return &command{
+		name:    "status",
+		args:    "[--json] [--max-age D]",
+		summary: "show the mirror's upstream, freshness, generation, counts and quarantine",
+		example: `mirror status
+mirror status --max-age 26h -q || alert "noether mirror is stale"`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			db := dbFlag(fs)
+			asJSON := fs.Bool("json", false, "print JSON")
+			maxAge := fs.Duration("max-age", 0, "exit 4 when the last successful sync is older than this")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) > 0 {
+					return usageError("status takes no arguments")
+				}
+				m, err := openForRead(e, db)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				meta := m.Meta()
+				st := statusJSON{
+					Path: meta.Path, SizeBytes: meta.SizeBytes, FormatVersion: meta.FormatVersion,
+					Upstream: meta.Upstream, Generation: meta.Generation, Total: meta.Total,
+					ByLifecycle: map[string]int{}, Quarantined: meta.Quarantined, Digest: meta.Digest,
+				}
+				for _, k := range store.AllLifecycleKinds() {
+					st.ByLifecycle[k.Name()] = meta.Counts[k.Name()]
+				}
+				age := time.Duration(-1)
+				if !meta.LastSync.IsZero() {
+					st.LastSync = meta.LastSync.UTC().Format(time.RFC3339)
+					age = time.Since(meta.LastSync)
+					st.AgeSeconds = int64(age.Seconds())
+				}
+				for q, err := range m.Quarantined(ctx) {
+					if err != nil {
+						return err
+					}
+					st.QuarantineIDs = append(st.QuarantineIDs, q.ID)
+				}
+				st.Stale = *maxAge > 0 && (age < 0 || age > *maxAge)
+				if *asJSON {
+					if err := writeJSON(e.stdout, st); err != nil {
+						return err
+					}
+				} else if !e.quiet {
+					w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+					fmt.Fprintf(w, "mirror\t%s (%s)\n", st.Path, humanBytes(st.SizeBytes))
+					fmt.Fprintf(w, "upstream\t%s\n", orDash(st.Upstream))
+					if st.LastSync != "" {
+						fmt.Fprintf(w, "last sync\t%s (%s)\n", st.LastSync, formatAge(age))
+					} else {
+						fmt.Fprintf(w, "last sync\tnever\n")
+					}
+					fmt.Fprintf(w, "generation\t%d\n", st.Generation)
+					fmt.Fprintf(w, "stages\t%d (draft %d, active %d, deprecated %d, tombstone %d)\n", st.Total,
+						st.ByLifecycle["draft"], st.ByLifecycle["active"], st.ByLifecycle["deprecated"], st.ByLifecycle["tombstone"])
+					fmt.Fprintf(w, "quarantined\t%d\n", st.Quarantined)
+					for _, id := range st.QuarantineIDs {
+						fmt.Fprintf(w, "\t%s\n", id)
+					}
+					w.Flush()
+				}
+				if st.Stale {
+					if age < 0 {
+						return withCode(exitStale, fmt.Errorf("the mirror has never synced (--max-age %s)", *maxAge))
+					}
+					return withCode(exitStale, fmt.Errorf("the mirror is stale: last sync %s, older than --max-age %s", formatAge(age), *maxAge))
+				}
+				return nil
+			}
+		},
+	}
+}
+
+func cmdGet() *command {
+	return &command{
+		name:    "get",
+		args:    "REF",
+		summary: "print one stage's JSON exactly as the registry served it (REF: id, unique id prefix, or name)",
+		example: `mirror get 2308c22f
+mirror get list_length | jq .signature`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			db := dbFlag(fs)
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usageError("get takes exactly one reference (an id, a unique id prefix, or a name)")
+				}
+				m, err := openForRead(e, db)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				s, err := store.Resolve(ctx, m, args[0])
+				if err != nil {
+					return err
+				}
+				out := append(append([]byte{}, s.Raw...), '\n')
+				_, err = e.stdout.Write(out)
+				return err
+			}
+		},
+	}
+}
+
+func cmdList() *command {
+	return &command{
+		name:    "list",
+		args:    "[--lifecycle L] [--json]",
+		summary: "list stages: a table of id prefix, name, lifecycle, description; --json prints one stage per line",
+		example: `mirror list --lifecycle deprecated
+mirror list --json | jq -r .name`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			db := dbFlag(fs)
+			lc := fs.String("lifecycle", "", "only this lifecycle: draft, active, deprecated or tombstone")
+			asJSON := fs.Bool("json", false, "print each stage's JSON on its own line")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) > 0 {
+					return usageError("list takes no arguments")
+				}
+				var f store.Filter
+				if *lc != "" {
+					k, err := store.ParseLifecycleKind(*lc)
+					if err != nil {
+						return usageError("--lifecycle: %v", err)
+					}
+					f.Kind = k
+				}
+				m, err := openForRead(e, db)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				if *asJSON {
+					for rec, err := range m.Records(ctx, f.Kind) {
+						if err != nil {
+							return err
+						}
+						if err := writeJSONLine(e.stdout, rec.Raw); err != nil {
+							return err
+						}
+					}
+					return nil
+				}
+				w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(w, "ID\tNAME\tLIFECYCLE\tDESCRIPTION")
+				for s, err := range m.Stages(ctx, f) {
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", shortID(string(s.ID)), orDash(s.Name), s.Lifecycle.Kind.Name(), truncate(s.Description, 60))
+				}
+				return w.Flush()
+			}
+		},
+	}
+}
+
+func cmdFind() *command {
+	return &command{
+		name:    "find",
+		args:    "NAME",
+		summary: "print every stage (any lifecycle) with this exact name, one JSON per line",
+		example: `mirror find list_length`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			db := dbFlag(fs)
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usageError("find takes exactly one name")
+				}
+				m, err := openForRead(e, db)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				found, err := m.FindByName(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if len(found) == 0 {
+					return fmt.Errorf("no stage is named %q: %w", args[0], store.ErrNotFound)
+				}
+				return printStages(e, found)
+			}
+		},
+	}
+}
+
+func cmdResolve() *command {
+	return &command{
+		name:    "resolve",
+		args:    "SIGNATURE_ID [--all]",
+		summary: "print the Active stage implementing a signature id (--all: every Active one), one JSON per line",
+		example: `mirror resolve dac909f9a4e1a680847ef03b414f3bd3b4dcc1d7516ad16d783f3b376e592ad8`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			db := dbFlag(fs)
+			all := fs.Bool("all", false, "print every Active stage with this signature id, sorted by id")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usageError("resolve takes exactly one signature id")
+				}
+				sig := store.SignatureID(args[0])
+				if !store.ValidID(args[0]) {
+					return usageError("signature id %q is not 64 lowercase hex characters", args[0])
+				}
+				m, err := openForRead(e, db)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				if *all {
+					found, err := m.ActiveStagesWithSignature(ctx, sig)
+					if err != nil {
+						return err
+					}
+					if len(found) == 0 {
+						return fmt.Errorf("no Active stage has signature id %s: %w", sig, store.ErrNotFound)
+					}
+					return printStages(e, found)
+				}
+				s, err := m.GetBySignature(ctx, sig)
+				if err != nil {
+					return err
+				}
+				return printStages(e, []*store.Stage{s})
+			}
+		},
+	}
+}
+
+func printStages(e *env, stages []*store.Stage) error {
+	for _, s := range stages {
+		if err := writeJSONLine(e.stdout, s.Raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func cmdStats() *command {
+	return &command{
+		name:    "stats",
+		args:    "[--json] [--live]",
+		summary: "noether's store stats (total, by lifecycle, by effect); --live asks the registry instead",
+		example: `mirror stats --json`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			db := dbFlag(fs)
+			asJSON := fs.Bool("json", false, "print JSON")
+			live := fs.Bool("live", false, "ask the registry's /health (needs --registry or $NOETHER_REGISTRY)")
+			reg := fs.String("registry", "", "registry base URL for --live (default $NOETHER_REGISTRY)")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) > 0 {
+					return usageError("stats takes no arguments")
+				}
+				var st store.Stats
+				if *live {
+					base := *reg
+					if base == "" {
+						base = e.getenv(msync.EnvRegistry)
+					}
+					if base == "" {
+						return usageError("--live needs --registry URL or %s", msync.EnvRegistry)
+					}
+					c, err := registry.New(base, registry.Options{APIKey: e.getenv(msync.EnvAPIKey), Version: version, Logger: e.log})
+					if err != nil {
+						return usageError("--registry: %v", err)
+					}
+					h, err := c.Health(ctx)
+					if err != nil {
+						return err
+					}
+					if !h.HasStore {
+						return errors.New("the registry's /health has no store section")
+					}
+					st = h.Stats
+				} else {
+					m, err := openForRead(e, db)
+					if err != nil {
+						return err
+					}
+					defer m.Close()
+					if st, err = m.Stats(ctx); err != nil {
+						return err
+					}
+				}
+				if st.ByLifecycle == nil {
+					st.ByLifecycle = map[string]int{}
+				}
+				if st.ByEffect == nil {
+					st.ByEffect = map[string]int{}
+				}
+				if *asJSON {
+					return writeJSON(e.stdout, st)
+				}
+				w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintf(w, "total\t%d\n", st.Total)
+				for _, k := range sortedKeys(st.ByLifecycle) {
+					fmt.Fprintf(w, "lifecycle %s\t%d\n", k, st.ByLifecycle[k])
+				}
+				for _, k := range sortedKeys(st.ByEffect) {
+					fmt.Fprintf(w, "effect %s\t%d\n", k, st.ByEffect[k])
+				}
+				return w.Flush()
+			}
+		},
+	}
+}
+
+func cmdVersion() *command {
+	return &command{
+		name:    "version",
+		summary: "print the version",
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			return func(ctx context.Context, e *env, args []string) error {
+				fmt.Fprintf(e.stdout, "mirror %s\n", version)
+				return nil
+			}
+		},
+	}
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

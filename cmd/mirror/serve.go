@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/noether-mirror/mirror/cmd/mirror/internal/server"
+	"github.com/spf13/pflag"
+)
+
+func cmdServe() *command {
+	return &command{
+		name:    "serve",
+		args:    "[--addr 127.0.0.1:8080] [--api-key-file F]",
+		summary: "serve the registry's HTTP API read-only from the mirror, so unmodified noether clients work offline",
+		example: `mirror serve --addr 127.0.0.1:8080 &
+NOETHER_REGISTRY=http://127.0.0.1:8080 noether stage list`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			db := dbFlag(fs)
+			addr := fs.String("addr", "127.0.0.1:8080", "listen address")
+			keyFile := fs.String("api-key-file", "", "require this API key (X-API-Key) on every request, reads included")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) > 0 {
+					return usageError("serve takes no arguments")
+				}
+				var key string
+				if *keyFile != "" {
+					k, err := readSecretFile(e, *keyFile)
+					if err != nil {
+						return err
+					}
+					key = k
+				}
+				m, err := openForRead(e, db)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				srv, err := server.New(server.FromMirror(m), server.Options{APIKey: key, Logger: e.log})
+				if err != nil {
+					return err
+				}
+				ln, err := net.Listen("tcp", *addr)
+				if err != nil {
+					return fmt.Errorf("listen on %s: %w", *addr, err)
+				}
+				meta := m.Meta()
+				e.log.Info("serving the mirror", "addr", "http://"+ln.Addr().String(), "mirror", m.Path(),
+					"generation", meta.Generation, "stages", meta.Total)
+				if !e.quiet {
+					fmt.Fprintf(e.stdout, "serving %s on http://%s\n", m.Path(), ln.Addr())
+				}
+				if err := srv.Serve(ctx, ln); err != nil {
+					return err
+				}
+				// A signal ended the server: that is a clean shutdown.
+				return nil
+			}
+		},
+	}
+}

@@ -1,0 +1,49 @@
+package mirror
+
+import (
+	"context"
+	"iter"
+
+	"github.com/noether-mirror/mirror/store"
+	bolt "go.etcd.io/bbolt"
+)
+
+// StagedIDs iterates over every key in staging: stage ids, then quarantine
+// keys. A sync uses it to drop what an interrupted run staged but the
+// registry no longer lists. The keys are collected in one read
+// transaction before the first is yielded, so the loop body may call
+// Delete.
+func (w *Writer) StagedIDs(ctx context.Context) iter.Seq2[store.StageID, error] {
+	return func(yield func(store.StageID, error) bool) {
+		if err := w.check(); err != nil {
+			yield("", err)
+			return
+		}
+		var ids []store.StageID
+		err := w.db.View(func(tx *bolt.Tx) error {
+			for _, name := range [][]byte{bucketStages, bucketQuarantine} {
+				b := tx.Bucket(name)
+				if b == nil {
+					continue
+				}
+				c := b.Cursor()
+				for k, _ := c.First(); k != nil; k, _ = c.Next() {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					ids = append(ids, store.StageID(k))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			yield("", err)
+			return
+		}
+		for _, id := range ids {
+			if !yield(id, nil) {
+				return
+			}
+		}
+	}
+}

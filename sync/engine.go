@@ -1,0 +1,749 @@
+package sync
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sort"
+	gosync "sync"
+	"time"
+
+	"github.com/noether-mirror/mirror/mirror"
+	"github.com/noether-mirror/mirror/store"
+	"github.com/noether-mirror/mirror/sync/registry"
+)
+
+// Registry is what a sync needs from a noether registry. *registry.Client
+// implements it; tests may substitute their own.
+type Registry interface {
+	BaseURL() string
+	ListPage(ctx context.Context, lifecycle string, limit, offset int) (registry.Page, error)
+	GetStage(ctx context.Context, id store.StageID) (json.RawMessage, error)
+}
+
+// Lifecycles lists every lifecycle a sync fetches, in fetch order.
+var allLifecycles = []string{"draft", "active", "deprecated", "tombstone"}
+
+// Options tunes a sync. The zero value is ready to use.
+type Options struct {
+	// Lifecycles to list; nil means all four.
+	Lifecycles []string
+	// PageSize is the listing page size; 0 means 200, the registry's max.
+	PageSize int
+	// MaxRelists bounds how often a drifting lifecycle is listed again;
+	// 0 means 2.
+	MaxRelists int
+	// Workers verifies stages in parallel; 0 means GOMAXPROCS.
+	Workers int
+	// Accept, when set, is a trust policy applied after verification: a
+	// stage for which it returns an error is quarantined with that reason.
+	Accept func(s *store.Stage) error
+	// Progress, when set, is called after every page from the sync's
+	// goroutine; it must return quickly.
+	Progress func(Progress)
+	// Logger receives warnings and a summary; nil discards.
+	Logger *slog.Logger
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Progress describes a running sync.
+type Progress struct {
+	Lifecycle string
+	Pages     int
+	Stages    int
+	// Expected is the number of stages the registry reported so far
+	// (the sum of totals of the lifecycles listed), 0 when unknown.
+	Expected int
+	Elapsed  time.Duration
+}
+
+// Outcome is how a sync ended.
+type Outcome string
+
+// Outcomes. Partial means a snapshot was published but some stages were
+// quarantined or could not be fetched reliably; its exit code differs.
+const (
+	OutcomeOK        Outcome = "ok"
+	OutcomePartial   Outcome = "partial"
+	OutcomeUnchanged Outcome = "unchanged"
+)
+
+// Report says everything a sync did. No stage disappears silently: every
+// id that left the mirror is counted as removed or quarantined.
+type Report struct {
+	Upstream         string         `json:"upstream"`
+	Outcome          Outcome        `json:"outcome"`
+	Total            int            `json:"total"`
+	Added            int            `json:"added"`
+	Changed          int            `json:"changed"`
+	Removed          int            `json:"removed"`
+	LifecycleChanged int            `json:"lifecycle_changed"`
+	Quarantined      int            `json:"quarantined"`
+	Unchanged        int            `json:"unchanged"`
+	Reused           int            `json:"reused"`
+	Pages            int            `json:"pages"`
+	Commits          int            `json:"commits"`
+	Resumed          bool           `json:"resumed"`
+	Published        bool           `json:"published"`
+	Generation       uint64         `json:"generation"`
+	ByLifecycle      map[string]int `json:"by_lifecycle"`
+	QuarantinedIDs   []string       `json:"quarantined_ids,omitempty"`
+	RemovedIDs       []string       `json:"removed_ids,omitempty"`
+	Warnings         []string       `json:"warnings,omitempty"`
+	Drift            Drift          `json:"drift"`
+	DurationMS       int64          `json:"duration_ms"`
+}
+
+// Drift reports offset drift: the registry changed while it was paged.
+type Drift struct {
+	Detected bool     `json:"detected"`
+	Reasons  []string `json:"reasons,omitempty"`
+	Relists  int      `json:"relists"`
+	// Refetched ids were fetched one by one to tell a deleted stage from
+	// a moved one; Deleted and Moved split them.
+	Refetched int `json:"refetched"`
+	Deleted   int `json:"deleted"`
+	Moved     int `json:"moved"`
+	// Unresolved is true when listings still disagreed with their totals
+	// after every repair; the mirror may miss stages until the next sync.
+	Unresolved bool `json:"unresolved"`
+}
+
+// ErrNoLifecycle means the registry refused to list every lifecycle.
+var ErrNoLifecycle = errors.New("the registry refused to list any lifecycle")
+
+// progressState is saved with every committed page so that a resumed sync
+// can tell whether the staged stages came from the same registry.
+type progressState struct {
+	Upstream  string    `json:"upstream"`
+	Lifecycle string    `json:"lifecycle"`
+	Offset    int       `json:"offset"`
+	Started   time.Time `json:"started"`
+}
+
+// Sync pulls reg into m and publishes a new snapshot when anything
+// changed. It holds m's writer lock for its whole run; a concurrent sync
+// fails fast with mirror.ErrBusy. On error or cancellation the published
+// snapshot is untouched and the staged work is kept for the next run.
+func Sync(ctx context.Context, m *mirror.Mirror, reg Registry, opts Options) (Report, error) {
+	e := newEngine(m, reg, opts)
+	return e.run(ctx)
+}
+
+type engine struct {
+	m     *mirror.Mirror
+	reg   Registry
+	opts  Options
+	log   *slog.Logger
+	start time.Time
+
+	w      *mirror.Writer
+	report Report
+
+	// final maps every id that belongs in the new snapshot to the
+	// lifecycle listing (or refetch) that vouched for it.
+	quarantined map[string]bool
+	pages       int
+	stages      int
+	expected    int
+}
+
+func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
+	if opts.PageSize <= 0 || opts.PageSize > 200 {
+		opts.PageSize = 200
+	}
+	if opts.MaxRelists <= 0 {
+		opts.MaxRelists = 2
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Lifecycles == nil {
+		opts.Lifecycles = allLifecycles
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[string]bool{}}
+}
+
+func (e *engine) run(ctx context.Context) (rep Report, err error) {
+	e.start = e.opts.Now()
+	e.report.Upstream = e.reg.BaseURL()
+	w, err := e.m.BeginSync(ctx)
+	if err != nil {
+		return e.report, err
+	}
+	e.w = w
+	published := false
+	defer func() {
+		if !published {
+			// Keep the staged pages: the next run reuses them.
+			if aerr := w.Abort(true); aerr != nil && err == nil {
+				err = aerr
+			}
+		}
+		e.report.DurationMS = time.Since(e.start).Milliseconds()
+		rep = e.report
+	}()
+
+	if w.Resumed() {
+		var prev progressState
+		if p := w.Progress(); p != nil && json.Unmarshal(p, &prev) == nil && prev.Upstream == e.reg.BaseURL() {
+			e.report.Resumed = true
+			e.log.Info("resuming an interrupted sync", "started", prev.Started, "lifecycle", prev.Lifecycle, "offset", prev.Offset)
+		} else {
+			// Staged stages came from elsewhere: start clean.
+			if err := e.clearStaging(ctx); err != nil {
+				return e.report, err
+			}
+		}
+	}
+
+	final, err := e.listAll(ctx)
+	if err != nil {
+		return e.report, err
+	}
+	if err := e.dropUnlisted(ctx, final); err != nil {
+		return e.report, err
+	}
+	if err := e.countChanges(ctx, final); err != nil {
+		return e.report, err
+	}
+
+	totals := map[string]int{}
+	for _, lc := range final.totalsOrder {
+		totals[lc] = final.totals[lc]
+	}
+	res, err := w.Publish(ctx, mirror.PublishInfo{
+		Upstream:       e.reg.BaseURL(),
+		SyncTime:       e.opts.Now(),
+		UpstreamTotals: totals,
+	})
+	if err != nil {
+		return e.report, fmt.Errorf("publish snapshot: %w", err)
+	}
+	published = true
+	e.report.Generation = res.Generation
+	e.report.Total = res.Total
+	e.report.Published = !res.Unchanged
+	switch {
+	case e.report.Quarantined > 0 || e.report.Drift.Unresolved:
+		e.report.Outcome = OutcomePartial
+	case res.Unchanged:
+		e.report.Outcome = OutcomeUnchanged
+	default:
+		e.report.Outcome = OutcomeOK
+	}
+	e.log.Debug("sync finished", "outcome", e.report.Outcome, "total", e.report.Total,
+		"added", e.report.Added, "changed", e.report.Changed, "removed", e.report.Removed,
+		"quarantined", e.report.Quarantined, "generation", e.report.Generation)
+	return e.report, nil
+}
+
+// clearStaging removes everything a foreign interrupted sync staged.
+func (e *engine) clearStaging(ctx context.Context) error {
+	var ids []store.StageID
+	for id, err := range e.w.StagedIDs(ctx) {
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	}
+	return e.w.Delete(ids...)
+}
+
+// finalSet is the outcome of listing: which ids belong in the snapshot.
+type finalSet struct {
+	ids         map[store.StageID]store.LifecycleKind
+	totals      map[string]int
+	totalsOrder []string
+}
+
+// listing is one pass over one lifecycle.
+type listing struct {
+	lifecycle string
+	// ids holds every distinct key listed (a stage id, or the quarantine
+	// key of bytes without a usable id) and the lifecycle the bytes declare.
+	ids        map[string]store.LifecycleKind
+	firstTotal int
+	lastTotal  int
+	hasTotal   bool
+	duplicates int
+	refused    error
+}
+
+func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
+	fs := &finalSet{ids: map[store.StageID]store.LifecycleKind{}, totals: map[string]int{}}
+	passes := map[string][]*listing{}
+	var refused []error
+	for _, lc := range e.opts.Lifecycles {
+		l, err := e.list(ctx, lc)
+		if err != nil {
+			return nil, err
+		}
+		if l.refused != nil {
+			refused = append(refused, l.refused)
+			e.report.Warnings = append(e.report.Warnings,
+				fmt.Sprintf("the registry refused to list %s stages, so they are not mirrored: %v", lc, l.refused))
+			e.log.Warn("lifecycle skipped", "lifecycle", lc, "err", l.refused)
+			continue
+		}
+		passes[lc] = []*listing{l}
+	}
+	if len(refused) == len(e.opts.Lifecycles) {
+		return nil, fmt.Errorf("%w: %w", ErrNoLifecycle, refused[0])
+	}
+
+	// Detect drift and relist the lifecycles it touched.
+	for round := 0; ; round++ {
+		drifted := e.detectDrift(passes)
+		if len(drifted) == 0 {
+			break
+		}
+		if round >= e.opts.MaxRelists {
+			e.report.Drift.Unresolved = true
+			break
+		}
+		e.report.Drift.Relists++
+		for _, lc := range drifted {
+			l, err := e.list(ctx, lc)
+			if err != nil {
+				return nil, err
+			}
+			if l.refused != nil {
+				return nil, fmt.Errorf("relist %s stages: %w", lc, l.refused)
+			}
+			passes[lc] = append(passes[lc], l)
+		}
+	}
+
+	// The last pass of each lifecycle is authoritative.
+	owners := map[string][]string{}
+	for _, lc := range e.opts.Lifecycles {
+		ps := passes[lc]
+		if len(ps) == 0 {
+			continue
+		}
+		last := ps[len(ps)-1]
+		fs.totals[lc] = last.lastTotal
+		fs.totalsOrder = append(fs.totalsOrder, lc)
+		for key, kind := range last.ids {
+			owners[key] = append(owners[key], lc)
+			if store.ValidID(key) && !e.quarantined[key] {
+				fs.ids[store.StageID(key)] = kind
+			}
+		}
+	}
+	// Ids that an earlier pass saw but the last did not, and ids claimed by
+	// two lifecycles: ask the registry about each one directly.
+	var ask []store.StageID
+	for key, lcs := range owners {
+		if len(lcs) > 1 && store.ValidID(key) {
+			ask = append(ask, store.StageID(key))
+		}
+	}
+	for _, lc := range e.opts.Lifecycles {
+		ps := passes[lc]
+		for _, p := range ps[:max(0, len(ps)-1)] {
+			for key := range p.ids {
+				if _, ok := owners[key]; !ok && store.ValidID(key) {
+					ask = append(ask, store.StageID(key))
+					owners[key] = nil // ask once
+				}
+			}
+		}
+	}
+	if len(ask) > 0 {
+		sort.Slice(ask, func(i, j int) bool { return ask[i] < ask[j] })
+		if err := e.refetch(ctx, ask, fs); err != nil {
+			return nil, err
+		}
+	}
+	if e.report.Drift.Unresolved {
+		e.report.Warnings = append(e.report.Warnings,
+			"the registry kept changing while it was listed; some stages may be missing until the next sync")
+	}
+	return fs, nil
+}
+
+// detectDrift returns the lifecycles whose latest pass looks inconsistent.
+func (e *engine) detectDrift(passes map[string][]*listing) []string {
+	var out []string
+	seenIn := map[string]string{}
+	multi := map[string]bool{}
+	for _, lc := range e.opts.Lifecycles {
+		ps := passes[lc]
+		if len(ps) == 0 {
+			continue
+		}
+		for id := range ps[len(ps)-1].ids {
+			if other, ok := seenIn[id]; ok {
+				multi[lc], multi[other] = true, true
+				e.driftReason(fmt.Sprintf("stage %s listed as both %s and %s", id, other, lc))
+			}
+			seenIn[id] = lc
+		}
+	}
+	for _, lc := range e.opts.Lifecycles {
+		ps := passes[lc]
+		if len(ps) == 0 {
+			continue
+		}
+		l := ps[len(ps)-1]
+		bad := multi[lc]
+		if l.hasTotal && l.firstTotal != l.lastTotal {
+			e.driftReason(fmt.Sprintf("%s total changed from %d to %d while paging", lc, l.firstTotal, l.lastTotal))
+			bad = true
+		}
+		if l.hasTotal && len(l.ids) != l.lastTotal {
+			e.driftReason(fmt.Sprintf("%s listing returned %d distinct stages but the registry reports %d", lc, len(l.ids), l.lastTotal))
+			bad = true
+		}
+		if l.duplicates > 0 {
+			e.driftReason(fmt.Sprintf("%s listing repeated %d stages", lc, l.duplicates))
+			bad = true
+		}
+		if bad {
+			out = append(out, lc)
+		}
+	}
+	return out
+}
+
+func (e *engine) driftReason(r string) {
+	e.report.Drift.Detected = true
+	for _, have := range e.report.Drift.Reasons {
+		if have == r {
+			return
+		}
+	}
+	if len(e.report.Drift.Reasons) < 50 {
+		e.report.Drift.Reasons = append(e.report.Drift.Reasons, r)
+	}
+}
+
+// pageResult is one fetched page, or the error that ended the listing.
+type pageResult struct {
+	page registry.Page
+	err  error
+}
+
+// list pages through one lifecycle, staging every stage. The next page is
+// fetched while the current one is verified and committed.
+func (e *engine) list(ctx context.Context, lc string) (*listing, error) {
+	l := &listing{lifecycle: lc, ids: map[string]store.LifecycleKind{}}
+	fetch := func(offset int) <-chan pageResult {
+		ch := make(chan pageResult, 1)
+		go func() {
+			p, err := e.reg.ListPage(ctx, lc, e.opts.PageSize, offset)
+			ch <- pageResult{p, err}
+		}()
+		return ch
+	}
+	offset := 0
+	next := fetch(offset)
+	for first := true; ; first = false {
+		r := <-next
+		if r.err != nil {
+			if first && refusable(r.err) {
+				l.refused = r.err
+				return l, nil
+			}
+			return nil, fmt.Errorf("list %s stages at offset %d: %w", lc, offset, r.err)
+		}
+		p := r.page
+		if p.HasTotal {
+			if first {
+				l.firstTotal = p.Total
+				e.expected += p.Total
+			}
+			l.lastTotal = p.Total
+			l.hasTotal = true
+		}
+		n := len(p.Stages)
+		nextOffset := offset + n
+		more := n > 0 && p.HasTotal && nextOffset < p.Total
+		if more {
+			next = fetch(nextOffset)
+		}
+		if n > 0 {
+			if err := e.ingest(ctx, lc, offset, p.Stages, l); err != nil {
+				return nil, err
+			}
+		}
+		if !more {
+			if n > 0 && !p.HasTotal {
+				e.report.Warnings = appendOnce(e.report.Warnings,
+					fmt.Sprintf("the registry sent no usable total for %s; only the first page was read", lc))
+			}
+			return l, nil
+		}
+		offset = nextOffset
+	}
+}
+
+// refusable reports whether a first-page error means "the registry won't
+// list this lifecycle" rather than "the registry is broken".
+func refusable(err error) bool {
+	return errors.Is(err, registry.ErrUnauthorized) || errors.Is(err, registry.ErrBadRequest)
+}
+
+func appendOnce(list []string, s string) []string {
+	for _, have := range list {
+		if have == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+// ingest verifies one page and commits it in a single transaction.
+func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.RawMessage, l *listing) error {
+	results := e.prepareAll(raws)
+	entries := make([]mirror.Entry, 0, len(results))
+	for _, r := range results {
+		if _, dup := l.ids[r.key]; dup {
+			l.duplicates++
+		}
+		l.ids[r.key] = r.kind
+		if r.reused {
+			e.report.Reused++
+			continue
+		}
+		if r.entry.Quarantine {
+			if !e.quarantined[r.key] {
+				e.quarantined[r.key] = true
+				e.report.Quarantined++
+				e.report.QuarantinedIDs = append(e.report.QuarantinedIDs, r.key)
+			}
+		}
+		entries = append(entries, r.entry)
+	}
+	progress, _ := json.Marshal(progressState{
+		Upstream: e.reg.BaseURL(), Lifecycle: lc, Offset: offset + len(raws), Started: e.start,
+	})
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := e.w.PutBatch(entries, progress); err != nil {
+		return fmt.Errorf("commit page of %s stages at offset %d: %w", lc, offset, err)
+	}
+	e.report.Commits++
+	e.report.Pages++
+	e.pages++
+	e.stages += len(raws)
+	if e.opts.Progress != nil {
+		e.opts.Progress(Progress{Lifecycle: lc, Pages: e.pages, Stages: e.stages,
+			Expected: e.expected, Elapsed: time.Since(e.start)})
+	}
+	return nil
+}
+
+// prepared is one stage after decoding and verification.
+type prepared struct {
+	id     store.StageID       // empty when the bytes carry no usable id
+	key    string              // id, or quarantine key for bytes without one
+	kind   store.LifecycleKind // lifecycle the bytes declare
+	reused bool                // identical bytes were already staged and verified
+	entry  mirror.Entry
+}
+
+// prepareAll decodes and verifies a page's stages on opts.Workers
+// goroutines; results keep page order.
+func (e *engine) prepareAll(raws []json.RawMessage) []prepared {
+	out := make([]prepared, len(raws))
+	var wg gosync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < e.opts.Workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				out[i] = e.prepare(raws[i])
+			}
+		}()
+	}
+	for i := range raws {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
+}
+
+func (e *engine) prepare(raw json.RawMessage) prepared {
+	s, err := store.DecodeStage(raw)
+	if err != nil {
+		entry := mirror.Entry{Raw: raw, Quarantine: true, Reasons: []string{err.Error()}}
+		return prepared{key: entry.QuarantineKey(), entry: entry}
+	}
+	p := prepared{id: s.ID, key: string(s.ID), kind: s.Lifecycle.Kind}
+	if !store.ValidID(string(s.ID)) {
+		p.id = ""
+		p.entry = mirror.Entry{Stage: s, Quarantine: true,
+			Reasons: []string{fmt.Sprintf("id %q is not 64 lowercase hex characters", s.ID)}}
+		p.key = p.entry.QuarantineKey()
+		return p
+	}
+	if staged, ok, err := e.w.Staged(s.ID); err == nil && ok && bytes.Equal(staged, raw) {
+		p.reused = true
+		return p
+	}
+	rep := store.Verify(s)
+	p.entry = mirror.Entry{Stage: s, Report: rep}
+	var reasons []string
+	for _, c := range rep.Failed() {
+		reasons = append(reasons, c.Name+": "+c.Detail)
+	}
+	if len(reasons) == 0 && e.opts.Accept != nil {
+		if err := e.opts.Accept(s); err != nil {
+			reasons = append(reasons, "trust: "+err.Error())
+		}
+	}
+	if len(reasons) > 0 {
+		p.entry.Quarantine = true
+		p.entry.Reasons = reasons
+	}
+	return p
+}
+
+// refetch asks the registry about ids whose listing was inconsistent:
+// gone means deleted, found means moved (its current bytes are staged).
+func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet) error {
+	type result struct {
+		id  store.StageID
+		raw json.RawMessage
+		err error
+	}
+	results := make([]result, len(ids))
+	var wg gosync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			raw, err := e.reg.GetStage(ctx, id)
+			results[i] = result{id, raw, err}
+		}()
+	}
+	wg.Wait()
+	e.report.Drift.Refetched += len(ids)
+	var found []json.RawMessage
+	for _, r := range results {
+		switch {
+		case errors.Is(r.err, store.ErrNotFound):
+			e.report.Drift.Deleted++
+			delete(fs.ids, r.id)
+		case r.err != nil:
+			return fmt.Errorf("fetch stage %s to repair drift: %w", r.id, r.err)
+		default:
+			found = append(found, r.raw)
+		}
+	}
+	var entries []mirror.Entry
+	for _, p := range e.prepareAll(found) {
+		if p.entry.Quarantine {
+			if !e.quarantined[p.key] {
+				e.quarantined[p.key] = true
+				e.report.Quarantined++
+				e.report.QuarantinedIDs = append(e.report.QuarantinedIDs, p.key)
+			}
+			delete(fs.ids, p.id)
+			entries = append(entries, p.entry)
+			continue
+		}
+		e.report.Drift.Moved++
+		fs.ids[p.id] = p.kind
+		if !p.reused {
+			entries = append(entries, p.entry)
+		}
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	if err := e.w.PutBatch(entries, nil); err != nil {
+		return fmt.Errorf("commit refetched stages: %w", err)
+	}
+	e.report.Commits++
+	return nil
+}
+
+// dropUnlisted removes staged stages the registry no longer lists (left
+// from an interrupted run, or deleted upstream).
+func (e *engine) dropUnlisted(ctx context.Context, fs *finalSet) error {
+	var stale []store.StageID
+	for id, err := range e.w.StagedIDs(ctx) {
+		if err != nil {
+			return err
+		}
+		if _, ok := fs.ids[id]; !ok && !e.quarantined[string(id)] {
+			stale = append(stale, id)
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	return e.w.Delete(stale...)
+}
+
+// countChanges compares the staged set with the published snapshot.
+func (e *engine) countChanges(ctx context.Context, fs *finalSet) error {
+	snap, err := e.m.Snapshot()
+	if err != nil {
+		return err
+	}
+	defer snap.Close()
+	old := 0
+	for rec, err := range snap.Records(ctx, store.LifecycleUnknown) {
+		if err != nil {
+			return fmt.Errorf("read the current snapshot: %w", err)
+		}
+		if _, ok := fs.ids[rec.ID]; !ok {
+			if !e.quarantined[string(rec.ID)] {
+				e.report.Removed++
+				if len(e.report.RemovedIDs) < 1000 {
+					e.report.RemovedIDs = append(e.report.RemovedIDs, string(rec.ID))
+				}
+			}
+			continue
+		}
+		old++
+		raw, ok, err := e.w.Staged(rec.ID)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !ok:
+			// Listed but not staged cannot happen; treat as removed.
+			e.report.Removed++
+		case bytes.Equal(raw, rec.Raw):
+			e.report.Unchanged++
+		default:
+			s, err := store.DecodeStage(raw)
+			if err == nil && s.Lifecycle != rec.Lifecycle {
+				e.report.LifecycleChanged++
+			} else {
+				e.report.Changed++
+			}
+		}
+	}
+	e.report.Added = len(fs.ids) - old
+	e.report.ByLifecycle = map[string]int{}
+	for _, k := range fs.ids {
+		e.report.ByLifecycle[k.Name()]++
+	}
+	return nil
+}
