@@ -85,7 +85,7 @@ type command struct {
 func commands() []*command {
 	cmds := []*command{
 		cmdSync(), cmdStatus(), cmdGet(), cmdList(), cmdFind(), cmdResolve(),
-		cmdStats(), cmdVerify(), cmdServe(), cmdVersion(),
+		cmdStats(), cmdVerify(), cmdServe(), cmdExport(), cmdImport(), cmdVersion(),
 	}
 	return cmds
 }

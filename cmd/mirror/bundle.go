@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/noether-mirror/mirror/mirror"
+	"github.com/noether-mirror/mirror/mirror/bundle"
+	"github.com/noether-mirror/mirror/store"
+	"github.com/spf13/pflag"
+)
+
+func cmdExport() *command {
+	return &command{
+		name:    "export",
+		args:    "FILE [--format bundle|noether-store] [--sign-key F] [--json]",
+		summary: "write the current snapshot to a bundle file for an air-gapped mirror (or a noether store.json)",
+		example: `mirror export /media/usb/noether-$(date +%F).bundle.gz --sign-key ~/.noether/bundle-key.hex
+mirror export --format noether-store /media/usb/store.json   # then copy to $NOETHER_HOME/store.json`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			db := dbFlag(fs)
+			format := fs.String("format", "bundle", "bundle (for `mirror import`) or noether-store (noether's store.json, for the noether CLI with no server)")
+			signKey := fs.String("sign-key", "", "sign the bundle manifest with this Ed25519 key file (hex of the 32-byte seed, like ~/.noether/author-key.hex, or of a 64-byte private key)")
+			asJSON := fs.Bool("json", false, "print the result as JSON")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usageError("export takes exactly one argument, the bundle FILE to write; got %d", len(args))
+				}
+				file := args[0]
+				if *format != "bundle" && *format != "noether-store" {
+					return usageError("--format %q: want bundle or noether-store", *format)
+				}
+				if *format == "noether-store" && *signKey != "" {
+					return usageError("--sign-key applies to --format bundle only (noether's store.json has no place for a signature)")
+				}
+				var opts bundle.ExportOptions
+				opts.CreatedBy = "noether-mirror " + version
+				if *signKey != "" {
+					key, warning, err := bundle.LoadSigningKey(*signKey)
+					if err != nil {
+						return usageError("--sign-key: %v", err)
+					}
+					if warning != "" {
+						e.log.Warn(warning)
+					}
+					opts.SignKey = key
+				}
+				m, err := openForRead(e, db)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				snap, err := m.Snapshot()
+				if err != nil {
+					return err
+				}
+				defer snap.Close()
+				if *format == "noether-store" {
+					return exportNoetherStore(ctx, e, snap, file, *asJSON)
+				}
+				man, err := bundle.ExportFile(ctx, snap, file, opts)
+				if err != nil {
+					return err
+				}
+				if man.SourceQuarantined > 0 {
+					fmt.Fprintf(e.stderr, "warning: %d quarantined entries of the mirror are not in the bundle\n", man.SourceQuarantined)
+				}
+				signer := ""
+				if opts.SignKey != nil {
+					signer = fmt.Sprintf("%x", opts.SignKey.Public())
+				}
+				if *asJSON {
+					return writeJSON(e.stdout, struct {
+						File     string          `json:"file"`
+						Signer   string          `json:"signer,omitempty"`
+						Manifest bundle.Manifest `json:"manifest"`
+					}{file, signer, man})
+				}
+				if !e.quiet {
+					fmt.Fprintf(e.stdout, "exported %d stages %s (generation %d, %s) to %s; %s\n",
+						man.Total, formatCounts(man.Counts), man.Generation, syncedFrom(man.Upstream, man.SyncTime), file, signedBy(signer))
+				}
+				return nil
+			}
+		},
+	}
+}
+
+func exportNoetherStore(ctx context.Context, e *env, snap *mirror.Snapshot, file string, asJSON bool) error {
+	res, err := bundle.ExportNoetherStoreFile(ctx, snap, file)
+	if err != nil {
+		return err
+	}
+	if res.Unsigned > 0 {
+		fmt.Fprintf(e.stderr, "warning: %d stages are unsigned: the noether CLI deletes unsigned stages when it loads store.json (unless one of its bundled stdlib stages has the same id)\n", res.Unsigned)
+	}
+	if asJSON {
+		return writeJSON(e.stdout, struct {
+			File string `json:"file"`
+			bundle.NoetherStoreResult
+		}{file, res})
+	}
+	if !e.quiet {
+		fmt.Fprintf(e.stdout, "wrote %d stages to %s (noether store format); copy it to $NOETHER_HOME/store.json\n", res.Stages, file)
+		if res.StdlibKeySigned > 0 {
+			fmt.Fprintf(e.stdout, "note: %d stages are signed with noether's stdlib key, which is public: that signature proves nothing about their origin\n", res.StdlibKeySigned)
+		}
+	}
+	return nil
+}
+
+func cmdImport() *command {
+	return &command{
+		name:    "import",
+		args:    "FILE [--dry-run] [--force] [--trusted-keys F] [--json]",
+		summary: "verify a bundle offline and install it as the mirror's current snapshot, atomically",
+		example: `mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noether/trusted-keys --dry-run
+mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noether/trusted-keys`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			db := dbFlag(fs)
+			dryRun := fs.Bool("dry-run", false, "verify the bundle and print what would be added, changed and removed; change nothing")
+			force := fs.Bool("force", false, "install a bundle older than the mirror's snapshot (a rollback)")
+			trusted := fs.String("trusted-keys", "", "file of trusted signer keys (\"NAME HEX\" per line): refuse a bundle not signed by one of them, or holding a stage not signed by one of them")
+			asJSON := fs.Bool("json", false, "print the result as JSON")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usageError("import takes exactly one argument, the bundle FILE; got %d", len(args))
+				}
+				opts := bundle.ImportOptions{Force: *force, DryRun: *dryRun, Logger: e.log}
+				if *trusted != "" {
+					policy, err := store.LoadTrustPolicy(*trusted)
+					if err != nil {
+						return usageError("--trusted-keys: %v", err)
+					}
+					opts.Trust = policy
+				}
+				path, err := db(e)
+				if err != nil {
+					return err
+				}
+				var m *mirror.Mirror
+				if *dryRun {
+					m, err = mirror.Open(path, mirrorOptions(e))
+					if errors.Is(err, mirror.ErrNoMirror) {
+						m, err = nil, nil // compare with an empty mirror; create nothing
+					}
+				} else {
+					m, err = mirror.Create(path, mirrorOptions(e))
+				}
+				if err != nil {
+					return err
+				}
+				if m != nil {
+					defer m.Close()
+				}
+				res, err := bundle.ImportFile(ctx, m, args[0], opts)
+				if err != nil {
+					return mapMirrorError(fmt.Errorf("bundle %s refused: %w", args[0], err))
+				}
+				return printImport(e, args[0], res, *asJSON)
+			}
+		},
+	}
+}
+
+// importJSON is `mirror import --json`.
+type importJSON struct {
+	File       string          `json:"file"`
+	DryRun     bool            `json:"dry_run"`
+	Signer     string          `json:"signer,omitempty"`
+	SignerName string          `json:"signer_name,omitempty"`
+	Rollback   string          `json:"rollback,omitempty"`
+	Generation uint64          `json:"generation"`
+	Unchanged  bool            `json:"unchanged"`
+	Added      []store.StageID `json:"added"`
+	Changed    []store.StageID `json:"changed"`
+	Removed    []store.StageID `json:"removed"`
+	Same       int             `json:"same"`
+	Manifest   bundle.Manifest `json:"manifest"`
+}
+
+func printImport(e *env, file string, res bundle.ImportResult, asJSON bool) error {
+	d := res.Diff
+	if d == nil {
+		d = &bundle.Diff{}
+	}
+	if asJSON {
+		nonNil := func(ids []store.StageID) []store.StageID {
+			if ids == nil {
+				return []store.StageID{}
+			}
+			return ids
+		}
+		return writeJSON(e.stdout, importJSON{
+			File: file, DryRun: res.DryRun, Signer: res.Signer, SignerName: res.SignerName,
+			Rollback: res.Rollback, Generation: res.Generation, Unchanged: res.Unchanged,
+			Added: nonNil(d.Added), Changed: nonNil(d.Changed), Removed: nonNil(d.Removed),
+			Same: d.Unchanged, Manifest: res.Manifest,
+		})
+	}
+	man := res.Manifest
+	if res.DryRun {
+		for _, id := range d.Added {
+			fmt.Fprintf(e.stdout, "+ %s\n", id)
+		}
+		for _, id := range d.Changed {
+			fmt.Fprintf(e.stdout, "~ %s\n", id)
+		}
+		for _, id := range d.Removed {
+			fmt.Fprintf(e.stdout, "- %s\n", id)
+		}
+		fmt.Fprintf(e.stdout, "dry run: bundle %s verified (%d stages, generation %d, %s; %s): would add %d, change %d, remove %d, keep %d; nothing changed\n",
+			file, man.Total, man.Generation, syncedFrom(man.Upstream, man.SyncTime), signedByName(res), len(d.Added), len(d.Changed), len(d.Removed), d.Unchanged)
+		if res.Rollback != "" {
+			fmt.Fprintf(e.stdout, "rollback: %s (import refuses it without --force)\n", res.Rollback)
+		}
+		return nil
+	}
+	if res.Rollback != "" {
+		fmt.Fprintf(e.stderr, "warning: installed an older bundle (--force): %s\n", res.Rollback)
+	}
+	if e.quiet {
+		return nil
+	}
+	if res.Unchanged {
+		fmt.Fprintf(e.stdout, "bundle %s verified (%s): the mirror already holds exactly these %d stages, generation %d\n", file, signedByName(res), man.Total, res.Generation)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "imported %s: %d stages %s (%d added, %d changed, %d removed), %s; %s; generation %d\n",
+		file, man.Total, formatCounts(man.Counts), len(d.Added), len(d.Changed), len(d.Removed),
+		syncedFrom(man.Upstream, man.SyncTime), signedByName(res), res.Generation)
+	return nil
+}
+
+func formatCounts(c map[string]int) string {
+	s := ""
+	for _, k := range []string{"active", "draft", "deprecated", "tombstone", "unknown"} {
+		if c[k] > 0 {
+			if s != "" {
+				s += ", "
+			}
+			s += fmt.Sprintf("%d %s", c[k], k)
+		}
+	}
+	if s == "" {
+		return "(empty)"
+	}
+	return "(" + s + ")"
+}
+
+func syncedFrom(upstream string, t time.Time) string {
+	if upstream == "" {
+		return "never synced"
+	}
+	if t.IsZero() {
+		return "from " + upstream
+	}
+	return fmt.Sprintf("synced from %s at %s", upstream, t.UTC().Format(time.RFC3339))
+}
+
+func signedBy(pub string) string {
+	if pub == "" {
+		return "unsigned"
+	}
+	return "signed by " + pub
+}
+
+func signedByName(res bundle.ImportResult) string {
+	switch {
+	case !res.Signed:
+		return "unsigned"
+	case res.SignerName != "":
+		return fmt.Sprintf("signed by trusted key %q", res.SignerName)
+	}
+	return "signed by " + res.Signer + " (no --trusted-keys: signer not checked)"
+}

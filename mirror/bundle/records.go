@@ -1,0 +1,232 @@
+package bundle
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// Record is one stage in a bundle: its id, its lifecycle kind and its
+// exact JSON. Records returned by a Reader own their memory.
+type Record struct {
+	ID        store.StageID
+	Lifecycle store.LifecycleKind
+	// Raw is the stage's JSON exactly as the source mirror held it.
+	Raw []byte
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// frameHeader is the length and CRC before each payload.
+const frameHeader = 8
+
+// appendFrame appends r's frame to dst.
+func appendFrame(dst []byte, r *Record) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	err := errors.Join(enc.EncodeArrayLen(3), enc.EncodeString(string(r.ID)),
+		enc.EncodeString(r.Lifecycle.Name()), enc.EncodeBytes(r.Raw))
+	if err != nil {
+		return nil, fmt.Errorf("encoding stage %s: %w", r.ID, err)
+	}
+	p := buf.Bytes()
+	if len(p) > MaxFramePayload {
+		return nil, fmt.Errorf("stage %s is %d bytes, over the bundle's %d-byte limit", r.ID, len(r.Raw), MaxFramePayload)
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(p)))
+	dst = binary.BigEndian.AppendUint32(dst, crc32.Checksum(p, castagnoli))
+	return append(dst, p...), nil
+}
+
+// decodePayload decodes a frame payload whose CRC already matched. It
+// accepts exactly a 3-element array [str, str, bin] (any msgpack width)
+// and nothing after it; every length is checked against the bytes left
+// before it is used.
+func decodePayload(p []byte) (Record, error) {
+	r := mpReader{b: p}
+	n, err := r.arrayLen()
+	if err != nil {
+		return Record{}, err
+	}
+	if n != 3 {
+		return Record{}, fmt.Errorf("record is an array of %d items, want 3", n)
+	}
+	id, err := r.str()
+	if err != nil {
+		return Record{}, fmt.Errorf("record id: %w", err)
+	}
+	if !store.ValidID(string(id)) {
+		return Record{}, fmt.Errorf("record id %q is not 64 lowercase hex characters", truncate(id))
+	}
+	lc, err := r.str()
+	if err != nil {
+		return Record{}, fmt.Errorf("record %s lifecycle: %w", id, err)
+	}
+	kind, ok := lifecycleNames[string(lc)]
+	if !ok {
+		return Record{}, fmt.Errorf("record %s lifecycle %q is not draft, active, deprecated, tombstone or unknown", id, truncate(lc))
+	}
+	raw, err := r.bin()
+	if err != nil {
+		return Record{}, fmt.Errorf("record %s stage JSON: %w", id, err)
+	}
+	if len(raw) == 0 {
+		return Record{}, fmt.Errorf("record %s has no stage JSON", id)
+	}
+	if r.off != len(r.b) {
+		return Record{}, fmt.Errorf("record %s has %d trailing bytes", id, len(r.b)-r.off)
+	}
+	return Record{ID: store.StageID(id), Lifecycle: kind, Raw: bytes.Clone(raw)}, nil
+}
+
+func truncate(b []byte) string {
+	if len(b) > 80 {
+		return string(b[:80]) + "…"
+	}
+	return string(b)
+}
+
+// mpReader reads the few MessagePack types a record uses from a byte
+// slice, never trusting a length it has not checked against what is left.
+type mpReader struct {
+	b   []byte
+	off int
+}
+
+var errShort = errors.New("msgpack: truncated or length exceeds the payload")
+
+func (r *mpReader) take(n uint64) ([]byte, error) {
+	if n > uint64(len(r.b)-r.off) {
+		return nil, errShort
+	}
+	p := r.b[r.off : r.off+int(n)]
+	r.off += int(n)
+	return p, nil
+}
+
+func (r *mpReader) uintN(n int) (uint64, error) {
+	p, err := r.take(uint64(n))
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	for _, c := range p {
+		v = v<<8 | uint64(c)
+	}
+	return v, nil
+}
+
+func (r *mpReader) code() (byte, error) {
+	p, err := r.take(1)
+	if err != nil {
+		return 0, err
+	}
+	return p[0], nil
+}
+
+func (r *mpReader) arrayLen() (uint64, error) {
+	c, err := r.code()
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case c >= 0x90 && c <= 0x9f:
+		return uint64(c & 0x0f), nil
+	case c == 0xdc:
+		return r.uintN(2)
+	case c == 0xdd:
+		return r.uintN(4)
+	}
+	return 0, fmt.Errorf("msgpack: want an array, got type byte 0x%02x", c)
+}
+
+func (r *mpReader) str() ([]byte, error) {
+	c, err := r.code()
+	if err != nil {
+		return nil, err
+	}
+	var n uint64
+	switch {
+	case c >= 0xa0 && c <= 0xbf:
+		n = uint64(c & 0x1f)
+	case c == 0xd9:
+		n, err = r.uintN(1)
+	case c == 0xda:
+		n, err = r.uintN(2)
+	case c == 0xdb:
+		n, err = r.uintN(4)
+	default:
+		return nil, fmt.Errorf("msgpack: want a string, got type byte 0x%02x", c)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r.take(n)
+}
+
+func (r *mpReader) bin() ([]byte, error) {
+	c, err := r.code()
+	if err != nil {
+		return nil, err
+	}
+	var n uint64
+	switch c {
+	case 0xc4:
+		n, err = r.uintN(1)
+	case 0xc5:
+		n, err = r.uintN(2)
+	case 0xc6:
+		n, err = r.uintN(4)
+	default:
+		return nil, fmt.Errorf("msgpack: want binary data, got type byte 0x%02x", c)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r.take(n)
+}
+
+// digester computes the records digest (see the package documentation).
+type digester struct {
+	h     hash.Hash
+	count uint64
+	buf   []byte
+}
+
+const digestDomain = "noether-mirror bundle records v1\x00"
+
+func newDigester() *digester {
+	d := &digester{h: sha256.New()}
+	d.h.Write([]byte(digestDomain))
+	return d
+}
+
+func (d *digester) add(r *Record) {
+	lc := r.Lifecycle.Name()
+	d.buf = binary.BigEndian.AppendUint32(d.buf[:0], uint32(len(r.ID)))
+	d.buf = append(d.buf, r.ID...)
+	d.buf = binary.BigEndian.AppendUint32(d.buf, uint32(len(lc)))
+	d.buf = append(d.buf, lc...)
+	d.buf = binary.BigEndian.AppendUint64(d.buf, uint64(len(r.Raw)))
+	d.h.Write(d.buf)
+	d.h.Write(r.Raw)
+	d.count++
+}
+
+// sum finishes the digest and returns "sha256:" + hex. Call it once,
+// after the last add.
+func (d *digester) sum() string {
+	var tail [8]byte
+	binary.BigEndian.PutUint64(tail[:], d.count)
+	d.h.Write(tail[:])
+	return "sha256:" + hex.EncodeToString(d.h.Sum(nil))
+}
