@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sort"
 	gosync "sync"
 	"time"
@@ -305,11 +306,21 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		return nil, fmt.Errorf("%w: %w", ErrNoLifecycle, refused[0])
 	}
 
-	// Detect drift and relist the lifecycles it touched.
+	// Detect drift and relist the lifecycles it touched. When every
+	// listing looks consistent on its own, confirm that no lifecycle's
+	// total moved since it was listed: a stage that changed lifecycle
+	// between two listings (from one not yet listed to one already
+	// listed) is seen by neither, and only the totals show it.
 	for round := 0; ; round++ {
 		drifted := e.detectDrift(passes)
 		if len(drifted) == 0 {
-			break
+			var err error
+			if drifted, err = e.confirmTotals(ctx, passes); err != nil {
+				return nil, err
+			}
+			if len(drifted) == 0 {
+				break
+			}
 		}
 		if round >= e.opts.MaxRelists {
 			e.report.Drift.Unresolved = true
@@ -421,6 +432,32 @@ func (e *engine) detectDrift(passes map[string][]*listing) []string {
 	return out
 }
 
+// confirmTotals asks the registry for each listed lifecycle's total again
+// (one stage per request) and returns those whose total differs from what
+// their latest listing saw.
+func (e *engine) confirmTotals(ctx context.Context, passes map[string][]*listing) ([]string, error) {
+	var out []string
+	for _, lc := range e.opts.Lifecycles {
+		ps := passes[lc]
+		if len(ps) == 0 {
+			continue
+		}
+		l := ps[len(ps)-1]
+		if !l.hasTotal {
+			continue
+		}
+		p, err := e.reg.ListPage(ctx, lc, 1, 0)
+		if err != nil {
+			return nil, fmt.Errorf("confirm the total of %s stages: %w", lc, err)
+		}
+		if p.HasTotal && p.Total != l.lastTotal {
+			e.driftReason(fmt.Sprintf("%s total changed from %d to %d after it was listed", lc, l.lastTotal, p.Total))
+			out = append(out, lc)
+		}
+	}
+	return out, nil
+}
+
 func (e *engine) driftReason(r string) {
 	e.report.Drift.Detected = true
 	for _, have := range e.report.Drift.Reasons {
@@ -443,18 +480,30 @@ type pageResult struct {
 // fetched while the current one is verified and committed.
 func (e *engine) list(ctx context.Context, lc string) (*listing, error) {
 	l := &listing{lifecycle: lc, ids: map[string]store.LifecycleKind{}}
-	fetch := func(offset int) <-chan pageResult {
+	// The prefetch runs under its own context so that an early return
+	// (error, cancellation) stops it and waits for it: no request of this
+	// sync outlives Sync.
+	fctx, cancel := context.WithCancel(ctx)
+	var inflight chan pageResult
+	defer func() {
+		cancel()
+		if inflight != nil {
+			<-inflight
+		}
+	}()
+	fetch := func(offset int) {
 		ch := make(chan pageResult, 1)
 		go func() {
-			p, err := e.reg.ListPage(ctx, lc, e.opts.PageSize, offset)
+			p, err := e.reg.ListPage(fctx, lc, e.opts.PageSize, offset)
 			ch <- pageResult{p, err}
 		}()
-		return ch
+		inflight = ch
 	}
 	offset := 0
-	next := fetch(offset)
+	fetch(offset)
 	for first := true; ; first = false {
-		r := <-next
+		r := <-inflight
+		inflight = nil
 		if r.err != nil {
 			if first && refusable(r.err) {
 				l.refused = r.err
@@ -475,7 +524,7 @@ func (e *engine) list(ctx context.Context, lc string) (*listing, error) {
 		nextOffset := offset + n
 		more := n > 0 && p.HasTotal && nextOffset < p.Total
 		if more {
-			next = fetch(nextOffset)
+			fetch(nextOffset)
 		}
 		if n > 0 {
 			if err := e.ingest(ctx, lc, offset, p.Stages, l); err != nil {
@@ -519,14 +568,13 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 		l.ids[r.key] = r.kind
 		if r.reused {
 			e.report.Reused++
+			e.markGood(r.key)
 			continue
 		}
 		if r.entry.Quarantine {
-			if !e.quarantined[r.key] {
-				e.quarantined[r.key] = true
-				e.report.Quarantined++
-				e.report.QuarantinedIDs = append(e.report.QuarantinedIDs, r.key)
-			}
+			e.markQuarantined(r.key)
+		} else {
+			e.markGood(r.key)
 		}
 		entries = append(entries, r.entry)
 	}
@@ -548,6 +596,30 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 			Expected: e.expected, Elapsed: time.Since(e.start)})
 	}
 	return nil
+}
+
+// markQuarantined records that key's latest bytes were quarantined.
+func (e *engine) markQuarantined(key string) {
+	if e.quarantined[key] {
+		return
+	}
+	e.quarantined[key] = true
+	e.report.Quarantined++
+	e.report.QuarantinedIDs = append(e.report.QuarantinedIDs, key)
+}
+
+// markGood records that key's latest bytes verified: a stage quarantined
+// by an earlier pass of this sync whose bytes have since been fixed
+// upstream is good again (PutBatch replaced its quarantine entry).
+func (e *engine) markGood(key string) {
+	if !e.quarantined[key] {
+		return
+	}
+	delete(e.quarantined, key)
+	e.report.Quarantined--
+	if i := slices.Index(e.report.QuarantinedIDs, key); i >= 0 {
+		e.report.QuarantinedIDs = slices.Delete(e.report.QuarantinedIDs, i, i+1)
+	}
 }
 
 // prepared is one stage after decoding and verification.
@@ -596,7 +668,10 @@ func (e *engine) prepare(raw json.RawMessage) prepared {
 		p.key = p.entry.QuarantineKey()
 		return p
 	}
-	if staged, ok, err := e.w.Staged(s.ID); err == nil && ok && bytes.Equal(staged, raw) {
+	if staged, ok, err := e.w.Staged(s.ID); err == nil && ok && bytes.Equal(staged, raw) &&
+		(e.opts.Accept == nil || e.opts.Accept(s) == nil) {
+		// Verified when it was staged; the trust policy is applied again
+		// because a resumed run may have a different one.
 		p.reused = true
 		return p
 	}
@@ -642,6 +717,7 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 	wg.Wait()
 	e.report.Drift.Refetched += len(ids)
 	var found []json.RawMessage
+	var asked []store.StageID
 	for _, r := range results {
 		switch {
 		case errors.Is(r.err, store.ErrNotFound):
@@ -651,20 +727,27 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 			return fmt.Errorf("fetch stage %s to repair drift: %w", r.id, r.err)
 		default:
 			found = append(found, r.raw)
+			asked = append(asked, r.id)
 		}
 	}
 	var entries []mirror.Entry
-	for _, p := range e.prepareAll(found) {
+	for i, p := range e.prepareAll(found) {
+		if p.id != "" && p.id != asked[i] {
+			// Never stage what was not asked for: the id stays out of
+			// the snapshot until a sync sees it listed.
+			delete(fs.ids, asked[i])
+			e.report.Drift.Unresolved = true
+			e.report.Warnings = append(e.report.Warnings,
+				fmt.Sprintf("the registry answered a request for stage %s with stage %s; %s is left out", asked[i], p.id, asked[i]))
+			continue
+		}
 		if p.entry.Quarantine {
-			if !e.quarantined[p.key] {
-				e.quarantined[p.key] = true
-				e.report.Quarantined++
-				e.report.QuarantinedIDs = append(e.report.QuarantinedIDs, p.key)
-			}
-			delete(fs.ids, p.id)
+			e.markQuarantined(p.key)
+			delete(fs.ids, asked[i])
 			entries = append(entries, p.entry)
 			continue
 		}
+		e.markGood(p.key)
 		e.report.Drift.Moved++
 		fs.ids[p.id] = p.kind
 		if !p.reused {
