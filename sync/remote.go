@@ -224,9 +224,10 @@ func offline(op string, err error) error {
 }
 
 // Put sends s to the registry, then caches it. The registry answering
-// is_new:false gives ErrAlreadyExists (the stage is still cached, as
-// noether's client does). A stage that fails local verification is never
-// sent.
+// is_new:false gives ErrAlreadyExists; the mirror then caches the
+// registry's copy (fetched with GetLive), not s, because the registry's
+// may differ from s in lifecycle (noether's client caches s and goes
+// stale). A stage that fails local verification is never sent.
 func (r *RemoteStageStore) Put(ctx context.Context, s *store.Stage) (store.StageID, error) {
 	if err := store.Verify(s).Err(); err != nil {
 		return "", fmt.Errorf("put %s: refusing to publish: %w", s, err)
@@ -240,11 +241,14 @@ func (r *RemoteStageStore) Put(ctx context.Context, s *store.Stage) (store.Stage
 	if err != nil && !exists {
 		return "", offline("put "+s.String(), err)
 	}
+	if exists || !isNew {
+		if _, lerr := r.GetLive(ctx, s.ID); lerr != nil {
+			r.log.Warn("could not cache the registry's copy of an existing stage", "id", string(s.ID), "err", lerr)
+		}
+		return s.ID, store.AlreadyExistsError(s.ID)
+	}
 	if _, cerr := r.m.Upsert(ctx, s); cerr != nil {
 		return "", fmt.Errorf("put %s: the registry accepted it but the mirror did not: %w", s, cerr)
-	}
-	if exists || !isNew {
-		return s.ID, store.AlreadyExistsError(s.ID)
 	}
 	return s.ID, nil
 }
@@ -260,12 +264,27 @@ func (r *RemoteStageStore) Upsert(ctx context.Context, s *store.Stage) (store.St
 }
 
 // UpdateLifecycle changes the lifecycle on the registry, then applies the
-// same change to the mirror with MemoryStore rules.
+// same change to the mirror with MemoryStore rules. When the mirror cannot
+// apply it because its copy is stale (the stage or its successor is not
+// cached yet, or it holds another lifecycle), the registry's copy is
+// fetched with GetLive instead, so a change the registry accepted is
+// never reported as failed.
 func (r *RemoteStageStore) UpdateLifecycle(ctx context.Context, id store.StageID, l store.Lifecycle) error {
 	if err := r.client.UpdateLifecycle(ctx, id, l); err != nil {
 		return offline("update lifecycle of "+string(id), err)
 	}
-	return r.m.UpdateLifecycle(ctx, id, l)
+	err := r.m.UpdateLifecycle(ctx, id, l)
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalidSuccessor) || errors.Is(err, store.ErrInvalidTransition) {
+		s, lerr := r.GetLive(ctx, id)
+		if lerr != nil {
+			return fmt.Errorf("the registry changed the lifecycle of %s but the mirror is stale (%v) and refetching it failed: %w", id, err, lerr)
+		}
+		if s == nil {
+			return fmt.Errorf("the registry changed the lifecycle of %s, then no longer had it: %w", id, store.NotFoundError(id))
+		}
+		return nil
+	}
+	return err
 }
 
 // Remove deletes id on the registry (a 404 counts as done), then evicts it
