@@ -31,6 +31,10 @@
 //	                 [id (str), lifecycle (str: draft|active|deprecated|tombstone|unknown),
 //	                  stage JSON (bin)]
 //
+// and then a trailer: a zero u32 (no frame has length 0) and the 32-byte
+// SHA-256 of manifest.json, so even an unsigned manifest is protected
+// against damage.
+//
 // The CRC and the length bounds are checked before anything is decoded,
 // and every MessagePack length is checked against the bytes actually left
 // before anything is allocated.

@@ -76,6 +76,7 @@ func Export(ctx context.Context, src Source, w io.Writer, opts ExportOptions) (M
 		man.Counts[r.Lifecycle.Name()]++
 	}
 	man.RecordsDigest = dg.sum()
+	man.RecordsBytes += trailerSize
 	if man.RecordsBytes > maxUSTARSize {
 		return Manifest{}, fmt.Errorf("export: the stages are %d bytes, over the bundle format's 8 GiB limit", man.RecordsBytes)
 	}
@@ -124,6 +125,9 @@ func Export(ctx context.Context, src Source, w io.Writer, opts ExportOptions) (M
 	}
 	if got := dg2.sum(); got != man.RecordsDigest {
 		return Manifest{}, fmt.Errorf("export: the source changed during the export (digest %s, then %s): export from a pinned snapshot", man.RecordsDigest, got)
+	}
+	if _, err := bw.Write(appendTrailer(nil, mb)); err != nil {
+		return Manifest{}, fmt.Errorf("export: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
 		return Manifest{}, fmt.Errorf("export: %w", err)

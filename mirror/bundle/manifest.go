@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,7 +70,7 @@ type Manifest struct {
 	// RecordsDigest is "sha256:" + hex of the records digest (see the
 	// package documentation).
 	RecordsDigest string `json:"records_digest"`
-	// RecordsBytes is the exact size of stages.bin.
+	// RecordsBytes is the exact size of stages.bin, trailer included.
 	RecordsBytes int64 `json:"records_bytes"`
 }
 
@@ -107,6 +108,11 @@ func parseManifest(b []byte) (Manifest, error) {
 	if version < 1 {
 		return Manifest{}, malformedf("manifest.json format_version %d is invalid", version)
 	}
+	if err := checkKeys(nameManifest, b, "format", "format_version", "created_by", "created", "upstream",
+		"sync_time", "generation", "snapshot_digest", "upstream_totals", "source_quarantined", "total",
+		"counts", "records_digest", "records_bytes"); err != nil {
+		return Manifest{}, err
+	}
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -128,7 +134,7 @@ func (m *Manifest) validate() error {
 		return malformedf("manifest.json total %d is out of range (0..%d)", m.Total, MaxRecords)
 	case m.SourceQuarantined < 0:
 		return malformedf("manifest.json source_quarantined %d is negative", m.SourceQuarantined)
-	case m.RecordsBytes < 0 || m.RecordsBytes > int64(m.Total)*(8+MaxFramePayload):
+	case m.RecordsBytes < trailerSize || m.RecordsBytes > int64(m.Total)*(frameHeader+MaxFramePayload)+trailerSize:
 		return malformedf("manifest.json records_bytes %d is impossible for %d records", m.RecordsBytes, m.Total)
 	case !validDigest(m.RecordsDigest):
 		return malformedf("manifest.json records_digest %q is not \"sha256:\" and 64 lowercase hex digits", m.RecordsDigest)
@@ -175,6 +181,9 @@ func signManifest(manifest []byte, key ed25519.PrivateKey) Signature {
 
 // parseSignature decodes manifest.sig and verifies it over manifest.
 func parseSignature(b, manifest []byte) (Signature, error) {
+	if err := checkKeys(nameSig, b, "algorithm", "public_key", "signature"); err != nil {
+		return Signature{}, err
+	}
 	var s Signature
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -184,6 +193,9 @@ func parseSignature(b, manifest []byte) (Signature, error) {
 	if s.Algorithm != "ed25519" {
 		return Signature{}, fmt.Errorf("%w: manifest.sig algorithm %q is not supported (want ed25519)", ErrSignature, s.Algorithm)
 	}
+	if s.PublicKey != strings.ToLower(s.PublicKey) || s.Signature != strings.ToLower(s.Signature) {
+		return Signature{}, malformedf("manifest.sig hex must be lowercase")
+	}
 	pub, err := hex.DecodeString(s.PublicKey)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		return Signature{}, malformedf("manifest.sig public_key must be %d hex characters", 2*ed25519.PublicKeySize)
@@ -192,9 +204,41 @@ func parseSignature(b, manifest []byte) (Signature, error) {
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return Signature{}, malformedf("manifest.sig signature must be %d hex characters", 2*ed25519.SignatureSize)
 	}
+	if canon, _ := json.Marshal(&s); !bytes.Equal(append(canon, '\n'), b) {
+		return Signature{}, malformedf("manifest.sig is not in its canonical form (compact JSON and a newline): it was modified")
+	}
 	if !ed25519.Verify(pub, manifest, sig) {
 		return Signature{}, fmt.Errorf("%w: the manifest signature by %s does not verify: the bundle was modified after it was signed", ErrSignature, s.PublicKey)
 	}
-	s.PublicKey = strings.ToLower(s.PublicKey)
 	return s, nil
+}
+
+// checkKeys requires b to be one JSON object whose member names are all
+// in known, spelled exactly (encoding/json matches names without regard
+// to case) and each present once.
+func checkKeys(what string, b []byte, known ...string) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return malformedf("%s is not a JSON object", what)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return malformedf("%s: %v", what, err)
+		}
+		key, _ := tok.(string)
+		if !slices.Contains(known, key) {
+			return malformedf("%s has an unknown member %q", what, truncate([]byte(key)))
+		}
+		if seen[key] {
+			return malformedf("%s has member %q twice", what, key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return malformedf("%s: %v", what, err)
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"bufio"
+	"bytes"
 	"compress/flate"
 	"compress/gzip"
 	"crypto/sha256"
@@ -26,6 +27,7 @@ type Reader struct {
 	tr        *tarReader
 	man       Manifest
 	manSHA    string
+	manSum    [32]byte
 	sig       *Signature
 	n         int
 	dg        *digester
@@ -70,8 +72,8 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if rd.man, err = parseManifest(mb); err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(mb)
-	rd.manSHA = hex.EncodeToString(sum[:])
+	rd.manSum = sha256.Sum256(mb)
+	rd.manSHA = hex.EncodeToString(rd.manSum[:])
 	if name, size, err = rd.tr.next(); err != nil {
 		if err == io.EOF {
 			return nil, malformedf("the archive ends after %s: it has no %s", nameManifest, nameStages)
@@ -191,6 +193,20 @@ func (r *Reader) next() (Record, error) {
 func (r *Reader) finish() error {
 	if r.finalized {
 		return io.EOF
+	}
+	var trailer [trailerSize]byte
+	if r.tr.content.N < trailerSize {
+		return malformedf("%s has no room for its trailer after the last record: the bundle was modified", nameStages)
+	}
+	if err := r.tr.readFull(trailer[:], "the trailer of "+nameStages); err != nil {
+		return classify(err)
+	}
+	r.tr.content.N -= trailerSize
+	if binary.BigEndian.Uint32(trailer[:4]) != 0 {
+		return malformedf("%s holds more records than the manifest's %d: the bundle was modified", nameStages, r.man.Total)
+	}
+	if !bytes.Equal(trailer[4:], r.manSum[:]) {
+		return malformedf("the manifest's checksum in %s does not match manifest.json: the manifest was modified or damaged", nameStages)
 	}
 	if left := r.tr.content.N; left != 0 {
 		return malformedf("%s has %d bytes after its last record: the bundle was modified", nameStages, left)

@@ -29,6 +29,17 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // frameHeader is the length and CRC before each payload.
 const frameHeader = 8
 
+// trailerSize is stages.bin's trailer: a zero length, then the SHA-256 of
+// manifest.json, so every manifest byte is covered even without a
+// signature.
+const trailerSize = 4 + 32
+
+func appendTrailer(dst, manifest []byte) []byte {
+	sum := sha256.Sum256(manifest)
+	dst = binary.BigEndian.AppendUint32(dst, 0)
+	return append(dst, sum[:]...)
+}
+
 // appendFrame appends r's frame to dst.
 func appendFrame(dst []byte, r *Record) ([]byte, error) {
 	var buf bytes.Buffer
