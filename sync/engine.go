@@ -78,27 +78,30 @@ const (
 // Report says everything a sync did. No stage disappears silently: every
 // id that left the mirror is counted as removed or quarantined.
 type Report struct {
-	Upstream         string         `json:"upstream"`
-	Outcome          Outcome        `json:"outcome"`
-	Total            int            `json:"total"`
-	Added            int            `json:"added"`
-	Changed          int            `json:"changed"`
-	Removed          int            `json:"removed"`
-	LifecycleChanged int            `json:"lifecycle_changed"`
-	Quarantined      int            `json:"quarantined"`
-	Unchanged        int            `json:"unchanged"`
-	Reused           int            `json:"reused"`
-	Pages            int            `json:"pages"`
-	Commits          int            `json:"commits"`
-	Resumed          bool           `json:"resumed"`
-	Published        bool           `json:"published"`
-	Generation       uint64         `json:"generation"`
-	ByLifecycle      map[string]int `json:"by_lifecycle"`
-	QuarantinedIDs   []string       `json:"quarantined_ids,omitempty"`
-	RemovedIDs       []string       `json:"removed_ids,omitempty"`
-	Warnings         []string       `json:"warnings,omitempty"`
-	Drift            Drift          `json:"drift"`
-	DurationMS       int64          `json:"duration_ms"`
+	Upstream         string  `json:"upstream"`
+	Outcome          Outcome `json:"outcome"`
+	Total            int     `json:"total"`
+	Added            int     `json:"added"`
+	Changed          int     `json:"changed"`
+	Removed          int     `json:"removed"`
+	LifecycleChanged int     `json:"lifecycle_changed"`
+	Quarantined      int     `json:"quarantined"`
+	Unchanged        int     `json:"unchanged"`
+	// Reused counts listed stages whose identical bytes were already
+	// staged and verified (by an interrupted run being resumed, or by an
+	// earlier pass of this one) and so were not verified again.
+	Reused         int            `json:"reused"`
+	Pages          int            `json:"pages"`
+	Commits        int            `json:"commits"`
+	Resumed        bool           `json:"resumed"`
+	Published      bool           `json:"published"`
+	Generation     uint64         `json:"generation"`
+	ByLifecycle    map[string]int `json:"by_lifecycle"`
+	QuarantinedIDs []string       `json:"quarantined_ids,omitempty"`
+	RemovedIDs     []string       `json:"removed_ids,omitempty"`
+	Warnings       []string       `json:"warnings,omitempty"`
+	Drift          Drift          `json:"drift"`
+	DurationMS     int64          `json:"duration_ms"`
 }
 
 // Drift reports offset drift: the registry changed while it was paged.

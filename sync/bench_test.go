@@ -1,0 +1,226 @@
+package sync_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	gosync "sync"
+	"testing"
+	"time"
+
+	"github.com/noether-mirror/mirror/mirror"
+	msync "github.com/noether-mirror/mirror/sync"
+	"github.com/noether-mirror/mirror/sync/registry"
+	"github.com/noether-mirror/mirror/sync/registrytest"
+)
+
+// Benchmarks of a sync against the fake registry run as a separate
+// process (cmd/fakeregistry), so that the registry's copy of the stages
+// does not count in this process's memory, with 20 ms of latency per
+// request. Each iteration first downloads every page (the download-only
+// rate), then syncs into a new mirror, sampling the heap and anonymous
+// RSS every 5 ms. Run with -benchtime=1x; see BENCHMARKS.md.
+func BenchmarkSync10k(b *testing.B)  { benchmarkSync(b, 10_000) }
+func BenchmarkSync100k(b *testing.B) { benchmarkSync(b, 100_000) }
+
+const (
+	benchSeed    = 1
+	benchSize    = 5000
+	benchLatency = 20 * time.Millisecond
+)
+
+// benchStagesFile returns a JSON array of n generated stages, cached in
+// os.TempDir keyed by (n, seed, size): generating 100k signed stages takes
+// over a minute.
+func benchStagesFile(b *testing.B, n int) string {
+	b.Helper()
+	name := filepath.Join(os.TempDir(), fmt.Sprintf("noether-sync-bench-%d-%d-%d.json", n, benchSeed, benchSize))
+	if _, err := os.Stat(name); err == nil {
+		return name
+	}
+	stages, err := registrytest.GenerateStages(n, benchSeed, benchSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := json.Marshal(stages)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		b.Fatal(err)
+	}
+	return name
+}
+
+// startFakeRegistry builds and starts cmd/fakeregistry serving file.
+func startFakeRegistry(b *testing.B, file string) string {
+	b.Helper()
+	root, err := registrytest.ModuleRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "fakeregistry")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/fakeregistry")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build fakeregistry: %v\n%s", err, out)
+	}
+	addrFile := filepath.Join(dir, "addr")
+	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--stages", file,
+		"--latency", benchLatency.String(), "--addr-file", addrFile)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	})
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		if u, err := os.ReadFile(addrFile); err == nil && len(u) > 0 {
+			return strings.TrimSpace(string(u))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatal("fakeregistry did not start")
+	return ""
+}
+
+// memSampler records the peak HeapInuse and RssAnon while it runs.
+type memSampler struct {
+	stop     chan struct{}
+	done     gosync.WaitGroup
+	heapPeak uint64
+	rssPeak  uint64
+}
+
+func rssAnon() uint64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "RssAnon:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func startSampler() *memSampler {
+	s := &memSampler{stop: make(chan struct{})}
+	s.done.Add(1)
+	go func() {
+		defer s.done.Done()
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			s.heapPeak = max(s.heapPeak, ms.HeapInuse)
+			s.rssPeak = max(s.rssPeak, rssAnon())
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *memSampler) Stop() { close(s.stop); s.done.Wait() }
+
+// downloadAll lists every lifecycle with ListPage and nothing else.
+func downloadAll(ctx context.Context, c *registry.Client) (stages, pages int, err error) {
+	for _, lc := range []string{"draft", "active", "deprecated", "tombstone"} {
+		for off := 0; ; {
+			p, err := c.ListPage(ctx, lc, 200, off)
+			if err != nil {
+				return 0, 0, err
+			}
+			pages++
+			stages += len(p.Stages)
+			off += len(p.Stages)
+			if len(p.Stages) == 0 || !p.HasTotal || off >= p.Total {
+				break
+			}
+		}
+	}
+	return stages, pages, nil
+}
+
+func benchmarkSync(b *testing.B, n int) {
+	if testing.Short() {
+		b.Skip("long benchmark")
+	}
+	url := startFakeRegistry(b, benchStagesFile(b, n))
+	client, err := registry.New(url, registry.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	var dlTime, syncTime time.Duration
+	var heapPeak, rssPeak, rssBase uint64
+	var rep msync.Report
+	var dlPages int
+	for range b.N {
+		t0 := time.Now()
+		got, pages, err := downloadAll(ctx, client)
+		if err != nil || got != n {
+			b.Fatalf("download: %d stages, %v", got, err)
+		}
+		dlTime += time.Since(t0)
+		dlPages = pages
+
+		b.StopTimer()
+		m, err := mirror.Create(filepath.Join(b.TempDir(), "bench.db"), mirror.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		debug.FreeOSMemory()
+		rssBase = rssAnon()
+		b.StartTimer()
+
+		s := startSampler()
+		t0 = time.Now()
+		rep, err = msync.Sync(ctx, m, client, msync.Options{})
+		syncTime += time.Since(t0)
+		s.Stop()
+		if err != nil || rep.Total != n {
+			b.Fatalf("sync: total %d, %v", rep.Total, err)
+		}
+		heapPeak, rssPeak = max(heapPeak, s.heapPeak), max(rssPeak, s.rssPeak)
+		m.Close()
+	}
+	dlRate := float64(n*b.N) / dlTime.Seconds()
+	syncRate := float64(n*b.N) / syncTime.Seconds()
+	b.ReportMetric(dlRate, "download-stages/s")
+	b.ReportMetric(syncRate, "sync-stages/s")
+	b.ReportMetric(syncRate/dlRate, "sync/download")
+	b.ReportMetric(float64(rep.Commits), "commits")
+	b.ReportMetric(float64(rep.Pages), "pages")
+	b.ReportMetric(float64(dlPages), "download-pages")
+	b.ReportMetric(float64(heapPeak)/(1<<20), "peak-heap-MB")
+	b.ReportMetric(float64(rssPeak)/(1<<20), "peak-rssanon-MB")
+	b.ReportMetric(float64(rssBase)/(1<<20), "base-rssanon-MB")
+}
