@@ -42,5 +42,47 @@ lint: fmt-check vet staticcheck
 
 check: lint build test fuzz
 
+# The main job, end to end and offline: a fake registry on loopback, a sync
+# into a temporary mirror, then the read commands with the registry gone.
+DEMO_STAGES := testdata/noether-stdlib-stages.json
+
+demo:
+	$(GO) build -o $(BIN) ./cmd/mirror
+	$(GO) build -o bin/fakeregistry ./cmd/fakeregistry
+	@set -eu; \
+	tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/mirror-demo.XXXXXX"); reg=; \
+	cleanup() { if [ -n "$$reg" ]; then kill "$$reg" 2>/dev/null || true; wait "$$reg" 2>/dev/null || true; fi; rm -rf "$$tmp"; }; \
+	trap cleanup EXIT; trap 'exit 130' INT TERM; \
+	db=$$tmp/mirror.db; \
+	echo; echo "=== 1. Start a fake noether registry: the 85 stdlib stages + 200 generated ones, on 127.0.0.1"; \
+	bin/fakeregistry --addr 127.0.0.1:0 --addr-file "$$tmp/addr" --stages $(DEMO_STAGES) --generate 200 >"$$tmp/registry.log" 2>&1 & reg=$$!; \
+	n=0; until [ -s "$$tmp/addr" ]; do \
+	  n=$$((n+1)); \
+	  if [ $$n -gt 600 ] || ! kill -0 "$$reg" 2>/dev/null; then echo "the fake registry did not start:"; cat "$$tmp/registry.log"; exit 1; fi; \
+	  sleep 0.1; \
+	done; \
+	url=$$(cat "$$tmp/addr"); echo "registry listening on $$url"; \
+	echo; echo "=== 2. mirror sync: pull every stage, verify ids, signatures and code hashes, publish a snapshot"; \
+	echo "\$$ mirror sync --registry $$url --db $$db"; \
+	$(BIN) sync --registry "$$url" --db "$$db"; \
+	echo; echo "=== 3. Stop the registry: everything below is offline"; \
+	kill "$$reg"; wait "$$reg" 2>/dev/null || true; reg=; echo "registry stopped"; \
+	echo; echo "=== 4. mirror status: upstream, last sync, generation, stages by lifecycle, quarantine"; \
+	$(BIN) status --db "$$db"; \
+	echo; echo "=== 5. mirror get list_length: the stage's JSON exactly as the registry served it"; \
+	$(BIN) get list_length --db "$$db"; \
+	echo; echo "=== 6. mirror list: a table of every stage (first 10 lines)"; \
+	$(BIN) list --db "$$db" | head -n 10; \
+	echo; echo "=== 7. mirror list --lifecycle deprecated --json: one JSON per line (first 3, cut at 100 chars)"; \
+	$(BIN) list --db "$$db" --lifecycle deprecated --json | head -n 3 | cut -c 1-100; \
+	echo; echo "=== 8. mirror find list_length: every stage with that name, any lifecycle, one JSON per line (cut at 100 chars)"; \
+	$(BIN) find list_length --db "$$db" | cut -c 1-100; \
+	echo; echo "=== 9. mirror verify: re-check every stage and index offline (exit 3 on any failure)"; \
+	$(BIN) verify --db "$$db"; \
+	echo; echo "=== 10. mirror status --max-age 1ns: a cron job's freshness check (exit 4 when stale)"; \
+	code=0; $(BIN) status --db "$$db" -q --max-age 1ns 2>&1 || code=$$?; echo "exit code $$code"; \
+	[ "$$code" -eq 4 ]; \
+	echo; echo "demo OK: the mirror served every read with the registry offline"
+
 clean:
 	rm -rf bin
