@@ -985,3 +985,26 @@ func TestNoProgressWithoutTTY(t *testing.T) {
 		t.Errorf("-q drew progress: %q", buf.String())
 	}
 }
+
+// TestStatusFutureLastSync: a last sync in the future (the clock went
+// back; PATH.state may move the last sync forward) is reported as such,
+// never as "never synced", and is not stale.
+func TestStatusFutureLastSync(t *testing.T) {
+	db := syncedMirror(t)
+	var sc map[string]any
+	if err := json.Unmarshal(readFile(t, db+".state"), &sc); err != nil {
+		t.Fatalf("PATH.state: %v", err)
+	}
+	write := func(ts time.Time) {
+		sc["last_sync"] = ts.Format(time.RFC3339Nano)
+		b, _ := json.Marshal(sc)
+		if err := os.WriteFile(db+".state", b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(time.Now().Add(time.Hour))
+	r := runIn(t, nil, "status", "--max-age", "26h", "--db", db)
+	if r.code != exitOK || !strings.Contains(r.stdout, "in the future (check the clock)") {
+		t.Errorf("a last sync in the future: %s", r)
+	}
+}

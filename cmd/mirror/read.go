@@ -62,8 +62,9 @@ mirror status --max-age 26h -q || alert "noether mirror is stale"`,
 				for _, k := range store.AllLifecycleKinds() {
 					st.ByLifecycle[k.Name()] = meta.Counts[k.Name()]
 				}
-				age := time.Duration(-1)
-				if !meta.LastSync.IsZero() {
+				never := meta.LastSync.IsZero()
+				var age time.Duration
+				if !never {
 					st.LastSync = meta.LastSync.UTC().Format(time.RFC3339)
 					age = time.Since(meta.LastSync)
 					st.AgeSeconds = int64(age.Seconds())
@@ -74,7 +75,10 @@ mirror status --max-age 26h -q || alert "noether mirror is stale"`,
 					}
 					st.QuarantineIDs = append(st.QuarantineIDs, q.ID)
 				}
-				st.Stale = *maxAge > 0 && (age < 0 || age > *maxAge)
+				// A last sync in the future (the clock went back) is not
+				// stale: age is negative, and formatAge says to check the
+				// clock.
+				st.Stale = *maxAge > 0 && (never || age > *maxAge)
 				if *asJSON {
 					if err := writeJSON(e.stdout, st); err != nil {
 						return err
@@ -98,7 +102,7 @@ mirror status --max-age 26h -q || alert "noether mirror is stale"`,
 					w.Flush()
 				}
 				if st.Stale {
-					if age < 0 {
+					if never {
 						return withCode(exitStale, fmt.Errorf("the mirror has never synced (--max-age %s)", *maxAge))
 					}
 					return withCode(exitStale, fmt.Errorf("the mirror is stale: last sync %s, older than --max-age %s", formatAge(age), *maxAge))
