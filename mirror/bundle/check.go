@@ -194,7 +194,7 @@ func (v *verifier) one(rec *Record) (mirror.Entry, error) {
 	}
 	if v.trust != nil {
 		if err := v.trust.Accept(s); err != nil {
-			return mirror.Entry{}, fmt.Errorf("%w: %w", ErrStage, err)
+			return mirror.Entry{}, fmt.Errorf("%w: stage %s: %w", ErrStage, rec.ID, err)
 		}
 	}
 	return mirror.Entry{Stage: s, Report: rep}, nil
