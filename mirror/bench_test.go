@@ -1,0 +1,354 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// Benchmarks run only with -bench. The mirror for each size is generated
+// once (realistic ~5 KB signed stages: ~4 KB implementation_code, three
+// examples, tags) and cached under os.TempDir()/noether-mirror-bench, so
+// reruns start at once. Remove that directory after changing the format.
+
+var benchSizes = []int{1_000, 10_000, 100_000}
+
+// benchCodeSize is the implementation_code size of generated stages.
+const benchCodeSize = 4000
+
+type benchData struct {
+	path     string
+	ids      []store.StageID
+	names    []string
+	sigs     []store.SignatureID // of Active stages
+	rawBytes int64
+}
+
+var (
+	benchMu    sync.Mutex
+	benchCache = map[int]*benchData{}
+	memCache   = map[int]*store.MemoryStore{}
+)
+
+// benchMirror returns the cached mirror of n stages, building it if needed.
+func benchMirror(b *testing.B, n int) *benchData {
+	b.Helper()
+	benchMu.Lock()
+	defer benchMu.Unlock()
+	if d := benchCache[n]; d != nil {
+		return d
+	}
+	dir := filepath.Join(os.TempDir(), "noether-mirror-bench", fmt.Sprintf("v%d-page%d-code%d-n%d", FormatVersion, pageSize, benchCodeSize, n))
+	path := filepath.Join(dir, "mirror.db")
+	m, err := Open(path, Options{})
+	if err == nil && m.Meta().Total != n {
+		m.Close()
+		err = fmt.Errorf("cached mirror holds %d stages", m.Meta().Total)
+	}
+	if err != nil {
+		b.Logf("building the %d-stage benchmark mirror in %s (%v)", n, dir, err)
+		os.RemoveAll(dir)
+		if m, err = Create(path, Options{}); err != nil {
+			b.Fatal(err)
+		}
+		w, err := m.BeginSync(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		key := testKey()
+		page := make([]*store.Stage, 0, 500)
+		for i := range n {
+			page = append(page, genStage(b, i, benchCodeSize, key))
+			if len(page) == cap(page) || i == n-1 {
+				if err := w.PutBatch(entries(page), nil); err != nil {
+					b.Fatal(err)
+				}
+				page = page[:0]
+			}
+		}
+		if _, err := w.Publish(context.Background(), PublishInfo{Upstream: "bench"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	defer m.Close()
+	d := &benchData{path: path}
+	for r, err := range m.Records(context.Background(), store.LifecycleUnknown) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.ids = append(d.ids, r.ID)
+		d.names = append(d.names, r.Name)
+		if r.Lifecycle.Kind == store.LifecycleActive {
+			d.sigs = append(d.sigs, r.SignatureID)
+		}
+		d.rawBytes += int64(len(r.Raw))
+	}
+	benchCache[n] = d
+	return d
+}
+
+// benchMemory returns a MemoryStore holding the same stages.
+func benchMemory(b *testing.B, n int) *store.MemoryStore {
+	d := benchMirror(b, n)
+	benchMu.Lock()
+	defer benchMu.Unlock()
+	if ms := memCache[n]; ms != nil {
+		return ms
+	}
+	m, err := Open(d.path, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	ms := store.NewMemoryStore()
+	for r, err := range m.Records(context.Background(), store.LifecycleUnknown) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := r.Decode()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ms.Upsert(context.Background(), st)
+	}
+	memCache[n] = ms
+	return ms
+}
+
+func openBench(b *testing.B, d *benchData) *Mirror {
+	m, err := Open(d.path, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	return m
+}
+
+func forSizes(b *testing.B, fn func(b *testing.B, n int)) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) { fn(b, n) })
+	}
+}
+
+// BenchmarkOpenFirstGetRaw: Open, one GetRaw, Close (a CLI invocation).
+func BenchmarkOpenFirstGetRaw(b *testing.B) {
+	forSizes(b, func(b *testing.B, n int) {
+		d := benchMirror(b, n)
+		ctx := context.Background()
+		id := d.ids[len(d.ids)/2]
+		b.ReportAllocs()
+		for b.Loop() {
+			m, err := Open(d.path, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := m.GetRaw(ctx, id); err != nil {
+				b.Fatal(err)
+			}
+			m.Close()
+		}
+	})
+}
+
+func BenchmarkGetRaw(b *testing.B) {
+	forSizes(b, func(b *testing.B, n int) {
+		d := benchMirror(b, n)
+		ctx := context.Background()
+		b.Run("mirror", func(b *testing.B) {
+			m := openBench(b, d)
+			r := rand.New(rand.NewPCG(1, 1))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.GetRaw(ctx, d.ids[r.IntN(len(d.ids))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("memory", func(b *testing.B) {
+			ms := benchMemory(b, n)
+			r := rand.New(rand.NewPCG(1, 1))
+			b.ReportAllocs()
+			for b.Loop() {
+				s, err := ms.Get(ctx, d.ids[r.IntN(len(d.ids))])
+				if err != nil || len(s.Raw) == 0 {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkFindRawByName(b *testing.B) {
+	forSizes(b, func(b *testing.B, n int) {
+		d := benchMirror(b, n)
+		m := openBench(b, d)
+		ctx := context.Background()
+		r := rand.New(rand.NewPCG(1, 2))
+		b.ReportAllocs()
+		for b.Loop() {
+			if raws, err := m.FindRawByName(ctx, d.names[r.IntN(len(d.names))]); err != nil || len(raws) != 1 {
+				b.Fatal(err, len(raws))
+			}
+		}
+	})
+}
+
+func BenchmarkGetRawBySignature(b *testing.B) {
+	forSizes(b, func(b *testing.B, n int) {
+		d := benchMirror(b, n)
+		m := openBench(b, d)
+		ctx := context.Background()
+		r := rand.New(rand.NewPCG(1, 3))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := m.GetRawBySignature(ctx, d.sigs[r.IntN(len(d.sigs))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkGetDecoded is Get (raw read plus JSON decode), for contrast.
+func BenchmarkGetDecoded(b *testing.B) {
+	forSizes(b, func(b *testing.B, n int) {
+		d := benchMirror(b, n)
+		m := openBench(b, d)
+		ctx := context.Background()
+		r := rand.New(rand.NewPCG(1, 4))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := m.Get(ctx, d.ids[r.IntN(len(d.ids))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkRecords iterates every record (no JSON decoding), warm.
+func BenchmarkRecords(b *testing.B) {
+	forSizes(b, func(b *testing.B, n int) {
+		d := benchMirror(b, n)
+		m := openBench(b, d)
+		ctx := context.Background()
+		count := func() int {
+			c := 0
+			for _, err := range m.Records(ctx, store.LifecycleUnknown) {
+				if err != nil {
+					b.Fatal(err)
+				}
+				c++
+			}
+			return c
+		}
+		count() // warm the page cache
+		total := 0
+		for b.Loop() {
+			total += count()
+		}
+		b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "stages/s")
+	})
+}
+
+// BenchmarkPage reads 100 stages at the start and at the end of the
+// listing: the cost must not depend on the offset.
+func BenchmarkPage(b *testing.B) {
+	forSizes(b, func(b *testing.B, n int) {
+		d := benchMirror(b, n)
+		m := openBench(b, d)
+		ctx := context.Background()
+		for _, off := range []int{0, n - 200} {
+			b.Run(fmt.Sprintf("offset=%d", off), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if raws, _, err := m.Page(ctx, store.LifecycleUnknown, off, 100); err != nil || len(raws) != 100 {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	})
+}
+
+// BenchmarkFileSize reports the snapshot size over the raw JSON size.
+func BenchmarkFileSize(b *testing.B) {
+	forSizes(b, func(b *testing.B, n int) {
+		d := benchMirror(b, n)
+		fi, err := os.Stat(d.path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+		}
+		b.ReportMetric(float64(fi.Size())/float64(d.rawBytes), "size-ratio")
+		b.ReportMetric(float64(fi.Size())/float64(n), "file-bytes/stage")
+		b.ReportMetric(float64(d.rawBytes)/float64(n), "json-bytes/stage")
+	})
+}
+
+// BenchmarkHeap reports the Go heap in use after Open and 10,000 random
+// GetRaw calls: the mirror is memory-mapped, so it must not grow with n.
+func BenchmarkHeap(b *testing.B) {
+	forSizes(b, func(b *testing.B, n int) {
+		d := benchMirror(b, n)
+		ids := d.ids
+		d2 := &benchData{path: d.path}
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		var after runtime.MemStats
+		for b.Loop() {
+			m, err := Open(d2.path, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(1, 5))
+			for range 10_000 {
+				if _, err := m.GetRaw(context.Background(), ids[r.IntN(len(ids))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			m.Close()
+		}
+		b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse)), "heap-growth-bytes")
+		b.ReportMetric(float64(after.HeapInuse), "heap-inuse-bytes")
+	})
+}
+
+// BenchmarkPublish compiles a staged sync of n stages into a snapshot.
+func BenchmarkPublish(b *testing.B) {
+	for _, n := range benchSizes[:2] {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			d := benchMirror(b, n)
+			m := openBench(b, d)
+			src, err := m.acquire()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer src.release()
+			for b.Loop() {
+				err := src.view(func(tx *bolt.Tx) error {
+					name, _, err := compile(context.Background(), filepath.Join(b.TempDir(), "x.db"), tx, Meta{}, m.opts)
+					if err == nil {
+						os.Remove(name)
+					}
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "stages/s")
+		})
+	}
+}
