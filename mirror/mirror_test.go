@@ -245,3 +245,25 @@ func TestPutBatchRejectsEmptyEntries(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyReportsStaleStoredChecks(t *testing.T) {
+	m := newTemp(t, Options{})
+	s := stdlibStages(t)[0]
+	rep := store.Verify(s)
+	rep.Checks = slices.Clone(rep.Checks)
+	rep.Checks[0].Status = store.CheckFail
+	w, err := m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PutBatch([]Entry{{Stage: s, Report: rep}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Publish(t.Context(), PublishInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Verify(t.Context())
+	if err != nil || res.Failed != 1 || len(res.Problems) != 1 || !strings.Contains(res.Problems[0].What, "stored as fail but is now pass") {
+		t.Errorf("verify: %+v %v", res, err)
+	}
+}
