@@ -282,11 +282,22 @@ func (s *Server) serveList(req *request) {
 		return
 	}
 	defer s.release(snap)
-	etag := snapshotETag(info, q.normalized())
+	view, err := s.viewIfTrusted(req.r.Context(), snap, info)
+	if err != nil {
+		s.internalError(req, "applying the trust policy", err)
+		return
+	}
+	etag := snapshotETag(info, etagVariant(view, q.normalized()))
 	if s.notModified(req, etag) {
 		return
 	}
-	raws, total, err := snap.Page(req.r.Context(), q.kind, q.offset, q.limit)
+	var raws [][]byte
+	var total int
+	if view != nil {
+		raws, total, err = view.page(req.r.Context(), snap, q.kind, q.offset, q.limit)
+	} else {
+		raws, total, err = snap.Page(req.r.Context(), q.kind, q.offset, q.limit)
+	}
 	if err != nil {
 		s.internalError(req, "reading a page of stages", err)
 		return
@@ -332,7 +343,19 @@ func (s *Server) serveStage(req *request, id string) {
 		return
 	}
 	defer s.release(snap)
-	raw, err := snap.GetRaw(req.r.Context(), store.StageID(id))
+	view, err := s.viewIfTrusted(req.r.Context(), snap, info)
+	if err != nil {
+		s.internalError(req, "applying the trust policy", err)
+		return
+	}
+	var raw []byte
+	if view != nil && !view.has(store.StageID(id)) {
+		// Quarantined by the trust policy: answered exactly as an absent
+		// stage, so a client cannot tell the two apart.
+		err = store.NotFoundError(store.StageID(id))
+	} else {
+		raw, err = snap.GetRaw(req.r.Context(), store.StageID(id))
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		s.writeError(req, http.StatusNotFound, CodeNotFound, fmt.Sprintf("stage %s is not in this mirror", id))
@@ -370,7 +393,12 @@ type mirrorInfo struct {
 	LastSync    *string `json:"last_sync"`
 	AgeSeconds  *int64  `json:"age_seconds"`
 	Digest      string  `json:"digest"`
-	Quarantined int     `json:"quarantined"`
+	// Quarantined counts the upstream stages held back from serving:
+	// those the sync quarantined plus, with a trust policy, Untrusted.
+	Quarantined int `json:"quarantined"`
+	// Untrusted, present only with a trust policy, counts the snapshot's
+	// stages the policy holds back (unsigned or signed by another key).
+	Untrusted *int `json:"untrusted,omitempty"`
 }
 
 func (s *Server) serveHealth(req *request) {
@@ -379,15 +407,20 @@ func (s *Server) serveHealth(req *request) {
 		return
 	}
 	defer s.release(snap)
+	view, err := s.viewIfTrusted(req.r.Context(), snap, info)
+	if err != nil {
+		s.internalError(req, "applying the trust policy", err)
+		return
+	}
 	// The body's age changes every second while the content stays the
 	// same: a weak validator, and caches must revalidate.
-	etag := "W/" + snapshotETag(info, "health-"+strconv.FormatInt(info.LastSync.Unix(), 10))
+	etag := "W/" + snapshotETag(info, etagVariant(view, "health-"+strconv.FormatInt(info.LastSync.Unix(), 10)))
 	req.w.Header().Set("ETag", etag)
 	req.w.Header().Set("Cache-Control", "no-cache")
 	if s.notModified(req, etag) {
 		return
 	}
-	st, err := s.statsFor(req.r.Context(), snap, info)
+	st, err := s.servedStats(req.r.Context(), snap, info, view)
 	if err != nil {
 		req.w.Header().Del("ETag")
 		s.internalError(req, "computing the mirror's stats", err)
@@ -399,6 +432,11 @@ func (s *Server) serveHealth(req *request) {
 		Digest:      info.Digest,
 		Quarantined: info.Quarantined,
 	}}
+	if view != nil {
+		untrusted := view.untrusted
+		res.Mirror.Quarantined += untrusted
+		res.Mirror.Untrusted = &untrusted
+	}
 	if !info.LastSync.IsZero() {
 		ts := info.LastSync.UTC().Format(time.RFC3339)
 		age := int64(max(0, s.opts.Now().Sub(info.LastSync)) / time.Second)

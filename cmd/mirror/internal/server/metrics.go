@@ -83,6 +83,8 @@ type snapshotGauges struct {
 	info  Info
 	stats store.Stats
 	now   time.Time
+	// view is the snapshot's trust view; nil without a trust policy.
+	view *trustView
 }
 
 // write renders the metrics in the Prometheus text exposition format
@@ -155,8 +157,16 @@ func (m *metrics) write(b *bytes.Buffer, snap *snapshotGauges) {
 		fmt.Fprintf(b, "mirror_stages{lifecycle=%s} %d\n", labelValue(name), snap.stats.ByLifecycle[name])
 	}
 
-	header("mirror_quarantined_stages", "gauge", "Upstream stages held back from serving (quarantined).")
-	fmt.Fprintf(b, "mirror_quarantined_stages %d\n", snap.info.Quarantined)
+	header("mirror_quarantined_stages", "gauge", "Upstream stages held back from serving (quarantined), including those the trust policy holds back.")
+	quarantined := snap.info.Quarantined
+	if snap.view != nil {
+		quarantined += snap.view.untrusted
+	}
+	fmt.Fprintf(b, "mirror_quarantined_stages %d\n", quarantined)
+	if snap.view != nil {
+		header("mirror_untrusted_stages", "gauge", "Stages of the snapshot the trust policy (--trusted-keys) holds back: unsigned or signed by another key.")
+		fmt.Fprintf(b, "mirror_untrusted_stages %d\n", snap.view.untrusted)
+	}
 }
 
 // labelValue quotes a label value as the exposition format requires.
@@ -184,12 +194,16 @@ func (s *Server) serveMetrics(req *request) {
 	} else {
 		info := snap.Info()
 		req.gen, req.has = info.Generation, true
-		st, err := s.statsFor(req.r.Context(), snap, info)
+		view, err := s.viewIfTrusted(req.r.Context(), snap, info)
+		var st store.Stats
+		if err == nil {
+			st, err = s.servedStats(req.r.Context(), snap, info, view)
+		}
 		s.release(snap)
 		if err != nil {
 			s.log.Warn("metrics: computing the mirror's stats", "err", err)
 		} else {
-			gauges = &snapshotGauges{info: info, stats: st, now: s.opts.Now()}
+			gauges = &snapshotGauges{info: info, stats: st, now: s.opts.Now(), view: view}
 		}
 	}
 	var b bytes.Buffer

@@ -16,6 +16,10 @@
 // Responses carry an ETag derived from the snapshot and honour
 // If-None-Match, and reads are marked cacheable so a reverse proxy or CDN
 // in front of several replicas can carry the load.
+//
+// With Options.Trust (`mirror serve --trusted-keys F`) only stages signed
+// by a trusted key are served; the others are quarantined: invisible to
+// every endpoint except the quarantine counts of /health and /metrics.
 package server
 
 import (
@@ -29,6 +33,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/noether-mirror/mirror/store"
@@ -112,6 +117,17 @@ type Options struct {
 	// Now returns the current time (snapshot age); nil means time.Now.
 	// Tests replace it.
 	Now func() time.Time
+	// Trust, when non-nil, serves only the stages it accepts (signed by
+	// one of its keys); every other stage is quarantined: left out of GET
+	// /stages pages and their total, 404 NOT_FOUND on GET /stages/{id},
+	// left out of /health's store stats and /metrics' mirror_stages, and
+	// counted in /health's mirror.quarantined and mirror.untrusted and in
+	// /metrics' mirror_quarantined_stages and mirror_untrusted_stages.
+	// The server decodes each snapshot's stages once, the first time the
+	// snapshot is asked for (Serve does it at start), and keeps the
+	// accepted ids in memory, about 100 bytes per stage; pages then cost
+	// one Snapshot.GetRaw per stage returned, whatever the offset.
+	Trust *store.TrustPolicy
 }
 
 // Server answers registry requests from a Source. It is safe for
@@ -127,6 +143,11 @@ type Server struct {
 
 	statsMu sync.Mutex
 	stats   *cachedStats // stats of the last generation asked for
+
+	// With Options.Trust: the trust view of the last snapshot asked for,
+	// and a one-slot semaphore held while one is built.
+	view    atomic.Pointer[trustView]
+	viewSem chan struct{}
 }
 
 type cachedStats struct {
@@ -159,6 +180,7 @@ func New(src Source, opts Options) (*Server, error) {
 		log:     log,
 		metrics: newMetrics(),
 		bufs:    sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		viewSem: make(chan struct{}, 1),
 	}
 	if opts.APIKey != "" {
 		s.keyHash = sha256.Sum256([]byte(opts.APIKey))
@@ -173,7 +195,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve answers requests on ln until ctx is done, then stops accepting,
 // waits up to Options.ShutdownTimeout for requests in flight and returns
-// nil. It closes ln. An error accepting connections is returned at once;
+// nil. It closes ln. With Options.Trust it applies the policy to the
+// current snapshot in the background at once, so the first request need
+// not wait for it; Serve returns only once that work has stopped. An error accepting connections is returned at once;
 // requests still running when the drain times out are cut off and the
 // returned error wraps context.DeadlineExceeded.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
@@ -188,6 +212,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// Requests must outlive ctx: cancelling it starts a drain, it
 		// does not abort the answers being written.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	if s.opts.Trust != nil {
+		wctx, cancel := context.WithCancel(ctx)
+		warmed := make(chan struct{})
+		go func() {
+			defer close(warmed)
+			s.warmTrustView(wctx)
+		}()
+		defer func() {
+			cancel()
+			<-warmed
+		}()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
