@@ -390,9 +390,9 @@ type mirrorInfo struct {
 	Generation uint64 `json:"generation"`
 	Upstream   string `json:"upstream"`
 	// LastSync (RFC 3339) and AgeSeconds are null when never synced.
-	LastSync    *string `json:"last_sync"`
-	AgeSeconds  *int64  `json:"age_seconds"`
-	Digest      string  `json:"digest"`
+	LastSync   *string `json:"last_sync"`
+	AgeSeconds *int64  `json:"age_seconds"`
+	Digest     string  `json:"digest"`
 	// Quarantined counts the upstream stages held back from serving:
 	// those the sync quarantined plus, with a trust policy, Untrusted.
 	Quarantined int `json:"quarantined"`
