@@ -39,8 +39,11 @@ func decodeStage(raw []byte) (*Stage, error) {
 	if !utf8.Valid(raw) {
 		return nil, errors.New("stage JSON is not valid UTF-8")
 	}
-	if d := jsonDepth(raw); d > maxDepth {
-		return nil, fmt.Errorf("stage JSON nests %d deep, over the limit of %d", d, maxDepth)
+	if err := validJSON(raw); err != nil {
+		if errors.Is(err, errDepth) {
+			return nil, fmt.Errorf("stage JSON nests over the limit of %d levels", maxDepth)
+		}
+		return nil, fmt.Errorf("stage: %v", err)
 	}
 	ms, err := objectMembers(raw)
 	if err != nil {

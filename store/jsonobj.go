@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 )
 
 // member is one key/value pair of a JSON object, in document order.
@@ -27,74 +26,59 @@ var errNotObject = errors.New("not a JSON object")
 // objectMembers splits a JSON object into its members, in order, with
 // exact (case-sensitive) keys. Unlike encoding/json struct decoding it
 // neither folds case nor silently lets a later duplicate win: the caller
-// sees every member and decides.
+// sees every member and decides. Values are sub-slices of raw.
 func objectMembers(raw []byte) ([]member, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	b := raw
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
 		return nil, errNotObject
 	}
-	var out []member
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, err
+	i = skipWS(b, i+1)
+	out := make([]member, 0, 8)
+	if i < len(b) && b[i] == '}' {
+		i++
+	} else {
+		for {
+			if i >= len(b) || b[i] != '"' {
+				return nil, synErr(i, "want an object key")
+			}
+			ks := i
+			ke, esc, err := scanString(b, i)
+			if err != nil {
+				return nil, err
+			}
+			key, err := unquote(b[ks:ke], esc)
+			if err != nil {
+				return nil, err
+			}
+			i = skipWS(b, ke)
+			if i >= len(b) || b[i] != ':' {
+				return nil, synErr(i, "want ':' after an object key")
+			}
+			vs := skipWS(b, i+1)
+			ve, err := scanValue(b, vs, 1)
+			if err != nil {
+				return nil, fmt.Errorf("member %q: %w", key, err)
+			}
+			out = append(out, member{Key: key, Value: json.RawMessage(b[vs:ve:ve]), Start: vs, End: ve})
+			i = skipWS(b, ve)
+			if i >= len(b) {
+				return nil, synErr(i, "unterminated object")
+			}
+			if b[i] == '}' {
+				i++
+				break
+			}
+			if b[i] != ',' {
+				return nil, synErr(i, "want ',' or '}' in an object")
+			}
+			i = skipWS(b, i+1)
 		}
-		key, ok := tok.(string)
-		if !ok {
-			return nil, fmt.Errorf("object key is not a string")
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("member %q: %w", key, err)
-		}
-		end := int(dec.InputOffset())
-		start := end - len(v)
-		out = append(out, member{Key: key, Value: v, Start: start, End: end})
 	}
-	if _, err := dec.Token(); err != nil { // closing brace
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	if skipWS(b, i) != len(b) {
 		return nil, fmt.Errorf("trailing data after JSON object")
 	}
 	return out, nil
-}
-
-// jsonDepth reports the maximum nesting depth of a syntactically valid
-// JSON document, scanning bytes only (strings are skipped correctly).
-func jsonDepth(raw []byte) int {
-	depth, max := 0, 0
-	inStr, esc := false, false
-	for _, c := range raw {
-		if inStr {
-			switch {
-			case esc:
-				esc = false
-			case c == '\\':
-				esc = true
-			case c == '"':
-				inStr = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inStr = true
-		case '{', '[':
-			depth++
-			if depth > max {
-				max = depth
-			}
-		case '}', ']':
-			depth--
-		}
-	}
-	return max
 }
 
 // isNull reports whether a raw JSON value is the literal null.
@@ -104,14 +88,17 @@ func isNull(v json.RawMessage) bool {
 
 // decodeString decodes a raw JSON string value.
 func decodeString(v json.RawMessage) (string, error) {
-	var s string
 	if len(v) == 0 || v[0] != '"' {
 		return "", fmt.Errorf("want a string, got %s", kindOf(v))
 	}
-	if err := json.Unmarshal(v, &s); err != nil {
+	end, esc, err := scanString(v, 0)
+	if err != nil {
 		return "", err
 	}
-	return s, nil
+	if skipWS(v, end) != len(v) {
+		return "", synErr(end, "trailing data after a string")
+	}
+	return unquote(v[:end], esc)
 }
 
 // decodeUint decodes a raw JSON unsigned integer the way serde decodes u64:
@@ -161,14 +148,32 @@ func kindOf(v json.RawMessage) string {
 	}
 }
 
-// arrayElems splits a raw JSON array into its elements.
+// arrayElems splits a raw JSON array into its elements (sub-slices of v).
 func arrayElems(v json.RawMessage) ([]json.RawMessage, error) {
 	if len(v) == 0 || v[0] != '[' {
 		return nil, fmt.Errorf("want an array, got %s", kindOf(v))
 	}
 	var out []json.RawMessage
-	if err := json.Unmarshal(v, &out); err != nil {
-		return nil, err
+	i := skipWS(v, 1)
+	if i < len(v) && v[i] == ']' {
+		return out, nil
 	}
-	return out, nil
+	for {
+		end, err := scanValue(v, i, 1)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v[i:end:end])
+		i = skipWS(v, end)
+		if i >= len(v) {
+			return nil, synErr(i, "unterminated array")
+		}
+		if v[i] == ']' {
+			return out, nil
+		}
+		if v[i] != ',' {
+			return nil, synErr(i, "want ',' or ']' in an array")
+		}
+		i = skipWS(v, i+1)
+	}
 }

@@ -1,0 +1,52 @@
+package store
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// benchStage is a realistic ~5 KB user stage: code, examples, tags.
+func benchStage(tb testing.TB) *Stage {
+	tb.Helper()
+	code := "def execute(input):\n" + strings.Repeat("    x = input.get(\"field\", 0) + 1  # padding\n", 90) + "    return x\n"
+	s, err := BuildStage(StageSpec{
+		Name: "bench_stage", Description: "A benchmark stage with realistic size",
+		Input:                  json.RawMessage(`{"kind":"Record","value":{"field":{"kind":"Number"},"name":{"kind":"Text"}}}`),
+		Output:                 json.RawMessage(`{"kind":"Number"}`),
+		Effects:                []Effect{{Kind: EffectPure}, {Kind: EffectFallible}},
+		ImplementationCode:     code,
+		ImplementationLanguage: "python",
+		Examples: []Example{
+			{Input: json.RawMessage(`{"field":1,"name":"a"}`), Output: json.RawMessage(`2`)},
+			{Input: json.RawMessage(`{"field":41,"name":"b"}`), Output: json.RawMessage(`42`)},
+		},
+		Tags: []string{"bench", "numbers"}, Aliases: []string{"increment"},
+	}, ed25519.NewKeyFromSeed(make([]byte, 32)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+func BenchmarkDecodeStage(b *testing.B) {
+	raw := benchStage(b).Raw
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeStage(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkVerifyUserStage(b *testing.B) {
+	s := benchStage(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !Verify(s).OK() {
+			b.Fatal("verify failed")
+		}
+	}
+}

@@ -1,0 +1,65 @@
+package store
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+var scanSeeds = []string{
+	`{}`, `[]`, `{"a":1}`, ` {"a" : [1, 2.5e-3, -0, true, false, null, "x\u00e9\n"]} `,
+	`{"a":}`, `{"a":1,}`, `[1,]`, `01`, `1.`, `-`, `1e`, `"\x"`, `"\u12"`, "\"a\x01\"",
+	`{"a":1}x`, `"\ud83d\ude00"`, `"\ud83d"`, `{"k\"ey":"v"}`, `[[[[]]]]`, `tru`, `nul`,
+}
+
+// FuzzScanner: the hand-written scanner accepts exactly what encoding/json
+// accepts, and decodes (valid UTF-8) strings and object keys the same.
+func FuzzScanner(f *testing.F) {
+	for _, s := range scanSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) && validJSON(b) == nil && strings.Count(string(b), "[")+strings.Count(string(b), "{") < maxDepth {
+			t.Fatalf("scanner accepts invalid JSON %q", b)
+		}
+		if json.Valid(b) && validJSON(b) != nil && strings.Count(string(b), "[")+strings.Count(string(b), "{") < maxDepth {
+			t.Fatalf("scanner rejects valid JSON %q: %v", b, validJSON(b))
+		}
+		if ms, err := objectMembers(b); err == nil {
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatalf("objectMembers accepted %q that encoding/json rejects: %v", b, err)
+			}
+			for _, mem := range ms {
+				if _, ok := m[mem.Key]; !ok {
+					t.Fatalf("key %q decoded differently from encoding/json", mem.Key)
+				}
+				if string(b[mem.Start:mem.End]) != string(mem.Value) {
+					t.Fatalf("member span is wrong")
+				}
+			}
+		}
+		// Invalid UTF-8 is rejected before scanning (DecodeStage checks it).
+		if len(b) > 0 && b[0] == '"' && utf8.Valid(b) {
+			got, err := decodeString(b)
+			var want string
+			if werr := json.Unmarshal(b, &want); (err == nil) != (werr == nil) || (err == nil && got != want) {
+				t.Fatalf("decodeString(%q) = %q, %v; encoding/json: %q, %v", b, got, err, want, werr)
+			}
+		}
+	})
+}
+
+func TestScannerTable(t *testing.T) {
+	for _, s := range scanSeeds {
+		b := []byte(s)
+		if got, want := validJSON(b) == nil, json.Valid(b); got != want {
+			t.Errorf("validJSON(%q) ok=%v, encoding/json says %v", s, got, want)
+		}
+	}
+	deep := strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1)
+	if err := validJSON([]byte(deep)); err != errDepth {
+		t.Errorf("validJSON(too deep) = %v, want errDepth", err)
+	}
+}
