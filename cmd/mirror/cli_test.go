@@ -140,6 +140,7 @@ func lifecycleCounts(ss []*store.Stage) map[string]int {
 }
 
 func TestSyncJSONShape(t *testing.T) {
+	t.Parallel()
 	fake := mixedFake(t)
 	stages := fakeStages(t, fake)
 	db := filepath.Join(t.TempDir(), "new", "dir", "m.db") // sync creates parents
@@ -212,6 +213,7 @@ func tamper(t testing.TB, raw []byte) []byte {
 }
 
 func TestStatusJSONShape(t *testing.T) {
+	t.Parallel()
 	fake := mixedFake(t)
 	stages := fakeStages(t, fake)
 	db := filepath.Join(t.TempDir(), "m.db")
@@ -255,6 +257,7 @@ func TestStatusJSONShape(t *testing.T) {
 }
 
 func TestStatusNeverSynced(t *testing.T) {
+	t.Parallel()
 	// An empty registry: the sync publishes generation 1 with no stages.
 	empty := newFake(t, registrytest.Options{Stages: []json.RawMessage{}})
 	db := filepath.Join(t.TempDir(), "m.db")
@@ -285,6 +288,7 @@ func TestStatusNeverSynced(t *testing.T) {
 }
 
 func TestVerifyAndStatsJSONShape(t *testing.T) {
+	t.Parallel()
 	fake := mixedFake(t)
 	stages := fakeStages(t, fake)
 	db := filepath.Join(t.TempDir(), "m.db")
@@ -339,6 +343,7 @@ func TestVerifyAndStatsJSONShape(t *testing.T) {
 // TestGetExactBytes: every stage, by full id, unique prefix and name,
 // prints exactly the bytes the registry served plus one newline.
 func TestGetExactBytes(t *testing.T) {
+	t.Parallel()
 	db := syncedMirror(t)
 	raws := stdlibRaw(t)
 	ids := make([]string, len(raws))
@@ -426,6 +431,7 @@ func ambiguousPrefix(t *testing.T, ids []string) string {
 }
 
 func TestList(t *testing.T) {
+	t.Parallel()
 	fake := mixedFake(t)
 	stages := fakeStages(t, fake)
 	db := filepath.Join(t.TempDir(), "m.db")
@@ -488,6 +494,7 @@ func TestList(t *testing.T) {
 }
 
 func TestFindAndResolve(t *testing.T) {
+	t.Parallel()
 	fake := mixedFake(t)
 	stages := fakeStages(t, fake)
 	db := filepath.Join(t.TempDir(), "m.db")
@@ -561,6 +568,7 @@ func contains(list []string, s string) bool {
 // TestUsageErrors: every kind of bad command line is exit 2 with a message
 // naming the problem, and never touches the mirror.
 func TestUsageErrors(t *testing.T) {
+	t.Parallel()
 	db := syncedMirror(t)
 	before := readFile(t, db)
 	env := map[string]string{"MIRROR_DB": db}
@@ -610,6 +618,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
 	r := runIn(t, nil, "help")
 	if r.code != exitOK {
 		t.Fatalf("help: %s", r)
@@ -650,6 +659,7 @@ func TestHelpAndVersion(t *testing.T) {
 
 // TestQuiet: -q prints nothing at all on success.
 func TestQuiet(t *testing.T) {
+	t.Parallel()
 	fake := newFake(t, registrytest.Options{})
 	db := filepath.Join(t.TempDir(), "m.db")
 	stdlib := stdlibRaw(t)
@@ -676,6 +686,7 @@ func TestQuiet(t *testing.T) {
 // TestLogsOnStderr: stdout carries only results; logs (slog text) go to
 // stderr, and -v adds debug lines.
 func TestLogsOnStderr(t *testing.T) {
+	t.Parallel()
 	fake := newFake(t, registrytest.Options{})
 	db := filepath.Join(t.TempDir(), "m.db")
 	r := runIn(t, nil, "sync", "-v", "--json", "--db", db, "--registry", fake.URL())
@@ -698,6 +709,7 @@ func TestLogsOnStderr(t *testing.T) {
 // TestReadCommandsOffline: with the registry unreachable every read
 // command works from the mirror alone.
 func TestReadCommandsOffline(t *testing.T) {
+	t.Parallel()
 	db := syncedMirror(t)
 	raw := stdlibRaw(t)[0]
 	id, name, sig := stageField(t, raw, "id"), stageField(t, raw, "name"), stageField(t, raw, "signature_id")
@@ -717,6 +729,7 @@ func TestReadCommandsOffline(t *testing.T) {
 
 // TestDBLocation: --db beats MIRROR_DB.
 func TestDBLocation(t *testing.T) {
+	t.Parallel()
 	fake := newFake(t, registrytest.Options{})
 	dir := t.TempDir()
 	envDB, flagDB := filepath.Join(dir, "env.db"), filepath.Join(dir, "flag.db")
@@ -741,6 +754,7 @@ func TestDBLocation(t *testing.T) {
 // TestMissingMirror: a clear error naming the path and the fix, and no
 // file created by a read command.
 func TestMissingMirror(t *testing.T) {
+	t.Parallel()
 	db := filepath.Join(t.TempDir(), "absent.db")
 	for _, args := range [][]string{
 		{"status"}, {"get", "x"}, {"list"}, {"find", "x"}, {"resolve", strings.Repeat("a", 64)},
@@ -760,6 +774,7 @@ func TestMissingMirror(t *testing.T) {
 // directory: every command fails with exit 1 (verify: 3), a message naming
 // the file, no panic, and the bytes untouched.
 func TestBadFiles(t *testing.T) {
+	t.Parallel()
 	good := syncedMirror(t)
 	goodBytes := readFile(t, good)
 	random := make([]byte, 64<<10)
@@ -815,6 +830,7 @@ func TestBadFiles(t *testing.T) {
 // TestVerifyBitFlip: one flipped bit in one record fails verify (exit 3)
 // naming the stage; the other reads still work.
 func TestVerifyBitFlip(t *testing.T) {
+	t.Parallel()
 	good := syncedMirror(t)
 	raws := stdlibRaw(t)
 	victim := raws[7]
@@ -856,6 +872,7 @@ func TestVerifyBitFlip(t *testing.T) {
 // TestUnreachableRegistry: a closed port is exit 1 with a clear message,
 // and the last snapshot stays as it was.
 func TestUnreachableRegistry(t *testing.T) {
+	t.Parallel()
 	db := syncedMirror(t)
 	before := readFile(t, db)
 	url := closedPortURL(t)
@@ -875,6 +892,7 @@ func TestUnreachableRegistry(t *testing.T) {
 // comes from --api-key-file or NOETHER_API_KEY, and a wrong key is a clear
 // exit 1.
 func TestAPIKey(t *testing.T) {
+	t.Parallel()
 	const key = "k3y-Zq8w-very-secret-value"
 	fake := newFake(t, registrytest.Options{APIKey: key, ReadAuth: true})
 	dir := t.TempDir()
@@ -956,6 +974,7 @@ func TestAPIKey(t *testing.T) {
 // TestNoProgressWithoutTTY: stderr that is not a terminal gets no
 // carriage-return progress; a terminal gets it and it is cleared.
 func TestNoProgressWithoutTTY(t *testing.T) {
+	t.Parallel()
 	fake := newFake(t, registrytest.Options{Generate: 400, StageSize: 200})
 	fake.SetLatency(30 * time.Millisecond)
 	db := filepath.Join(t.TempDir(), "m.db")
@@ -990,6 +1009,7 @@ func TestNoProgressWithoutTTY(t *testing.T) {
 // back; PATH.state may move the last sync forward) is reported as such,
 // never as "never synced", and is not stale.
 func TestStatusFutureLastSync(t *testing.T) {
+	t.Parallel()
 	db := syncedMirror(t)
 	var sc map[string]any
 	if err := json.Unmarshal(readFile(t, db+".state"), &sc); err != nil {

@@ -54,9 +54,8 @@ func TestKill9(t *testing.T) {
 	if ref.digest[0] == ref.digest[1] {
 		t.Fatal("the two registries should differ")
 	}
-	slices.Sort(times)
-	ref.syncTime = times[len(times)/2]
-	t.Logf("a full sync takes %s (median of %v)", ref.syncTime, times)
+	ref.syncTimes = times
+	t.Logf("a full sync takes %s (median of %v)", median(times), times)
 
 	killChain(t, env, ref, killSeed, kills)
 }
@@ -64,7 +63,13 @@ func TestKill9(t *testing.T) {
 // killRefs describes the two registries of TestKill9.
 type killRefs struct {
 	url, digest, list [2]string
-	syncTime          time.Duration
+	syncTimes         []time.Duration // durations of full syncs
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // killChain kills syncs of one mirror until want kills have landed.
@@ -76,6 +81,7 @@ func killChain(t *testing.T, env []string, ref killRefs, seed uint64, want int) 
 	cur := 0 // the registry the published snapshot matches
 	gen := statusOf(t, env, db).Generation
 	rng := rand.New(rand.NewPCG(seed, 0))
+	samples := slices.Clone(ref.syncTimes)
 	kills, finished, killedAfterPublish := 0, 0, 0
 	for iter := 0; kills < want; iter++ {
 		if iter >= 3*want {
@@ -84,9 +90,11 @@ func killChain(t *testing.T, env []string, ref killRefs, seed uint64, want int) 
 		next := 1 - cur
 		// Up to 1.1x a full sync: some kills land while it publishes, a
 		// few after it finished.
-		delay := time.Duration(rng.Int64N(int64(ref.syncTime) * 11 / 10))
+		est := median(samples[max(0, len(samples)-5):]) // the recent ones
+		delay := time.Duration(rng.Int64N(int64(est) * 11 / 10))
 		cmd := exec.Command(mirrorBin, "sync", "-q", "--db", db, "--registry", ref.url[next])
 		cmd.Env = env
+		start := time.Now()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +106,10 @@ func killChain(t *testing.T, env []string, ref killRefs, seed uint64, want int) 
 		case errors.As(err, &xe) && xe.Sys().(syscall.WaitStatus).Signaled():
 			kills++
 		case err == nil:
-			finished++ // the sync won the race: it must have published
+			// The sync won the race: it must have published. It is also
+			// a measure of a full sync now (the machine's load varies).
+			finished++
+			samples = append(samples, time.Since(start))
 		default:
 			t.Fatalf("seed %d iteration %d (delay %s): sync failed on its own: %v", seed, iter, delay, err)
 		}
@@ -132,8 +143,8 @@ func killChain(t *testing.T, env []string, ref killRefs, seed uint64, want int) 
 		}
 		cur, gen = next, st.Generation
 	}
-	t.Logf("seed %d: %d kills landed (%d after the new snapshot was published), %d syncs finished before their kill",
-		seed, kills, killedAfterPublish, finished)
+	t.Logf("seed %d: %d kills landed (%d after the new snapshot was published), %d syncs finished before their kill; a full sync takes %s",
+		seed, kills, killedAfterPublish, finished, median(samples))
 
 	if got := runMirror(t, env, "list", "--json", "--db", db).stdout; got != ref.list[cur] {
 		t.Error("the mirror differs from a clean sync of the same registry")
