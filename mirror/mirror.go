@@ -88,10 +88,62 @@ type snap struct {
 	meta Meta
 	fi   os.FileInfo // PATH as it was just before the open
 	refs atomic.Int64
+
+	// Point reads reuse long-lived read transactions: the file is
+	// immutable, so a transaction never goes stale, and reusing one saves
+	// bbolt's per-transaction setup. Each is used by one goroutine at a
+	// time; all are rolled back before the database is closed.
+	rmu     sync.Mutex
+	free    []*reader
+	readers []*reader
+}
+
+// reader is a read transaction with the stages and index buckets opened.
+type reader struct {
+	tx                    *bolt.Tx
+	stages, byName, bySig *bolt.Bucket
+}
+
+func (s *snap) getReader() (*reader, error) {
+	s.rmu.Lock()
+	if n := len(s.free); n > 0 {
+		r := s.free[n-1]
+		s.free = s.free[:n-1]
+		s.rmu.Unlock()
+		return r, nil
+	}
+	s.rmu.Unlock()
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		return nil, corruptf(s.meta.Path, "starting a read: %v", err)
+	}
+	r := &reader{tx: tx, stages: tx.Bucket(bucketStages), byName: tx.Bucket(bucketByName), bySig: tx.Bucket(bucketBySig)}
+	for name, b := range map[string]*bolt.Bucket{"stages": r.stages, "by_name": r.byName, "by_sig": r.bySig} {
+		if b == nil {
+			_ = tx.Rollback()
+			return nil, s.missingBucket([]byte(name))
+		}
+	}
+	s.rmu.Lock()
+	s.readers = append(s.readers, r)
+	s.rmu.Unlock()
+	return r, nil
+}
+
+func (s *snap) putReader(r *reader) {
+	s.rmu.Lock()
+	s.free = append(s.free, r)
+	s.rmu.Unlock()
 }
 
 func (s *snap) release() {
 	if s.refs.Add(-1) == 0 {
+		s.rmu.Lock()
+		for _, r := range s.readers {
+			_ = r.tx.Rollback()
+		}
+		s.readers, s.free = nil, nil
+		s.rmu.Unlock()
 		_ = s.db.Close()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/noether-mirror/mirror/store"
+	"github.com/noether-mirror/mirror/store/storetest"
 )
 
 func TestSyncPublishStdlib(t *testing.T) {
@@ -265,5 +266,39 @@ func TestVerifyReportsStaleStoredChecks(t *testing.T) {
 	res, err := m.Verify(t.Context())
 	if err != nil || res.Failed != 1 || len(res.Problems) != 1 || !strings.Contains(res.Problems[0].What, "stored as fail but is now pass") {
 		t.Errorf("verify: %+v %v", res, err)
+	}
+}
+
+// TestIndexNamesWithNUL: index keys are value 0x00 id, so a name that
+// itself contains 0x00 must not leak into another name's look-up.
+func TestIndexNamesWithNUL(t *testing.T) {
+	m := newTemp(t, Options{})
+	ctx := t.Context()
+	g := storetest.NewGen(9)
+	sig := g.SigID()
+	plain := g.Stage(storetest.WithName("a"), storetest.WithSig(sig))
+	nul := g.Stage(storetest.WithName("a\x00b"), storetest.WithSig(store.SignatureID(string(sig)+"\x00x")))
+	// An id containing 0x00 under the plain name takes the confirm path.
+	odd := g.Stage(storetest.WithName("a"), storetest.WithID("z\x00z"), storetest.WithLifecycle(store.Draft))
+	for _, s := range []*store.Stage{plain, nul, odd} {
+		if _, err := m.Upsert(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := m.FindByName(ctx, "a")
+	if err != nil || len(got) != 2 || got[0].ID != plain.ID && got[1].ID != plain.ID {
+		t.Fatalf("FindByName(a): %d stages, %v", len(got), err)
+	}
+	for _, s := range got {
+		if s.Name != "a" {
+			t.Errorf("FindByName(a) returned %q", s.Name)
+		}
+	}
+	if got, _ := m.FindByName(ctx, "a\x00b"); len(got) != 1 || got[0].ID != nul.ID {
+		t.Errorf("FindByName(a NUL b) gave %d stages", len(got))
+	}
+	act, err := m.ActiveStagesWithSignature(ctx, sig)
+	if err != nil || len(act) != 1 || act[0].ID != plain.ID {
+		t.Errorf("ActiveStagesWithSignature: %d, %v", len(act), err)
 	}
 }

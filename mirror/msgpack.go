@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
+
+	"github.com/noether-mirror/mirror/store"
 )
 
 // mpReader is a minimal, allocation-free MessagePack reader for the record
@@ -16,6 +19,41 @@ import (
 type mpReader struct {
 	b   []byte
 	off int
+	// own means b is private memory that outlives the reader: strings
+	// are then views into it rather than copies.
+	own bool
+	// sl, if set, supplies slices so a batch of records shares a few
+	// allocations.
+	sl *slab
+}
+
+// slab hands out sub-slices of larger allocations (capacity-limited, so
+// an append by the holder never clobbers a neighbour).
+type slab struct {
+	strs   []string
+	checks []store.Check
+}
+
+func newSlab(records int) *slab {
+	return &slab{strs: make([]string, 0, 4*records), checks: make([]store.Check, 0, 5*records)}
+}
+
+func (s *slab) strings(n int) []string {
+	if s == nil || len(s.strs)+n > cap(s.strs) {
+		return make([]string, n)
+	}
+	i := len(s.strs)
+	s.strs = s.strs[:i+n]
+	return s.strs[i : i+n : i+n]
+}
+
+func (s *slab) checkSlice(n int) []store.Check {
+	if s == nil || len(s.checks)+n > cap(s.checks) {
+		return make([]store.Check, n)
+	}
+	i := len(s.checks)
+	s.checks = s.checks[:i+n]
+	return s.checks[i : i+n : i+n]
 }
 
 var errTruncated = errors.New("msgpack: truncated")
@@ -136,7 +174,13 @@ func (r *mpReader) bytes() ([]byte, error) {
 
 func (r *mpReader) str() (string, error) {
 	p, err := r.bytes()
-	return string(p), err
+	if err != nil || len(p) == 0 {
+		return "", err
+	}
+	if r.own {
+		return unsafe.String(&p[0], len(p)), nil
+	}
+	return string(p), nil
 }
 
 func (r *mpReader) strs() ([]string, error) {
@@ -144,7 +188,7 @@ func (r *mpReader) strs() ([]string, error) {
 	if err != nil || n == 0 {
 		return nil, err
 	}
-	out := make([]string, n)
+	out := r.sl.strings(n)
 	for i := range out {
 		if out[i], err = r.str(); err != nil {
 			return nil, err

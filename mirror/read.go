@@ -71,28 +71,27 @@ func (sn *Snapshot) Quarantined(ctx context.Context) iter.Seq2[QuarantineEntry, 
 // FindRawByName returns the raw JSON of every stage named name (any
 // lifecycle), in id order, without decoding it.
 func (sn *Snapshot) FindRawByName(ctx context.Context, name string) ([][]byte, error) {
-	recs, err := sn.byName(ctx, name)
-	return rawsOf(recs), err
+	return sn.byName(ctx, name)
 }
 
 // GetRawBySignature returns the raw JSON of the Active stage with
 // signature id sig that has the smallest id (store.ErrNotFound if none).
 func (sn *Snapshot) GetRawBySignature(ctx context.Context, sig store.SignatureID) ([]byte, error) {
-	recs, err := sn.activeBySig(ctx, sig)
+	raws, err := sn.activeBySig(ctx, sig, true)
 	if err != nil {
 		return nil, err
 	}
-	if len(recs) == 0 {
+	if len(raws) == 0 {
 		return nil, noActive(sig)
 	}
-	return recs[0].Raw, nil
+	return raws[0], nil
 }
 
 func noActive(sig store.SignatureID) error {
 	return fmt.Errorf("no Active stage with signature id %q: %w", string(sig), store.ErrNotFound)
 }
 
-func (sn *Snapshot) byName(ctx context.Context, name string) ([]Record, error) {
+func (sn *Snapshot) byName(ctx context.Context, name string) ([][]byte, error) {
 	s, err := sn.get()
 	if err != nil {
 		return nil, err
@@ -103,7 +102,7 @@ func (sn *Snapshot) byName(ctx context.Context, name string) ([]Record, error) {
 	return s.byName(name)
 }
 
-func (sn *Snapshot) activeBySig(ctx context.Context, sig store.SignatureID) ([]Record, error) {
+func (sn *Snapshot) activeBySig(ctx context.Context, sig store.SignatureID, first bool) ([][]byte, error) {
 	s, err := sn.get()
 	if err != nil {
 		return nil, err
@@ -111,7 +110,7 @@ func (sn *Snapshot) activeBySig(ctx context.Context, sig store.SignatureID) ([]R
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return s.activeBySig(sig)
+	return s.activeBySig(sig, first)
 }
 
 // Get returns the stage with exactly this id (decoded), or an error
@@ -185,34 +184,38 @@ func (sn *Snapshot) Stats(ctx context.Context) (store.Stats, error) {
 
 // FindByName returns every stage (any lifecycle) named name, in id order.
 func (sn *Snapshot) FindByName(ctx context.Context, name string) ([]*store.Stage, error) {
-	recs, err := sn.byName(ctx, name)
+	raws, err := sn.byName(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return decodeAll(recs)
+	return decodeAll(sn.path, raws)
 }
 
 // GetBySignature returns the Active stage with signature id sig that has
 // the bytewise-smallest id, or an error wrapping store.ErrNotFound.
 func (sn *Snapshot) GetBySignature(ctx context.Context, sig store.SignatureID) (*store.Stage, error) {
-	recs, err := sn.activeBySig(ctx, sig)
+	raws, err := sn.activeBySig(ctx, sig, true)
 	if err != nil {
 		return nil, err
 	}
-	if len(recs) == 0 {
+	if len(raws) == 0 {
 		return nil, noActive(sig)
 	}
-	return recs[0].Decode()
+	out, err := decodeAll(sn.path, raws)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
 }
 
 // ActiveStagesWithSignature returns every Active stage with signature id
 // sig, sorted by id.
 func (sn *Snapshot) ActiveStagesWithSignature(ctx context.Context, sig store.SignatureID) ([]*store.Stage, error) {
-	recs, err := sn.activeBySig(ctx, sig)
+	raws, err := sn.activeBySig(ctx, sig, false)
 	if err != nil {
 		return nil, err
 	}
-	return decodeAll(recs)
+	return decodeAll(sn.path, raws)
 }
 
 func errSeq2[T any](err error) iter.Seq2[T, error] {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"time"
+	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -149,26 +150,45 @@ func recordRaw(key, val []byte) ([]byte, error) {
 		r := mpReader{b: payload, off: 3}
 		return r.bytes()
 	}
-	rec, err := decodePayload(key, payload)
+	r := mpReader{b: payload, own: true}
+	rec, err := decodePayload(string(key), &r)
 	if err != nil {
 		return nil, err
 	}
 	return rec.Raw, nil
 }
 
-// decodeRecord checks and decodes a record value. The Record copies
-// everything it keeps.
+// decodeRecord checks and decodes a record value. The Record owns its
+// memory: one private copy of key and value, which its strings and Raw
+// share.
 func decodeRecord(key, val []byte) (Record, error) {
+	if len(val) > maxRecordBytes {
+		return Record{}, fmt.Errorf("record of %d bytes is over the %d-byte limit", len(val), maxRecordBytes)
+	}
+	buf := make([]byte, len(key)+len(val))
+	copy(buf, key)
+	copy(buf[len(key):], val)
+	return decodeOwned(buf[:len(key):len(key)], buf[len(key):], nil)
+}
+
+// decodeOwned decodes a record from private memory (which the Record
+// then aliases), taking slices from sl when it is not nil.
+func decodeOwned(key, val []byte, sl *slab) (Record, error) {
 	payload, err := open(key, val)
 	if err != nil {
 		return Record{}, err
 	}
-	return decodePayload(key, payload)
+	var id string
+	if len(key) > 0 {
+		id = unsafe.String(&key[0], len(key))
+	}
+	r := mpReader{b: payload, own: true, sl: sl}
+	return decodePayload(id, &r)
 }
 
-func decodePayload(key, payload []byte) (Record, error) {
+// decodePayload decodes a record payload; r.own must be set.
+func decodePayload(key string, r *mpReader) (Record, error) {
 	rec := Record{ID: store.StageID(key)}
-	r := mpReader{b: payload}
 	n, err := r.mapLen()
 	if err != nil {
 		return Record{}, err
@@ -210,7 +230,7 @@ func decodePayload(key, payload []byte) (Record, error) {
 		case "e":
 			rec.Effects, err = r.strs()
 		case "c":
-			rec.Report.Checks, err = decodeChecks(&r)
+			rec.Report.Checks, err = decodeChecks(r)
 		case "o":
 			var v int64
 			v, err = r.int()
@@ -233,7 +253,7 @@ func decodePayload(key, payload []byte) (Record, error) {
 	if !haveRaw || len(raw) == 0 {
 		return Record{}, fmt.Errorf("record has no stage JSON")
 	}
-	rec.Raw = append([]byte(nil), raw...)
+	rec.Raw = raw[:len(raw):len(raw)]
 	if len(rec.Report.Checks) > 0 {
 		rec.Report.ID = rec.ID
 	}
@@ -245,7 +265,7 @@ func decodeChecks(r *mpReader) ([]store.Check, error) {
 	if err != nil || n == 0 {
 		return nil, err
 	}
-	out := make([]store.Check, n)
+	out := r.sl.checkSlice(n)
 	for i := range out {
 		m, err := r.mapLen()
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"runtime/debug"
 	"sync/atomic"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -73,15 +74,43 @@ func (s *snap) missingBucket(name []byte) error {
 	return corruptf(s.meta.Path, "bucket %q is missing", name)
 }
 
+// point runs fn on a pooled read transaction's stages bucket, with the
+// same panic protection as view.
+func (s *snap) point(fn func(b *bolt.Bucket) error) (err error) {
+	return s.pointReader(func(r *reader) error { return fn(r.stages) })
+}
+
+func (s *snap) pointReader(fn func(r *reader) error) (err error) {
+	r, err := s.getReader()
+	if err != nil {
+		return err
+	}
+	defer s.putReader(r)
+	defer func() {
+		if p := recover(); p != nil {
+			err = corruptf(s.meta.Path, "reading it failed: %v", p)
+		}
+	}()
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	return fn(r)
+}
+
+// keyBytes views s as bytes without copying, for look-up keys only: bbolt
+// never modifies or retains a key passed to Get or Seek, and the slice must
+// not be written to.
+func keyBytes(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
+
 // getRaw returns a copy of the stage JSON stored under id.
 func (s *snap) getRaw(id store.StageID) ([]byte, error) {
 	var out []byte
-	err := s.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketStages)
-		if b == nil {
-			return s.missingBucket(bucketStages)
-		}
-		key := []byte(id)
+	err := s.point(func(b *bolt.Bucket) error {
+		key := keyBytes(string(id))
 		v := b.Get(key)
 		if v == nil {
 			return store.NotFoundError(id)
@@ -98,20 +127,15 @@ func (s *snap) getRaw(id store.StageID) ([]byte, error) {
 
 func (s *snap) getRecord(id store.StageID) (Record, error) {
 	var rec Record
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.point(func(b *bolt.Bucket) error {
 		var err error
-		rec, err = s.recordTx(tx, []byte(id))
+		rec, err = s.recordIn(b, []byte(id))
 		return err
 	})
 	return rec, err
 }
 
-// recordTx reads and decodes the record under id (copied out).
-func (s *snap) recordTx(tx *bolt.Tx, id []byte) (Record, error) {
-	b := tx.Bucket(bucketStages)
-	if b == nil {
-		return Record{}, s.missingBucket(bucketStages)
-	}
+func (s *snap) recordIn(b *bolt.Bucket, id []byte) (Record, error) {
 	v := b.Get(id)
 	if v == nil {
 		return Record{}, store.NotFoundError(store.StageID(id))
@@ -125,12 +149,8 @@ func (s *snap) recordTx(tx *bolt.Tx, id []byte) (Record, error) {
 
 func (s *snap) contains(id store.StageID) (bool, error) {
 	var ok bool
-	err := s.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketStages)
-		if b == nil {
-			return s.missingBucket(bucketStages)
-		}
-		ok = b.Get([]byte(id)) != nil
+	err := s.point(func(b *bolt.Bucket) error {
+		ok = b.Get(keyBytes(string(id))) != nil
 		return nil
 	})
 	return ok, err
@@ -151,6 +171,7 @@ func (s *snap) page(kind store.LifecycleKind, offset, limit int) ([][]byte, int,
 		if pb == nil || sb == nil {
 			return s.missingBucket(posBucket(kind))
 		}
+		size := 0
 		c := pb.Cursor()
 		for k, id := c.Seek(beUint64(uint64(offset))); k != nil && len(out) < limit; k, id = c.Next() {
 			v := sb.Get(id)
@@ -161,7 +182,16 @@ func (s *snap) page(kind store.LifecycleKind, offset, limit int) ([][]byte, int,
 			if err != nil {
 				return s.corruptRecord(id, err)
 			}
-			out = append(out, bytes.Clone(raw))
+			out = append(out, raw)
+			size += len(raw)
+		}
+		// One allocation for the whole page; each slice is capped so an
+		// append by the caller cannot overwrite its neighbour.
+		arena := make([]byte, 0, size)
+		for i, raw := range out {
+			start := len(arena)
+			arena = append(arena, raw...)
+			out[i] = arena[start:len(arena):len(arena)]
 		}
 		return nil
 	})
@@ -206,49 +236,64 @@ func (s *snap) records(ctx context.Context, kind store.LifecycleKind, prefix []b
 }
 
 // recordChunk decodes up to chunkSize records starting at from and returns
-// where to continue (nil at the end).
+// where to continue (nil at the end). The chunk's keys and values are
+// copied into one arena that its records share (see Snapshot.Records).
 func (s *snap) recordChunk(tx *bolt.Tx, kind store.LifecycleKind, prefix, from []byte) ([]Record, []byte, error) {
 	sb := tx.Bucket(bucketStages)
 	if sb == nil {
 		return nil, nil, s.missingBucket(bucketStages)
 	}
-	out := make([]Record, 0, chunkSize)
+	var kvs [chunkSize][2][]byte
+	n, size := 0, 0
+	var next []byte
+	add := func(k, v []byte) {
+		kvs[n] = [2][]byte{k, v}
+		n++
+		size += len(k) + len(v)
+	}
 	if kind == store.LifecycleUnknown {
 		c := sb.Cursor()
-		var last []byte
 		for k, v := c.Seek(from); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if len(out) == chunkSize {
-				return out, append(bytes.Clone(last), 0), nil
+			if n == chunkSize {
+				next = append(bytes.Clone(kvs[n-1][0]), 0)
+				break
 			}
-			rec, err := decodeRecord(k, v)
-			if err != nil {
-				return nil, nil, s.corruptRecord(k, err)
+			add(k, v)
+		}
+	} else {
+		pb := tx.Bucket(posBucket(kind))
+		if pb == nil {
+			return nil, nil, s.missingBucket(posBucket(kind))
+		}
+		c := pb.Cursor()
+		for k, id := c.Seek(from); k != nil; k, id = c.Next() {
+			if n == chunkSize {
+				next = bytes.Clone(k)
+				break
 			}
-			out = append(out, rec)
-			last = k
+			v := sb.Get(id)
+			if v == nil {
+				return nil, nil, corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
+			}
+			add(id, v)
 		}
-		return out, nil, nil
 	}
-	pb := tx.Bucket(posBucket(kind))
-	if pb == nil {
-		return nil, nil, s.missingBucket(posBucket(kind))
-	}
-	c := pb.Cursor()
-	for k, id := c.Seek(from); k != nil; k, id = c.Next() {
-		if len(out) == chunkSize {
-			return out, bytes.Clone(k), nil
-		}
-		v := sb.Get(id)
-		if v == nil {
-			return nil, nil, corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
-		}
-		rec, err := decodeRecord(id, v)
+	arena := make([]byte, 0, size)
+	sl := newSlab(n)
+	out := make([]Record, n)
+	for i := range n {
+		k, v := kvs[i][0], kvs[i][1]
+		start := len(arena)
+		arena = append(arena, k...)
+		arena = append(arena, v...)
+		kc := arena[start : start+len(k) : start+len(k)]
+		rec, err := decodeOwned(kc, arena[start+len(k):len(arena):len(arena)], sl)
 		if err != nil {
-			return nil, nil, s.corruptRecord(id, err)
+			return nil, nil, s.corruptRecord(k, err)
 		}
-		out = append(out, rec)
+		out[i] = rec
 	}
-	return out, nil, nil
+	return out, next, nil
 }
 
 func (s *snap) quarantined(ctx context.Context) iter.Seq2[QuarantineEntry, error] {
@@ -297,27 +342,51 @@ func (s *snap) quarantined(ctx context.Context) iter.Seq2[QuarantineEntry, error
 	}
 }
 
-// indexed returns, in id order, the records an index lists under
-// prefix+0x00 that keep selects. Index keys are prefix 0x00 id.
-func (s *snap) indexed(bucket, prefix []byte, keep func(v []byte, r *Record) bool) ([]Record, error) {
-	var out []Record
-	err := s.view(func(tx *bolt.Tx) error {
-		ib := tx.Bucket(bucket)
-		if ib == nil {
-			return s.missingBucket(bucket)
+// indexed returns copies of the raw JSON of the stages an index lists
+// under value (keys value 0x00 id), in id order, that keep accepts (given
+// the index entry's value); first stops at the first one. An entry whose
+// id part contains 0x00 might belong to a longer value that starts with
+// value 0x00, so it is confirmed against its record; any other entry is
+// exactly value's.
+func (s *snap) indexed(sig bool, value string, keep func(v []byte) bool, first bool) ([][]byte, error) {
+	var out [][]byte
+	err := s.pointReader(func(r *reader) error {
+		ib := r.byName
+		if sig {
+			ib = r.bySig
 		}
-		p := append(bytes.Clone(prefix), 0)
+		p := make([]byte, 0, len(value)+1)
+		p = append(append(p, value...), 0)
 		c := ib.Cursor()
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			if !keep(v, nil) {
+			if !keep(v) {
 				continue
 			}
-			rec, err := s.recordTx(tx, k[len(p):])
-			if err != nil {
-				return err
+			id := k[len(p):]
+			ambiguous := bytes.IndexByte(id, 0) >= 0
+			val := r.stages.Get(id)
+			if val == nil {
+				if ambiguous {
+					continue // a longer value's entry
+				}
+				return corruptf(s.meta.Path, "an index lists stage %s, which is missing", id)
 			}
-			if keep(v, &rec) {
-				out = append(out, rec)
+			if ambiguous {
+				rec, err := decodeRecord(id, val)
+				if err != nil {
+					return s.corruptRecord(id, err)
+				}
+				if (sig && string(rec.SignatureID) != value) || (!sig && (!rec.HasName || rec.Name != value)) {
+					continue
+				}
+			}
+			raw, err := recordRaw(id, val)
+			if err != nil {
+				return s.corruptRecord(id, err)
+			}
+			out = append(out, bytes.Clone(raw))
+			if first {
+				return nil
 			}
 		}
 		return nil
@@ -325,22 +394,19 @@ func (s *snap) indexed(bucket, prefix []byte, keep func(v []byte, r *Record) boo
 	return out, err
 }
 
-func (s *snap) byName(name string) ([]Record, error) {
-	return s.indexed(bucketByName, []byte(name), func(_ []byte, r *Record) bool {
-		return r == nil || (r.HasName && r.Name == name)
-	})
+func (s *snap) byName(name string) ([][]byte, error) {
+	return s.indexed(false, name, func([]byte) bool { return true }, false)
 }
 
-func (s *snap) activeBySig(sig store.SignatureID) ([]Record, error) {
+func isActive(v []byte) bool {
+	return len(v) == 1 && store.LifecycleKind(v[0]) == store.LifecycleActive
+}
+
+func (s *snap) activeBySig(sig store.SignatureID, first bool) ([][]byte, error) {
 	if sig == "" {
 		return nil, nil
 	}
-	return s.indexed(bucketBySig, []byte(sig), func(v []byte, r *Record) bool {
-		if r == nil {
-			return len(v) == 1 && store.LifecycleKind(v[0]) == store.LifecycleActive
-		}
-		return r.SignatureID == sig && r.Lifecycle.Kind == store.LifecycleActive
-	})
+	return s.indexed(true, string(sig), isActive, first)
 }
 
 func (s *snap) stats() store.Stats {
@@ -356,13 +422,13 @@ func (s *snap) stats() store.Stats {
 	return st
 }
 
-// decodeAll decodes the stage JSON of each record.
-func decodeAll(recs []Record) ([]*store.Stage, error) {
-	out := make([]*store.Stage, 0, len(recs))
-	for _, r := range recs {
-		s, err := r.Decode()
+// decodeAll decodes stage JSON read from the snapshot at path.
+func decodeAll(path string, raws [][]byte) ([]*store.Stage, error) {
+	out := make([]*store.Stage, 0, len(raws))
+	for _, raw := range raws {
+		s, err := store.DecodeStage(raw)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
 		}
 		out = append(out, s)
 	}
@@ -409,13 +475,4 @@ func (s *snap) stages(ctx context.Context, f store.Filter, prefix []byte) iter.S
 			}
 		}
 	}
-}
-
-// rawsOf returns the Raw of each record.
-func rawsOf(recs []Record) [][]byte {
-	out := make([][]byte, len(recs))
-	for i := range recs {
-		out[i] = recs[i].Raw
-	}
-	return out
 }
