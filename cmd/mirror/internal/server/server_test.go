@@ -668,11 +668,30 @@ func TestNoetherClientPaging(t *testing.T) {
 	}
 	srv := httptest.NewServer(newTestServer(t, newMemSource(snap), Options{}).Handler())
 	defer srv.Close()
+	seen, pages := replayNoetherRefresh(t, srv.URL)
+	if len(seen) != len(wantActive) {
+		t.Fatalf("saw %d active stages, want %d", len(seen), len(wantActive))
+	}
+	for _, id := range wantActive {
+		if seen[id] != 1 {
+			t.Fatalf("stage %s seen %d times", id, seen[id])
+		}
+	}
+	if want := (len(wantActive) + 199) / 200; pages != want {
+		t.Errorf("%d pages, want %d", pages, want)
+	}
+}
 
+// replayNoetherRefresh pages GET /stages?lifecycle=active at base as
+// noether 0.8.2's RemoteStageStore.refresh does (limit 200, offset
+// advanced by the stages received, stop on an empty page or at total) and
+// returns how often each stage was seen and how many pages it took.
+func replayNoetherRefresh(t *testing.T, base string) (map[store.StageID]int, int) {
+	t.Helper()
 	seen := map[store.StageID]int{}
 	pages := 0
 	for offset := 0; ; {
-		resp, err := http.Get(fmt.Sprintf("%s/stages?lifecycle=active&limit=200&offset=%d", srv.URL, offset))
+		resp, err := http.Get(fmt.Sprintf("%s/stages?lifecycle=active&limit=200&offset=%d", base, offset))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -704,17 +723,7 @@ func TestNoetherClientPaging(t *testing.T) {
 			break
 		}
 	}
-	if len(seen) != len(wantActive) {
-		t.Fatalf("saw %d active stages, want %d", len(seen), len(wantActive))
-	}
-	for _, id := range wantActive {
-		if seen[id] != 1 {
-			t.Fatalf("stage %s seen %d times", id, seen[id])
-		}
-	}
-	if want := (len(wantActive) + 199) / 200; pages != want {
-		t.Errorf("%d pages, want %d", pages, want)
-	}
+	return seen, pages
 }
 
 func TestServeGracefulShutdown(t *testing.T) {
