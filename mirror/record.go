@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -158,22 +159,17 @@ func recordRaw(key, val []byte) ([]byte, error) {
 	return rec.Raw, nil
 }
 
-// decodeRecord checks and decodes a record value. The Record owns its
-// memory: one private copy of key and value, which its strings and Raw
-// share.
+// decodeRecord checks and decodes a record value into a Record that owns
+// its memory: Raw in its own allocation, the small strings in one more.
+// val may be bbolt memory: nothing returned points into it.
 func decodeRecord(key, val []byte) (Record, error) {
-	if len(val) > maxRecordBytes {
-		return Record{}, fmt.Errorf("record of %d bytes is over the %d-byte limit", len(val), maxRecordBytes)
-	}
-	buf := make([]byte, len(key)+len(val))
-	copy(buf, key)
-	copy(buf[len(key):], val)
-	return decodeOwned(buf[:len(key):len(key)], buf[len(key):], nil)
+	return decodeDetached(key, val, nil, nil)
 }
 
-// decodeOwned decodes a record from private memory (which the Record
-// then aliases), taking slices from sl when it is not nil.
-func decodeOwned(key, val []byte, sl *slab) (Record, error) {
+// decodeDetached decodes key/val (which may be bbolt memory) and copies
+// the result out: Raw into its own allocation, the strings into a (a fresh
+// exactly-sized block when nil), slices from sl when not nil.
+func decodeDetached(key, val []byte, a *strArena, sl *slab) (Record, error) {
 	payload, err := open(key, val)
 	if err != nil {
 		return Record{}, err
@@ -183,7 +179,78 @@ func decodeOwned(key, val []byte, sl *slab) (Record, error) {
 		id = unsafe.String(&key[0], len(key))
 	}
 	r := mpReader{b: payload, own: true, sl: sl}
-	return decodePayload(id, &r)
+	rec, err := decodePayload(id, &r)
+	if err != nil {
+		return Record{}, err
+	}
+	rec.detach(a)
+	return rec, nil
+}
+
+// detach replaces every string and byte slice of r that may point into
+// borrowed memory with copies.
+func (r *Record) detach(a *strArena) {
+	if a == nil {
+		a = &strArena{}
+		a.buf = make([]byte, 0, r.smallSize())
+	}
+	r.ID = store.StageID(a.str(string(r.ID)))
+	r.SignatureID = store.SignatureID(a.str(string(r.SignatureID)))
+	r.Name = a.str(r.Name)
+	r.Lifecycle.Successor = store.StageID(a.str(string(r.Lifecycle.Successor)))
+	r.Lifecycle.Other = a.str(r.Lifecycle.Other)
+	for i := range r.Unknown {
+		r.Unknown[i] = a.str(r.Unknown[i])
+	}
+	for i := range r.Effects {
+		r.Effects[i] = a.str(r.Effects[i])
+	}
+	r.Report.ID = r.ID
+	r.Report.Legacy = a.str(r.Report.Legacy)
+	for i := range r.Report.Checks {
+		c := &r.Report.Checks[i]
+		c.Name, c.Detail = a.str(c.Name), a.str(c.Detail)
+	}
+	r.Raw = bytes.Clone(r.Raw)
+	if len(r.Report.Checks) == 0 {
+		r.Report.ID = ""
+	}
+}
+
+// smallSize is the total length of r's strings.
+func (r *Record) smallSize() int {
+	n := len(r.ID) + len(r.SignatureID) + len(r.Name) + len(r.Lifecycle.Successor) +
+		len(r.Lifecycle.Other) + len(r.Report.Legacy)
+	for _, s := range r.Unknown {
+		n += len(s)
+	}
+	for _, s := range r.Effects {
+		n += len(s)
+	}
+	for _, c := range r.Report.Checks {
+		n += len(c.Name) + len(c.Detail)
+	}
+	return n
+}
+
+// strArena copies strings into shared blocks, so a batch of records
+// costs a few allocations and keeping one string keeps at most one block
+// (never a stage's JSON) alive.
+type strArena struct{ buf []byte }
+
+// arenaBlock is the block size of a shared strArena.
+const arenaBlock = 16 << 10
+
+func (a *strArena) str(s string) string {
+	if s == "" {
+		return ""
+	}
+	if len(a.buf)+len(s) > cap(a.buf) {
+		a.buf = make([]byte, 0, max(arenaBlock, len(s)))
+	}
+	i := len(a.buf)
+	a.buf = append(a.buf, s...)
+	return unsafe.String(&a.buf[i], len(s))
 }
 
 // decodePayload decodes a record payload; r.own must be set.
@@ -254,9 +321,6 @@ func decodePayload(key string, r *mpReader) (Record, error) {
 		return Record{}, fmt.Errorf("record has no stage JSON")
 	}
 	rec.Raw = raw[:len(raw):len(raw)]
-	if len(rec.Report.Checks) > 0 {
-		rec.Report.ID = rec.ID
-	}
 	return rec, nil
 }
 

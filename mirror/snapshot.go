@@ -236,64 +236,54 @@ func (s *snap) records(ctx context.Context, kind store.LifecycleKind, prefix []b
 }
 
 // recordChunk decodes up to chunkSize records starting at from and returns
-// where to continue (nil at the end). The chunk's keys and values are
-// copied into one arena that its records share (see Snapshot.Records).
+// where to continue (nil at the end). Each Raw is its own allocation; the
+// chunk's small strings share a few arena blocks.
 func (s *snap) recordChunk(tx *bolt.Tx, kind store.LifecycleKind, prefix, from []byte) ([]Record, []byte, error) {
 	sb := tx.Bucket(bucketStages)
 	if sb == nil {
 		return nil, nil, s.missingBucket(bucketStages)
 	}
-	var kvs [chunkSize][2][]byte
-	n, size := 0, 0
-	var next []byte
-	add := func(k, v []byte) {
-		kvs[n] = [2][]byte{k, v}
-		n++
-		size += len(k) + len(v)
+	out := make([]Record, 0, chunkSize)
+	a := &strArena{}
+	sl := newSlab(chunkSize)
+	add := func(k, v []byte) error {
+		rec, err := decodeDetached(k, v, a, sl)
+		if err != nil {
+			return s.corruptRecord(k, err)
+		}
+		out = append(out, rec)
+		return nil
 	}
 	if kind == store.LifecycleUnknown {
 		c := sb.Cursor()
 		for k, v := c.Seek(from); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if n == chunkSize {
-				next = append(bytes.Clone(kvs[n-1][0]), 0)
-				break
+			if len(out) == chunkSize {
+				return out, append([]byte(out[len(out)-1].ID), 0), nil
 			}
-			add(k, v)
+			if err := add(k, v); err != nil {
+				return nil, nil, err
+			}
 		}
-	} else {
-		pb := tx.Bucket(posBucket(kind))
-		if pb == nil {
-			return nil, nil, s.missingBucket(posBucket(kind))
+		return out, nil, nil
+	}
+	pb := tx.Bucket(posBucket(kind))
+	if pb == nil {
+		return nil, nil, s.missingBucket(posBucket(kind))
+	}
+	c := pb.Cursor()
+	for k, id := c.Seek(from); k != nil; k, id = c.Next() {
+		if len(out) == chunkSize {
+			return out, bytes.Clone(k), nil
 		}
-		c := pb.Cursor()
-		for k, id := c.Seek(from); k != nil; k, id = c.Next() {
-			if n == chunkSize {
-				next = bytes.Clone(k)
-				break
-			}
-			v := sb.Get(id)
-			if v == nil {
-				return nil, nil, corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
-			}
-			add(id, v)
+		v := sb.Get(id)
+		if v == nil {
+			return nil, nil, corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
+		}
+		if err := add(id, v); err != nil {
+			return nil, nil, err
 		}
 	}
-	arena := make([]byte, 0, size)
-	sl := newSlab(n)
-	out := make([]Record, n)
-	for i := range n {
-		k, v := kvs[i][0], kvs[i][1]
-		start := len(arena)
-		arena = append(arena, k...)
-		arena = append(arena, v...)
-		kc := arena[start : start+len(k) : start+len(k)]
-		rec, err := decodeOwned(kc, arena[start+len(k):len(arena):len(arena)], sl)
-		if err != nil {
-			return nil, nil, s.corruptRecord(k, err)
-		}
-		out[i] = rec
-	}
-	return out, next, nil
+	return out, nil, nil
 }
 
 func (s *snap) quarantined(ctx context.Context) iter.Seq2[QuarantineEntry, error] {
