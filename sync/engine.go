@@ -36,6 +36,10 @@ type Options struct {
 	Lifecycles []string
 	// PageSize is the listing page size; 0 means 200, the registry's max.
 	PageSize int
+	// Prefetch is how many pages are requested ahead while earlier ones
+	// are verified and committed, once the registry has shown it honours
+	// the page size; 0 means 4.
+	Prefetch int
 	// MaxRelists bounds how often a drifting lifecycle is listed again;
 	// 0 means 2.
 	MaxRelists int
@@ -150,17 +154,21 @@ type engine struct {
 	w      *mirror.Writer
 	report Report
 
-	// final maps every id that belongs in the new snapshot to the
-	// lifecycle listing (or refetch) that vouched for it.
+	// quarantined holds the keys whose latest bytes failed this sync.
 	quarantined map[string]bool
-	pages       int
-	stages      int
-	expected    int
+	// inflight reports the page commit running beside verification.
+	inflight chan error
+	pages    int
+	stages   int
+	expected int
 }
 
 func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
 	if opts.PageSize <= 0 || opts.PageSize > 200 {
 		opts.PageSize = 200
+	}
+	if opts.Prefetch <= 0 {
+		opts.Prefetch = 4
 	}
 	if opts.MaxRelists <= 0 {
 		opts.MaxRelists = 2
@@ -481,17 +489,24 @@ type pageResult struct {
 
 // list pages through one lifecycle, staging every stage. The next page is
 // fetched while the current one is verified and committed.
-func (e *engine) list(ctx context.Context, lc string) (*listing, error) {
-	l := &listing{lifecycle: lc, ids: map[string]store.LifecycleKind{}}
-	// The prefetch runs under its own context so that an early return
-	// (error, cancellation) stops it and waits for it: no request of this
+func (e *engine) list(ctx context.Context, lc string) (l *listing, err error) {
+	l = &listing{lifecycle: lc, ids: map[string]store.LifecycleKind{}}
+	// Fetches run under their own context so that an early return (error,
+	// cancellation) stops them and waits for them: no request of this
 	// sync outlives Sync.
 	fctx, cancel := context.WithCancel(ctx)
-	var inflight chan pageResult
+	type pending struct {
+		offset int
+		ch     chan pageResult
+	}
+	var queue []pending
 	defer func() {
 		cancel()
-		if inflight != nil {
-			<-inflight
+		for _, p := range queue {
+			<-p.ch
+		}
+		if werr := e.waitCommit(); werr != nil && err == nil {
+			l, err = nil, werr
 		}
 	}()
 	fetch := func(offset int) {
@@ -500,13 +515,21 @@ func (e *engine) list(ctx context.Context, lc string) (*listing, error) {
 			p, err := e.reg.ListPage(fctx, lc, e.opts.PageSize, offset)
 			ch <- pageResult{p, err}
 		}()
-		inflight = ch
+		queue = append(queue, pending{offset, ch})
 	}
-	offset := 0
-	fetch(offset)
+	// Until the first page proves the registry honours the page size, one
+	// request at a time; then up to opts.Prefetch pages are requested
+	// ahead at offsets that assume full pages. A short page before the
+	// end breaks that assumption: the speculative requests are dropped
+	// and paging goes on one page at a time from where it really is.
+	window := 1
+	fetch(0)
+	nextFetch := 0
 	for first := true; ; first = false {
-		r := <-inflight
-		inflight = nil
+		head := queue[0]
+		r := <-head.ch
+		queue = queue[1:]
+		offset := head.offset
 		if r.err != nil {
 			if first && refusable(r.err) {
 				l.refused = r.err
@@ -527,7 +550,26 @@ func (e *engine) list(ctx context.Context, lc string) (*listing, error) {
 		nextOffset := offset + n
 		more := n > 0 && p.HasTotal && nextOffset < p.Total
 		if more {
-			fetch(nextOffset)
+			if n == e.opts.PageSize {
+				if first {
+					window = e.opts.Prefetch
+				}
+			} else {
+				// The registry returned less than asked before the end:
+				// the speculative offsets are wrong. Drop them.
+				for _, q := range queue {
+					<-q.ch
+				}
+				queue = queue[:0]
+				window = 1
+			}
+			if len(queue) == 0 {
+				nextFetch = nextOffset
+			}
+			for len(queue) < window && nextFetch < p.Total {
+				fetch(nextFetch)
+				nextFetch += e.opts.PageSize
+			}
 		}
 		if n > 0 {
 			if err := e.ingest(ctx, lc, offset, p.Stages, l); err != nil {
@@ -541,7 +583,6 @@ func (e *engine) list(ctx context.Context, lc string) (*listing, error) {
 			}
 			return l, nil
 		}
-		offset = nextOffset
 	}
 }
 
@@ -587,8 +628,9 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := e.w.PutBatch(entries, progress); err != nil {
-		return fmt.Errorf("commit page of %s stages at offset %d: %w", lc, offset, err)
+	what := fmt.Sprintf("commit page of %s stages at offset %d", lc, offset)
+	if err := e.commitAsync(entries, progress, what); err != nil {
+		return err
 	}
 	e.report.Commits++
 	e.report.Pages++
@@ -599,6 +641,37 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 			Expected: e.expected, Elapsed: time.Since(e.start)})
 	}
 	return nil
+}
+
+// commitAsync starts committing one page in its own transaction while the
+// caller verifies the next page. At most one commit is in flight: this
+// first waits for (and reports the error of) the previous one. The staged
+// reads done while verifying run in read transactions, which bbolt allows
+// beside the one write transaction.
+func (e *engine) commitAsync(entries []mirror.Entry, progress []byte, what string) error {
+	if err := e.waitCommit(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() {
+		if err := e.w.PutBatch(entries, progress); err != nil {
+			done <- fmt.Errorf("%s: %w", what, err)
+			return
+		}
+		done <- nil
+	}()
+	e.inflight = done
+	return nil
+}
+
+// waitCommit waits for the commit in flight, if any.
+func (e *engine) waitCommit() error {
+	if e.inflight == nil {
+		return nil
+	}
+	err := <-e.inflight
+	e.inflight = nil
+	return err
 }
 
 // markQuarantined records that key's latest bytes were quarantined.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	gosync "sync"
 	"testing"
 
 	"github.com/noether-mirror/mirror/mirror"
@@ -87,12 +88,22 @@ type fakeRegistry struct {
 	stages   []json.RawMessage
 	total    int
 	hasTotal bool
-	calls    []string
+	// maxLimit, when set, caps the page size like a server whose maximum
+	// is below what the client asks for.
+	maxLimit int
+
+	mu    gosync.Mutex
+	calls []string
 }
 
 func (f *fakeRegistry) BaseURL() string { return "http://fake.invalid" }
 func (f *fakeRegistry) ListPage(_ context.Context, lc string, limit, offset int) (registry.Page, error) {
+	f.mu.Lock()
 	f.calls = append(f.calls, lc+"/"+itoa(offset)+"/"+itoa(limit))
+	f.mu.Unlock()
+	if f.maxLimit > 0 {
+		limit = min(limit, f.maxLimit)
+	}
 	p := registry.Page{Total: f.total, HasTotal: f.hasTotal}
 	if lc == "active" && offset < len(f.stages) {
 		p.Stages = f.stages[offset:min(offset+limit, len(f.stages))]
@@ -115,7 +126,8 @@ func TestSyncStopRules(t *testing.T) {
 	}
 	t.Run("empty page ends a listing whose total lies", func(t *testing.T) {
 		f := &fakeRegistry{stages: active, total: 9, hasTotal: true}
-		rep, err := msync.Sync(context.Background(), newMirror(t), f, msync.Options{PageSize: 2, Lifecycles: []string{"active"}, MaxRelists: 1})
+		// Prefetch 1: one request at a time, so the order is exact.
+		rep, err := msync.Sync(context.Background(), newMirror(t), f, msync.Options{PageSize: 2, Prefetch: 1, Lifecycles: []string{"active"}, MaxRelists: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,6 +154,50 @@ func TestSyncStopRules(t *testing.T) {
 			t.Errorf("calls %q report %+v", f.calls, rep)
 		}
 	})
+}
+
+// TestSyncPrefetch: pages are requested ahead once the first page is full,
+// and a registry that returns fewer stages than asked (its own maximum is
+// lower) still gets every stage exactly once, paged from where it really
+// is.
+func TestSyncPrefetch(t *testing.T) {
+	var active []json.RawMessage
+	for i := range 23 {
+		active = append(active, build(t, "prefetch_"+itoa(i), "d", store.Active).Raw)
+	}
+	for _, tc := range []struct {
+		name     string
+		maxLimit int
+	}{
+		{"full pages", 0},
+		{"registry caps the page size", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeRegistry{stages: active, total: len(active), hasTotal: true, maxLimit: tc.maxLimit}
+			m := newMirror(t)
+			rep, err := msync.Sync(context.Background(), m, f, msync.Options{PageSize: 5, Prefetch: 3, Lifecycles: []string{"active"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Total != len(active) || rep.Drift.Detected || rep.Outcome != msync.OutcomeOK {
+				t.Fatalf("report %+v", rep)
+			}
+			for _, raw := range active {
+				s, err := store.DecodeStage(raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ok, err := m.Contains(context.Background(), s.ID); err != nil || !ok {
+					t.Fatalf("stage %s missing after a prefetching sync (%v)", s.ID, err)
+				}
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if tc.maxLimit == 0 && len(f.calls) != 5+1 { // 5 pages + 1 total confirmation
+				t.Errorf("calls %q, want each of the 5 pages once and one confirmation", f.calls)
+			}
+		})
+	}
 }
 
 func TestSyncUnchangedPublishesNothing(t *testing.T) {

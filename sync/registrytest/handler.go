@@ -104,6 +104,7 @@ type Handler struct {
 	byKey   map[string]*entry
 	nextRaw int
 	faults  faults
+	hookMu  sync.Mutex // serializes onPage calls
 	onPage  func(lifecycle string, offset int)
 	lastHdr http.Header
 
@@ -447,7 +448,11 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	hook := h.onPage
 	h.mu.Unlock()
 	if hook != nil {
+		// Clients may request pages in parallel; hooks run one at a time
+		// so that test code needs no locking of its own.
+		h.hookMu.Lock()
 		hook(lifecycle, offset)
+		h.hookMu.Unlock()
 	}
 
 	var b bytes.Buffer
