@@ -1024,7 +1024,7 @@ func TestStatusFutureLastSync(t *testing.T) {
 	}
 	write(time.Now().Add(time.Hour))
 	r := runIn(t, nil, "status", "--max-age", "26h", "--db", db)
-	if r.code != exitOK || !strings.Contains(r.stdout, "in the future (check the clock)") {
+	if r.code != exitOK || !strings.Contains(r.stdout, "in the future: check the clock") {
 		t.Errorf("a last sync in the future: %s", r)
 	}
 }

@@ -124,7 +124,7 @@ func shortID(id string) string {
 func formatAge(d time.Duration) string {
 	switch {
 	case d < 0:
-		return "in the future (check the clock)"
+		return "in the future: check the clock"
 	case d < time.Minute:
 		return fmt.Sprintf("%ds ago", int(d.Seconds()))
 	case d < time.Hour:

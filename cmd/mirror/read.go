@@ -288,6 +288,7 @@ func cmdStats() *command {
 			asJSON := fs.Bool("json", false, "print JSON")
 			live := fs.Bool("live", false, "ask the registry's /health (needs --registry or $NOETHER_REGISTRY)")
 			reg := fs.String("registry", "", "registry base URL for --live (default $NOETHER_REGISTRY)")
+			keyFile := fs.String("api-key-file", "", "file holding the API key for --live (default $NOETHER_API_KEY)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("stats takes no arguments")
@@ -301,7 +302,15 @@ func cmdStats() *command {
 					if base == "" {
 						return usageError("--live needs --registry URL or %s", msync.EnvRegistry)
 					}
-					c, err := registry.New(base, registry.Options{APIKey: e.getenv(msync.EnvAPIKey), Version: version, Logger: e.log})
+					key := e.getenv(msync.EnvAPIKey)
+					if *keyFile != "" {
+						k, err := readSecretFile(e, *keyFile)
+						if err != nil {
+							return err
+						}
+						key = k
+					}
+					c, err := registry.New(base, registry.Options{APIKey: key, Version: version, Logger: e.log})
 					if err != nil {
 						return usageError("--registry: %v", err)
 					}
