@@ -37,7 +37,8 @@ func (sn *Snapshot) GetRecord(ctx context.Context, id store.StageID) (Record, er
 // Page returns the raw JSON of the stages at positions [offset,
 // offset+limit) of the id-ordered listing of one lifecycle kind
 // (store.LifecycleUnknown: every stage), and that listing's total. It
-// costs O(log n + limit) whatever the offset.
+// costs O(log n + limit) whatever the offset. The returned slices share
+// one buffer (one allocation per page); clone one to keep it alone.
 func (sn *Snapshot) Page(ctx context.Context, kind store.LifecycleKind, offset, limit int) (raws [][]byte, total int, err error) {
 	s, err := sn.get()
 	if err != nil {
@@ -50,7 +51,9 @@ func (sn *Snapshot) Page(ctx context.Context, kind store.LifecycleKind, offset, 
 }
 
 // Records iterates, in id order, over the records of one lifecycle kind
-// (store.LifecycleUnknown: all) without decoding any JSON.
+// (store.LifecycleUnknown: all) without decoding any JSON. Records are
+// read 256 per transaction; the loop body never runs inside one. Each
+// Record owns its memory (Raw is its own allocation).
 func (sn *Snapshot) Records(ctx context.Context, kind store.LifecycleKind) iter.Seq2[Record, error] {
 	s, err := sn.get()
 	if err != nil {
