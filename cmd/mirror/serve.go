@@ -6,13 +6,14 @@ import (
 	"net"
 
 	"github.com/noether-mirror/mirror/cmd/mirror/internal/server"
+	"github.com/noether-mirror/mirror/store"
 	"github.com/spf13/pflag"
 )
 
 func cmdServe() *command {
 	return &command{
 		name:    "serve",
-		args:    "[--addr 127.0.0.1:8080] [--api-key-file F]",
+		args:    "[--addr 127.0.0.1:8080] [--api-key-file F] [--trusted-keys F]",
 		summary: "serve the registry's HTTP API read-only from the mirror, so unmodified noether clients work offline",
 		example: `mirror serve --addr 127.0.0.1:8080 &
 NOETHER_REGISTRY=http://127.0.0.1:8080 noether stage list`,
@@ -20,9 +21,18 @@ NOETHER_REGISTRY=http://127.0.0.1:8080 noether stage list`,
 			db := dbFlag(fs)
 			addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 			keyFile := fs.String("api-key-file", "", "require this API key (X-API-Key) on every request, reads included")
+			trusted := fs.String("trusted-keys", "", "file of trusted signer keys (\"NAME HEX\" per line): serve only stages signed by one of them; the others are quarantined (never served, counted in /health's quarantined and untrusted)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("serve takes no arguments")
+				}
+				var policy *store.TrustPolicy
+				if *trusted != "" {
+					p, err := store.LoadTrustPolicy(*trusted)
+					if err != nil {
+						return usageError("--trusted-keys: %v", err)
+					}
+					policy = p
 				}
 				var key string
 				if *keyFile != "" {
@@ -37,7 +47,7 @@ NOETHER_REGISTRY=http://127.0.0.1:8080 noether stage list`,
 					return err
 				}
 				defer m.Close()
-				srv, err := server.New(server.FromMirror(m), server.Options{APIKey: key, Logger: e.log})
+				srv, err := server.New(server.FromMirror(m), server.Options{APIKey: key, Logger: e.log, Trust: policy})
 				if err != nil {
 					return err
 				}
@@ -48,6 +58,9 @@ NOETHER_REGISTRY=http://127.0.0.1:8080 noether stage list`,
 				meta := m.Meta()
 				e.log.Info("serving the mirror", "addr", "http://"+ln.Addr().String(), "mirror", m.Path(),
 					"generation", meta.Generation, "stages", meta.Total)
+				if policy != nil {
+					e.log.Info("serving only stages signed by a trusted key", "keys", policy.Names(), "file", *trusted)
+				}
 				if !e.quiet {
 					fmt.Fprintf(e.stdout, "serving %s on http://%s\n", m.Path(), ln.Addr())
 				}
