@@ -1,13 +1,11 @@
 package mirror
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -96,8 +94,6 @@ type compiler struct {
 	pos         map[store.LifecycleKind]uint64
 }
 
-type kv struct{ k, v []byte }
-
 // put writes one entry (keys must arrive in order per bucket), committing
 // every batchBytes.
 func (c *compiler) put(bucket, k, v []byte) error {
@@ -163,7 +159,6 @@ func (c *compiler) run(ctx context.Context, src *bolt.Tx) (err error) {
 		return errors.New("the staging file has no stages bucket")
 	}
 	c.pos = map[store.LifecycleKind]uint64{}
-	var byName, bySig []kv
 	cur := sb.Cursor()
 	for k, v := cur.First(); k != nil; k, v = cur.Next() {
 		if c.total%1024 == 0 {
@@ -193,24 +188,22 @@ func (c *compiler) run(ctx context.Context, src *bolt.Tx) (err error) {
 		for _, e := range rec.Effects {
 			c.byEffect[e]++
 		}
-		if rec.HasName {
-			byName = append(byName, kv{k: indexKey(rec.Name, rec.ID)})
-		}
-		if rec.SignatureID != "" {
-			bySig = append(bySig, kv{k: indexKey(string(rec.SignatureID), rec.ID), v: []byte{byte(rec.Lifecycle.Kind)}})
-		}
 	}
-	for _, idx := range []struct {
-		bucket []byte
-		kvs    []kv
-	}{{bucketByName, byName}, {bucketBySig, bySig}} {
-		slices.SortFunc(idx.kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-		for _, e := range idx.kvs {
-			v := e.v
+	// Staging keeps the name and signature indexes up to date with every
+	// put and delete, so they are copied in key order rather than built
+	// (and sorted) in memory: publishing stays flat in memory as N grows.
+	// Verify checks them against the records both ways.
+	for _, name := range [][]byte{bucketByName, bucketBySig} {
+		ib := src.Bucket(name)
+		if ib == nil {
+			return fmt.Errorf("the staging file has no %s bucket: abort this sync and run it again", name)
+		}
+		ic := ib.Cursor()
+		for k, v := ic.First(); k != nil; k, v = ic.Next() {
 			if v == nil {
 				v = []byte{}
 			}
-			if err := c.put(idx.bucket, e.k, v); err != nil {
+			if err := c.put(name, k, v); err != nil {
 				return err
 			}
 		}

@@ -3,6 +3,7 @@ package mirror
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -20,7 +21,7 @@ type sidecar struct {
 func sidecarPath(path string) string { return path + ".state" }
 
 // maxSidecarBytes bounds the sidecar read: it is a few hundred bytes.
-const maxSidecarBytes = 1 << 20
+const maxSidecarBytes = 64 << 10
 
 // readSidecar returns the sidecar, or ok=false when it is missing or
 // unreadable (it only refines Meta; a bad one is ignored).
@@ -31,9 +32,10 @@ func readSidecar(path string) (sidecar, bool) {
 	}
 	defer f.Close()
 	var sc sidecar
-	buf := make([]byte, maxSidecarBytes)
-	n, _ := f.Read(buf)
-	if n == 0 || n == maxSidecarBytes || json.Unmarshal(buf[:n], &sc) != nil {
+	// Meta runs on every request of a server: read what is there (a few
+	// hundred bytes), not a buffer of the maximum size.
+	buf, err := io.ReadAll(io.LimitReader(f, maxSidecarBytes+1))
+	if err != nil || len(buf) == 0 || len(buf) > maxSidecarBytes || json.Unmarshal(buf, &sc) != nil {
 		return sidecar{}, false
 	}
 	return sc, true

@@ -158,7 +158,7 @@ func (w *Writer) openStaging() error {
 		return fmt.Errorf("opening the staging file %s: %w", next, err)
 	}
 	err = update(db, func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketByName, bucketMeta, bucketPosAll,
+		for _, b := range [][]byte{bucketMeta, bucketPosAll,
 			posBucket(store.LifecycleDraft), posBucket(store.LifecycleActive),
 			posBucket(store.LifecycleDeprecated), posBucket(store.LifecycleTombstone)} {
 			if tx.Bucket(b) != nil {
@@ -167,7 +167,7 @@ func (w *Writer) openStaging() error {
 				}
 			}
 		}
-		for _, b := range [][]byte{bucketStages, bucketBySig, bucketQuarantine} {
+		for _, b := range [][]byte{bucketStages, bucketByName, bucketBySig, bucketQuarantine} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -417,13 +417,18 @@ func putStage(tx *bolt.Tx, r *Record) error {
 	if err := tx.Bucket(bucketStages).Put([]byte(r.ID), val); err != nil {
 		return err
 	}
+	if r.HasName {
+		if err := tx.Bucket(bucketByName).Put(indexKey(r.Name, r.ID), []byte{}); err != nil {
+			return err
+		}
+	}
 	if r.SignatureID != "" {
 		return tx.Bucket(bucketBySig).Put(indexKey(string(r.SignatureID), r.ID), []byte{byte(r.Lifecycle.Kind)})
 	}
 	return nil
 }
 
-// deleteStage removes a stage and its by_sig entry from staging, if there.
+// deleteStage removes a stage and its index entries from staging, if there.
 func deleteStage(tx *bolt.Tx, id []byte) error {
 	sb := tx.Bucket(bucketStages)
 	v := sb.Get(id)
@@ -433,6 +438,11 @@ func deleteStage(tx *bolt.Tx, id []byte) error {
 	old, err := decodeRecord(id, v)
 	if err != nil {
 		return fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
+	}
+	if old.HasName {
+		if err := tx.Bucket(bucketByName).Delete(indexKey(old.Name, old.ID)); err != nil {
+			return err
+		}
 	}
 	if old.SignatureID != "" {
 		if err := tx.Bucket(bucketBySig).Delete(indexKey(string(old.SignatureID), old.ID)); err != nil {
