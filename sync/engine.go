@@ -3,6 +3,7 @@ package sync
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -155,7 +156,7 @@ type engine struct {
 	report Report
 
 	// quarantined holds the keys whose latest bytes failed this sync.
-	quarantined map[string]bool
+	quarantined map[key]bool
 	// inflight reports the page commit running beside verification.
 	inflight chan error
 	pages    int
@@ -186,7 +187,7 @@ func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[string]bool{}}
+	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}}
 }
 
 func (e *engine) run(ctx context.Context) (rep Report, err error) {
@@ -275,9 +276,54 @@ func (e *engine) clearStaging(ctx context.Context) error {
 	return e.w.Delete(ids...)
 }
 
+// key names a listed stage in 33 bytes rather than a 64-character
+// string, so the per-sync id sets stay small as the registry grows: the
+// decoded id, or (anon) the SHA-256 of bytes that carried no usable id.
+type key struct {
+	sum  [32]byte
+	anon bool
+}
+
+// idKey returns the key of a well-formed stage id.
+func idKey(id store.StageID) (key, bool) {
+	var k key
+	if !store.ValidID(string(id)) {
+		return k, false
+	}
+	_, err := hex.Decode(k.sum[:], []byte(id))
+	return k, err == nil
+}
+
+// keyOf returns the key of a quarantine key or stage id as the mirror
+// stores it: a stage id, or "x" and the hex SHA-256 of the bytes.
+func keyOf(s string) (key, bool) {
+	if k, ok := idKey(store.StageID(s)); ok {
+		return k, true
+	}
+	var k key
+	if len(s) == 65 && s[0] == 'x' {
+		if _, err := hex.Decode(k.sum[:], []byte(s[1:])); err == nil {
+			k.anon = true
+			return k, true
+		}
+	}
+	return k, false
+}
+
+// id is the stage id of a non-anonymous key.
+func (k key) id() store.StageID { return store.StageID(hex.EncodeToString(k.sum[:])) }
+
+// String is the id, or the mirror's quarantine key for anonymous bytes.
+func (k key) String() string {
+	if k.anon {
+		return "x" + hex.EncodeToString(k.sum[:])
+	}
+	return hex.EncodeToString(k.sum[:])
+}
+
 // finalSet is the outcome of listing: which ids belong in the snapshot.
 type finalSet struct {
-	ids         map[store.StageID]store.LifecycleKind
+	ids         map[key]store.LifecycleKind
 	totals      map[string]int
 	totalsOrder []string
 }
@@ -287,7 +333,7 @@ type listing struct {
 	lifecycle string
 	// ids holds every distinct key listed (a stage id, or the quarantine
 	// key of bytes without a usable id) and the lifecycle the bytes declare.
-	ids        map[string]store.LifecycleKind
+	ids        map[key]store.LifecycleKind
 	firstTotal int
 	lastTotal  int
 	hasTotal   bool
@@ -296,7 +342,7 @@ type listing struct {
 }
 
 func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
-	fs := &finalSet{ids: map[store.StageID]store.LifecycleKind{}, totals: map[string]int{}}
+	fs := &finalSet{ids: map[key]store.LifecycleKind{}, totals: map[string]int{}}
 	passes := map[string][]*listing{}
 	var refused []error
 	for _, lc := range e.opts.Lifecycles {
@@ -350,8 +396,9 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		}
 	}
 
-	// The last pass of each lifecycle is authoritative.
-	owners := map[string][]string{}
+	// The last pass of each lifecycle is authoritative. owners counts the
+	// lifecycles whose last pass listed a key.
+	owners := map[key]uint8{}
 	for _, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
 		if len(ps) == 0 {
@@ -360,28 +407,28 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		last := ps[len(ps)-1]
 		fs.totals[lc] = last.lastTotal
 		fs.totalsOrder = append(fs.totalsOrder, lc)
-		for key, kind := range last.ids {
-			owners[key] = append(owners[key], lc)
-			if store.ValidID(key) && !e.quarantined[key] {
-				fs.ids[store.StageID(key)] = kind
+		for k, kind := range last.ids {
+			owners[k]++
+			if !k.anon && !e.quarantined[k] {
+				fs.ids[k] = kind
 			}
 		}
 	}
 	// Ids that an earlier pass saw but the last did not, and ids claimed by
 	// two lifecycles: ask the registry about each one directly.
 	var ask []store.StageID
-	for key, lcs := range owners {
-		if len(lcs) > 1 && store.ValidID(key) {
-			ask = append(ask, store.StageID(key))
+	for k, n := range owners {
+		if n > 1 && !k.anon {
+			ask = append(ask, k.id())
 		}
 	}
 	for _, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
 		for _, p := range ps[:max(0, len(ps)-1)] {
-			for key := range p.ids {
-				if _, ok := owners[key]; !ok && store.ValidID(key) {
-					ask = append(ask, store.StageID(key))
-					owners[key] = nil // ask once
+			for k := range p.ids {
+				if _, ok := owners[k]; !ok && !k.anon {
+					ask = append(ask, k.id())
+					owners[k] = 0 // ask once
 				}
 			}
 		}
@@ -402,7 +449,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 // detectDrift returns the lifecycles whose latest pass looks inconsistent.
 func (e *engine) detectDrift(passes map[string][]*listing) []string {
 	var out []string
-	seenIn := map[string]string{}
+	seenIn := map[key]string{}
 	multi := map[string]bool{}
 	for _, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
@@ -490,7 +537,7 @@ type pageResult struct {
 // list pages through one lifecycle, staging every stage. The next page is
 // fetched while the current one is verified and committed.
 func (e *engine) list(ctx context.Context, lc string) (l *listing, err error) {
-	l = &listing{lifecycle: lc, ids: map[string]store.LifecycleKind{}}
+	l = &listing{lifecycle: lc, ids: map[key]store.LifecycleKind{}}
 	// Fetches run under their own context so that an early return (error,
 	// cancellation) stops them and waits for them: no request of this
 	// sync outlives Sync.
@@ -674,26 +721,26 @@ func (e *engine) waitCommit() error {
 	return err
 }
 
-// markQuarantined records that key's latest bytes were quarantined.
-func (e *engine) markQuarantined(key string) {
-	if e.quarantined[key] {
+// markQuarantined records that k's latest bytes were quarantined.
+func (e *engine) markQuarantined(k key) {
+	if e.quarantined[k] {
 		return
 	}
-	e.quarantined[key] = true
+	e.quarantined[k] = true
 	e.report.Quarantined++
-	e.report.QuarantinedIDs = append(e.report.QuarantinedIDs, key)
+	e.report.QuarantinedIDs = append(e.report.QuarantinedIDs, k.String())
 }
 
 // markGood records that key's latest bytes verified: a stage quarantined
 // by an earlier pass of this sync whose bytes have since been fixed
 // upstream is good again (PutBatch replaced its quarantine entry).
-func (e *engine) markGood(key string) {
-	if !e.quarantined[key] {
+func (e *engine) markGood(k key) {
+	if !e.quarantined[k] {
 		return
 	}
-	delete(e.quarantined, key)
+	delete(e.quarantined, k)
 	e.report.Quarantined--
-	if i := slices.Index(e.report.QuarantinedIDs, key); i >= 0 {
+	if i := slices.Index(e.report.QuarantinedIDs, k.String()); i >= 0 {
 		e.report.QuarantinedIDs = slices.Delete(e.report.QuarantinedIDs, i, i+1)
 	}
 }
@@ -701,7 +748,7 @@ func (e *engine) markGood(key string) {
 // prepared is one stage after decoding and verification.
 type prepared struct {
 	id     store.StageID       // empty when the bytes carry no usable id
-	key    string              // id, or quarantine key for bytes without one
+	key    key                 // the id, or the SHA-256 of bytes without one
 	kind   store.LifecycleKind // lifecycle the bytes declare
 	reused bool                // identical bytes were already staged and verified
 	entry  mirror.Entry
@@ -734,14 +781,16 @@ func (e *engine) prepare(raw json.RawMessage) prepared {
 	s, err := store.DecodeStage(raw)
 	if err != nil {
 		entry := mirror.Entry{Raw: raw, Quarantine: true, Reasons: []string{err.Error()}}
-		return prepared{key: entry.QuarantineKey(), entry: entry}
+		k, _ := keyOf(entry.QuarantineKey())
+		return prepared{key: k, entry: entry}
 	}
-	p := prepared{id: s.ID, key: string(s.ID), kind: s.Lifecycle.Kind}
-	if !store.ValidID(string(s.ID)) {
+	k, ok := idKey(s.ID)
+	p := prepared{id: s.ID, key: k, kind: s.Lifecycle.Kind}
+	if !ok {
 		p.id = ""
 		p.entry = mirror.Entry{Stage: s, Quarantine: true,
 			Reasons: []string{fmt.Sprintf("id %q is not 64 lowercase hex characters", s.ID)}}
-		p.key = p.entry.QuarantineKey()
+		p.key, _ = keyOf(p.entry.QuarantineKey())
 		return p
 	}
 	if staged, ok, err := e.w.Staged(s.ID); err == nil && ok && bytes.Equal(staged, raw) &&
@@ -798,7 +847,8 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		switch {
 		case errors.Is(r.err, store.ErrNotFound):
 			e.report.Drift.Deleted++
-			delete(fs.ids, r.id)
+			k, _ := idKey(r.id)
+			delete(fs.ids, k)
 		case r.err != nil:
 			return fmt.Errorf("fetch stage %s to repair drift: %w", r.id, r.err)
 		default:
@@ -811,7 +861,8 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		if p.id != "" && p.id != asked[i] {
 			// Never stage what was not asked for: the id stays out of
 			// the snapshot until a sync sees it listed.
-			delete(fs.ids, asked[i])
+			k, _ := idKey(asked[i])
+			delete(fs.ids, k)
 			e.report.Drift.Unresolved = true
 			e.report.Warnings = append(e.report.Warnings,
 				fmt.Sprintf("the registry answered a request for stage %s with stage %s; %s is left out", asked[i], p.id, asked[i]))
@@ -819,13 +870,14 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		}
 		if p.entry.Quarantine {
 			e.markQuarantined(p.key)
-			delete(fs.ids, asked[i])
+			k, _ := idKey(asked[i])
+			delete(fs.ids, k)
 			entries = append(entries, p.entry)
 			continue
 		}
 		e.markGood(p.key)
 		e.report.Drift.Moved++
-		fs.ids[p.id] = p.kind
+		fs.ids[p.key] = p.kind
 		if !p.reused {
 			entries = append(entries, p.entry)
 		}
@@ -848,7 +900,8 @@ func (e *engine) dropUnlisted(ctx context.Context, fs *finalSet) error {
 		if err != nil {
 			return err
 		}
-		if _, ok := fs.ids[id]; !ok && !e.quarantined[string(id)] {
+		k, ok := keyOf(string(id))
+		if _, listed := fs.ids[k]; !ok || (!listed && !e.quarantined[k]) {
 			stale = append(stale, id)
 		}
 	}
@@ -870,8 +923,9 @@ func (e *engine) countChanges(ctx context.Context, fs *finalSet) error {
 		if err != nil {
 			return fmt.Errorf("read the current snapshot: %w", err)
 		}
-		if _, ok := fs.ids[rec.ID]; !ok {
-			if !e.quarantined[string(rec.ID)] {
+		k, _ := idKey(rec.ID)
+		if _, ok := fs.ids[k]; !ok {
+			if !e.quarantined[k] {
 				e.report.Removed++
 				if len(e.report.RemovedIDs) < 1000 {
 					e.report.RemovedIDs = append(e.report.RemovedIDs, string(rec.ID))
