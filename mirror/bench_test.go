@@ -258,6 +258,33 @@ func BenchmarkRecords(b *testing.B) {
 	})
 }
 
+// BenchmarkScanRaw iterates every record's raw bytes without copying
+// (no JSON decoding), warm: the raw-iteration figure.
+func BenchmarkScanRaw(b *testing.B) {
+	forSizes(b, func(b *testing.B, n int) {
+		d := benchMirror(b, n)
+		m := openBench(b, d)
+		ctx := context.Background()
+		count := func() int {
+			c := 0
+			err := m.ScanRaw(ctx, store.LifecycleUnknown, func(_ store.StageID, raw []byte) error {
+				c += min(len(raw), 1)
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return c
+		}
+		count() // warm the page cache
+		total := 0
+		for b.Loop() {
+			total += count()
+		}
+		b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "stages/s")
+	})
+}
+
 // BenchmarkPage reads 100 stages at the start and at the end of the
 // listing: the cost must not depend on the offset.
 func BenchmarkPage(b *testing.B) {
