@@ -21,7 +21,7 @@ func cmdExport() *command {
 mirror export --format noether-store /media/usb/store.json   # then copy to $NOETHER_HOME/store.json`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
-			format := fs.String("format", "bundle", "bundle (for `mirror import`) or noether-store (noether's store.json, for the noether CLI with no server)")
+			format := fs.String("format", "bundle", "bundle (for mirror import) or noether-store (noether's store.json, for the noether CLI with no server)")
 			signKey := fs.String("sign-key", "", "sign the bundle manifest with this Ed25519 key file (hex of the 32-byte seed, like ~/.noether/author-key.hex, or of a 64-byte private key)")
 			asJSON := fs.Bool("json", false, "print the result as JSON")
 			return func(ctx context.Context, e *env, args []string) error {
