@@ -39,14 +39,13 @@ func decodeStage(raw []byte) (*Stage, error) {
 	if !utf8.Valid(raw) {
 		return nil, errors.New("stage JSON is not valid UTF-8")
 	}
-	if err := validJSON(raw); err != nil {
+	// objectMembers validates every byte it walks past (grammar and
+	// nesting depth), so no separate validation pass is needed.
+	ms, err := objectMembers(raw)
+	if err != nil {
 		if errors.Is(err, errDepth) {
 			return nil, fmt.Errorf("stage JSON nests over the limit of %d levels", maxDepth)
 		}
-		return nil, fmt.Errorf("stage: %v", err)
-	}
-	ms, err := objectMembers(raw)
-	if err != nil {
 		return nil, fmt.Errorf("stage: %v", err)
 	}
 	s := &Stage{Raw: json.RawMessage(raw)}
