@@ -12,6 +12,7 @@ import (
 
 	"github.com/noether-mirror/mirror/mirror"
 	msync "github.com/noether-mirror/mirror/sync"
+	"github.com/noether-mirror/mirror/sync/registry"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 )
@@ -133,4 +134,30 @@ func formatAge(d time.Duration) string {
 		return fmt.Sprintf("%.1fh ago", d.Hours())
 	}
 	return fmt.Sprintf("%.1f days ago", d.Hours()/24)
+}
+
+// registryClient builds the registry client for a command: the URL from
+// the flag or $NOETHER_REGISTRY (what names the missing URL in the usage
+// error), the key from the key file or $NOETHER_API_KEY.
+func registryClient(e *env, flagURL, keyFile, what string) (*registry.Client, error) {
+	base := flagURL
+	if base == "" {
+		base = e.getenv(msync.EnvRegistry)
+	}
+	if base == "" {
+		return nil, usageError("%s: pass --registry URL or set %s", what, msync.EnvRegistry)
+	}
+	key := e.getenv(msync.EnvAPIKey)
+	if keyFile != "" {
+		k, err := readSecretFile(e, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		key = k
+	}
+	c, err := registry.New(base, registry.Options{APIKey: key, Version: version, Logger: e.log})
+	if err != nil {
+		return nil, usageError("--registry: %v", err)
+	}
+	return c, nil
 }

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/noether-mirror/mirror/store"
-	msync "github.com/noether-mirror/mirror/sync"
-	"github.com/noether-mirror/mirror/sync/registry"
 	"github.com/spf13/pflag"
 )
 
@@ -289,24 +287,9 @@ func cmdStats() *command {
 				}
 				var st store.Stats
 				if *live {
-					base := *reg
-					if base == "" {
-						base = e.getenv(msync.EnvRegistry)
-					}
-					if base == "" {
-						return usageError("--live needs --registry URL or %s", msync.EnvRegistry)
-					}
-					key := e.getenv(msync.EnvAPIKey)
-					if *keyFile != "" {
-						k, err := readSecretFile(e, *keyFile)
-						if err != nil {
-							return err
-						}
-						key = k
-					}
-					c, err := registry.New(base, registry.Options{APIKey: key, Version: version, Logger: e.log})
+					c, err := registryClient(e, *reg, *keyFile, "--live needs a registry")
 					if err != nil {
-						return usageError("--registry: %v", err)
+						return err
 					}
 					h, err := c.Health(ctx)
 					if err != nil {

@@ -9,7 +9,6 @@ import (
 	"github.com/noether-mirror/mirror/mirror"
 	"github.com/noether-mirror/mirror/store"
 	msync "github.com/noether-mirror/mirror/sync"
-	"github.com/noether-mirror/mirror/sync/registry"
 	"github.com/spf13/pflag"
 )
 
@@ -31,24 +30,9 @@ mirror sync --registry http://127.0.0.1:8080 --json`,
 				if len(args) > 0 {
 					return usageError("sync takes no arguments, got %q", args)
 				}
-				base := *reg
-				if base == "" {
-					base = e.getenv(msync.EnvRegistry)
-				}
-				if base == "" {
-					return usageError("no registry: pass --registry URL or set %s", msync.EnvRegistry)
-				}
-				key := e.getenv(msync.EnvAPIKey)
-				if *keyFile != "" {
-					k, err := readSecretFile(e, *keyFile)
-					if err != nil {
-						return err
-					}
-					key = k
-				}
-				client, err := registry.New(base, registry.Options{APIKey: key, Version: version, Logger: e.log})
+				client, err := registryClient(e, *reg, *keyFile, "no registry")
 				if err != nil {
-					return usageError("--registry: %v", err)
+					return err
 				}
 				var accept func(*store.Stage) error
 				if *trusted != "" {
