@@ -213,6 +213,11 @@ func TestSyncUnchangedPublishesNothing(t *testing.T) {
 	if rep.Unchanged != 60 || rep.Added+rep.Changed+rep.Removed+rep.LifecycleChanged+rep.Quarantined != 0 {
 		t.Errorf("report %+v", rep)
 	}
+	// Every stage's bytes match the snapshot's verified copy: no signature
+	// is checked again. The first sync had nothing to reuse.
+	if first.VerifiedBefore != 0 || rep.VerifiedBefore != 60 {
+		t.Errorf("verified_before: first sync %d, second %d; want 0 and 60", first.VerifiedBefore, rep.VerifiedBefore)
+	}
 	after := m.Meta()
 	if after.Generation != before.Generation || after.Digest != before.Digest {
 		t.Errorf("meta changed: %+v → %+v", before, after)
@@ -252,6 +257,11 @@ func TestSyncReportsEveryChange(t *testing.T) {
 	got := [6]int{rep.Added, rep.Changed, rep.Removed, rep.LifecycleChanged, rep.Quarantined, rep.Unchanged}
 	if want := [6]int{1, 1, 1, 1, 1, 4}; got != want {
 		t.Errorf("added/changed/removed/lifecycle/quarantined/unchanged = %v, want %v", got, want)
+	}
+	// Only byte-identical stages reuse the snapshot's verification; the
+	// changed, moved and tampered ones are checked again.
+	if rep.VerifiedBefore != rep.Unchanged {
+		t.Errorf("verified_before %d, want %d (the unchanged stages)", rep.VerifiedBefore, rep.Unchanged)
 	}
 	if !slices.Equal(rep.RemovedIDs, []string{string(specs[0].ID)}) || !slices.Equal(rep.QuarantinedIDs, []string{string(specs[3].ID)}) {
 		t.Errorf("removed %q quarantined %q", rep.RemovedIDs, rep.QuarantinedIDs)
