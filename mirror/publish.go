@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -166,7 +167,9 @@ func (c *compiler) run(ctx context.Context, src *bolt.Tx) (err error) {
 				return err
 			}
 		}
-		rec, err := decodeRecord(k, v)
+		// Only the lifecycle and effects are read, inside this transaction:
+		// no need to copy the record out of the memory map.
+		rec, err := decodeBorrowed(k, v)
 		if err != nil {
 			return fmt.Errorf("staging record %q is damaged (%v): abort this sync and run it again", k, err)
 		}
@@ -186,7 +189,12 @@ func (c *compiler) run(ctx context.Context, src *bolt.Tx) (err error) {
 		c.total++
 		c.counts[rec.Lifecycle.Kind.Name()]++
 		for _, e := range rec.Effects {
-			c.byEffect[e]++
+			if _, ok := c.byEffect[e]; ok {
+				c.byEffect[e]++
+			} else {
+				// e aliases the memory map: a new map key must be a copy.
+				c.byEffect[strings.Clone(e)] = 1
+			}
 		}
 	}
 	// Staging keeps the name and signature indexes up to date with every

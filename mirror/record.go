@@ -166,6 +166,22 @@ func decodeRecord(key, val []byte) (Record, error) {
 	return decodeDetached(key, val, nil, nil)
 }
 
+// decodeBorrowed decodes key/val without copying: strings and Raw alias
+// val, so the result is valid only as long as val is (inside the bbolt
+// transaction it came from). For hot loops that only look at a record.
+func decodeBorrowed(key, val []byte) (Record, error) {
+	payload, err := open(key, val)
+	if err != nil {
+		return Record{}, err
+	}
+	var id string
+	if len(key) > 0 {
+		id = unsafe.String(&key[0], len(key))
+	}
+	r := mpReader{b: payload, own: true}
+	return decodePayload(id, &r)
+}
+
 // decodeDetached decodes key/val (which may be bbolt memory) and copies
 // the result out: Raw into its own allocation, the strings into a (a fresh
 // exactly-sized block when nil), slices from sl when not nil.
