@@ -12,6 +12,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -99,9 +100,37 @@ type snap struct {
 }
 
 // reader is a read transaction with the stages and index buckets opened.
+// A reader is used by one goroutine at a time (getReader/putReader), so
+// it keeps one cursor per bucket and reuses it: bbolt's Bucket.Get makes
+// a new cursor, with its own allocations, on every call.
 type reader struct {
 	tx                    *bolt.Tx
 	stages, byName, bySig *bolt.Bucket
+	stagesCur, indexCur   [2]*bolt.Cursor // indexCur: by_name, by_sig
+}
+
+// get returns the value stored under key in the stages bucket, or nil.
+func (r *reader) get(key []byte) []byte {
+	if r.stagesCur[0] == nil {
+		r.stagesCur[0] = r.stages.Cursor()
+	}
+	k, v := r.stagesCur[0].Seek(key)
+	if !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
+}
+
+// index returns the reusable cursor over by_sig (sig) or by_name.
+func (r *reader) index(sig bool) *bolt.Cursor {
+	i, b := 0, r.byName
+	if sig {
+		i, b = 1, r.bySig
+	}
+	if r.indexCur[i] == nil {
+		r.indexCur[i] = b.Cursor()
+	}
+	return r.indexCur[i]
 }
 
 func (s *snap) getReader() (*reader, error) {

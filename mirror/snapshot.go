@@ -76,10 +76,6 @@ func (s *snap) missingBucket(name []byte) error {
 
 // point runs fn on a pooled read transaction's stages bucket, with the
 // same panic protection as view.
-func (s *snap) point(fn func(b *bolt.Bucket) error) (err error) {
-	return s.pointReader(func(r *reader) error { return fn(r.stages) })
-}
-
 func (s *snap) pointReader(fn func(r *reader) error) (err error) {
 	r, err := s.getReader()
 	if err != nil {
@@ -109,9 +105,9 @@ func keyBytes(s string) []byte {
 // getRaw returns a copy of the stage JSON stored under id.
 func (s *snap) getRaw(id store.StageID) ([]byte, error) {
 	var out []byte
-	err := s.point(func(b *bolt.Bucket) error {
+	err := s.pointReader(func(r *reader) error {
 		key := keyBytes(string(id))
-		v := b.Get(key)
+		v := r.get(key)
 		if v == nil {
 			return store.NotFoundError(id)
 		}
@@ -127,16 +123,16 @@ func (s *snap) getRaw(id store.StageID) ([]byte, error) {
 
 func (s *snap) getRecord(id store.StageID) (Record, error) {
 	var rec Record
-	err := s.point(func(b *bolt.Bucket) error {
+	err := s.pointReader(func(r *reader) error {
 		var err error
-		rec, err = s.recordIn(b, []byte(id))
+		rec, err = s.recordIn(r, []byte(id))
 		return err
 	})
 	return rec, err
 }
 
-func (s *snap) recordIn(b *bolt.Bucket, id []byte) (Record, error) {
-	v := b.Get(id)
+func (s *snap) recordIn(r *reader, id []byte) (Record, error) {
+	v := r.get(id)
 	if v == nil {
 		return Record{}, store.NotFoundError(store.StageID(id))
 	}
@@ -149,8 +145,8 @@ func (s *snap) recordIn(b *bolt.Bucket, id []byte) (Record, error) {
 
 func (s *snap) contains(id store.StageID) (bool, error) {
 	var ok bool
-	err := s.point(func(b *bolt.Bucket) error {
-		ok = b.Get(keyBytes(string(id))) != nil
+	err := s.pointReader(func(r *reader) error {
+		ok = r.get(keyBytes(string(id))) != nil
 		return nil
 	})
 	return ok, err
@@ -341,20 +337,16 @@ func (s *snap) quarantined(ctx context.Context) iter.Seq2[QuarantineEntry, error
 func (s *snap) indexed(sig bool, value string, keep func(v []byte) bool, first bool) ([][]byte, error) {
 	var out [][]byte
 	err := s.pointReader(func(r *reader) error {
-		ib := r.byName
-		if sig {
-			ib = r.bySig
-		}
-		p := make([]byte, 0, len(value)+1)
-		p = append(append(p, value...), 0)
-		c := ib.Cursor()
+		var buf [80]byte // holds a signature id or a typical name without allocating
+		p := append(append(buf[:0], value...), 0)
+		c := r.index(sig)
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
 			if !keep(v) {
 				continue
 			}
 			id := k[len(p):]
 			ambiguous := bytes.IndexByte(id, 0) >= 0
-			val := r.stages.Get(id)
+			val := r.get(id)
 			if val == nil {
 				if ambiguous {
 					continue // a longer value's entry
