@@ -43,7 +43,7 @@ func decodeStage(raw []byte) (*Stage, error) {
 	// nesting depth), so no separate validation pass is needed.
 	ms, err := objectMembers(raw)
 	if err != nil {
-		if errors.Is(err, errDepth) {
+		if errors.Is(err, ErrTooDeep) {
 			return nil, fmt.Errorf("stage JSON nests over the limit of %d levels", maxDepth)
 		}
 		return nil, fmt.Errorf("stage: %v", err)

@@ -16,7 +16,8 @@ import (
 // caller) and returns byte offsets, so values can be sliced out of the
 // original bytes without copying.
 
-var errDepth = errors.New("JSON nests too deep")
+// ErrTooDeep marks JSON nested deeper than a decoder's limit.
+var ErrTooDeep = errors.New("JSON nests too deep")
 
 type syntaxError struct {
 	off int
@@ -77,7 +78,7 @@ func scanLiteral(b []byte, i int, lit string) (int, error) {
 
 func scanObject(b []byte, i, depth int) (int, error) {
 	if depth > maxDepth {
-		return i, errDepth
+		return i, ErrTooDeep
 	}
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
@@ -116,7 +117,7 @@ func scanObject(b []byte, i, depth int) (int, error) {
 
 func scanArray(b []byte, i, depth int) (int, error) {
 	if depth > maxDepth {
-		return i, errDepth
+		return i, ErrTooDeep
 	}
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == ']' {
@@ -237,20 +238,6 @@ func scanNumber(b []byte, i int) (int, error) {
 	return i, nil
 }
 
-// validJSON checks that b holds exactly one JSON value (surrounding
-// whitespace allowed) nesting at most maxDepth deep.
-func validJSON(b []byte) error {
-	i := skipWS(b, 0)
-	end, err := scanValue(b, i, 0)
-	if err != nil {
-		return err
-	}
-	if skipWS(b, end) != len(b) {
-		return synErr(end, "trailing data after the JSON value")
-	}
-	return nil
-}
-
 // unquote decodes a scanned JSON string token (with its quotes).
 func unquote(tok []byte, escaped bool) (string, error) {
 	body := tok[1 : len(tok)-1]
@@ -317,4 +304,26 @@ func hex4(b []byte) rune {
 		}
 	}
 	return r
+}
+
+// ValidJSON reports (nil) whether b holds exactly one JSON value, with
+// surrounding whitespace allowed, nesting at most depth levels (at most
+// 128, the limit of every decoder in this package). It accepts exactly
+// what encoding/json.Valid accepts within that depth (it does not check
+// UTF-8), in one pass and several times faster, and its error says what
+// is wrong where.
+func ValidJSON(b []byte, depth int) error {
+	depth = min(max(depth, 0), maxDepth)
+	i := skipWS(b, 0)
+	end, err := scanValue(b, i, maxDepth-depth)
+	if err != nil {
+		if errors.Is(err, ErrTooDeep) {
+			return fmt.Errorf("%w: deeper than %d levels", ErrTooDeep, depth)
+		}
+		return err
+	}
+	if skipWS(b, end) != len(b) {
+		return synErr(end, "trailing data after the JSON value")
+	}
+	return nil
 }

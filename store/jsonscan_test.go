@@ -20,11 +20,11 @@ func FuzzScanner(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if !json.Valid(b) && validJSON(b) == nil && strings.Count(string(b), "[")+strings.Count(string(b), "{") < maxDepth {
+		if !json.Valid(b) && ValidJSON(b, maxDepth) == nil && strings.Count(string(b), "[")+strings.Count(string(b), "{") < maxDepth {
 			t.Fatalf("scanner accepts invalid JSON %q", b)
 		}
-		if json.Valid(b) && validJSON(b) != nil && strings.Count(string(b), "[")+strings.Count(string(b), "{") < maxDepth {
-			t.Fatalf("scanner rejects valid JSON %q: %v", b, validJSON(b))
+		if json.Valid(b) && ValidJSON(b, maxDepth) != nil && strings.Count(string(b), "[")+strings.Count(string(b), "{") < maxDepth {
+			t.Fatalf("scanner rejects valid JSON %q: %v", b, ValidJSON(b, maxDepth))
 		}
 		if ms, err := objectMembers(b); err == nil {
 			var m map[string]json.RawMessage
@@ -54,12 +54,20 @@ func FuzzScanner(f *testing.F) {
 func TestScannerTable(t *testing.T) {
 	for _, s := range scanSeeds {
 		b := []byte(s)
-		if got, want := validJSON(b) == nil, json.Valid(b); got != want {
+		if got, want := ValidJSON(b, maxDepth) == nil, json.Valid(b); got != want {
 			t.Errorf("validJSON(%q) ok=%v, encoding/json says %v", s, got, want)
 		}
 	}
 	deep := strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1)
-	if err := validJSON([]byte(deep)); err != errDepth {
-		t.Errorf("validJSON(too deep) = %v, want errDepth", err)
+	if err := ValidJSON([]byte(deep), maxDepth); err == nil || !strings.Contains(err.Error(), "deeper than 128") {
+		t.Errorf("ValidJSON(too deep) = %v, want a depth error", err)
+	}
+	// A smaller limit counts from the outermost value.
+	three := []byte(`{"a":[{"b":1}]}`)
+	if err := ValidJSON(three, 3); err != nil {
+		t.Errorf("ValidJSON(3 levels, limit 3) = %v", err)
+	}
+	if err := ValidJSON(three, 2); err == nil {
+		t.Errorf("ValidJSON(3 levels, limit 2) = nil, want a depth error")
 	}
 }

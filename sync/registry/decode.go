@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -90,29 +91,6 @@ func sanitize(p []byte, n int) string {
 	return strings.TrimSpace(b.String())
 }
 
-// jsonDepth returns the maximum nesting depth of arrays and objects in p,
-// stopping early once limit is exceeded. It does not validate p.
-func jsonDepth(p []byte, limit int) int {
-	depth, maxDepth := 0, 0
-	for i := 0; i < len(p); i++ {
-		switch p[i] {
-		case '"':
-			i = stringEnd(p, i) - 1
-		case '{', '[':
-			depth++
-			if depth > maxDepth {
-				maxDepth = depth
-				if maxDepth > limit {
-					return maxDepth
-				}
-			}
-		case '}', ']':
-			depth--
-		}
-	}
-	return maxDepth
-}
-
 // envelope is the registry's response wrapper (spec §4.1).
 type envelope struct {
 	OK     json.RawMessage `json:"ok"`
@@ -135,11 +113,14 @@ func decodeEnvelope(status int, contentType string, body []byte, maxDepth int) (
 	if trimmed[0] != '{' {
 		return nil, badResponse(status, contentType, body, "response is not a JSON object")
 	}
-	if d := jsonDepth(trimmed, maxDepth); d > maxDepth {
-		return nil, badResponse(status, contentType, body, "response JSON nests deeper than %d levels", maxDepth)
-	}
-	if !json.Valid(trimmed) {
-		return nil, badResponse(status, contentType, body, "response is not valid JSON (truncated or not JSON)")
+	// One validating pass (grammar and depth): store's scanner accepts
+	// exactly what encoding/json.Valid does, several times faster, which
+	// matters on 1 MB pages.
+	if err := store.ValidJSON(trimmed, maxDepth); err != nil {
+		if errors.Is(err, store.ErrTooDeep) {
+			return nil, badResponse(status, contentType, body, "response JSON nests deeper than %d levels", maxDepth)
+		}
+		return nil, badResponse(status, contentType, body, "response is not valid JSON (truncated or not JSON): %v", err)
 	}
 	var env envelope
 	err := objectMembers(trimmed, func(key string, value []byte) {

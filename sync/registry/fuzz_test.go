@@ -153,3 +153,26 @@ func TestScanHelpers(t *testing.T) {
 		_, _ = arrayElements([]byte(bad))
 	}
 }
+
+// jsonDepth (a test helper) returns the maximum nesting depth of arrays and objects in p,
+// stopping early once limit is exceeded. It does not validate p.
+func jsonDepth(p []byte, limit int) int {
+	depth, maxDepth := 0, 0
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '"':
+			i = stringEnd(p, i) - 1
+		case '{', '[':
+			depth++
+			if depth > maxDepth {
+				maxDepth = depth
+				if maxDepth > limit {
+					return maxDepth
+				}
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return maxDepth
+}
