@@ -216,8 +216,11 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	published := false
 	defer func() {
 		if !published {
-			// Keep the staged pages: the next run reuses them.
-			if aerr := w.Abort(true); aerr != nil && err == nil {
+			// Keep the staged pages: the next run reuses them. Unless
+			// they are what failed: a damaged staging file (say, after a
+			// power loss) is discarded so the next run starts clean.
+			keep := !errors.Is(err, mirror.ErrCorrupt)
+			if aerr := w.Abort(keep); aerr != nil && err == nil {
 				err = aerr
 			}
 		}
@@ -242,12 +245,14 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	if err != nil {
 		return e.report, err
 	}
+	e.log.Debug("listed every lifecycle", "stages", len(final.ids), "pages", e.report.Pages, "elapsed", time.Since(e.start).Round(time.Millisecond))
 	if err := e.dropUnlisted(ctx, final); err != nil {
 		return e.report, err
 	}
 	if err := e.countChanges(ctx, final); err != nil {
 		return e.report, err
 	}
+	e.log.Debug("compared with the current snapshot", "elapsed", time.Since(e.start).Round(time.Millisecond))
 
 	totals := map[string]int{}
 	for _, lc := range final.totalsOrder {
@@ -262,6 +267,7 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 		return e.report, fmt.Errorf("publish snapshot: %w", err)
 	}
 	published = true
+	e.log.Debug("published", "generation", res.Generation, "unchanged", res.Unchanged, "elapsed", time.Since(e.start).Round(time.Millisecond))
 	e.report.Generation = res.Generation
 	e.report.Total = res.Total
 	e.report.Published = !res.Unchanged
