@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/noether-mirror/mirror/mirror/internal/mpack"
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -148,10 +149,10 @@ func recordRaw(key, val []byte) ([]byte, error) {
 	}
 	// Fast path: a fixmap whose first key is "r".
 	if len(payload) >= 3 && payload[0]&0xf0 == 0x80 && payload[1] == 0xa1 && payload[2] == 'r' {
-		r := mpReader{b: payload, off: 3}
-		return r.bytes()
+		r := mpack.NewAt(payload, 3)
+		return r.Bytes()
 	}
-	r := mpReader{b: payload, own: true}
+	r := mpReader{Reader: mpack.New(payload), own: true}
 	rec, err := decodePayload(string(key), &r)
 	if err != nil {
 		return nil, err
@@ -178,7 +179,7 @@ func decodeBorrowed(key, val []byte) (Record, error) {
 	if len(key) > 0 {
 		id = unsafe.String(&key[0], len(key))
 	}
-	r := mpReader{b: payload, own: true}
+	r := mpReader{Reader: mpack.New(payload), own: true}
 	return decodePayload(id, &r)
 }
 
@@ -194,7 +195,7 @@ func decodeDetached(key, val []byte, a *strArena, sl *slab) (Record, error) {
 	if len(key) > 0 {
 		id = unsafe.String(&key[0], len(key))
 	}
-	r := mpReader{b: payload, own: true, sl: sl}
+	r := mpReader{Reader: mpack.New(payload), own: true, sl: sl}
 	rec, err := decodePayload(id, &r)
 	if err != nil {
 		return Record{}, err
@@ -272,32 +273,32 @@ func (a *strArena) str(s string) string {
 // decodePayload decodes a record payload; r.own must be set.
 func decodePayload(key string, r *mpReader) (Record, error) {
 	rec := Record{ID: store.StageID(key)}
-	n, err := r.mapLen()
+	n, err := r.MapLen()
 	if err != nil {
 		return Record{}, err
 	}
 	var raw []byte
 	haveRaw := false
 	for range n {
-		k, err := r.bytes()
+		k, err := r.Bytes()
 		if err != nil {
 			return Record{}, err
 		}
 		switch string(k) {
 		case "r":
-			raw, err = r.bytes()
+			raw, err = r.Bytes()
 			haveRaw = true
 		case "n":
 			rec.Name, err = r.str()
 		case "hn":
-			rec.HasName, err = r.bool()
+			rec.HasName, err = r.Bool()
 		case "s":
 			var s string
 			s, err = r.str()
 			rec.SignatureID = store.SignatureID(s)
 		case "l":
 			var v int64
-			v, err = r.int()
+			v, err = r.Int()
 			if err == nil && (v < 0 || v > int64(store.LifecycleTombstone)) {
 				err = fmt.Errorf("lifecycle kind %d out of range", v)
 			}
@@ -316,7 +317,7 @@ func decodePayload(key string, r *mpReader) (Record, error) {
 			rec.Report.Checks, err = decodeChecks(r)
 		case "o":
 			var v int64
-			v, err = r.int()
+			v, err = r.Int()
 			if err == nil && (v < 0 || v > 255) {
 				err = fmt.Errorf("id order %d out of range", v)
 			}
@@ -324,14 +325,14 @@ func decodePayload(key string, r *mpReader) (Record, error) {
 		case "g":
 			rec.Report.Legacy, err = r.str()
 		default:
-			err = r.skip(0)
+			err = r.Skip(0)
 		}
 		if err != nil {
 			return Record{}, fmt.Errorf("record field %q: %w", k, err)
 		}
 	}
-	if r.left() != 0 {
-		return Record{}, fmt.Errorf("record has %d trailing bytes", r.left())
+	if r.Left() != 0 {
+		return Record{}, fmt.Errorf("record has %d trailing bytes", r.Left())
 	}
 	if !haveRaw || len(raw) == 0 {
 		return Record{}, fmt.Errorf("record has no stage JSON")
@@ -341,18 +342,18 @@ func decodePayload(key string, r *mpReader) (Record, error) {
 }
 
 func decodeChecks(r *mpReader) ([]store.Check, error) {
-	n, err := r.arrayLen()
+	n, err := r.ArrayLen()
 	if err != nil || n == 0 {
 		return nil, err
 	}
 	out := r.sl.checkSlice(n)
 	for i := range out {
-		m, err := r.mapLen()
+		m, err := r.MapLen()
 		if err != nil {
 			return nil, err
 		}
 		for range m {
-			k, err := r.bytes()
+			k, err := r.Bytes()
 			if err != nil {
 				return nil, err
 			}
@@ -361,7 +362,7 @@ func decodeChecks(r *mpReader) ([]store.Check, error) {
 				out[i].Name, err = r.str()
 			case "s":
 				var v int64
-				v, err = r.int()
+				v, err = r.Int()
 				if err == nil && (v < 0 || v > 255) {
 					err = fmt.Errorf("check status %d out of range", v)
 				}
@@ -369,7 +370,7 @@ func decodeChecks(r *mpReader) ([]store.Check, error) {
 			case "d":
 				out[i].Detail, err = r.str()
 			default:
-				err = r.skip(0)
+				err = r.Skip(0)
 			}
 			if err != nil {
 				return nil, err
@@ -412,20 +413,20 @@ func decodeQuarantine(key, val []byte) (QuarantineEntry, error) {
 		return QuarantineEntry{}, err
 	}
 	var q QuarantineEntry
-	r := mpReader{b: payload}
-	n, err := r.mapLen()
+	r := mpReader{Reader: mpack.New(payload)}
+	n, err := r.MapLen()
 	if err != nil {
 		return QuarantineEntry{}, err
 	}
 	for range n {
-		k, err := r.bytes()
+		k, err := r.Bytes()
 		if err != nil {
 			return QuarantineEntry{}, err
 		}
 		switch string(k) {
 		case "r":
 			var raw []byte
-			raw, err = r.bytes()
+			raw, err = r.Bytes()
 			q.Raw = append([]byte(nil), raw...)
 		case "i":
 			q.ID, err = r.str()
@@ -433,18 +434,18 @@ func decodeQuarantine(key, val []byte) (QuarantineEntry, error) {
 			q.Reasons, err = r.strs()
 		case "t":
 			var t int64
-			if t, err = r.int(); err == nil && t != 0 {
+			if t, err = r.Int(); err == nil && t != 0 {
 				q.FirstSeen = time.Unix(0, t).UTC()
 			}
 		default:
-			err = r.skip(0)
+			err = r.Skip(0)
 		}
 		if err != nil {
 			return QuarantineEntry{}, fmt.Errorf("quarantine field %q: %w", k, err)
 		}
 	}
-	if r.left() != 0 {
-		return QuarantineEntry{}, fmt.Errorf("quarantine entry has %d trailing bytes", r.left())
+	if r.Left() != 0 {
+		return QuarantineEntry{}, fmt.Errorf("quarantine entry has %d trailing bytes", r.Left())
 	}
 	if q.ID == "" {
 		q.ID = string(key)

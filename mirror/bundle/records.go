@@ -12,6 +12,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/noether-mirror/mirror/mirror/internal/mpack"
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -63,22 +64,22 @@ func appendFrame(dst []byte, r *Record) ([]byte, error) {
 // and nothing after it; every length is checked against the bytes left
 // before it is used.
 func decodePayload(p []byte) (Record, error) {
-	r := mpReader{b: p}
-	n, err := r.arrayLen()
+	r := mpack.New(p)
+	n, err := r.ArrayLen()
 	if err != nil {
 		return Record{}, err
 	}
 	if n != 3 {
 		return Record{}, fmt.Errorf("record is an array of %d items, want 3", n)
 	}
-	id, err := r.str()
+	id, err := r.Str()
 	if err != nil {
 		return Record{}, fmt.Errorf("record id: %w", err)
 	}
 	if !store.ValidID(string(id)) {
 		return Record{}, fmt.Errorf("record id %q is not 64 lowercase hex characters", truncate(id))
 	}
-	lc, err := r.str()
+	lc, err := r.Str()
 	if err != nil {
 		return Record{}, fmt.Errorf("record %s lifecycle: %w", id, err)
 	}
@@ -86,15 +87,15 @@ func decodePayload(p []byte) (Record, error) {
 	if !ok {
 		return Record{}, fmt.Errorf("record %s lifecycle %q is not draft, active, deprecated, tombstone or unknown", id, truncate(lc))
 	}
-	raw, err := r.bin()
+	raw, err := r.Bin()
 	if err != nil {
 		return Record{}, fmt.Errorf("record %s stage JSON: %w", id, err)
 	}
 	if len(raw) == 0 {
 		return Record{}, fmt.Errorf("record %s has no stage JSON", id)
 	}
-	if r.off != len(r.b) {
-		return Record{}, fmt.Errorf("record %s has %d trailing bytes", id, len(r.b)-r.off)
+	if r.Left() != 0 {
+		return Record{}, fmt.Errorf("record %s has %d trailing bytes", id, r.Left())
 	}
 	return Record{ID: store.StageID(id), Lifecycle: kind, Raw: bytes.Clone(raw)}, nil
 }
@@ -104,106 +105,6 @@ func truncate(b []byte) string {
 		return string(b[:80]) + "…"
 	}
 	return string(b)
-}
-
-// mpReader reads the few MessagePack types a record uses from a byte
-// slice, never trusting a length it has not checked against what is left.
-type mpReader struct {
-	b   []byte
-	off int
-}
-
-var errShort = errors.New("msgpack: truncated or length exceeds the payload")
-
-func (r *mpReader) take(n uint64) ([]byte, error) {
-	if n > uint64(len(r.b)-r.off) {
-		return nil, errShort
-	}
-	p := r.b[r.off : r.off+int(n)]
-	r.off += int(n)
-	return p, nil
-}
-
-func (r *mpReader) uintN(n int) (uint64, error) {
-	p, err := r.take(uint64(n))
-	if err != nil {
-		return 0, err
-	}
-	var v uint64
-	for _, c := range p {
-		v = v<<8 | uint64(c)
-	}
-	return v, nil
-}
-
-func (r *mpReader) code() (byte, error) {
-	p, err := r.take(1)
-	if err != nil {
-		return 0, err
-	}
-	return p[0], nil
-}
-
-func (r *mpReader) arrayLen() (uint64, error) {
-	c, err := r.code()
-	if err != nil {
-		return 0, err
-	}
-	switch {
-	case c >= 0x90 && c <= 0x9f:
-		return uint64(c & 0x0f), nil
-	case c == 0xdc:
-		return r.uintN(2)
-	case c == 0xdd:
-		return r.uintN(4)
-	}
-	return 0, fmt.Errorf("msgpack: want an array, got type byte 0x%02x", c)
-}
-
-func (r *mpReader) str() ([]byte, error) {
-	c, err := r.code()
-	if err != nil {
-		return nil, err
-	}
-	var n uint64
-	switch {
-	case c >= 0xa0 && c <= 0xbf:
-		n = uint64(c & 0x1f)
-	case c == 0xd9:
-		n, err = r.uintN(1)
-	case c == 0xda:
-		n, err = r.uintN(2)
-	case c == 0xdb:
-		n, err = r.uintN(4)
-	default:
-		return nil, fmt.Errorf("msgpack: want a string, got type byte 0x%02x", c)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return r.take(n)
-}
-
-func (r *mpReader) bin() ([]byte, error) {
-	c, err := r.code()
-	if err != nil {
-		return nil, err
-	}
-	var n uint64
-	switch c {
-	case 0xc4:
-		n, err = r.uintN(1)
-	case 0xc5:
-		n, err = r.uintN(2)
-	case 0xc6:
-		n, err = r.uintN(4)
-	default:
-		return nil, fmt.Errorf("msgpack: want binary data, got type byte 0x%02x", c)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return r.take(n)
 }
 
 // digester computes the records digest (see the package documentation).
