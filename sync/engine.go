@@ -417,9 +417,18 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		}
 	}
 
-	// The last pass of each lifecycle is authoritative. owners counts the
-	// lifecycles whose last pass listed a key.
-	owners := map[key]uint8{}
+	// The last pass of each lifecycle is authoritative. An id that two
+	// lifecycles' last passes both list, or that an earlier pass saw but
+	// no last pass did, is asked about directly. (No map beside fs.ids is
+	// kept for all ids: at 100k stages every such map costs megabytes.)
+	var ask []store.StageID
+	asked := map[key]bool{}
+	askOnce := func(k key) {
+		if !asked[k] {
+			asked[k] = true
+			ask = append(ask, k.id())
+		}
+	}
 	for _, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
 		if len(ps) == 0 {
@@ -429,27 +438,22 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		fs.totals[lc] = last.lastTotal
 		fs.totalsOrder = append(fs.totalsOrder, lc)
 		for k, kind := range last.ids {
-			owners[k]++
-			if !k.anon && !e.quarantined[k] {
-				fs.ids[k] = kind
+			if k.anon || e.quarantined[k] {
+				continue
 			}
-		}
-	}
-	// Ids that an earlier pass saw but the last did not, and ids claimed by
-	// two lifecycles: ask the registry about each one directly.
-	var ask []store.StageID
-	for k, n := range owners {
-		if n > 1 && !k.anon {
-			ask = append(ask, k.id())
+			if _, dup := fs.ids[k]; dup {
+				askOnce(k)
+				continue
+			}
+			fs.ids[k] = kind
 		}
 	}
 	for _, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
 		for _, p := range ps[:max(0, len(ps)-1)] {
 			for k := range p.ids {
-				if _, ok := owners[k]; !ok && !k.anon {
-					ask = append(ask, k.id())
-					owners[k] = 0 // ask once
+				if _, listed := fs.ids[k]; !listed && !k.anon && !e.quarantined[k] {
+					askOnce(k)
 				}
 			}
 		}
@@ -470,19 +474,22 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 // detectDrift returns the lifecycles whose latest pass looks inconsistent.
 func (e *engine) detectDrift(passes map[string][]*listing) []string {
 	var out []string
-	seenIn := map[key]string{}
+	// seenIn holds an index into e.opts.Lifecycles, not a name: one byte
+	// per listed id.
+	seenIn := map[key]uint8{}
 	multi := map[string]bool{}
-	for _, lc := range e.opts.Lifecycles {
+	for i, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
 		if len(ps) == 0 {
 			continue
 		}
 		for id := range ps[len(ps)-1].ids {
-			if other, ok := seenIn[id]; ok {
+			if j, ok := seenIn[id]; ok {
+				other := e.opts.Lifecycles[j]
 				multi[lc], multi[other] = true, true
 				e.driftReason(fmt.Sprintf("stage %s listed as both %s and %s", id, other, lc))
 			}
-			seenIn[id] = lc
+			seenIn[id] = uint8(i)
 		}
 	}
 	for _, lc := range e.opts.Lifecycles {
