@@ -236,6 +236,22 @@ func (s *Server) viewIfTrusted(ctx context.Context, snap Snapshot, info Info) (*
 	return s.trustViewFor(ctx, snap, info)
 }
 
+// acquireView pins the current snapshot and, under a trust policy, its
+// filtered view (nil without a policy). ok is false when an error response
+// has already been written; otherwise the caller must release snap.
+func (s *Server) acquireView(req *request) (snap Snapshot, info Info, view *trustView, ok bool) {
+	if snap, info, ok = s.acquire(req); !ok {
+		return nil, Info{}, nil, false
+	}
+	view, err := s.viewIfTrusted(req.r.Context(), snap, info)
+	if err != nil {
+		s.release(snap)
+		s.internalError(req, "applying the trust policy", err)
+		return nil, Info{}, nil, false
+	}
+	return snap, info, view, true
+}
+
 // etagVariant prefixes variant with the trust view's tag, if any.
 func etagVariant(view *trustView, variant string) string {
 	if view == nil {
