@@ -216,6 +216,14 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
@@ -257,7 +265,7 @@ func TestBusy(t *testing.T) {
 func TestInterrupted(t *testing.T) {
 	t.Parallel()
 	fast := startFake(t)
-	slow := startFake(t, "--generate", "1200", "--stage-size", "200", "--latency", "60ms")
+	slow := startFake(t, "--generate", "1200", "--stage-size", "200", "--latency", "100ms")
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			env := baseEnv(t)
@@ -267,8 +275,11 @@ func TestInterrupted(t *testing.T) {
 			}
 			before := readFile(t, db)
 			cmd, stdout, stderr := startMirror(t, env, "sync", "--db", db, "--registry", slow.url)
-			waitFor(t, "the sync to start staging", 30*time.Second, func() bool { return exists(db + ".next") })
-			time.Sleep(300 * time.Millisecond) // a few pages in
+			// A few pages in: commits run one after another, so once the
+			// staging file holds two pages' worth the first is committed,
+			// and the next sync has something to reuse. (A fixed sleep was
+			// not enough on a loaded machine.)
+			waitFor(t, "the sync to commit a page", 30*time.Second, func() bool { return fileSize(db+".next") > 300<<10 })
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
