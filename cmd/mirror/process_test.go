@@ -233,7 +233,7 @@ func exists(path string) bool {
 // and leaves the first one alone.
 func TestBusy(t *testing.T) {
 	t.Parallel()
-	slow := startFake(t, "--generate", "1000", "--stage-size", "200", "--latency", "100ms")
+	slow := startFake(t, "--generate", "1000", "--stage-size", "200", "--latency", "250ms")
 	env := baseEnv(t)
 	db := filepath.Join(t.TempDir(), "m.db")
 	first, _, firstErr := startMirror(t, env, "sync", "--db", db, "--registry", slow.url)
