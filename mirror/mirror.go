@@ -97,6 +97,32 @@ type snap struct {
 	rmu     sync.Mutex
 	free    []*reader
 	readers []*reader
+
+	// The freshness sidecar, re-read at most every scEvery: Meta runs on
+	// every request of a server, and the sidecar only changes when a sync
+	// ends (at the pace snapshots are reloaded anyway).
+	scMu    sync.Mutex
+	scEvery time.Duration
+	scAt    time.Time
+	scMeta  Meta
+}
+
+// metaWithSidecar is s.meta refined by the sidecar at path, cached for
+// scEvery. A writer in this process calls forgetSidecar after writing it.
+func (s *snap) metaWithSidecar(path string) Meta {
+	s.scMu.Lock()
+	defer s.scMu.Unlock()
+	if s.scAt.IsZero() || time.Since(s.scAt) >= s.scEvery {
+		s.scMeta, s.scAt = withSidecar(s.meta, path), time.Now()
+	}
+	return s.scMeta
+}
+
+// forgetSidecar makes the next metaWithSidecar read the sidecar again.
+func (s *snap) forgetSidecar() {
+	s.scMu.Lock()
+	s.scAt = time.Time{}
+	s.scMu.Unlock()
 }
 
 // reader is a read transaction with the stages and index buckets opened.
@@ -253,7 +279,7 @@ func openSnap(path string, opts Options) (s *snap, err error) {
 		}
 		return nil, corruptf(path, "not a readable bbolt file: %v", err)
 	}
-	s = &snap{db: db, fi: fi}
+	s = &snap{db: db, fi: fi, scEvery: max(opts.ReloadInterval, 0)}
 	err = db.View(func(tx *bolt.Tx) error {
 		if tx.Size() > fi.Size() {
 			return corruptf(path, "truncated: %d bytes, the database needs %d", fi.Size(), tx.Size())
@@ -358,7 +384,7 @@ func (m *Mirror) Meta() Meta {
 		return Meta{Path: m.path}
 	}
 	defer s.release()
-	return withSidecar(s.meta, m.path)
+	return s.metaWithSidecar(m.path)
 }
 
 // Snapshot pins the current snapshot: every read through it sees the same

@@ -122,6 +122,10 @@ func TestPublishUnchangedRefreshesSidecar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Meta caches the sidecar; the publish below must refresh it.
+	if got := m.Meta().LastSync; !got.Equal(t1) {
+		t.Fatalf("last sync %v, want %v", got, t1)
+	}
 	t2 := t1.Add(time.Hour)
 	again := syncAll(t, m, ss, PublishInfo{Upstream: "u", SyncTime: t2, UpstreamTotals: map[string]int{"active": 20}})
 	if !again.Unchanged || again.Generation != first.Generation || again.Digest != first.Digest {

@@ -47,7 +47,7 @@ func (sn *Snapshot) get() (*snap, error) {
 
 // Meta describes the pinned snapshot (with the sidecar's freshness when
 // it speaks for this generation).
-func (sn *Snapshot) Meta() Meta { return withSidecar(sn.s.meta, sn.path) }
+func (sn *Snapshot) Meta() Meta { return sn.s.metaWithSidecar(sn.path) }
 
 // chunkSize is how many records an iteration decodes per read
 // transaction; the caller's loop body never runs inside a transaction.

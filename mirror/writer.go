@@ -604,6 +604,7 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		if err := writeSidecar(m.path, sc); err != nil {
 			m.log.Warn("mirror: could not record the sync time", "path", sidecarPath(m.path), "err", err)
 		}
+		cur.forgetSidecar()
 	}
 	next := m.nextPath()
 	w.closeStaging()
