@@ -12,6 +12,24 @@ import (
 
 var errNilStage = errors.New("mirror: nil stage: pass a stage made by store.DecodeStage")
 
+// errSyncWriter: the store.StageStore edits need the whole mirror in
+// staging, which only a BeginLocal writer has.
+var errSyncWriter = errors.New("mirror: Put, Upsert, Remove and UpdateLifecycle edit a BeginLocal writer; a BeginSync writer takes PutBatch and Delete")
+
+// checkLocal is check for the store.StageStore edits.
+func (w *Writer) checkLocal(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := w.check(); err != nil {
+		return err
+	}
+	if w.log != nil {
+		return errSyncWriter
+	}
+	return nil
+}
+
 // Put inserts s into staging with store.MemoryStore's rules: an id already
 // staged is ErrAlreadyExists; an Active stage deprecates every other
 // Active stage with its signature id. The record carries store.Verify(s).
@@ -26,10 +44,7 @@ func (w *Writer) Upsert(ctx context.Context, s *store.Stage) (store.StageID, err
 }
 
 func (w *Writer) insert(ctx context.Context, s *store.Stage, failIfExists bool) (store.StageID, error) {
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	if err := w.check(); err != nil {
+	if err := w.checkLocal(ctx); err != nil {
 		return "", err
 	}
 	if s == nil {
@@ -105,10 +120,7 @@ func stagedRecord(tx *bolt.Tx, id []byte) (Record, error) {
 
 // Remove deletes id from staging; an absent id is not an error.
 func (w *Writer) Remove(ctx context.Context, id store.StageID) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := w.check(); err != nil {
+	if err := w.checkLocal(ctx); err != nil {
 		return err
 	}
 	return update(w.db, func(tx *bolt.Tx) error { return deleteStage(tx, []byte(id)) })
@@ -119,10 +131,7 @@ func (w *Writer) Remove(ctx context.Context, id store.StageID) error {
 // (ErrInvalidTransition), a Deprecated successor exists
 // (ErrInvalidSuccessor). Moving to Active applies the invariant.
 func (w *Writer) UpdateLifecycle(ctx context.Context, id store.StageID, l store.Lifecycle) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := w.check(); err != nil {
+	if err := w.checkLocal(ctx); err != nil {
 		return err
 	}
 	return update(w.db, func(tx *bolt.Tx) error {

@@ -1,11 +1,13 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,10 +26,16 @@ type compileResult struct {
 	digest []byte
 }
 
-// compile writes a new snapshot file next to path from the staging
-// transaction src (nil: an empty mirror) and returns its name. The file is
-// complete and fsynced; on error it is removed.
-func compile(ctx context.Context, path string, src *bolt.Tx, meta Meta, opts Options) (name string, res compileResult, err error) {
+// source is what compile reads: a read transaction on a staging file (nil
+// tx: an empty mirror) and, for a sync's staging, its log index.
+type source struct {
+	tx  *bolt.Tx
+	log *stageLog
+}
+
+// compile writes a new snapshot file next to path from src and returns its
+// name. The file is complete and fsynced; on error it is removed.
+func compile(ctx context.Context, path string, src source, meta Meta, opts Options) (name string, res compileResult, err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return "", res, fmt.Errorf("creating the next snapshot next to %s: %w", path, err)
@@ -135,7 +143,7 @@ func (c *compiler) commit() error {
 	return tx.Commit()
 }
 
-func (c *compiler) run(ctx context.Context, src *bolt.Tx) (err error) {
+func (c *compiler) run(ctx context.Context, s source) (err error) {
 	defer func() {
 		if c.tx != nil {
 			_ = c.tx.Rollback()
@@ -152,59 +160,34 @@ func (c *compiler) run(ctx context.Context, src *bolt.Tx) (err error) {
 	}); err != nil {
 		return err
 	}
-	if src == nil {
+	if s.tx == nil {
 		return nil
+	}
+	c.pos = map[store.LifecycleKind]uint64{}
+	src := s.tx
+	if s.log != nil {
+		if err := c.fromLog(ctx, src, s.log); err != nil {
+			return err
+		}
+		return c.copyQuarantine(src)
 	}
 	sb := src.Bucket(bucketStages)
 	if sb == nil {
 		return errors.New("the staging file has no stages bucket")
 	}
-	c.pos = map[store.LifecycleKind]uint64{}
 	cur := sb.Cursor()
 	for k, v := cur.First(); k != nil; k, v = cur.Next() {
-		if c.total%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		// Only the lifecycle and effects are read, inside this transaction:
-		// no need to copy the record out of the memory map.
-		rec, err := decodeBorrowed(k, v)
-		if err != nil {
-			return fmt.Errorf("staging record %q is damaged (%v): abort this sync and run it again", k, err)
-		}
-		if err := c.put(bucketStages, k, v); err != nil {
+		if _, err := c.addStage(ctx, k, v); err != nil {
 			return err
 		}
-		kinds := []store.LifecycleKind{store.LifecycleUnknown}
-		if rec.Lifecycle.Kind != store.LifecycleUnknown {
-			kinds = append(kinds, rec.Lifecycle.Kind)
-		}
-		for _, kind := range kinds {
-			if err := c.put(posBucket(kind), beUint64(c.pos[kind]), k); err != nil {
-				return err
-			}
-			c.pos[kind]++
-		}
-		c.total++
-		c.counts[rec.Lifecycle.Kind.Name()]++
-		for _, e := range rec.Effects {
-			if _, ok := c.byEffect[e]; ok {
-				c.byEffect[e]++
-			} else {
-				// e aliases the memory map: a new map key must be a copy.
-				c.byEffect[strings.Clone(e)] = 1
-			}
-		}
 	}
-	// Staging keeps the name and signature indexes up to date with every
-	// put and delete, so they are copied in key order rather than built
-	// (and sorted) in memory: publishing stays flat in memory as N grows.
-	// Verify checks them against the records both ways.
+	// A local writer's staging (a copy of the snapshot) keeps the name and
+	// signature indexes up to date with every put and delete, so they are
+	// copied in key order. Verify checks them against the records both ways.
 	for _, name := range [][]byte{bucketByName, bucketBySig} {
 		ib := src.Bucket(name)
 		if ib == nil {
-			return fmt.Errorf("the staging file has no %s bucket: abort this sync and run it again", name)
+			return fmt.Errorf("%w: the staging file has no %s bucket; it is discarded, run the sync again", ErrCorrupt, name)
 		}
 		ic := ib.Cursor()
 		for k, v := ic.First(); k != nil; k, v = ic.Next() {
@@ -216,11 +199,142 @@ func (c *compiler) run(ctx context.Context, src *bolt.Tx) (err error) {
 			}
 		}
 	}
+	return c.copyQuarantine(src)
+}
+
+// addStage writes the staged record v of stage k (both valid for the whole
+// compile) and its position entries, and counts it. The returned record
+// borrows from v.
+func (c *compiler) addStage(ctx context.Context, k, v []byte) (Record, error) {
+	if c.total%1024 == 0 {
+		if err := ctx.Err(); err != nil {
+			return Record{}, err
+		}
+	}
+	// Only a few fields are read, inside the source transaction: no need
+	// to copy the record out of the memory map.
+	rec, err := decodeBorrowed(k, v)
+	if err != nil {
+		return rec, fmt.Errorf("%w: staging record %q is damaged (%v); it is discarded, run the sync again", ErrCorrupt, k, err)
+	}
+	if err := c.put(bucketStages, k, v); err != nil {
+		return rec, err
+	}
+	kinds := []store.LifecycleKind{store.LifecycleUnknown}
+	if rec.Lifecycle.Kind != store.LifecycleUnknown {
+		kinds = append(kinds, rec.Lifecycle.Kind)
+	}
+	for _, kind := range kinds {
+		if err := c.put(posBucket(kind), beUint64(c.pos[kind]), k); err != nil {
+			return rec, err
+		}
+		c.pos[kind]++
+	}
+	c.total++
+	c.counts[rec.Lifecycle.Kind.Name()]++
+	for _, e := range rec.Effects {
+		if _, ok := c.byEffect[e]; ok {
+			c.byEffect[e]++
+		} else {
+			// e aliases the memory map: a new map key must be a copy.
+			c.byEffect[strings.Clone(e)] = 1
+		}
+	}
+	return rec, nil
+}
+
+// indexEntry is one by_name or by_sig entry while a log is compiled: value
+// borrows from the source's memory map and stage is the position of the
+// stage's id in id order.
+type indexEntry struct {
+	value string
+	stage uint32
+	kind  store.LifecycleKind
+}
+
+// fromLog writes a sync's staged log in id order, then builds the name and
+// signature indexes from it. They are sorted in memory, at 24 bytes an
+// entry: the names and signature ids themselves stay in the memory map of
+// src, which is open until compile returns.
+func (c *compiler) fromLog(ctx context.Context, src *bolt.Tx, l *stageLog) error {
+	lb := src.Bucket(bucketLog)
+	if lb == nil {
+		return fmt.Errorf("%w: the staging file has no log bucket; it is discarded, run the sync again", ErrCorrupt)
+	}
+	seqs := l.sorted()
+	ids := make([][]byte, len(seqs))
+	var names, sigs []indexEntry
+	for i, seq := range seqs {
+		v := lb.Get(beUint64(seq))
+		if v == nil {
+			return fmt.Errorf("%w: staged log entry %d is missing; it is discarded, run the sync again", ErrCorrupt, seq)
+		}
+		id, rec, err := splitLogValue(v)
+		if err != nil {
+			return fmt.Errorf("%w: staged log entry %d is damaged (%v); it is discarded, run the sync again", ErrCorrupt, seq, err)
+		}
+		r, err := c.addStage(ctx, id, rec)
+		if err != nil {
+			return err
+		}
+		ids[i] = id
+		if r.HasName {
+			names = append(names, indexEntry{value: r.Name, stage: uint32(i)})
+		}
+		if r.SignatureID != "" {
+			sigs = append(sigs, indexEntry{value: string(r.SignatureID), stage: uint32(i), kind: r.Lifecycle.Kind})
+		}
+	}
+	for _, ix := range []struct {
+		bucket  []byte
+		entries []indexEntry
+	}{{bucketByName, names}, {bucketBySig, sigs}} {
+		slices.SortFunc(ix.entries, func(a, b indexEntry) int {
+			return compareIndexKeys(a.value, ids[a.stage], b.value, ids[b.stage])
+		})
+		for _, e := range ix.entries {
+			v := []byte{}
+			if bytes.Equal(ix.bucket, bucketBySig) {
+				v = kindByte[e.kind]
+			}
+			if err := c.put(ix.bucket, indexKey(e.value, store.StageID(ids[e.stage])), v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// kindByte holds the one-byte by_sig values, shared read-only.
+var kindByte = func() [store.LifecycleTombstone + 1][]byte {
+	var t [store.LifecycleTombstone + 1][]byte
+	for k := range t {
+		t[k] = []byte{byte(k)}
+	}
+	return t
+}()
+
+// compareIndexKeys orders indexKey(av, aid) against indexKey(bv, bid)
+// without building them. Without a 0x00 in either value that is value
+// order, then id order: a value that is a prefix of the other is followed
+// by 0x00, below any other byte.
+func compareIndexKeys(av string, aid []byte, bv string, bid []byte) int {
+	if strings.IndexByte(av, 0) < 0 && strings.IndexByte(bv, 0) < 0 {
+		if c := strings.Compare(av, bv); c != 0 {
+			return c
+		}
+		return bytes.Compare(aid, bid)
+	}
+	return bytes.Compare(indexKey(av, store.StageID(aid)), indexKey(bv, store.StageID(bid)))
+}
+
+// copyQuarantine copies the staged quarantine and commits the last batch.
+func (c *compiler) copyQuarantine(src *bolt.Tx) error {
 	if qb := src.Bucket(bucketQuarantine); qb != nil {
 		qc := qb.Cursor()
 		for k, v := qc.First(); k != nil; k, v = qc.Next() {
 			if _, err := decodeQuarantine(k, v); err != nil {
-				return fmt.Errorf("staging quarantine entry %q is damaged (%v): abort this sync and run it again", k, err)
+				return fmt.Errorf("%w: staging quarantine entry %q is damaged (%v); it is discarded, run the sync again", ErrCorrupt, k, err)
 			}
 			if err := c.put(bucketQuarantine, k, v); err != nil {
 				return err

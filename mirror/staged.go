@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"fmt"
 	"iter"
 
 	"github.com/noether-mirror/mirror/store"
@@ -21,7 +22,25 @@ func (w *Writer) StagedIDs(ctx context.Context) iter.Seq2[store.StageID, error] 
 		}
 		var ids []store.StageID
 		err := w.db.View(func(tx *bolt.Tx) error {
-			for _, name := range [][]byte{bucketStages, bucketQuarantine} {
+			names := [][]byte{bucketStages, bucketQuarantine}
+			if w.log != nil {
+				names = [][]byte{bucketQuarantine}
+				lb := tx.Bucket(bucketLog)
+				if lb == nil {
+					return fmt.Errorf("%w: the staging file has no log bucket", ErrCorrupt)
+				}
+				for _, seq := range w.log.sorted() {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					id, _, err := splitLogValue(lb.Get(beUint64(seq)))
+					if err != nil {
+						return fmt.Errorf("%w: staged log entry %d: %v", ErrCorrupt, seq, err)
+					}
+					ids = append(ids, store.StageID(id))
+				}
+			}
+			for _, name := range names {
 				b := tx.Bucket(name)
 				if b == nil {
 					continue

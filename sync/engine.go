@@ -706,8 +706,7 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	what := fmt.Sprintf("commit page of %s stages at offset %d", lc, offset)
-	if err := e.commitAsync(entries, progress, what); err != nil {
+	if err := e.commitAsync(entries, progress, lc, offset); err != nil {
 		return err
 	}
 	e.report.Commits++
@@ -726,16 +725,17 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 // first waits for (and reports the error of) the previous one. The staged
 // reads done while verifying run in read transactions, which bbolt allows
 // beside the one write transaction.
-func (e *engine) commitAsync(entries []mirror.Entry, progress []byte, what string) error {
+func (e *engine) commitAsync(entries []mirror.Entry, progress []byte, lc string, offset int) error {
 	if err := e.waitCommit(); err != nil {
 		return err
 	}
 	done := make(chan error, 1)
 	go func() {
 		if err := e.w.PutBatch(entries, progress); err != nil {
-			done <- fmt.Errorf("%s: %w", what, err)
+			done <- fmt.Errorf("commit page of %s stages at offset %d: %w", lc, offset, err)
 			return
 		}
+		e.log.Debug("page committed", "lifecycle", lc, "offset", offset, "staged", len(entries))
 		done <- nil
 	}()
 	e.inflight = done

@@ -216,14 +216,6 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
@@ -274,12 +266,12 @@ func TestInterrupted(t *testing.T) {
 				t.Fatalf("first sync: %s", r)
 			}
 			before := readFile(t, db)
-			cmd, stdout, stderr := startMirror(t, env, "sync", "--db", db, "--registry", slow.url)
-			// A few pages in: commits run one after another, so once the
-			// staging file holds two pages' worth the first is committed,
-			// and the next sync has something to reuse. (A fixed sleep was
-			// not enough on a loaded machine.)
-			waitFor(t, "the sync to commit a page", 30*time.Second, func() bool { return fileSize(db+".next") > 300<<10 })
+			cmd, stdout, stderr := startMirror(t, env, "sync", "-v", "--db", db, "--registry", slow.url)
+			// Once a page is committed the next sync has something to
+			// reuse. (A fixed sleep was not enough on a loaded machine.)
+			waitFor(t, "the sync to commit a page", 30*time.Second, func() bool {
+				return strings.Contains(stderr.String(), "page committed")
+			})
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}

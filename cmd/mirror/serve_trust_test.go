@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -74,24 +73,6 @@ func serveTrustMirror(t *testing.T) (string, map[string][]*store.Stage) {
 	return path, byKey
 }
 
-// serveTrustBuf is a goroutine-safe stderr sink.
-type serveTrustBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *serveTrustBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *serveTrustBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestServeTrustedKeys(t *testing.T) {
 	db, byKey := serveTrustMirror(t)
 	keys := filepath.Join(t.TempDir(), "trusted-keys")
@@ -103,7 +84,7 @@ func TestServeTrustedKeys(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	pr, pw := io.Pipe()
-	var stderr serveTrustBuf
+	var stderr lockedBuffer
 	exited := make(chan int, 1)
 	go func() {
 		code := run(ctx, []string{"serve", "--db", db, "--addr", "127.0.0.1:0", "--trusted-keys", keys},
