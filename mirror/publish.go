@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	gosync "sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -106,6 +107,12 @@ type compiler struct {
 // put writes one entry (keys must arrive in order per bucket), committing
 // every batchBytes.
 func (c *compiler) put(bucket, k, v []byte) error {
+	c.dg.add(bucket, k, v)
+	return c.putUnhashed(bucket, k, v)
+}
+
+// putUnhashed is put for an entry the caller has hashed into the digest.
+func (c *compiler) putUnhashed(bucket, k, v []byte) error {
 	if c.tx == nil {
 		tx, err := c.db.Begin(true)
 		if err != nil {
@@ -125,7 +132,6 @@ func (c *compiler) put(bucket, k, v []byte) error {
 	if err := b.Put(k, v); err != nil {
 		return err
 	}
-	c.dg.add(bucket, k, v)
 	c.pending += len(k) + len(v)
 	if c.pending >= batchBytes {
 		return c.commit()
@@ -206,19 +212,35 @@ func (c *compiler) run(ctx context.Context, s source) (err error) {
 // compile) and its position entries, and counts it. The returned record
 // borrows from v.
 func (c *compiler) addStage(ctx context.Context, k, v []byte) (Record, error) {
-	if c.total%1024 == 0 {
-		if err := ctx.Err(); err != nil {
-			return Record{}, err
-		}
+	rec, err := decodeStaged(k, v)
+	if err != nil {
+		return rec, err
 	}
-	// Only a few fields are read, inside the source transaction: no need
-	// to copy the record out of the memory map.
+	c.dg.add(bucketStages, k, v)
+	return rec, c.placeStage(ctx, k, v, &rec)
+}
+
+// decodeStaged decodes a staged record in place: only a few fields are
+// read, inside the source transaction, so nothing is copied out of the
+// memory map.
+func decodeStaged(k, v []byte) (Record, error) {
 	rec, err := decodeBorrowed(k, v)
 	if err != nil {
 		return rec, fmt.Errorf("%w: staging record %q is damaged (%v); it is discarded, run the sync again", ErrCorrupt, k, err)
 	}
-	if err := c.put(bucketStages, k, v); err != nil {
-		return rec, err
+	return rec, nil
+}
+
+// placeStage writes record v of stage k, already decoded as rec and
+// already hashed into the digest, with its position entries, and counts it.
+func (c *compiler) placeStage(ctx context.Context, k, v []byte, rec *Record) error {
+	if c.total%1024 == 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	if err := c.putUnhashed(bucketStages, k, v); err != nil {
+		return err
 	}
 	kinds := []store.LifecycleKind{store.LifecycleUnknown}
 	if rec.Lifecycle.Kind != store.LifecycleUnknown {
@@ -226,7 +248,7 @@ func (c *compiler) addStage(ctx context.Context, k, v []byte) (Record, error) {
 	}
 	for _, kind := range kinds {
 		if err := c.put(posBucket(kind), beUint64(c.pos[kind]), k); err != nil {
-			return rec, err
+			return err
 		}
 		c.pos[kind]++
 	}
@@ -240,7 +262,7 @@ func (c *compiler) addStage(ctx context.Context, k, v []byte) (Record, error) {
 			c.byEffect[strings.Clone(e)] = 1
 		}
 	}
-	return rec, nil
+	return nil
 }
 
 // indexEntry is one by_name or by_sig entry while a log is compiled: value
@@ -264,26 +286,45 @@ func (c *compiler) fromLog(ctx context.Context, src *bolt.Tx, l *stageLog) error
 	seqs := l.sorted()
 	ids := make([][]byte, len(seqs))
 	var names, sigs []indexEntry
-	for i, seq := range seqs {
-		v := lb.Get(beUint64(seq))
-		if v == nil {
-			return fmt.Errorf("%w: staged log entry %d is missing; it is discarded, run the sync again", ErrCorrupt, seq)
+	// Reading and decoding the log (and hashing the records) runs on its
+	// own goroutine while this one writes the snapshot, whose commits are
+	// most of the cost.
+	batches := make(chan []stagedItem, 8)
+	done := make(chan struct{})
+	var wg gosync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(batches)
+		c.readLog(lb, seqs, batches, done)
+	}()
+	defer func() {
+		close(done)
+		for range batches {
 		}
-		id, rec, err := splitLogValue(v)
-		if err != nil {
-			return fmt.Errorf("%w: staged log entry %d is damaged (%v); it is discarded, run the sync again", ErrCorrupt, seq, err)
+		wg.Wait()
+	}()
+	i := 0
+	for batch := range batches {
+		for _, it := range batch {
+			if it.err != nil {
+				return it.err
+			}
+			if err := c.placeStage(ctx, it.id, it.rec, &it.r); err != nil {
+				return err
+			}
+			ids[i] = it.id
+			if it.r.HasName {
+				names = append(names, indexEntry{value: it.r.Name, stage: uint32(i)})
+			}
+			if it.r.SignatureID != "" {
+				sigs = append(sigs, indexEntry{value: string(it.r.SignatureID), stage: uint32(i), kind: it.r.Lifecycle.Kind})
+			}
+			i++
 		}
-		r, err := c.addStage(ctx, id, rec)
-		if err != nil {
-			return err
-		}
-		ids[i] = id
-		if r.HasName {
-			names = append(names, indexEntry{value: r.Name, stage: uint32(i)})
-		}
-		if r.SignatureID != "" {
-			sigs = append(sigs, indexEntry{value: string(r.SignatureID), stage: uint32(i), kind: r.Lifecycle.Kind})
-		}
+	}
+	if i != len(seqs) {
+		return fmt.Errorf("compiling the log stopped after %d of %d stages", i, len(seqs))
 	}
 	for _, ix := range []struct {
 		bucket  []byte
@@ -303,6 +344,54 @@ func (c *compiler) fromLog(ctx context.Context, src *bolt.Tx, l *stageLog) error
 		}
 	}
 	return nil
+}
+
+// stagedItem is one staged stage read from the log: id and rec are the
+// source's memory, r decodes rec in place; or err says why it could not be
+// read.
+type stagedItem struct {
+	id, rec []byte
+	r       Record
+	err     error
+}
+
+// readLog sends the log entries seqs in batches, hashing each record into
+// the stages digest, until done is closed or an entry fails (its error is
+// the last item sent).
+func (c *compiler) readLog(lb *bolt.Bucket, seqs []uint64, out chan<- []stagedItem, done <-chan struct{}) {
+	const batchLen = 128
+	batch := make([]stagedItem, 0, batchLen)
+	send := func() bool {
+		select {
+		case out <- batch:
+			batch = make([]stagedItem, 0, batchLen)
+			return true
+		case <-done:
+			return false
+		}
+	}
+	for _, seq := range seqs {
+		it := stagedItem{}
+		v := lb.Get(beUint64(seq))
+		if v == nil {
+			it.err = fmt.Errorf("%w: staged log entry %d is missing; it is discarded, run the sync again", ErrCorrupt, seq)
+		} else if it.id, it.rec, it.err = splitLogValue(v); it.err != nil {
+			it.err = fmt.Errorf("%w: staged log entry %d is damaged (%v); it is discarded, run the sync again", ErrCorrupt, seq, it.err)
+		} else if it.r, it.err = decodeStaged(it.id, it.rec); it.err == nil {
+			c.dg.add(bucketStages, it.id, it.rec)
+		}
+		batch = append(batch, it)
+		if it.err != nil {
+			send()
+			return
+		}
+		if len(batch) == batchLen && !send() {
+			return
+		}
+	}
+	if len(batch) > 0 {
+		send()
+	}
 }
 
 // kindByte holds the one-byte by_sig values, shared read-only.

@@ -2,7 +2,7 @@ package mirror
 
 import (
 	"context"
-	"fmt"
+	"encoding/hex"
 	"iter"
 
 	"github.com/noether-mirror/mirror/store"
@@ -10,7 +10,7 @@ import (
 )
 
 // StagedIDs iterates over every key in staging: stage ids, then quarantine
-// keys. A sync uses it to drop what an interrupted run staged but the
+// keys (for a sync's staging, in no particular order). A sync uses it to drop what an interrupted run staged but the
 // registry no longer lists. The keys are collected in one read
 // transaction before the first is yielded, so the loop body may call
 // Delete.
@@ -21,25 +21,15 @@ func (w *Writer) StagedIDs(ctx context.Context) iter.Seq2[store.StageID, error] 
 			return
 		}
 		var ids []store.StageID
+		var hexIDs [][32]byte
+		names := [][]byte{bucketStages, bucketQuarantine}
+		if w.log != nil {
+			// The staged stages are the log's in-memory index: collect
+			// it (32 bytes an id; hex is made while yielding).
+			names = [][]byte{bucketQuarantine}
+			hexIDs, ids = w.log.keys()
+		}
 		err := w.db.View(func(tx *bolt.Tx) error {
-			names := [][]byte{bucketStages, bucketQuarantine}
-			if w.log != nil {
-				names = [][]byte{bucketQuarantine}
-				lb := tx.Bucket(bucketLog)
-				if lb == nil {
-					return fmt.Errorf("%w: the staging file has no log bucket", ErrCorrupt)
-				}
-				for _, seq := range w.log.sorted() {
-					if err := ctx.Err(); err != nil {
-						return err
-					}
-					id, _, err := splitLogValue(lb.Get(beUint64(seq)))
-					if err != nil {
-						return fmt.Errorf("%w: staged log entry %d: %v", ErrCorrupt, seq, err)
-					}
-					ids = append(ids, store.StageID(id))
-				}
-			}
 			for _, name := range names {
 				b := tx.Bucket(name)
 				if b == nil {
@@ -58,6 +48,11 @@ func (w *Writer) StagedIDs(ctx context.Context) iter.Seq2[store.StageID, error] 
 		if err != nil {
 			yield("", err)
 			return
+		}
+		for _, k := range hexIDs {
+			if !yield(store.StageID(hex.EncodeToString(k[:])), nil) {
+				return
+			}
 		}
 		for _, id := range ids {
 			if !yield(id, nil) {

@@ -256,6 +256,22 @@ func (l *stageLog) load(db *bolt.DB) (err error) {
 	})
 }
 
+// keys returns the ids of every staged stage: those of 64 lowercase hex
+// characters as the bytes they encode, any other as itself.
+func (l *stageLog) keys() ([][32]byte, []store.StageID) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	hs := make([][32]byte, 0, len(l.hex))
+	for k := range l.hex {
+		hs = append(hs, k)
+	}
+	os := make([]store.StageID, 0, len(l.odd))
+	for id := range l.odd {
+		os = append(os, store.StageID(id))
+	}
+	return hs, os
+}
+
 // sorted returns the sequence numbers of every staged stage, in id order.
 func (l *stageLog) sorted() []uint64 {
 	l.mu.RLock()

@@ -178,7 +178,7 @@ func benchmarkSync(b *testing.B, n int) {
 	}
 	ctx := context.Background()
 	b.ResetTimer()
-	var dlTime, syncTime time.Duration
+	var dlTime, syncTime, listTime, pubTime time.Duration
 	var heapPeak, rssPeak, rssBase uint64
 	var rep msync.Report
 	var dlPages int
@@ -205,6 +205,8 @@ func benchmarkSync(b *testing.B, n int) {
 		t0 = time.Now()
 		rep, err = msync.Sync(ctx, m, client, msync.Options{})
 		syncTime += time.Since(t0)
+		listTime += time.Duration(rep.ListingMS) * time.Millisecond
+		pubTime += time.Duration(rep.PublishMS) * time.Millisecond
 		s.Stop()
 		if err != nil || rep.Total != n {
 			b.Fatalf("sync: total %d, %v", rep.Total, err)
@@ -217,6 +219,8 @@ func benchmarkSync(b *testing.B, n int) {
 	b.ReportMetric(dlRate, "download-stages/s")
 	b.ReportMetric(syncRate, "sync-stages/s")
 	b.ReportMetric(syncRate/dlRate, "sync/download")
+	b.ReportMetric(listTime.Seconds()/float64(b.N), "listing-s")
+	b.ReportMetric(pubTime.Seconds()/float64(b.N), "publish-s")
 	b.ReportMetric(float64(rep.Commits), "commits")
 	b.ReportMetric(float64(rep.Pages), "pages")
 	b.ReportMetric(float64(dlPages), "download-pages")

@@ -112,6 +112,10 @@ type Report struct {
 	Warnings       []string       `json:"warnings,omitempty"`
 	Drift          Drift          `json:"drift"`
 	DurationMS     int64          `json:"duration_ms"`
+	// ListingMS is the time spent listing, verifying and staging, and
+	// PublishMS the time spent comparing and publishing after it.
+	ListingMS int64 `json:"listing_ms"`
+	PublishMS int64 `json:"publish_ms"`
 }
 
 // Drift reports offset drift: the registry changed while it was paged.
@@ -155,7 +159,8 @@ type engine struct {
 	reg   Registry
 	opts  Options
 	log   *slog.Logger
-	start time.Time
+	start time.Time // by opts.Now, for what is stored
+	clock time.Time // by the real clock, for durations
 
 	w      *mirror.Writer
 	report Report
@@ -198,7 +203,7 @@ func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
 }
 
 func (e *engine) run(ctx context.Context) (rep Report, err error) {
-	e.start = e.opts.Now()
+	e.start, e.clock = e.opts.Now(), time.Now()
 	e.report.Upstream = e.reg.BaseURL()
 	w, err := e.m.BeginSync(ctx)
 	if err != nil {
@@ -224,7 +229,7 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 				err = aerr
 			}
 		}
-		e.report.DurationMS = time.Since(e.start).Milliseconds()
+		e.report.DurationMS = time.Since(e.clock).Milliseconds()
 		rep = e.report
 	}()
 
@@ -245,14 +250,16 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	if err != nil {
 		return e.report, err
 	}
-	e.log.Debug("listed every lifecycle", "stages", len(final.ids), "pages", e.report.Pages, "elapsed", time.Since(e.start).Round(time.Millisecond))
+	listed := time.Now()
+	e.report.ListingMS = listed.Sub(e.clock).Milliseconds()
+	e.log.Debug("listed every lifecycle", "stages", len(final.ids), "pages", e.report.Pages, "elapsed", time.Since(e.clock).Round(time.Millisecond))
 	if err := e.dropUnlisted(ctx, final); err != nil {
 		return e.report, err
 	}
 	if err := e.countChanges(ctx, final); err != nil {
 		return e.report, err
 	}
-	e.log.Debug("compared with the current snapshot", "elapsed", time.Since(e.start).Round(time.Millisecond))
+	e.log.Debug("compared with the current snapshot", "elapsed", time.Since(e.clock).Round(time.Millisecond))
 
 	totals := map[string]int{}
 	for _, lc := range final.totalsOrder {
@@ -267,7 +274,8 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 		return e.report, fmt.Errorf("publish snapshot: %w", err)
 	}
 	published = true
-	e.log.Debug("published", "generation", res.Generation, "unchanged", res.Unchanged, "elapsed", time.Since(e.start).Round(time.Millisecond))
+	e.report.PublishMS = time.Since(listed).Milliseconds()
+	e.log.Debug("published", "generation", res.Generation, "unchanged", res.Unchanged, "elapsed", time.Since(e.clock).Round(time.Millisecond))
 	e.report.Generation = res.Generation
 	e.report.Total = res.Total
 	e.report.Published = !res.Unchanged
@@ -715,7 +723,7 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 	e.stages += len(raws)
 	if e.opts.Progress != nil {
 		e.opts.Progress(Progress{Lifecycle: lc, Pages: e.pages, Stages: e.stages,
-			Expected: e.expected, Elapsed: time.Since(e.start)})
+			Expected: e.expected, Elapsed: time.Since(e.clock)})
 	}
 	return nil
 }

@@ -99,9 +99,14 @@ type Handler struct {
 	readAuth       bool
 	draftsNeedAuth bool
 
-	mu      sync.Mutex
-	order   []*entry // insertion order
-	byKey   map[string]*entry
+	mu    sync.Mutex
+	order []*entry // insertion order
+	byKey map[string]*entry
+	// byKind is order split by lifecycle kind, so that a page costs
+	// O(limit) rather than a walk over every stage (20 ms at 100k, mostly
+	// cache misses, which made the fake registry compete with the client
+	// it serves for CPU); nil when stale. Every mutation clears it.
+	byKind  map[store.LifecycleKind][]*entry
 	nextRaw int
 	faults  faults
 	hookMu  sync.Mutex // serializes onPage calls
@@ -228,6 +233,7 @@ func (h *Handler) AddRaw(raw json.RawMessage) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e := h.newEntry(raw)
+	h.byKind = nil
 	if old, ok := h.byKey[e.key]; ok {
 		*old = *e
 		return
@@ -249,6 +255,7 @@ func (h *Handler) removeLocked(key string) bool {
 		return false
 	}
 	delete(h.byKey, key)
+	h.byKind = nil
 	for i, o := range h.order {
 		if o == e {
 			h.order = append(h.order[:i:i], h.order[i+1:]...)
@@ -275,6 +282,7 @@ func (h *Handler) SetLifecycle(id store.StageID, l store.Lifecycle) error {
 		return err
 	}
 	e.st, e.raw = st, st.Raw
+	h.byKind = nil
 	return nil
 }
 
@@ -434,16 +442,21 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	}
 
 	h.mu.Lock()
-	total := 0
+	listed := h.order
+	if kind != store.LifecycleUnknown {
+		if h.byKind == nil {
+			h.byKind = map[store.LifecycleKind][]*entry{}
+			for _, e := range h.order {
+				k := e.lifecycleKind()
+				h.byKind[k] = append(h.byKind[k], e)
+			}
+		}
+		listed = h.byKind[kind]
+	}
+	total := len(listed)
 	var page [][]byte
-	for _, e := range h.order {
-		if kind != store.LifecycleUnknown && e.lifecycleKind() != kind {
-			continue
-		}
-		if total >= offset && len(page) < limit {
-			page = append(page, e.raw) // entries' bytes are never modified in place
-		}
-		total++
+	for _, e := range listed[min(offset, total):min(offset+limit, total)] {
+		page = append(page, e.raw) // entries' bytes are never modified in place
 	}
 	hook := h.onPage
 	h.mu.Unlock()
@@ -579,6 +592,7 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 		e := &entry{key: string(st.ID), raw: st.Raw, st: st}
 		h.order = append(h.order, e)
 		h.byKey[e.key] = e
+		h.byKind = nil
 		if st.Lifecycle.Kind == store.LifecycleActive {
 			h.enforceInvariantLocked(st)
 		}
@@ -603,6 +617,7 @@ func (h *Handler) enforceInvariantLocked(winner *store.Stage) {
 			continue
 		}
 		e.st, e.raw = st, st.Raw
+		h.byKind = nil
 		h.log.Warn("auto-deprecated Active stage: another Active stage shares its signature_id",
 			"deprecated", e.key, "successor", winner.ID)
 	}
@@ -667,6 +682,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	e.st, e.raw = st, st.Raw
+	h.byKind = nil
 	if kind == store.LifecycleActive {
 		h.enforceInvariantLocked(st)
 	}
