@@ -19,7 +19,7 @@ import (
 
 // batchBytes is how many bytes of records compile writes per transaction:
 // large enough to amortise commits, small enough to bound memory.
-const batchBytes = 8 << 20
+const batchBytes = 2 << 20
 
 // compileResult summarises a compiled snapshot.
 type compileResult struct {

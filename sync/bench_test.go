@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	gosync "sync"
@@ -124,8 +125,11 @@ func rssAnon() uint64 {
 	return 0
 }
 
+// startSampler starts sampling. With NOETHER_BENCH_HEAP_PROFILE set to a
+// file name, it also writes a heap profile there at every new peak.
 func startSampler() *memSampler {
 	s := &memSampler{stop: make(chan struct{})}
+	profile := os.Getenv("NOETHER_BENCH_HEAP_PROFILE")
 	s.done.Add(1)
 	go func() {
 		defer s.done.Done()
@@ -134,6 +138,13 @@ func startSampler() *memSampler {
 		var ms runtime.MemStats
 		for {
 			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > s.heapPeak && profile != "" {
+				// Where the peak is: live objects as of the last GC.
+				if f, err := os.Create(profile); err == nil {
+					pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			}
 			s.heapPeak = max(s.heapPeak, ms.HeapInuse)
 			s.rssPeak = max(s.rssPeak, rssAnon())
 			select {

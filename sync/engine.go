@@ -252,7 +252,7 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	}
 	listed := time.Now()
 	e.report.ListingMS = listed.Sub(e.clock).Milliseconds()
-	e.log.Debug("listed every lifecycle", "stages", len(final.ids), "pages", e.report.Pages, "elapsed", time.Since(e.clock).Round(time.Millisecond))
+	e.log.Debug("listed every lifecycle", "stages", final.ids.len(), "pages", e.report.Pages, "elapsed", time.Since(e.clock).Round(time.Millisecond))
 	if err := e.dropUnlisted(ctx, final); err != nil {
 		return e.report, err
 	}
@@ -352,7 +352,7 @@ func (k key) String() string {
 
 // finalSet is the outcome of listing: which ids belong in the snapshot.
 type finalSet struct {
-	ids         map[key]store.LifecycleKind
+	ids         idSet
 	totals      map[string]int
 	totalsOrder []string
 }
@@ -360,9 +360,11 @@ type finalSet struct {
 // listing is one pass over one lifecycle.
 type listing struct {
 	lifecycle string
-	// ids holds every distinct key listed (a stage id, or the quarantine
-	// key of bytes without a usable id) and the lifecycle the bytes declare.
-	ids        map[key]store.LifecycleKind
+	// listed holds every key listed (a stage id, or the quarantine key of
+	// bytes without a usable id) and the lifecycle the bytes declare, in
+	// arrival order; when the pass ends it becomes ids, one entry a key.
+	listed     []keyKind
+	ids        idSet
 	firstTotal int
 	lastTotal  int
 	hasTotal   bool
@@ -371,7 +373,7 @@ type listing struct {
 }
 
 func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
-	fs := &finalSet{ids: map[key]store.LifecycleKind{}, totals: map[string]int{}}
+	fs := &finalSet{totals: map[string]int{}}
 	passes := map[string][]*listing{}
 	var refused []error
 	for _, lc := range e.opts.Lifecycles {
@@ -427,8 +429,8 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 
 	// The last pass of each lifecycle is authoritative. An id that two
 	// lifecycles' last passes both list, or that an earlier pass saw but
-	// no last pass did, is asked about directly. (No map beside fs.ids is
-	// kept for all ids: at 100k stages every such map costs megabytes.)
+	// no last pass did, is asked about directly. (No map of all ids is
+	// kept: at 100k stages every such map costs megabytes.)
 	var ask []store.StageID
 	asked := map[key]bool{}
 	askOnce := func(k key) {
@@ -437,6 +439,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 			ask = append(ask, k.id())
 		}
 	}
+	var all []keyKind
 	for _, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
 		if len(ps) == 0 {
@@ -445,23 +448,30 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		last := ps[len(ps)-1]
 		fs.totals[lc] = last.lastTotal
 		fs.totalsOrder = append(fs.totalsOrder, lc)
-		for k, kind := range last.ids {
-			if k.anon || e.quarantined[k] {
-				continue
+		for _, kk := range last.ids.s {
+			if !kk.k.anon && !e.quarantined[kk.k] {
+				all = append(all, kk)
 			}
-			if _, dup := fs.ids[k]; dup {
-				askOnce(k)
-				continue
-			}
-			fs.ids[k] = kind
 		}
 	}
+	// Stable: of a key listed under two lifecycles, the first listed
+	// stays (until the registry is asked about it).
+	slices.SortStableFunc(all, func(a, b keyKind) int { return compareKeys(a.k, b.k) })
+	kept := all[:0]
+	for i, kk := range all {
+		if i > 0 && all[i-1].k == kk.k {
+			askOnce(kk.k)
+			continue
+		}
+		kept = append(kept, kk)
+	}
+	fs.ids = idSet{s: slices.Clip(kept)}
 	for _, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
 		for _, p := range ps[:max(0, len(ps)-1)] {
-			for k := range p.ids {
-				if _, listed := fs.ids[k]; !listed && !k.anon && !e.quarantined[k] {
-					askOnce(k)
+			for _, kk := range p.ids.s {
+				if _, listed := fs.ids.get(kk.k); !listed && !kk.k.anon && !e.quarantined[kk.k] {
+					askOnce(kk.k)
 				}
 			}
 		}
@@ -482,23 +492,32 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 // detectDrift returns the lifecycles whose latest pass looks inconsistent.
 func (e *engine) detectDrift(passes map[string][]*listing) []string {
 	var out []string
-	// seenIn holds an index into e.opts.Lifecycles, not a name: one byte
-	// per listed id.
-	seenIn := map[key]uint8{}
-	multi := map[string]bool{}
+	// Every key of every lifecycle's latest pass, with the index of its
+	// lifecycle in e.opts.Lifecycles, sorted: a key listed under two
+	// lifecycles shows up as a run.
+	type seen struct {
+		k  key
+		lc uint8
+	}
+	var all []seen
 	for i, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
 		if len(ps) == 0 {
 			continue
 		}
-		for id := range ps[len(ps)-1].ids {
-			if j, ok := seenIn[id]; ok {
-				other := e.opts.Lifecycles[j]
-				multi[lc], multi[other] = true, true
-				e.driftReason(fmt.Sprintf("stage %s listed as both %s and %s", id, other, lc))
-			}
-			seenIn[id] = uint8(i)
+		for _, kk := range ps[len(ps)-1].ids.s {
+			all = append(all, seen{kk.k, uint8(i)})
 		}
+	}
+	slices.SortStableFunc(all, func(a, b seen) int { return compareKeys(a.k, b.k) })
+	multi := map[string]bool{}
+	for i := 1; i < len(all); i++ {
+		if all[i].k != all[i-1].k {
+			continue
+		}
+		other, lc := e.opts.Lifecycles[all[i-1].lc], e.opts.Lifecycles[all[i].lc]
+		multi[lc], multi[other] = true, true
+		e.driftReason(fmt.Sprintf("stage %s listed as both %s and %s", all[i].k, other, lc))
 	}
 	for _, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
@@ -511,8 +530,8 @@ func (e *engine) detectDrift(passes map[string][]*listing) []string {
 			e.driftReason(fmt.Sprintf("%s total changed from %d to %d while paging", lc, l.firstTotal, l.lastTotal))
 			bad = true
 		}
-		if l.hasTotal && len(l.ids) != l.lastTotal {
-			e.driftReason(fmt.Sprintf("%s listing returned %d distinct stages but the registry reports %d", lc, len(l.ids), l.lastTotal))
+		if l.hasTotal && l.ids.len() != l.lastTotal {
+			e.driftReason(fmt.Sprintf("%s listing returned %d distinct stages but the registry reports %d", lc, l.ids.len(), l.lastTotal))
 			bad = true
 		}
 		if l.duplicates > 0 {
@@ -573,7 +592,7 @@ type pageResult struct {
 // list pages through one lifecycle, staging every stage. The next page is
 // fetched while the current one is verified and committed.
 func (e *engine) list(ctx context.Context, lc string) (l *listing, err error) {
-	l = &listing{lifecycle: lc, ids: map[key]store.LifecycleKind{}}
+	l = &listing{lifecycle: lc}
 	// Fetches run under their own context so that an early return (error,
 	// cancellation) stops them and waits for them: no request of this
 	// sync outlives Sync.
@@ -590,6 +609,12 @@ func (e *engine) list(ctx context.Context, lc string) (l *listing, err error) {
 		}
 		if werr := e.waitCommit(); werr != nil && err == nil {
 			l, err = nil, werr
+		}
+		if l != nil {
+			var dups int
+			l.ids, dups = newIDSet(l.listed)
+			l.duplicates += dups
+			l.listed = nil
 		}
 	}()
 	fetch := func(offset int) {
@@ -689,10 +714,7 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 	results := e.prepareAll(raws)
 	entries := make([]mirror.Entry, 0, len(results))
 	for _, r := range results {
-		if _, dup := l.ids[r.key]; dup {
-			l.duplicates++
-		}
-		l.ids[r.key] = r.kind
+		l.listed = append(l.listed, keyKind{r.key, r.kind})
 		if r.known {
 			e.report.VerifiedBefore++
 		}
@@ -909,7 +931,7 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		case errors.Is(r.err, store.ErrNotFound):
 			e.report.Drift.Deleted++
 			k, _ := idKey(r.id)
-			delete(fs.ids, k)
+			fs.ids.delete(k)
 		case r.err != nil:
 			return fmt.Errorf("fetch stage %s to repair drift: %w", r.id, r.err)
 		default:
@@ -923,7 +945,7 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 			// Never stage what was not asked for: the id stays out of
 			// the snapshot until a sync sees it listed.
 			k, _ := idKey(asked[i])
-			delete(fs.ids, k)
+			fs.ids.delete(k)
 			e.report.Drift.Unresolved = true
 			e.report.Warnings = append(e.report.Warnings,
 				fmt.Sprintf("the registry answered a request for stage %s with stage %s; %s is left out", asked[i], p.id, asked[i]))
@@ -932,13 +954,13 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		if p.entry.Quarantine {
 			e.markQuarantined(p.key)
 			k, _ := idKey(asked[i])
-			delete(fs.ids, k)
+			fs.ids.delete(k)
 			entries = append(entries, p.entry)
 			continue
 		}
 		e.markGood(p.key)
 		e.report.Drift.Moved++
-		fs.ids[p.key] = p.kind
+		fs.ids.set(p.key, p.kind)
 		if !p.reused {
 			entries = append(entries, p.entry)
 		}
@@ -962,7 +984,7 @@ func (e *engine) dropUnlisted(ctx context.Context, fs *finalSet) error {
 			return err
 		}
 		k, ok := keyOf(string(id))
-		if _, listed := fs.ids[k]; !ok || (!listed && !e.quarantined[k]) {
+		if _, listed := fs.ids.get(k); !ok || (!listed && !e.quarantined[k]) {
 			stale = append(stale, id)
 		}
 	}
@@ -985,7 +1007,7 @@ func (e *engine) countChanges(ctx context.Context, fs *finalSet) error {
 			return fmt.Errorf("read the current snapshot: %w", err)
 		}
 		k, _ := idKey(rec.ID)
-		if _, ok := fs.ids[k]; !ok {
+		if _, ok := fs.ids.get(k); !ok {
 			if !e.quarantined[k] {
 				e.report.Removed++
 				if len(e.report.RemovedIDs) < 1000 {
@@ -1014,10 +1036,10 @@ func (e *engine) countChanges(ctx context.Context, fs *finalSet) error {
 			}
 		}
 	}
-	e.report.Added = len(fs.ids) - old
+	e.report.Added = fs.ids.len() - old
 	e.report.ByLifecycle = map[string]int{}
-	for _, k := range fs.ids {
-		e.report.ByLifecycle[k.Name()]++
+	for _, kk := range fs.ids.s {
+		e.report.ByLifecycle[kk.kind.Name()]++
 	}
 	return nil
 }

@@ -1,0 +1,54 @@
+package sync
+
+import (
+	"testing"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+func TestIDSet(t *testing.T) {
+	k := func(b byte, anon bool) key {
+		var x key
+		x.sum[0], x.anon = b, anon
+		return x
+	}
+	raw := []keyKind{
+		{k(3, false), store.LifecycleActive},
+		{k(1, false), store.LifecycleDraft},
+		{k(3, false), store.LifecycleDeprecated}, // repeats 3: the later wins
+		{k(1, true), store.LifecycleActive},      // anonymous: another key
+		{k(3, false), store.LifecycleTombstone},  // and again
+	}
+	s, dups := newIDSet(raw)
+	if dups != 2 || s.len() != 3 {
+		t.Fatalf("newIDSet: %d keys, %d repeats; want 3 and 2", s.len(), dups)
+	}
+	for _, c := range []struct {
+		k    key
+		kind store.LifecycleKind
+		ok   bool
+	}{
+		{k(1, false), store.LifecycleDraft, true},
+		{k(1, true), store.LifecycleActive, true},
+		{k(3, false), store.LifecycleTombstone, true},
+		{k(2, false), 0, false},
+		{k(3, true), 0, false},
+	} {
+		if kind, ok := s.get(c.k); kind != c.kind || ok != c.ok {
+			t.Errorf("get(%v) = %v, %v; want %v, %v", c.k, kind, ok, c.kind, c.ok)
+		}
+	}
+	s.set(k(2, false), store.LifecycleActive)
+	s.set(k(1, false), store.LifecycleActive)
+	s.delete(k(3, false))
+	s.delete(k(9, false))
+	want := []keyKind{{k(1, false), store.LifecycleActive}, {k(1, true), store.LifecycleActive}, {k(2, false), store.LifecycleActive}}
+	if len(s.s) != len(want) {
+		t.Fatalf("after edits: %v", s.s)
+	}
+	for i := range want {
+		if s.s[i] != want[i] {
+			t.Fatalf("after edits: %v, want %v", s.s, want)
+		}
+	}
+}
