@@ -5,7 +5,7 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 1x
 BIN       := bin/mirror
 
-.PHONY: all build test bench fuzz lint fmt-check vet staticcheck check demo clean
+.PHONY: all build test bench bench-read fuzz lint fmt-check vet staticcheck check demo clean
 
 all: build
 
@@ -18,6 +18,16 @@ test:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+# Issue 3's point reads at 1k/10k/100k stages, COUNT runs each, summarised
+# by benchstat (medians with confidence intervals; the first run builds the
+# benchmark mirrors, a few minutes). Compare FindRawByName and
+# GetRawBySignature against GetRaw/n=N/mirror (memory: MemoryStore).
+COUNT ?= 10
+bench-read:
+	$(GO) test ./mirror -run '^$$' -bench 'BenchmarkGetRaw$$|BenchmarkFindRawByName|BenchmarkGetRawBySignature' \
+	  -benchmem -count $(COUNT) -timeout 60m | tee bench-read.txt
+	$(GO) tool benchstat bench-read.txt
 
 # A short run of every fuzz target (go test -fuzz takes one target at a time).
 # Go 1.26's fuzz coordinator can end a duration-bounded run with a bare
