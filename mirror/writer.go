@@ -233,7 +233,6 @@ func update(db *bolt.DB, fn func(tx *bolt.Tx) error) (err error) {
 	return db.Update(fn)
 }
 
-// lockFile takes PATH.lock exclusively without waiting.
 // lockGrace is how long lockFile retries a lock it finds taken. A lock a
 // writer of this process has just released can stay held for a moment: a
 // child being forked at that instant (by any goroutine, say exec.Command)
@@ -253,6 +252,7 @@ func flockBriefly(f *os.File) error {
 	}
 }
 
+// lockFile takes PATH.lock exclusively, waiting at most lockGrace.
 func lockFile(name string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 		return nil, err
