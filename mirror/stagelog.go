@@ -108,7 +108,6 @@ func splitLogValue(v []byte) (id, record []byte, err error) {
 // in-memory index once the transaction has committed.
 type logTx struct {
 	l       *stageLog
-	tx      *bolt.Tx
 	b       *bolt.Bucket
 	next    uint64
 	changed map[string]logChange
@@ -129,7 +128,7 @@ func (l *stageLog) begin(tx *bolt.Tx) (*logTx, error) {
 	l.mu.RLock()
 	next := l.next
 	l.mu.RUnlock()
-	return &logTx{l: l, tx: tx, b: b, next: next, changed: map[string]logChange{}}, nil
+	return &logTx{l: l, b: b, next: next, changed: map[string]logChange{}}, nil
 }
 
 func (t *logTx) lookup(id string) (uint64, bool) {

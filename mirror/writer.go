@@ -390,13 +390,8 @@ func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 		}
 	}
 	now := time.Now().UTC()
-	var lt *logTx
-	err := update(w.db, func(tx *bolt.Tx) error {
-		st, err := w.staging(tx)
-		if err != nil {
-			return err
-		}
-		lt = st.log
+	err := w.stage(func(st stagingTx) error {
+		tx := st.tx
 		for i := range entries {
 			e := &entries[i]
 			if !e.Quarantine {
@@ -433,12 +428,9 @@ func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 	if err != nil {
 		return fmt.Errorf("staging a batch of %d stages in %s: %w", len(entries), w.m.nextPath(), err)
 	}
-	if lt != nil {
-		lt.commit()
-		if time.Since(w.synced) >= stagingSyncInterval {
-			if err := w.syncStaging(); err != nil {
-				return err
-			}
+	if w.log != nil && time.Since(w.synced) >= stagingSyncInterval {
+		if err := w.syncStaging(); err != nil {
+			return err
 		}
 	}
 	w.progress = bytes.Clone(progress)
@@ -461,12 +453,26 @@ type stagingTx struct {
 	log *logTx // nil for a local writer
 }
 
-func (w *Writer) staging(tx *bolt.Tx) (stagingTx, error) {
-	if w.log == nil {
-		return stagingTx{tx: tx}, nil
+// stage runs fn in one read-write transaction on the staging file and,
+// for a sync, applies fn's changes to the log's in-memory index once the
+// transaction has committed.
+func (w *Writer) stage(fn func(st stagingTx) error) error {
+	var lt *logTx
+	err := update(w.db, func(tx *bolt.Tx) error {
+		st := stagingTx{tx: tx}
+		if w.log != nil {
+			var err error
+			if st.log, err = w.log.begin(tx); err != nil {
+				return err
+			}
+			lt = st.log
+		}
+		return fn(st)
+	})
+	if err == nil && lt != nil {
+		lt.commit()
 	}
-	lt, err := w.log.begin(tx)
-	return stagingTx{tx: tx, log: lt}, err
+	return err
 }
 
 func (st stagingTx) put(r *Record) error {
@@ -588,27 +594,17 @@ func (w *Writer) Delete(ids ...store.StageID) error {
 	if err := w.check(); err != nil {
 		return err
 	}
-	var lt *logTx
-	err := update(w.db, func(tx *bolt.Tx) error {
-		st, err := w.staging(tx)
-		if err != nil {
-			return err
-		}
-		lt = st.log
+	return w.stage(func(st stagingTx) error {
 		for _, id := range ids {
 			if err := st.delete(string(id)); err != nil {
 				return err
 			}
-			if err := tx.Bucket(bucketQuarantine).Delete([]byte(id)); err != nil {
+			if err := st.tx.Bucket(bucketQuarantine).Delete([]byte(id)); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err == nil && lt != nil {
-		lt.commit()
-	}
-	return err
 }
 
 // Abort ends the writer without publishing and releases the lock.
