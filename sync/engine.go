@@ -441,11 +441,10 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 	}
 	var all []keyKind
 	for _, lc := range e.opts.Lifecycles {
-		ps := passes[lc]
-		if len(ps) == 0 {
+		last := lastPass(passes, lc)
+		if last == nil {
 			continue
 		}
-		last := ps[len(ps)-1]
 		fs.totals[lc] = last.lastTotal
 		fs.totalsOrder = append(fs.totalsOrder, lc)
 		for _, kk := range last.ids.s {
@@ -489,6 +488,15 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 	return fs, nil
 }
 
+// lastPass returns lc's latest listing, or nil when lc was not listed.
+func lastPass(passes map[string][]*listing, lc string) *listing {
+	ps := passes[lc]
+	if len(ps) == 0 {
+		return nil
+	}
+	return ps[len(ps)-1]
+}
+
 // detectDrift returns the lifecycles whose latest pass looks inconsistent.
 func (e *engine) detectDrift(passes map[string][]*listing) []string {
 	var out []string
@@ -501,11 +509,11 @@ func (e *engine) detectDrift(passes map[string][]*listing) []string {
 	}
 	var all []seen
 	for i, lc := range e.opts.Lifecycles {
-		ps := passes[lc]
-		if len(ps) == 0 {
+		last := lastPass(passes, lc)
+		if last == nil {
 			continue
 		}
-		for _, kk := range ps[len(ps)-1].ids.s {
+		for _, kk := range last.ids.s {
 			all = append(all, seen{kk.k, uint8(i)})
 		}
 	}
@@ -520,11 +528,10 @@ func (e *engine) detectDrift(passes map[string][]*listing) []string {
 		e.driftReason(fmt.Sprintf("stage %s listed as both %s and %s", all[i].k, other, lc))
 	}
 	for _, lc := range e.opts.Lifecycles {
-		ps := passes[lc]
-		if len(ps) == 0 {
+		l := lastPass(passes, lc)
+		if l == nil {
 			continue
 		}
-		l := ps[len(ps)-1]
 		bad := multi[lc]
 		if l.hasTotal && l.firstTotal != l.lastTotal {
 			e.driftReason(fmt.Sprintf("%s total changed from %d to %d while paging", lc, l.firstTotal, l.lastTotal))
@@ -551,11 +558,10 @@ func (e *engine) detectDrift(passes map[string][]*listing) []string {
 func (e *engine) confirmTotals(ctx context.Context, passes map[string][]*listing) ([]string, error) {
 	var out []string
 	for _, lc := range e.opts.Lifecycles {
-		ps := passes[lc]
-		if len(ps) == 0 {
+		l := lastPass(passes, lc)
+		if l == nil {
 			continue
 		}
-		l := ps[len(ps)-1]
 		if !l.hasTotal {
 			continue
 		}
