@@ -89,7 +89,7 @@ func isNull(v json.RawMessage) bool {
 // decodeString decodes a raw JSON string value.
 func decodeString(v json.RawMessage) (string, error) {
 	if len(v) == 0 || v[0] != '"' {
-		return "", fmt.Errorf("want a string, got %s", kindOf(v))
+		return "", fmt.Errorf("want a string, got %s", JSONKind(v))
 	}
 	end, esc, err := scanString(v, 0)
 	if err != nil {
@@ -106,7 +106,7 @@ func decodeString(v json.RawMessage) (string, error) {
 func decodeUint(v json.RawMessage) (uint64, error) {
 	var n uint64
 	if len(v) == 0 || v[0] < '0' || v[0] > '9' {
-		return 0, fmt.Errorf("want an unsigned integer, got %s", kindOf(v))
+		return 0, fmt.Errorf("want an unsigned integer, got %s", JSONKind(v))
 	}
 	if err := json.Unmarshal(v, &n); err != nil {
 		return 0, fmt.Errorf("want an unsigned 64-bit integer, got %s", v)
@@ -119,7 +119,7 @@ func decodeUint(v json.RawMessage) (uint64, error) {
 func decodeFloat(v json.RawMessage) (float64, error) {
 	var f float64
 	if len(v) == 0 || !(v[0] == '-' || (v[0] >= '0' && v[0] <= '9')) {
-		return 0, fmt.Errorf("want a number, got %s", kindOf(v))
+		return 0, fmt.Errorf("want a number, got %s", JSONKind(v))
 	}
 	if err := json.Unmarshal(v, &f); err != nil {
 		return 0, err
@@ -127,8 +127,10 @@ func decodeFloat(v json.RawMessage) (float64, error) {
 	return f, nil
 }
 
-// kindOf names the JSON type of a raw value for error messages.
-func kindOf(v json.RawMessage) string {
+// JSONKind names the JSON type of a raw value for error messages: "an
+// object", "an array", "a string", "a boolean", "null", "a number", or
+// "nothing" for no bytes. v must not start with white space.
+func JSONKind(v json.RawMessage) string {
 	if len(v) == 0 {
 		return "nothing"
 	}
@@ -151,7 +153,7 @@ func kindOf(v json.RawMessage) string {
 // arrayElems splits a raw JSON array into its elements (sub-slices of v).
 func arrayElems(v json.RawMessage) ([]json.RawMessage, error) {
 	if len(v) == 0 || v[0] != '[' {
-		return nil, fmt.Errorf("want an array, got %s", kindOf(v))
+		return nil, fmt.Errorf("want an array, got %s", JSONKind(v))
 	}
 	var out []json.RawMessage
 	i := skipWS(v, 1)

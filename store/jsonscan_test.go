@@ -73,3 +73,14 @@ func TestScannerTable(t *testing.T) {
 		t.Errorf("ValidJSON(3 levels, limit 2) = nil, want a depth error")
 	}
 }
+
+func TestJSONKind(t *testing.T) {
+	for in, want := range map[string]string{
+		``: "nothing", `{}`: "an object", `[1]`: "an array", `"x"`: "a string",
+		`true`: "a boolean", `false`: "a boolean", `null`: "null", `-1.5`: "a number",
+	} {
+		if got := JSONKind(json.RawMessage(in)); got != want {
+			t.Errorf("JSONKind(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

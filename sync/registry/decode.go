@@ -308,17 +308,5 @@ func jsonKind(raw json.RawMessage) string {
 	if len(t) == 0 {
 		return "missing"
 	}
-	switch t[0] {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case '"':
-		return "a string"
-	case 'n':
-		return "null"
-	case 't', 'f':
-		return "a boolean"
-	}
-	return "a number"
+	return store.JSONKind(t)
 }
