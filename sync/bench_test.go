@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -63,42 +62,6 @@ func benchStagesFile(b *testing.B, n int) string {
 		b.Fatal(err)
 	}
 	return name
-}
-
-// startFakeRegistry builds and starts cmd/fakeregistry serving file.
-func startFakeRegistry(b *testing.B, file string) string {
-	b.Helper()
-	root, err := registrytest.ModuleRoot()
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "fakeregistry")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/fakeregistry")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build fakeregistry: %v\n%s", err, out)
-	}
-	addrFile := filepath.Join(dir, "addr")
-	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--stages", file,
-		"--latency", benchLatency.String(), "--addr-file", addrFile)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(5 * time.Minute)
-	for time.Now().Before(deadline) {
-		if u, err := os.ReadFile(addrFile); err == nil && len(u) > 0 {
-			return strings.TrimSpace(string(u))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	b.Fatal("fakeregistry did not start")
-	return ""
 }
 
 // memSampler records the peak HeapInuse and RssAnon while it runs.
@@ -182,7 +145,8 @@ func benchmarkSync(b *testing.B, n int) {
 	if testing.Short() {
 		b.Skip("long benchmark")
 	}
-	url := startFakeRegistry(b, benchStagesFile(b, n))
+	url := registrytest.StartProcess(b, registrytest.BuildProcess(b),
+		"--stages", benchStagesFile(b, n), "--latency", benchLatency.String()).URL
 	client, err := registry.New(url, registry.Options{})
 	if err != nil {
 		b.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/noether-mirror/mirror/sync/registrytest"
 )
 
 // killSeed seeds the kill delays; a failure names it, so a run can be repeated exactly.
@@ -28,7 +30,7 @@ func TestKill9(t *testing.T) {
 		kills = 5
 	}
 	const gen = "800"
-	regs := [2]*fakeRegistry{
+	regs := [2]*registrytest.Process{
 		startFake(t, "--generate", gen, "--seed", "1", "--stage-size", "500", "--latency", "20ms"),
 		startFake(t, "--generate", gen, "--seed", "2", "--stage-size", "500", "--latency", "20ms"),
 	}
@@ -39,11 +41,11 @@ func TestKill9(t *testing.T) {
 	var ref killRefs
 	var times []time.Duration
 	for i, reg := range regs {
-		ref.url[i] = reg.url
+		ref.url[i] = reg.URL
 		db := filepath.Join(dir, "ref"+string(rune('A'+i))+".db")
 		for range 2 {
 			start := time.Now()
-			if r := runMirror(t, env, "sync", "-q", "--db", db, "--registry", reg.url); r.code != exitOK {
+			if r := runMirror(t, env, "sync", "-q", "--db", db, "--registry", reg.URL); r.code != exitOK {
 				t.Fatalf("reference sync %d: %s", i, r)
 			}
 			times = append(times, time.Since(start))

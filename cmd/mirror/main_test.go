@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -136,20 +135,11 @@ func exitCode(t *testing.T, cmd *exec.Cmd) int {
 	return 0
 }
 
-// fakeRegistry is a cmd/fakeregistry process on a loopback port.
-type fakeRegistry struct {
-	url    string
-	cmd    *exec.Cmd
-	stderr *bytes.Buffer
-}
-
 // startFake starts cmd/fakeregistry with args (stages default to the
-// stdlib fixture) and waits until it listens. It is stopped with SIGTERM
-// at the end of the test, or earlier with stop.
-func startFake(t *testing.T, args ...string) *fakeRegistry {
+// stdlib fixture) and waits until it listens. It is stopped at the end of
+// the test, or earlier with Stop.
+func startFake(t *testing.T, args ...string) *registrytest.Process {
 	t.Helper()
-	dir := t.TempDir()
-	addrFile := filepath.Join(dir, "addr")
 	hasStages := false
 	for _, a := range args {
 		hasStages = hasStages || a == "--stages" || strings.HasPrefix(a, "--stages=")
@@ -157,45 +147,7 @@ func startFake(t *testing.T, args ...string) *fakeRegistry {
 	if !hasStages {
 		args = append(args, "--stages", stdlibFile)
 	}
-	args = append([]string{"--addr", "127.0.0.1:0", "--addr-file", addrFile}, args...)
-	cmd := exec.Command(fakeBin, args...)
-	cmd.Dir = dir // not inside the module: the fixture comes from --stages
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeRegistry{cmd: cmd, stderr: &stderr}
-	t.Cleanup(f.stop)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		b, err := os.ReadFile(addrFile)
-		if err == nil {
-			f.url = strings.TrimSpace(string(b))
-			return f
-		}
-		if time.Now().After(deadline) {
-			f.stop()
-			t.Fatalf("fake registry did not start; stderr:\n%s", stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// stop ends the fake registry (SIGTERM, then SIGKILL after 5s).
-func (f *fakeRegistry) stop() {
-	if f.cmd.ProcessState != nil {
-		return
-	}
-	_ = f.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { f.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		f.cmd.Process.Kill()
-		<-done
-	}
+	return registrytest.StartProcess(t, fakeBin, args...)
 }
 
 // closedPortURL returns an http URL of a loopback port nobody listens on.

@@ -49,7 +49,7 @@ func TestExitCodes(t *testing.T) {
 	env := baseEnv(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "m.db")
-	if r := runMirror(t, env, "sync", "--db", db, "--registry", fake.url); r.code != exitOK || !strings.HasPrefix(r.stdout, "sync ok: 85 stages") {
+	if r := runMirror(t, env, "sync", "--db", db, "--registry", fake.URL); r.code != exitOK || !strings.HasPrefix(r.stdout, "sync ok: 85 stages") {
 		t.Fatalf("sync: %s", r)
 	}
 
@@ -97,9 +97,9 @@ func TestExitCodes(t *testing.T) {
 		{"bad flag", []string{"list", "--db", db, "--colour"}, exitUsage, "unknown flag"},
 		{"missing arg", []string{"get", "--db", db}, exitUsage, "exactly one reference"},
 		{"bad lifecycle", []string{"list", "--db", db, "--lifecycle", "retired"}, exitUsage, "unknown lifecycle"},
-		{"api key flag", []string{"sync", "--db", db, "--registry", fake.url, "--api-key", "s3cret"}, exitUsage, "unknown flag: --api-key"},
+		{"api key flag", []string{"sync", "--db", db, "--registry", fake.URL, "--api-key", "s3cret"}, exitUsage, "unknown flag: --api-key"},
 		{"bad registry url", []string{"sync", "--db", db, "--registry", "ftp://x"}, exitUsage, "http or https"},
-		{"quarantined stage", []string{"sync", "--db", partial, "--registry", bad.url}, exitPartial, "quarantined"},
+		{"quarantined stage", []string{"sync", "--db", partial, "--registry", bad.URL}, exitPartial, "quarantined"},
 		{"bit flip", []string{"verify", "--db", flipped}, exitPartial, "verification failures"},
 		{"stale", []string{"status", "--db", db, "--max-age", "1ns"}, exitStale, "stale"},
 		{"never synced", []string{"status", "--db", never, "--max-age", "1h"}, exitStale, "never synced"},
@@ -141,7 +141,7 @@ func TestDefaultLocation(t *testing.T) {
 			cache = v
 		}
 	}
-	if r := runMirror(t, append(env, "NOETHER_REGISTRY="+fake.url), "sync", "-q"); r.code != exitOK || r.stdout+r.stderr != "" {
+	if r := runMirror(t, append(env, "NOETHER_REGISTRY="+fake.URL), "sync", "-q"); r.code != exitOK || r.stdout+r.stderr != "" {
 		t.Fatalf("sync: %s", r)
 	}
 	want := filepath.Join(cache, "noether-mirror", "mirror.db")
@@ -180,7 +180,7 @@ func TestAPIKeyNeverPrinted(t *testing.T) {
 		{append(env, "NOETHER_API_KEY=wrong"), []string{"sync", "-v"}, exitError},
 		{env, []string{"sync"}, exitError},
 	} {
-		r := runMirror(t, tc.env, append(tc.args, "--db", db, "--registry", fake.url)...)
+		r := runMirror(t, tc.env, append(tc.args, "--db", db, "--registry", fake.URL)...)
 		if r.code != tc.code {
 			t.Errorf("%v: want exit %d, got %s", tc.args, tc.code, r)
 		}
@@ -198,7 +198,7 @@ func TestAPIKeyNeverPrinted(t *testing.T) {
 func TestProgressNotOnPipe(t *testing.T) {
 	t.Parallel()
 	fake := startFake(t, "--generate", "500", "--stage-size", "200", "--latency", "20ms")
-	r := runMirror(t, baseEnv(t), "sync", "--db", filepath.Join(t.TempDir(), "m.db"), "--registry", fake.url)
+	r := runMirror(t, baseEnv(t), "sync", "--db", filepath.Join(t.TempDir(), "m.db"), "--registry", fake.URL)
 	if r.code != exitOK || strings.ContainsAny(r.stderr+r.stdout, "\r\033") {
 		t.Errorf("sync with stderr on a pipe: %q", r)
 	}
@@ -228,12 +228,12 @@ func TestBusy(t *testing.T) {
 	slow := startFake(t, "--generate", "1000", "--stage-size", "200", "--latency", "250ms")
 	env := baseEnv(t)
 	db := filepath.Join(t.TempDir(), "m.db")
-	first, _, firstErr := startMirror(t, env, "sync", "--db", db, "--registry", slow.url)
+	first, _, firstErr := startMirror(t, env, "sync", "--db", db, "--registry", slow.URL)
 	// The staging file exists only while the writer lock is held.
 	waitFor(t, "the first sync to take the lock", 30*time.Second, func() bool { return exists(db + ".next") })
 
 	start := time.Now()
-	r := runMirror(t, env, "sync", "--db", db, "--registry", slow.url)
+	r := runMirror(t, env, "sync", "--db", db, "--registry", slow.URL)
 	if r.code != exitBusy || !strings.Contains(r.stderr, "busy") || !strings.Contains(r.stderr, "another process") {
 		t.Errorf("second sync: want exit 5 naming the other writer, got %s", r)
 	}
@@ -247,7 +247,7 @@ func TestBusy(t *testing.T) {
 	if code := exitCode(t, first); code != exitOK {
 		t.Fatalf("the first sync: exit %d\n%s", code, firstErr)
 	}
-	if r := runMirror(t, env, "sync", "-q", "--db", db, "--registry", slow.url); r.code != exitOK {
+	if r := runMirror(t, env, "sync", "-q", "--db", db, "--registry", slow.URL); r.code != exitOK {
 		t.Errorf("a sync after the lock was released: %s", r)
 	}
 }
@@ -262,11 +262,11 @@ func TestInterrupted(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			env := baseEnv(t)
 			db := filepath.Join(t.TempDir(), "m.db")
-			if r := runMirror(t, env, "sync", "-q", "--db", db, "--registry", fast.url); r.code != exitOK {
+			if r := runMirror(t, env, "sync", "-q", "--db", db, "--registry", fast.URL); r.code != exitOK {
 				t.Fatalf("first sync: %s", r)
 			}
 			before := readFile(t, db)
-			cmd, stdout, stderr := startMirror(t, env, "sync", "-v", "--db", db, "--registry", slow.url)
+			cmd, stdout, stderr := startMirror(t, env, "sync", "-v", "--db", db, "--registry", slow.URL)
 			// Once a page is committed the next sync has something to
 			// reuse. (A fixed sleep was not enough on a loaded machine.)
 			waitFor(t, "the sync to commit a page", 30*time.Second, func() bool {
@@ -292,7 +292,7 @@ func TestInterrupted(t *testing.T) {
 			if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Total != 85 || st.Generation != 1 {
 				t.Errorf("status after the interrupt (%v): %s", err, r)
 			}
-			r = runMirror(t, env, "sync", "--json", "--db", db, "--registry", slow.url)
+			r = runMirror(t, env, "sync", "--json", "--db", db, "--registry", slow.URL)
 			var rep struct {
 				Total   int  `json:"total"`
 				Resumed bool `json:"resumed"`
@@ -313,10 +313,10 @@ func TestServe(t *testing.T) {
 	fake := startFake(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "m.db")
-	if r := runMirror(t, env, "sync", "-q", "--db", db, "--registry", fake.url); r.code != exitOK {
+	if r := runMirror(t, env, "sync", "-q", "--db", db, "--registry", fake.URL); r.code != exitOK {
 		t.Fatalf("sync: %s", r)
 	}
-	fake.stop() // serve needs no upstream
+	fake.Stop() // serve needs no upstream
 
 	cmd := exec.Command(mirrorBin, "serve", "--db", db, "--addr", "127.0.0.1:0")
 	cmd.Env = env
