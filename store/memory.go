@@ -64,24 +64,17 @@ var errNilStage = errors.New("store: nil stage: pass a stage made by DecodeStage
 // signature id deprecates every other Active stage with that signature id
 // in favour of s, bypassing transition checks.
 func (m *MemoryStore) Put(ctx context.Context, s *Stage) (StageID, error) {
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	if s == nil {
-		return "", errNilStage
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.stages[s.ID]; ok {
-		return "", AlreadyExistsError(s.ID)
-	}
-	return s.ID, m.insertLocked(s)
+	return m.insert(ctx, s, true)
 }
 
 // Upsert inserts s or replaces the stage with its id, bypassing transition
 // rules, then applies the Active-per-signature invariant like Put (never
 // deprecating s itself).
 func (m *MemoryStore) Upsert(ctx context.Context, s *Stage) (StageID, error) {
+	return m.insert(ctx, s, false)
+}
+
+func (m *MemoryStore) insert(ctx context.Context, s *Stage, failIfExists bool) (StageID, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -90,6 +83,9 @@ func (m *MemoryStore) Upsert(ctx context.Context, s *Stage) (StageID, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if _, ok := m.stages[s.ID]; ok && failIfExists {
+		return "", AlreadyExistsError(s.ID)
+	}
 	return s.ID, m.insertLocked(s)
 }
 
