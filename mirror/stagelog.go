@@ -46,15 +46,6 @@ func newStageLog() *stageLog {
 	return &stageLog{hex: map[[32]byte]uint64{}, odd: map[string]uint64{}}
 }
 
-// hexKey returns the 32 bytes a 64-character lowercase hex id encodes.
-func hexKey(id string) (k [32]byte, ok bool) {
-	if !store.ValidID(id) {
-		return k, false
-	}
-	_, err := hex.Decode(k[:], []byte(id))
-	return k, err == nil
-}
-
 func (l *stageLog) get(id string) (uint64, bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -62,7 +53,7 @@ func (l *stageLog) get(id string) (uint64, bool) {
 }
 
 func (l *stageLog) getLocked(id string) (uint64, bool) {
-	if k, ok := hexKey(id); ok {
+	if k, ok := store.IDBytes(id); ok {
 		seq, found := l.hex[k]
 		return seq, found
 	}
@@ -71,7 +62,7 @@ func (l *stageLog) getLocked(id string) (uint64, bool) {
 }
 
 func (l *stageLog) setLocked(id string, seq uint64, present bool) {
-	if k, ok := hexKey(id); ok {
+	if k, ok := store.IDBytes(id); ok {
 		if present {
 			l.hex[k] = seq
 		} else {

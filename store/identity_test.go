@@ -1,12 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -413,5 +415,30 @@ func TestTypedValueErrors(t *testing.T) {
 	ib, _, errB := ComputeIDs("x", b)
 	if errA != nil || errB != nil || ia != ib {
 		t.Errorf("duplicate record field: %s %s %v %v", ia, ib, errA, errB)
+	}
+}
+
+func TestIDBytes(t *testing.T) {
+	good := strings.Repeat("0123456789abcdef", 4)
+	for _, c := range []struct {
+		in string
+		ok bool
+	}{
+		{good, true},
+		{strings.Repeat("f", 64), true},
+		{strings.ToUpper(good), false},
+		{good[:63], false},
+		{good + "0", false},
+		{good[:63] + "g", false},
+		{"", false},
+	} {
+		b, ok := IDBytes(c.in)
+		if ok != c.ok || ValidID(c.in) != c.ok {
+			t.Errorf("IDBytes(%q): ok %v, ValidID %v; want %v", c.in, ok, ValidID(c.in), c.ok)
+			continue
+		}
+		if want, _ := hex.DecodeString(c.in); ok && !bytes.Equal(b[:], want) {
+			t.Errorf("IDBytes(%q) = %x", c.in, b)
+		}
 	}
 }

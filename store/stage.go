@@ -11,7 +11,6 @@ package store
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 )
 
 // StageID is a stage's implementation id: 64 lowercase hex characters, the
@@ -24,12 +23,41 @@ type StageID string
 // interchangeable versions of one stage.
 type SignatureID string
 
-var hexID = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
 // ValidID reports whether s has the shape of a stage or signature id:
 // exactly 64 lowercase hex characters. Only such strings may go into a URL
 // path or a file name.
-func ValidID(s string) bool { return len(s) == 64 && hexID.MatchString(s) }
+func ValidID(s string) bool {
+	_, ok := IDBytes(s)
+	return ok
+}
+
+// IDBytes returns the 32 bytes a stage or signature id encodes, and false
+// when s is not exactly 64 lowercase hex characters. Lowercase hex sorts
+// like the bytes it encodes, so ids can be kept and compared as bytes.
+func IDBytes(s string) (b [32]byte, ok bool) {
+	if len(s) != 64 {
+		return b, false
+	}
+	for i := range b {
+		hi, ok1 := lowerHex(s[2*i])
+		lo, ok2 := lowerHex(s[2*i+1])
+		if !ok1 || !ok2 {
+			return [32]byte{}, false
+		}
+		b[i] = hi<<4 | lo
+	}
+	return b, true
+}
+
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
 
 // Stage is one noether stage as served by a registry. Raw holds the exact
 // bytes it was decoded from; the typed fields are a read-only view of them.

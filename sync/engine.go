@@ -315,12 +315,8 @@ type key struct {
 
 // idKey returns the key of a well-formed stage id.
 func idKey(id store.StageID) (key, bool) {
-	var k key
-	if !store.ValidID(string(id)) {
-		return k, false
-	}
-	_, err := hex.Decode(k.sum[:], []byte(id))
-	return k, err == nil
+	sum, ok := store.IDBytes(string(id))
+	return key{sum: sum}, ok
 }
 
 // keyOf returns the key of a quarantine key or stage id as the mirror
@@ -329,14 +325,12 @@ func keyOf(s string) (key, bool) {
 	if k, ok := idKey(store.StageID(s)); ok {
 		return k, true
 	}
-	var k key
 	if len(s) == 65 && s[0] == 'x' {
-		if _, err := hex.Decode(k.sum[:], []byte(s[1:])); err == nil {
-			k.anon = true
-			return k, true
+		if sum, ok := store.IDBytes(s[1:]); ok {
+			return key{sum: sum, anon: true}, true
 		}
 	}
-	return k, false
+	return key{}, false
 }
 
 // id is the stage id of a non-anonymous key.
