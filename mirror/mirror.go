@@ -282,21 +282,15 @@ func emptySnapshot(path string, opts Options) (name string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("creating snapshot %s: %w", name, err)
 	}
+	defer db.Close()
 	err = db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucket(bucketLog)
 		return err
 	})
-	var meta Meta
-	if err == nil {
-		meta, err = build(context.Background(), db, newStageLog(), Meta{})
-	}
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
 		return "", err
 	}
-	if err := trimFile(name, meta.SizeBytes); err != nil {
+	if _, err := build(context.Background(), db, newStageLog(), Meta{}); err != nil {
 		return "", err
 	}
 	return name, os.Chmod(name, 0o644)

@@ -26,8 +26,7 @@ const batchBytes = 2 << 20
 // moving a record: it reads the log front to back, then rebuilds the
 // stages, by_name, by_sig and position buckets from what it read, hashes
 // the quarantine, writes meta (completed with the counts and digest,
-// which it returns, SizeBytes being the bytes in use), drops the writer
-// bucket and fsyncs the file. l must
+// which it returns), drops the writer bucket and fsyncs the file. l must
 // index exactly the log's entries. A damaged log is ErrCorrupt.
 //
 // A build killed part way leaves a staging file that is still a valid
@@ -63,14 +62,6 @@ func build(ctx context.Context, db *bolt.DB, l *stageLog, meta Meta) (Meta, erro
 	})
 	if err != nil {
 		return Meta{}, fmt.Errorf("writing snapshot meta: %w", err)
-	}
-	// The pages in use, once the last commit has allocated its own.
-	err = db.View(func(tx *bolt.Tx) error {
-		meta.SizeBytes = tx.Size()
-		return nil
-	})
-	if err != nil {
-		return Meta{}, err
 	}
 	if err := db.Sync(); err != nil {
 		return Meta{}, fmt.Errorf("syncing %s: %w", db.Path(), err)

@@ -278,25 +278,6 @@ func (w *Writer) openStaging() error {
 	return nil
 }
 
-// trimFile cuts the closed bbolt file name down to size, the bytes its
-// pages use (bbolt grows a file ahead of its data, by up to a memory-map
-// step), and fsyncs it.
-func trimFile(name string, size int64) error {
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || fi.Size() <= size {
-		return err
-	}
-	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("trimming %s: %w", name, err)
-	}
-	return f.Sync()
-}
-
 // update runs fn in a read-write transaction, turning a bbolt panic on a
 // damaged staging file into an error.
 func update(db *bolt.DB, fn func(tx *bolt.Tx) error) (err error) {
@@ -750,10 +731,6 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 	// exclusive flock on it, which would block readers of the new PATH.
 	w.closeStaging()
 	next := m.nextPath()
-	if err := trimFile(next, built.SizeBytes); err != nil {
-		w.failed = err
-		return PublishResult{}, err
-	}
 	out := PublishResult{Path: m.path, Total: built.Total, Digest: built.Digest}
 	sc := sidecar{LastSync: meta.LastSync, Upstream: meta.Upstream, UpstreamTotals: meta.UpstreamTotals}
 	if built.Digest == cur.meta.Digest {
