@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -354,6 +356,34 @@ func BenchmarkHeap(b *testing.B) {
 		b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse)), "heap-growth-bytes")
 		b.ReportMetric(float64(after.HeapInuse), "heap-inuse-bytes")
 	})
+}
+
+// BenchmarkPublish compiles a staged sync of n stages into a snapshot.
+func BenchmarkPublish(b *testing.B) {
+	for _, n := range benchSizes[:2] {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			d := benchMirror(b, n)
+			m := openBench(b, d)
+			src, err := m.acquire()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer src.release()
+			for b.Loop() {
+				err := src.view(func(tx *bolt.Tx) error {
+					name, _, err := compile(context.Background(), filepath.Join(b.TempDir(), "x.db"), source{tx: tx}, Meta{}, m.opts)
+					if err == nil {
+						os.Remove(name)
+					}
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "stages/s")
+		})
+	}
 }
 
 // BenchmarkPublishLog times Publish of a sync's staging log holding every

@@ -14,9 +14,8 @@ import (
 )
 
 // FormatVersion is the snapshot file format this version writes and the
-// newest it reads. It also reads format 1 (records stored under their id
-// in bucket stages). See FORMAT.md.
-const FormatVersion uint32 = 2
+// newest it reads. See FORMAT.md.
+const FormatVersion uint32 = 1
 
 // magic identifies a bbolt file as a noether-mirror snapshot.
 const magic = "noether-mirror"
@@ -38,9 +37,6 @@ var (
 	bucketQuarantine = []byte("quarantine")
 	bucketMeta       = []byte("meta")
 	bucketPosAll     = []byte("pos_all")
-	// bucketLog holds the records of a format-2 snapshot and of every
-	// staging file, in the order they were written (see stageLog).
-	bucketLog = []byte("log")
 	// bucketWriter is only in staging files (PATH.next).
 	bucketWriter = []byte("writer")
 )
@@ -265,28 +261,6 @@ func newDigester() *digester {
 		d.per[string(b)] = sha256.New()
 	}
 	return d
-}
-
-// stagesValueLen is the length of a format-2 stages value: the 8-byte
-// big-endian sequence number of the stage's log entry, then the SHA-256
-// of its record.
-const stagesValueLen = 8 + sha256.Size
-
-// stagesValue encodes a format-2 stages value.
-func stagesValue(seq uint64, sum *[sha256.Size]byte) []byte {
-	v := make([]byte, 0, stagesValueLen)
-	v = binary.BigEndian.AppendUint64(v, seq)
-	return append(v, sum[:]...)
-}
-
-// stagesDigestValue is what the digest hashes for a stages value: in
-// format 2 the record's SHA-256 (where the record is stored is not
-// content), in format 1 the record itself.
-func stagesDigestValue(version uint32, v []byte) []byte {
-	if version >= 2 && len(v) == stagesValueLen {
-		return v[8:]
-	}
-	return v
 }
 
 // add hashes one entry; entries of a bucket must come in key order.

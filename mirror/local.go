@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -22,7 +24,7 @@ func (w *Writer) checkLocal(ctx context.Context) error {
 	if err := w.check(); err != nil {
 		return err
 	}
-	if w.mode != modeLocal {
+	if w.log != nil {
 		return errSyncWriter
 	}
 	return nil
@@ -49,11 +51,11 @@ func (w *Writer) insert(ctx context.Context, s *store.Stage, failIfExists bool) 
 		return "", errNilStage
 	}
 	rec := recordOf(s, store.Verify(s))
-	err := w.stage(func(st stagingTx) error {
-		if _, ok := st.log.lookup(string(s.ID)); ok && failIfExists {
+	err := update(w.db, func(tx *bolt.Tx) error {
+		if failIfExists && tx.Bucket(bucketStages).Get([]byte(s.ID)) != nil {
 			return store.AlreadyExistsError(s.ID)
 		}
-		return w.insertTx(st, rec)
+		return w.insertTx(tx, rec)
 	})
 	if err != nil {
 		return "", err
@@ -63,28 +65,29 @@ func (w *Writer) insert(ctx context.Context, s *store.Stage, failIfExists bool) 
 
 // insertTx stores r and, if it is Active, deprecates every other Active
 // stage with its signature id in its favour (no transition check).
-func (w *Writer) insertTx(st stagingTx, r *Record) error {
+func (w *Writer) insertTx(tx *bolt.Tx, r *Record) error {
 	var demoted []*Record
 	if r.Lifecycle.Kind == store.LifecycleActive && r.SignatureID != "" {
 		prefix := indexKey(string(r.SignatureID), "")
-		c := st.bySig.Cursor()
+		c := tx.Bucket(bucketBySig).Cursor()
 		for k, v := c.Seek(prefix); k != nil && len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix); k, v = c.Next() {
 			id := k[len(prefix):]
 			if string(id) == string(r.ID) || len(v) != 1 || store.LifecycleKind(v[0]) != store.LifecycleActive {
 				continue
 			}
-			old, err := stagedRecord(st, string(id))
+			old, err := stagedRecord(tx, id)
 			if err != nil {
 				return err
 			}
 			if old.SignatureID != r.SignatureID {
 				continue // a name containing 0x00 shares the prefix
 			}
-			d, err := old.Decode()
+			st, err := old.Decode()
 			if err != nil {
 				return fmt.Errorf("%w: staged %v", ErrCorrupt, err)
 			}
-			if d, err = d.WithLifecycle(store.Deprecated(r.ID)); err != nil {
+			d, err := st.WithLifecycle(store.Deprecated(r.ID))
+			if err != nil {
 				return fmt.Errorf("auto-deprecating %s in favour of %s: %w", old.ID, r.ID, err)
 			}
 			demoted = append(demoted, recordOf(d, old.Report))
@@ -92,21 +95,27 @@ func (w *Writer) insertTx(st stagingTx, r *Record) error {
 				"deprecated", string(old.ID), "successor", string(r.ID), "signature_id", string(r.SignatureID))
 		}
 	}
-	for _, rec := range append([]*Record{r}, demoted...) {
-		if err := st.put(rec); err != nil {
+	if err := putStage(tx, r); err != nil {
+		return err
+	}
+	for _, d := range demoted {
+		if err := putStage(tx, d); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// stagedRecord is st.record with an absent id as ErrNotFound.
-func stagedRecord(st stagingTx, id string) (Record, error) {
-	r, ok, err := st.record(id)
-	if err == nil && !ok {
-		err = store.NotFoundError(store.StageID(id))
+func stagedRecord(tx *bolt.Tx, id []byte) (Record, error) {
+	v := tx.Bucket(bucketStages).Get(id)
+	if v == nil {
+		return Record{}, store.NotFoundError(store.StageID(id))
 	}
-	return r, err
+	r, err := decodeRecord(id, v)
+	if err != nil {
+		return Record{}, fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
+	}
+	return r, nil
 }
 
 // Remove deletes id from staging; an absent id is not an error.
@@ -114,7 +123,7 @@ func (w *Writer) Remove(ctx context.Context, id store.StageID) error {
 	if err := w.checkLocal(ctx); err != nil {
 		return err
 	}
-	return w.stage(func(st stagingTx) error { return st.delete(string(id)) })
+	return update(w.db, func(tx *bolt.Tx) error { return deleteStage(tx, []byte(id)) })
 }
 
 // UpdateLifecycle moves staged stage id to l with store.MemoryStore's
@@ -125,26 +134,26 @@ func (w *Writer) UpdateLifecycle(ctx context.Context, id store.StageID, l store.
 	if err := w.checkLocal(ctx); err != nil {
 		return err
 	}
-	return w.stage(func(st stagingTx) error {
-		cur, err := stagedRecord(st, string(id))
+	return update(w.db, func(tx *bolt.Tx) error {
+		cur, err := stagedRecord(tx, []byte(id))
 		if err != nil {
 			return err
 		}
 		if err := store.ValidateTransition(cur.Lifecycle, l); err != nil {
 			return err
 		}
-		if _, ok := st.log.lookup(string(l.Successor)); l.Kind == store.LifecycleDeprecated && !ok {
+		if l.Kind == store.LifecycleDeprecated && tx.Bucket(bucketStages).Get([]byte(l.Successor)) == nil {
 			return store.InvalidSuccessorError(l.Successor)
 		}
-		s, err := cur.Decode()
+		st, err := cur.Decode()
 		if err != nil {
 			return fmt.Errorf("%w: staged %v", ErrCorrupt, err)
 		}
-		next, err := s.WithLifecycle(l)
+		next, err := st.WithLifecycle(l)
 		if err != nil {
 			return fmt.Errorf("setting lifecycle of %s: %w", id, err)
 		}
-		return w.insertTx(st, recordOf(next, cur.Report))
+		return w.insertTx(tx, recordOf(next, cur.Report))
 	})
 }
 
@@ -170,9 +179,8 @@ func (m *Mirror) local(ctx context.Context, op func(w *Writer) error) error {
 }
 
 // Put inserts s (store.StageStore semantics) and publishes a new snapshot.
-// It copies the whole mirror and rebuilds its indexes: meant for
-// occasional local edits, not bulk loads (use BeginLocal and one Publish
-// for those).
+// It copies and recompiles the whole mirror: meant for occasional local
+// edits, not bulk loads (use BeginLocal and one Publish for those).
 func (m *Mirror) Put(ctx context.Context, s *store.Stage) (store.StageID, error) {
 	var id store.StageID
 	err := m.local(ctx, func(w *Writer) error {

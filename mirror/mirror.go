@@ -132,31 +132,19 @@ func (s *snap) forgetSidecar() {
 type reader struct {
 	tx                    *bolt.Tx
 	stages, byName, bySig *bolt.Bucket
-	stagesCur             *bolt.Cursor
-	indexCur              [2]*bolt.Cursor // by_name, by_sig
-	loc                   locator
+	stagesCur, indexCur   [2]*bolt.Cursor // indexCur: by_name, by_sig
 }
 
-// has reports whether the stages bucket has key.
-func (r *reader) has(key []byte) bool {
-	if r.stagesCur == nil {
-		r.stagesCur = r.stages.Cursor()
+// get returns the value stored under key in the stages bucket, or nil.
+func (r *reader) get(key []byte) []byte {
+	if r.stagesCur[0] == nil {
+		r.stagesCur[0] = r.stages.Cursor()
 	}
-	k, _ := r.stagesCur.Seek(key)
-	return bytes.Equal(k, key)
-}
-
-// get returns the record of stage key, or nil if there is none. A
-// damaged entry is an error that does not name the file.
-func (r *reader) get(key []byte) ([]byte, error) {
-	if r.stagesCur == nil {
-		r.stagesCur = r.stages.Cursor()
-	}
-	k, v := r.stagesCur.Seek(key)
+	k, v := r.stagesCur[0].Seek(key)
 	if !bytes.Equal(k, key) {
-		return nil, nil
+		return nil
 	}
-	return r.loc.record(key, v)
+	return v
 }
 
 // index returns the reusable cursor over by_sig (sig) or by_name.
@@ -190,10 +178,6 @@ func (s *snap) getReader() (*reader, error) {
 			_ = tx.Rollback()
 			return nil, s.missingBucket([]byte(name))
 		}
-	}
-	if r.loc, err = newLocator(tx, s.meta.FormatVersion); err != nil {
-		_ = tx.Rollback()
-		return nil, corruptf(s.meta.Path, "%v", err)
 	}
 	s.rmu.Lock()
 	s.readers = append(s.readers, r)
@@ -252,7 +236,7 @@ func createEmpty(path string, opts Options) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating the mirror directory %s: %w", dir, err)
 	}
-	tmp, err := emptySnapshot(path, opts)
+	tmp, _, err := compile(context.Background(), path, source{}, Meta{}, opts)
 	if err != nil {
 		return err
 	}
@@ -262,38 +246,6 @@ func createEmpty(path string, opts Options) error {
 		return fmt.Errorf("creating %s: %w", path, err)
 	}
 	return syncDir(dir)
-}
-
-// emptySnapshot writes a snapshot with no stages next to path and returns
-// its name.
-func emptySnapshot(path string, opts Options) (name string, err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return "", fmt.Errorf("creating a snapshot next to %s: %w", path, err)
-	}
-	name = f.Name()
-	f.Close()
-	defer func() {
-		if err != nil {
-			os.Remove(name)
-		}
-	}()
-	db, err := bolt.Open(name, 0o644, &bolt.Options{Timeout: opts.LockTimeout, FreelistType: bolt.FreelistMapType, PageSize: pageSize})
-	if err != nil {
-		return "", fmt.Errorf("creating snapshot %s: %w", name, err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucket(bucketLog)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	if _, err := build(context.Background(), db, newStageLog(), Meta{}); err != nil {
-		return "", err
-	}
-	return name, os.Chmod(name, 0o644)
 }
 
 // openSnap opens the snapshot currently at path read-only and checks it.

@@ -9,18 +9,15 @@ import (
 )
 
 // ScanRaw calls fn with the id and raw JSON of every stage of kind
-// (store.LifecycleUnknown: every stage) in storage order, all inside one
-// read transaction, without copying: raw points into the snapshot's memory
-// map and is valid only until fn returns. Copy what you keep. Each
-// record's checksum is verified before fn sees it. A non-nil error from fn
-// stops the scan and is returned as is.
+// (store.LifecycleUnknown: every stage) in id order, all inside one read
+// transaction, without copying: raw points into the snapshot's memory map
+// and is valid only until fn returns. Copy what you keep. Each record's
+// checksum is verified before fn sees it. A non-nil error from fn stops
+// the scan and is returned as is.
 //
-// Storage order is the order the records were written in (for a mirror
-// made by a sync, the registry's listing order; id order in a format-1
-// file): ScanRaw reads the file front to back, which is what makes it the
-// fastest way through a snapshot. Records iterates in id order, and is
-// the one to use when the loop body keeps the bytes or does slow work,
-// since a long scan keeps its transaction open.
+// ScanRaw is the fastest way through a snapshot (export, list --json,
+// change reports); Records is the one to use when the loop body keeps the
+// bytes or does slow work, since a long scan keeps its transaction open.
 func (sn *Snapshot) ScanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id store.StageID, raw []byte) error) error {
 	s, err := sn.get()
 	if err != nil {
@@ -49,9 +46,6 @@ func (sn *Snapshot) ScanRaw(ctx context.Context, kind store.LifecycleKind, fn fu
 			return nil
 		}
 		n := 0
-		if s.meta.FormatVersion >= 2 {
-			return s.scanLog(tx, kind, visit)
-		}
 		if kind == store.LifecycleUnknown {
 			c := sb.Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -84,37 +78,6 @@ func (sn *Snapshot) ScanRaw(ctx context.Context, kind store.LifecycleKind, fn fu
 	}
 	if err != nil {
 		return fmt.Errorf("scan %s: %w", sn.path, err)
-	}
-	return nil
-}
-
-// scanLog is ScanRaw's walk of a format-2 snapshot: its log, front to
-// back, which holds every stage exactly once (verify checks that).
-func (s *snap) scanLog(tx *bolt.Tx, kind store.LifecycleKind, visit func(id, rec []byte, n int) error) error {
-	lb := tx.Bucket(bucketLog)
-	if lb == nil {
-		return s.missingBucket(bucketLog)
-	}
-	n := 0
-	c := lb.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		id, rec, err := splitLogValue(v)
-		if err != nil {
-			return corruptf(s.meta.Path, "log entry %x: %v", k, err)
-		}
-		if kind != store.LifecycleUnknown {
-			r, err := decodeBorrowed(id, rec)
-			if err != nil {
-				return s.corruptRecord(id, err)
-			}
-			if r.Lifecycle.Kind != kind {
-				continue
-			}
-		}
-		if err := visit(id, rec, n); err != nil {
-			return err
-		}
-		n++
 	}
 	return nil
 }

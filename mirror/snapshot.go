@@ -74,32 +74,6 @@ func (s *snap) missingBucket(name []byte) error {
 	return corruptf(s.meta.Path, "bucket %q is missing", name)
 }
 
-func (s *snap) missingStage(index, id []byte) error {
-	return corruptf(s.meta.Path, "index %s lists stage %s, which is missing", index, id)
-}
-
-// locator returns the record locator of tx, a transaction on s.
-func (s *snap) locator(tx *bolt.Tx) (locator, error) {
-	loc, err := newLocator(tx, s.meta.FormatVersion)
-	if err != nil {
-		return loc, corruptf(s.meta.Path, "%v", err)
-	}
-	return loc, nil
-}
-
-// indexedRecord returns the record of stage id, which index lists.
-func (s *snap) indexedRecord(loc *locator, sb *bolt.Bucket, index, id []byte) ([]byte, error) {
-	v := sb.Get(id)
-	if v == nil {
-		return nil, s.missingStage(index, id)
-	}
-	rec, err := loc.record(id, v)
-	if err != nil {
-		return nil, s.corruptRecord(id, err)
-	}
-	return rec, nil
-}
-
 // point runs fn on a pooled read transaction's stages bucket, with the
 // same panic protection as view.
 func (s *snap) pointReader(fn func(r *reader) error) (err error) {
@@ -133,10 +107,7 @@ func (s *snap) getRaw(id store.StageID) ([]byte, error) {
 	var out []byte
 	err := s.pointReader(func(r *reader) error {
 		key := keyBytes(string(id))
-		v, err := r.get(key)
-		if err != nil {
-			return s.corruptRecord(key, err)
-		}
+		v := r.get(key)
 		if v == nil {
 			return store.NotFoundError(id)
 		}
@@ -161,10 +132,7 @@ func (s *snap) getRecord(id store.StageID) (Record, error) {
 }
 
 func (s *snap) recordIn(r *reader, id []byte) (Record, error) {
-	v, err := r.get(id)
-	if err != nil {
-		return Record{}, s.corruptRecord(id, err)
-	}
+	v := r.get(id)
 	if v == nil {
 		return Record{}, store.NotFoundError(store.StageID(id))
 	}
@@ -178,7 +146,7 @@ func (s *snap) recordIn(r *reader, id []byte) (Record, error) {
 func (s *snap) contains(id store.StageID) (bool, error) {
 	var ok bool
 	err := s.pointReader(func(r *reader) error {
-		ok = r.has(keyBytes(string(id)))
+		ok = r.get(keyBytes(string(id))) != nil
 		return nil
 	})
 	return ok, err
@@ -199,16 +167,12 @@ func (s *snap) page(kind store.LifecycleKind, offset, limit int) ([][]byte, int,
 		if pb == nil || sb == nil {
 			return s.missingBucket(posBucket(kind))
 		}
-		loc, err := s.locator(tx)
-		if err != nil {
-			return err
-		}
 		size := 0
 		c := pb.Cursor()
 		for k, id := c.Seek(beUint64(uint64(offset))); k != nil && len(out) < limit; k, id = c.Next() {
-			v, err := s.indexedRecord(&loc, sb, posBucket(kind), id)
-			if err != nil {
-				return err
+			v := sb.Get(id)
+			if v == nil {
+				return corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
 			}
 			raw, err := recordRaw(id, v)
 			if err != nil {
@@ -275,18 +239,10 @@ func (s *snap) recordChunk(tx *bolt.Tx, kind store.LifecycleKind, prefix, from [
 	if sb == nil {
 		return nil, nil, s.missingBucket(bucketStages)
 	}
-	loc, err := s.locator(tx)
-	if err != nil {
-		return nil, nil, err
-	}
 	out := make([]Record, 0, chunkSize)
 	a := &strArena{}
 	sl := newSlab(chunkSize)
 	add := func(k, v []byte) error {
-		v, err := loc.record(k, v)
-		if err != nil {
-			return s.corruptRecord(k, err)
-		}
 		rec, err := decodeDetached(k, v, a, sl)
 		if err != nil {
 			return s.corruptRecord(k, err)
@@ -317,7 +273,7 @@ func (s *snap) recordChunk(tx *bolt.Tx, kind store.LifecycleKind, prefix, from [
 		}
 		v := sb.Get(id)
 		if v == nil {
-			return nil, nil, s.missingStage(posBucket(kind), id)
+			return nil, nil, corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
 		}
 		if err := add(id, v); err != nil {
 			return nil, nil, err
@@ -390,10 +346,7 @@ func (s *snap) indexed(sig bool, value string, keep func(v []byte) bool, first b
 			}
 			id := k[len(p):]
 			ambiguous := bytes.IndexByte(id, 0) >= 0
-			val, err := r.get(id)
-			if err != nil {
-				return s.corruptRecord(id, err)
-			}
+			val := r.get(id)
 			if val == nil {
 				if ambiguous {
 					continue // a longer value's entry

@@ -3,14 +3,20 @@ package mirror
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	gosync "sync"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/noether-mirror/mirror/store"
 )
+
+// bucketLog holds a sync's staged stages in arrival order (see stageLog).
+var bucketLog = []byte("log")
 
 // stageLog is how a sync stages stages. A registry lists stages in its own
 // order, so keying staged records by id made every commit a page of
@@ -39,14 +45,6 @@ type stageLog struct {
 func newStageLog() *stageLog {
 	return &stageLog{hex: map[[32]byte]uint64{}, odd: map[string]uint64{}}
 }
-
-// resetLocked empties the index.
-func (l *stageLog) resetLocked() {
-	l.hex, l.odd = map[[32]byte]uint64{}, map[string]uint64{}
-}
-
-// lenLocked is the number of staged stages.
-func (l *stageLog) lenLocked() int { return len(l.hex) + len(l.odd) }
 
 func (l *stageLog) get(id string) (uint64, bool) {
 	l.mu.RLock()
@@ -133,51 +131,20 @@ func (t *logTx) lookup(id string) (uint64, bool) {
 
 // put appends r, replacing whatever was staged under its id.
 func (t *logTx) put(r *Record) error {
+	if err := t.delete(string(r.ID)); err != nil {
+		return err
+	}
 	rec, err := encodeRecord(r)
 	if err != nil {
 		return err
 	}
-	return t.append([]byte(r.ID), rec)
-}
-
-// append appends the record rec of stage id (its bytes as a snapshot
-// stores them), replacing whatever was staged under id.
-func (t *logTx) append(id, rec []byte) error {
-	if err := t.delete(string(id)); err != nil {
-		return err
-	}
 	seq := t.next
 	t.next++
-	if err := t.b.Put(beUint64(seq), logValue(string(id), rec)); err != nil {
+	if err := t.b.Put(beUint64(seq), logValue(string(r.ID), rec)); err != nil {
 		return err
 	}
-	t.changed[string(id)] = logChange{seq: seq, present: true}
+	t.changed[string(r.ID)] = logChange{seq: seq, present: true}
 	return nil
-}
-
-// value returns the record staged under id, as stored (valid for the
-// transaction).
-func (t *logTx) value(id string) ([]byte, bool, error) {
-	seq, ok := t.lookup(id)
-	if !ok {
-		return nil, false, nil
-	}
-	rec, err := logRecord(t.b, seq, id)
-	return rec, rec != nil, err
-}
-
-// logRecord returns the record of stage id in log entry seq of b, nil if
-// the entry is gone.
-func logRecord(b *bolt.Bucket, seq uint64, id string) ([]byte, error) {
-	v := b.Get(beUint64(seq))
-	if v == nil {
-		return nil, nil
-	}
-	gotID, rec, err := splitLogValue(v)
-	if err != nil || string(gotID) != id {
-		return nil, fmt.Errorf("%w: staged log entry %d does not hold stage %s", ErrCorrupt, seq, id)
-	}
-	return rec, nil
 }
 
 // delete removes the stage staged under id, if any.
@@ -214,12 +181,16 @@ func (l *stageLog) raw(tx *bolt.Tx, id string) ([]byte, bool, error) {
 	if b == nil {
 		return nil, false, fmt.Errorf("%w: the staging file has no log bucket", ErrCorrupt)
 	}
-	rec, err := logRecord(b, seq, id)
-	if rec == nil {
+	v := b.Get(beUint64(seq))
+	if v == nil {
 		// Replaced by a commit that finished after the look-up.
-		return nil, false, err
+		return nil, false, nil
 	}
-	r, err := recordRaw([]byte(id), rec)
+	gotID, rec, err := splitLogValue(v)
+	if err != nil || string(gotID) != id {
+		return nil, false, fmt.Errorf("%w: staged log entry %d does not hold stage %s", ErrCorrupt, seq, id)
+	}
+	r, err := recordRaw(gotID, rec)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
 	}
@@ -289,4 +260,44 @@ func (l *stageLog) keys() ([][32]byte, []store.StageID) {
 		os = append(os, store.StageID(id))
 	}
 	return hs, os
+}
+
+// sorted returns the sequence numbers of every staged stage, in id order.
+func (l *stageLog) sorted() []uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	type hexRef struct {
+		k   [32]byte
+		seq uint64
+	}
+	hs := make([]hexRef, 0, len(l.hex))
+	for k, seq := range l.hex {
+		hs = append(hs, hexRef{k, seq})
+	}
+	slices.SortFunc(hs, func(a, b hexRef) int { return bytes.Compare(a.k[:], b.k[:]) })
+	type oddRef struct {
+		id  string
+		seq uint64
+	}
+	os := make([]oddRef, 0, len(l.odd))
+	for id, seq := range l.odd {
+		os = append(os, oddRef{id, seq})
+	}
+	slices.SortFunc(os, func(a, b oddRef) int { return strings.Compare(a.id, b.id) })
+	// Merge the two: lowercase hex sorts like the bytes it encodes.
+	out := make([]uint64, 0, len(hs)+len(os))
+	var buf [64]byte
+	for len(hs) > 0 || len(os) > 0 {
+		if len(hs) > 0 {
+			hex.Encode(buf[:], hs[0].k[:])
+			if len(os) == 0 || string(buf[:]) < os[0].id {
+				out = append(out, hs[0].seq)
+				hs = hs[1:]
+				continue
+			}
+		}
+		out = append(out, os[0].seq)
+		os = os[1:]
+	}
+	return out
 }

@@ -30,23 +30,20 @@ type Writer struct {
 	db   *bolt.DB
 	base *snap // the published snapshot when the writer began
 	mode string
-	// log indexes the staging file's log (see stageLog).
+	// log is a sync's staging layout (see stageLog); nil for a local
+	// writer, whose staging file is a copy of the snapshot.
 	log *stageLog
 	// synced is when a sync's staging file was last fsynced.
 	synced   time.Time
 	resumed  bool
 	progress []byte
 	done     bool
-	// failed is set by a Publish that failed once it started building:
-	// the log index is gone, so only Abort is left.
-	failed error
 }
 
-// Staging modes, stored in the staging file's writer bucket. Both stage
-// into an append-only log (stageLog); a local writer's starts as a copy of
-// the snapshot's records and keeps a signature index for its edits. (Mode
-// "sync" was the id-keyed layout of earlier versions: such a file is not
-// resumed, only discarded.)
+// Staging modes, stored in the staging file's writer bucket. A sync
+// stages into an append-only log (stageLog); a local write edits a copy of
+// the snapshot. (Mode "sync" was the id-keyed layout of earlier versions:
+// such a file is not resumed, only discarded.)
 const (
 	modeSync  = "sync-log"
 	modeLocal = "local"
@@ -116,82 +113,20 @@ func (m *Mirror) begin(ctx context.Context, mode string) (w *Writer, err error) 
 	if err := os.Remove(next); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("removing old staging file %s: %w", next, err)
 	}
-	if err := w.openStaging(); err != nil {
-		os.Remove(next)
-		return nil, err
-	}
-	w.log, w.synced = newStageLog(), time.Now()
 	if mode == modeLocal {
-		if err := w.seed(ctx); err != nil {
-			w.closeStaging()
+		if err := w.base.view(func(tx *bolt.Tx) error { return tx.CopyFile(next, 0o644) }); err != nil {
 			os.Remove(next)
 			return nil, fmt.Errorf("copying %s to the staging file %s: %w", m.path, next, err)
 		}
 	}
+	if err := w.openStaging(); err != nil {
+		os.Remove(next)
+		return nil, err
+	}
+	if mode == modeSync {
+		w.log, w.synced = newStageLog(), time.Now()
+	}
 	return w, nil
-}
-
-// seed fills a local writer's new staging file with the current snapshot:
-// every record appended to the log as it is (in id order), and the
-// signature index and the quarantine copied, a batch per transaction.
-func (w *Writer) seed(ctx context.Context) error {
-	return w.base.view(func(btx *bolt.Tx) error {
-		sb := btx.Bucket(bucketStages)
-		if sb == nil {
-			return w.base.missingBucket(bucketStages)
-		}
-		loc, err := w.base.locator(btx)
-		if err != nil {
-			return err
-		}
-		c := sb.Cursor()
-		k, v := c.First()
-		for k != nil {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			err := w.stage(func(st stagingTx) error {
-				for n := 0; k != nil && n < batchBytes; k, v = c.Next() {
-					rec, err := loc.record(k, v)
-					if err != nil {
-						return w.base.corruptRecord(k, err)
-					}
-					if err := st.log.append(k, rec); err != nil {
-						return err
-					}
-					n += len(rec)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		for _, name := range [][]byte{bucketBySig, bucketQuarantine} {
-			b := btx.Bucket(name)
-			if b == nil {
-				return w.base.missingBucket(name)
-			}
-			c := b.Cursor()
-			k, v := c.First()
-			for k != nil {
-				err := update(w.db, func(tx *bolt.Tx) error {
-					dst := tx.Bucket(name)
-					for n := 0; k != nil && n < batchBytes; k, v = c.Next() {
-						if err := dst.Put(k, v); err != nil {
-							return err
-						}
-						n += len(k) + len(v)
-					}
-					return nil
-				})
-				if err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
 }
 
 // resume opens a staging file left by a killed sync; on any problem it is
@@ -252,9 +187,18 @@ func (w *Writer) openStaging() error {
 		return fmt.Errorf("opening the staging file %s: %w", next, err)
 	}
 	err = update(db, func(tx *bolt.Tx) error {
-		buckets := [][]byte{bucketLog, bucketQuarantine}
-		if w.mode == modeLocal {
-			buckets = append(buckets, bucketBySig)
+		for _, b := range [][]byte{bucketMeta, bucketPosAll,
+			posBucket(store.LifecycleDraft), posBucket(store.LifecycleActive),
+			posBucket(store.LifecycleDeprecated), posBucket(store.LifecycleTombstone)} {
+			if tx.Bucket(b) != nil {
+				if err := tx.DeleteBucket(b); err != nil {
+					return err
+				}
+			}
+		}
+		buckets := [][]byte{bucketStages, bucketByName, bucketBySig, bucketQuarantine}
+		if w.mode == modeSync {
+			buckets = [][]byte{bucketLog, bucketQuarantine}
 		}
 		for _, b := range buckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -372,9 +316,6 @@ func (w *Writer) check() error {
 	if w.done {
 		return fmt.Errorf("%w: writer for %s already published or aborted", ErrClosed, w.m.path)
 	}
-	if w.failed != nil {
-		return fmt.Errorf("%w: writer for %s: publishing failed (%v): abort it", ErrClosed, w.m.path, w.failed)
-	}
 	return nil
 }
 
@@ -487,7 +428,7 @@ func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 	if err != nil {
 		return fmt.Errorf("staging a batch of %d stages in %s: %w", len(entries), w.m.nextPath(), err)
 	}
-	if w.mode == modeSync && time.Since(w.synced) >= stagingSyncInterval {
+	if w.log != nil && time.Since(w.synced) >= stagingSyncInterval {
 		if err := w.syncStaging(); err != nil {
 			return err
 		}
@@ -505,32 +446,27 @@ func (w *Writer) syncStaging() error {
 	return nil
 }
 
-// stagingTx stages stages in one transaction: in the log, and for a local
-// writer in its signature index too, which Put and UpdateLifecycle
-// consult to keep one Active stage per signature id.
+// stagingTx writes staged stages in one transaction, in whichever layout
+// the writer uses: a sync's log, or a local writer's copy of the snapshot.
 type stagingTx struct {
-	tx    *bolt.Tx
-	log   *logTx
-	bySig *bolt.Bucket // nil for a sync
+	tx  *bolt.Tx
+	log *logTx // nil for a local writer
 }
 
-// stage runs fn in one read-write transaction on the staging file and
-// applies fn's changes to the log's in-memory index once the transaction
-// has committed.
+// stage runs fn in one read-write transaction on the staging file and,
+// for a sync, applies fn's changes to the log's in-memory index once the
+// transaction has committed.
 func (w *Writer) stage(fn func(st stagingTx) error) error {
 	var lt *logTx
 	err := update(w.db, func(tx *bolt.Tx) error {
 		st := stagingTx{tx: tx}
-		if w.mode == modeLocal {
-			if st.bySig = tx.Bucket(bucketBySig); st.bySig == nil {
-				return fmt.Errorf("%w: the staging file has no %s bucket", ErrCorrupt, bucketBySig)
+		if w.log != nil {
+			var err error
+			if st.log, err = w.log.begin(tx); err != nil {
+				return err
 			}
+			lt = st.log
 		}
-		var err error
-		if st.log, err = w.log.begin(tx); err != nil {
-			return err
-		}
-		lt = st.log
 		return fn(st)
 	})
 	if err == nil && lt != nil {
@@ -539,47 +475,18 @@ func (w *Writer) stage(fn func(st stagingTx) error) error {
 	return err
 }
 
-// put stages r, replacing whatever was staged under its id.
 func (st stagingTx) put(r *Record) error {
-	if err := st.delete(string(r.ID)); err != nil {
-		return err
+	if st.log != nil {
+		return st.log.put(r)
 	}
-	if err := st.log.put(r); err != nil {
-		return err
-	}
-	if st.bySig != nil && r.SignatureID != "" {
-		return st.bySig.Put(indexKey(string(r.SignatureID), r.ID), kindByte[r.Lifecycle.Kind])
-	}
-	return nil
+	return putStage(st.tx, r)
 }
 
-// delete removes the stage staged under id, if any.
 func (st stagingTx) delete(id string) error {
-	if st.bySig != nil {
-		old, ok, err := st.record(id)
-		if err != nil {
-			return err
-		}
-		if ok && old.SignatureID != "" {
-			if err := st.bySig.Delete(indexKey(string(old.SignatureID), old.ID)); err != nil {
-				return err
-			}
-		}
+	if st.log != nil {
+		return st.log.delete(id)
 	}
-	return st.log.delete(id)
-}
-
-// record returns the stage staged under id, decoded.
-func (st stagingTx) record(id string) (Record, bool, error) {
-	v, ok, err := st.log.value(id)
-	if err != nil || !ok {
-		return Record{}, false, err
-	}
-	r, err := decodeRecord([]byte(id), v)
-	if err != nil {
-		return Record{}, false, fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
-	}
-	return r, true, nil
+	return deleteStage(st.tx, []byte(id))
 }
 
 // firstSeen keeps the first time these exact bytes were quarantined, from
@@ -608,6 +515,53 @@ func (w *Writer) firstSeen(tx *bolt.Tx, key string, raw []byte, now time.Time) t
 	return seen
 }
 
+// putStage stores r in the staging stages bucket and keeps by_sig in step.
+func putStage(tx *bolt.Tx, r *Record) error {
+	if err := deleteStage(tx, []byte(r.ID)); err != nil {
+		return err
+	}
+	val, err := encodeRecord(r)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketStages).Put([]byte(r.ID), val); err != nil {
+		return err
+	}
+	if r.HasName {
+		if err := tx.Bucket(bucketByName).Put(indexKey(r.Name, r.ID), []byte{}); err != nil {
+			return err
+		}
+	}
+	if r.SignatureID != "" {
+		return tx.Bucket(bucketBySig).Put(indexKey(string(r.SignatureID), r.ID), []byte{byte(r.Lifecycle.Kind)})
+	}
+	return nil
+}
+
+// deleteStage removes a stage and its index entries from staging, if there.
+func deleteStage(tx *bolt.Tx, id []byte) error {
+	sb := tx.Bucket(bucketStages)
+	v := sb.Get(id)
+	if v == nil {
+		return nil
+	}
+	old, err := decodeRecord(id, v)
+	if err != nil {
+		return fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
+	}
+	if old.HasName {
+		if err := tx.Bucket(bucketByName).Delete(indexKey(old.Name, old.ID)); err != nil {
+			return err
+		}
+	}
+	if old.SignatureID != "" {
+		if err := tx.Bucket(bucketBySig).Delete(indexKey(string(old.SignatureID), old.ID)); err != nil {
+			return err
+		}
+	}
+	return sb.Delete(id)
+}
+
 // Staged returns a copy of the JSON staged under id, if any, so a resumed
 // sync can skip re-verifying bytes it already has.
 func (w *Writer) Staged(id store.StageID) (raw []byte, ok bool, err error) {
@@ -615,9 +569,21 @@ func (w *Writer) Staged(id store.StageID) (raw []byte, ok bool, err error) {
 		return nil, false, err
 	}
 	err = w.db.View(func(tx *bolt.Tx) error {
-		var err error
-		raw, ok, err = w.log.raw(tx, string(id))
-		return err
+		if w.log != nil {
+			var err error
+			raw, ok, err = w.log.raw(tx, string(id))
+			return err
+		}
+		v := tx.Bucket(bucketStages).Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		r, err := recordRaw([]byte(id), v)
+		if err != nil {
+			return fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
+		}
+		raw, ok = bytes.Clone(r), true
+		return nil
 	})
 	return raw, ok, err
 }
@@ -651,7 +617,7 @@ func (w *Writer) Abort(keepStaging bool) error {
 	next := w.m.nextPath()
 	defer w.release() // the lock goes last: nobody else may own PATH.next yet
 	var err error
-	if keepStaging && w.mode == modeSync && w.db != nil {
+	if keepStaging && w.log != nil && w.db != nil {
 		// What this run staged survives a power loss, for the next one.
 		err = w.syncStaging()
 	}
@@ -685,14 +651,12 @@ type PublishResult struct {
 	Digest    string
 }
 
-// Publish turns the staging file into the next snapshot in place (it
-// builds the indexes beside the staged records, see FORMAT.md), fsyncs
-// it, renames it over PATH, fsyncs the directory and records the sync in
-// the sidecar. When the content digest equals the current snapshot's
-// nothing is published (Unchanged) and the staging file is dropped, but
-// the sidecar's last-sync time is refreshed. On success the lock is
-// released; on error the writer stays open for Abort only (Abort(true)
-// keeps a sync's staging file for the next run to resume).
+// Publish compiles the staging file into a new snapshot, fsyncs it,
+// renames it over PATH, fsyncs the directory and records the sync in the
+// sidecar. When the content digest equals the current snapshot's nothing
+// is published (Unchanged) but the sidecar's last-sync time is refreshed.
+// On success the staging file is removed and the lock released; on error
+// the writer stays open: call Abort.
 func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, error) {
 	if err := w.check(); err != nil {
 		return PublishResult{}, err
@@ -720,24 +684,24 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 	if info.UpstreamTotals != nil {
 		meta.UpstreamTotals = info.UpstreamTotals
 	}
-	// build drops the log's index once it has read the log: past this
-	// point the writer can only publish or be aborted.
-	built, err := build(ctx, w.db, w.log, meta)
+	src, err := w.db.Begin(false)
 	if err != nil {
-		w.failed = err
+		return PublishResult{}, fmt.Errorf("reading the staging file: %w", err)
+	}
+	tmp, res, err := compile(ctx, m.path, source{tx: src, log: w.log}, meta, m.opts)
+	_ = src.Rollback()
+	if err != nil {
 		return PublishResult{}, fmt.Errorf("building the next snapshot of %s: %w", m.path, err)
 	}
-	// The staging file is the snapshot now. Close it first: bbolt holds an
-	// exclusive flock on it, which would block readers of the new PATH.
-	w.closeStaging()
-	next := m.nextPath()
-	out := PublishResult{Path: m.path, Total: built.Total, Digest: built.Digest}
+	out := PublishResult{Path: m.path, Total: res.meta.Total, Digest: res.meta.Digest}
 	sc := sidecar{LastSync: meta.LastSync, Upstream: meta.Upstream, UpstreamTotals: meta.UpstreamTotals}
-	if built.Digest == cur.meta.Digest {
+	if res.meta.Digest == cur.meta.Digest {
+		os.Remove(tmp)
 		out.Generation, out.Unchanged = cur.meta.Generation, true
 		sc.Generation = cur.meta.Generation
 	} else {
-		if err := os.Rename(next, m.path); err != nil {
+		if err := os.Rename(tmp, m.path); err != nil {
+			os.Remove(tmp)
 			return PublishResult{}, fmt.Errorf("publishing %s: %w", m.path, err)
 		}
 		if err := syncDir(filepath.Dir(m.path)); err != nil {
@@ -752,6 +716,8 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		}
 		cur.forgetSidecar()
 	}
+	next := m.nextPath()
+	w.closeStaging()
 	if err := os.Remove(next); err != nil && !errors.Is(err, os.ErrNotExist) {
 		m.log.Warn("mirror: could not remove the staging file", "path", next, "err", err)
 	}

@@ -170,17 +170,9 @@ mirror list --json | jq -r .name`,
 				}
 				defer m.Close()
 				if *asJSON {
-					// Records, not the faster ScanRaw: id order makes the
-					// output of two mirrors with the same stages the same.
-					for r, err := range m.Records(ctx, f.Kind) {
-						if err != nil {
-							return err
-						}
-						if err := writeJSONLine(e.stdout, r.Raw); err != nil {
-							return err
-						}
-					}
-					return nil
+					return m.ScanRaw(ctx, f.Kind, func(_ store.StageID, raw []byte) error {
+						return writeJSONLine(e.stdout, raw)
+					})
 				}
 				w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(w, "ID\tNAME\tLIFECYCLE\tDESCRIPTION")
