@@ -64,7 +64,7 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 			err = fmt.Errorf("closing snapshot %s: %w", name, cerr)
 		}
 	}()
-	c := &compiler{db: db, dg: newDigester(), counts: map[string]int{}, byEffect: map[string]int{}}
+	c := &compiler{db: db, dg: newDigester(), counts: map[string]int{}, byEffect: map[string]int{}, effects: map[string]string{}}
 	if err = c.run(ctx, src); err != nil {
 		return "", res, err
 	}
@@ -101,6 +101,7 @@ type compiler struct {
 	quarantined int
 	counts      map[string]int
 	byEffect    map[string]int
+	effects     map[string]string // interned effect keys
 	pos         map[store.LifecycleKind]uint64
 }
 
@@ -183,7 +184,7 @@ func (c *compiler) run(ctx context.Context, s source) (err error) {
 	}
 	cur := sb.Cursor()
 	for k, v := cur.First(); k != nil; k, v = cur.Next() {
-		if _, err := c.addStage(ctx, k, v); err != nil {
+		if err := c.addStage(ctx, k, v); err != nil {
 			return err
 		}
 	}
@@ -209,15 +210,14 @@ func (c *compiler) run(ctx context.Context, s source) (err error) {
 }
 
 // addStage writes the staged record v of stage k (both valid for the whole
-// compile) and its position entries, and counts it. The returned record
-// borrows from v.
-func (c *compiler) addStage(ctx context.Context, k, v []byte) (Record, error) {
+// compile) and its position entries, and counts it.
+func (c *compiler) addStage(ctx context.Context, k, v []byte) error {
 	rec, err := decodeStaged(k, v)
 	if err != nil {
-		return rec, err
+		return err
 	}
 	c.dg.add(bucketStages, k, v)
-	return rec, c.placeStage(ctx, k, v, &rec)
+	return c.placeStage(ctx, k, v, &rec)
 }
 
 // decodeStaged decodes a staged record in place: only a few fields are
@@ -255,12 +255,14 @@ func (c *compiler) placeStage(ctx context.Context, k, v []byte, rec *Record) err
 	c.total++
 	c.counts[rec.Lifecycle.Kind.Name()]++
 	for _, e := range rec.Effects {
-		if _, ok := c.byEffect[e]; ok {
-			c.byEffect[e]++
-		} else {
-			// e aliases the memory map: a new map key must be a copy.
-			c.byEffect[strings.Clone(e)] = 1
+		// e aliases the memory map, and assigning to a map entry replaces
+		// its string key too: count under an owned copy, made once.
+		k, ok := c.effects[e]
+		if !ok {
+			k = strings.Clone(e)
+			c.effects[k] = k
 		}
+		c.byEffect[k]++
 	}
 	return nil
 }

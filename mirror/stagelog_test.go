@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +243,50 @@ func structureOK(t *testing.T, m *Mirror, fake int) {
 		if !strings.Contains(p.What, "stage failed verification") {
 			t.Fatalf("verify: %v", p)
 		}
+	}
+}
+
+// TestCompiledMetaOwnsItsStrings: the meta compile returns must not point
+// into the staging file, which is unmapped once the writer closes it. The
+// effect counts were the trap: assigning to an existing string-keyed map
+// entry replaces its key, so counting under a key read in place stored a
+// view of the memory map.
+func TestCompiledMetaOwnsItsStrings(t *testing.T) {
+	m := newTemp(t, Options{})
+	w, err := m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PutBatch(entries(stdlibStages(t)), nil); err != nil {
+		t.Fatal(err)
+	}
+	src, err := w.db.Begin(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, res, err := compile(t.Context(), m.Path(), source{tx: src, log: w.log}, Meta{}, m.opts)
+	_ = src.Rollback()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(name)
+	if err := w.Abort(false); err != nil { // closes the staging file: its map is gone
+		t.Fatal(err)
+	}
+	if len(res.meta.ByEffect) == 0 {
+		t.Fatal("no effects counted")
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			t.Fatalf("an effect key points into the closed staging file: %v", p)
+		}
+	}()
+	n := 0
+	for k := range res.meta.ByEffect {
+		n += len(strings.Clone(k))
+	}
+	if n == 0 {
+		t.Error("empty effect keys")
 	}
 }
