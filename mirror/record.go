@@ -171,22 +171,11 @@ func decodeRecord(key, val []byte) (Record, error) {
 // val, so the result is valid only as long as val is (inside the bbolt
 // transaction it came from). For hot loops that only look at a record.
 func decodeBorrowed(key, val []byte) (Record, error) {
-	payload, err := open(key, val)
-	if err != nil {
-		return Record{}, err
-	}
-	var id string
-	if len(key) > 0 {
-		id = unsafe.String(&key[0], len(key))
-	}
-	r := mpReader{Reader: mpack.New(payload), own: true}
-	return decodePayload(id, &r)
+	return decodeInPlace(key, val, nil)
 }
 
-// decodeDetached decodes key/val (which may be bbolt memory) and copies
-// the result out: Raw into its own allocation, the strings into a (a fresh
-// exactly-sized block when nil), slices from sl when not nil.
-func decodeDetached(key, val []byte, a *strArena, sl *slab) (Record, error) {
+// decodeInPlace is decodeBorrowed taking slices from sl when not nil.
+func decodeInPlace(key, val []byte, sl *slab) (Record, error) {
 	payload, err := open(key, val)
 	if err != nil {
 		return Record{}, err
@@ -196,7 +185,14 @@ func decodeDetached(key, val []byte, a *strArena, sl *slab) (Record, error) {
 		id = unsafe.String(&key[0], len(key))
 	}
 	r := mpReader{Reader: mpack.New(payload), own: true, sl: sl}
-	rec, err := decodePayload(id, &r)
+	return decodePayload(id, &r)
+}
+
+// decodeDetached decodes key/val (which may be bbolt memory) and copies
+// the result out: Raw into its own allocation, the strings into a (a fresh
+// exactly-sized block when nil), slices from sl when not nil.
+func decodeDetached(key, val []byte, a *strArena, sl *slab) (Record, error) {
+	rec, err := decodeInPlace(key, val, sl)
 	if err != nil {
 		return Record{}, err
 	}

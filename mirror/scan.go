@@ -64,7 +64,7 @@ func (sn *Snapshot) ScanRaw(ctx context.Context, kind store.LifecycleKind, fn fu
 		for _, id := c.First(); id != nil; _, id = c.Next() {
 			v := sb.Get(id)
 			if v == nil {
-				return corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
+				return s.missingStage(posBucket(kind), id)
 			}
 			if err := visit(id, v, n); err != nil {
 				return err

@@ -74,8 +74,13 @@ func (s *snap) missingBucket(name []byte) error {
 	return corruptf(s.meta.Path, "bucket %q is missing", name)
 }
 
-// point runs fn on a pooled read transaction's stages bucket, with the
-// same panic protection as view.
+// missingStage reports an index entry whose stage is not in the file.
+func (s *snap) missingStage(index, id []byte) error {
+	return corruptf(s.meta.Path, "index %s lists stage %s, which is missing", index, id)
+}
+
+// pointReader runs fn on a pooled reader (a read transaction with its
+// buckets open), with the same panic protection as view.
 func (s *snap) pointReader(fn func(r *reader) error) (err error) {
 	r, err := s.getReader()
 	if err != nil {
@@ -172,7 +177,7 @@ func (s *snap) page(kind store.LifecycleKind, offset, limit int) ([][]byte, int,
 		for k, id := c.Seek(beUint64(uint64(offset))); k != nil && len(out) < limit; k, id = c.Next() {
 			v := sb.Get(id)
 			if v == nil {
-				return corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
+				return s.missingStage(posBucket(kind), id)
 			}
 			raw, err := recordRaw(id, v)
 			if err != nil {
@@ -273,7 +278,7 @@ func (s *snap) recordChunk(tx *bolt.Tx, kind store.LifecycleKind, prefix, from [
 		}
 		v := sb.Get(id)
 		if v == nil {
-			return nil, nil, corruptf(s.meta.Path, "index %s lists stage %s, which is missing", posBucket(kind), id)
+			return nil, nil, s.missingStage(posBucket(kind), id)
 		}
 		if err := add(id, v); err != nil {
 			return nil, nil, err

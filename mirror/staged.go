@@ -10,10 +10,10 @@ import (
 )
 
 // StagedIDs iterates over every key in staging: stage ids, then quarantine
-// keys (for a sync's staging, in no particular order). A sync uses it to drop what an interrupted run staged but the
-// registry no longer lists. The keys are collected in one read
-// transaction before the first is yielded, so the loop body may call
-// Delete.
+// keys (for a sync's staging, in no particular order). A sync uses it to
+// drop what an interrupted run staged but the registry no longer lists.
+// The keys are collected in one read transaction before the first is
+// yielded, so the loop body may call Delete.
 func (w *Writer) StagedIDs(ctx context.Context) iter.Seq2[store.StageID, error] {
 	return func(yield func(store.StageID, error) bool) {
 		if err := w.check(); err != nil {

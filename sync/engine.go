@@ -930,8 +930,7 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		switch {
 		case errors.Is(r.err, store.ErrNotFound):
 			e.report.Drift.Deleted++
-			k, _ := idKey(r.id)
-			fs.ids.delete(k)
+			fs.ids.deleteID(r.id)
 		case r.err != nil:
 			return fmt.Errorf("fetch stage %s to repair drift: %w", r.id, r.err)
 		default:
@@ -944,8 +943,7 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		if p.id != "" && p.id != asked[i] {
 			// Never stage what was not asked for: the id stays out of
 			// the snapshot until a sync sees it listed.
-			k, _ := idKey(asked[i])
-			fs.ids.delete(k)
+			fs.ids.deleteID(asked[i])
 			e.report.Drift.Unresolved = true
 			e.report.Warnings = append(e.report.Warnings,
 				fmt.Sprintf("the registry answered a request for stage %s with stage %s; %s is left out", asked[i], p.id, asked[i]))
@@ -953,8 +951,7 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		}
 		if p.entry.Quarantine {
 			e.markQuarantined(p.key)
-			k, _ := idKey(asked[i])
-			fs.ids.delete(k)
+			fs.ids.deleteID(asked[i])
 			entries = append(entries, p.entry)
 			continue
 		}

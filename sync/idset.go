@@ -81,4 +81,11 @@ func (s *idSet) delete(k key) {
 	}
 }
 
+// deleteID removes the stage id if present.
+func (s *idSet) deleteID(id store.StageID) {
+	if k, ok := idKey(id); ok {
+		s.delete(k)
+	}
+}
+
 func (s *idSet) len() int { return len(s.s) }

@@ -197,9 +197,10 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // waits up to Options.ShutdownTimeout for requests in flight and returns
 // nil. It closes ln. With Options.Trust it applies the policy to the
 // current snapshot in the background at once, so the first request need
-// not wait for it; Serve returns only once that work has stopped. An error accepting connections is returned at once;
-// requests still running when the drain times out are cut off and the
-// returned error wraps context.DeadlineExceeded.
+// not wait for it; Serve returns only once that work has stopped. An
+// error accepting connections is returned at once; requests still
+// running when the drain times out are cut off and the returned error
+// wraps context.DeadlineExceeded.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.handler,
