@@ -3,6 +3,7 @@ module github.com/noether-mirror/mirror
 go 1.26.8
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/spf13/pflag v1.0.10
 	github.com/vmihailenco/msgpack/v5 v5.3.6
 	go.etcd.io/bbolt v1.5.0

@@ -55,7 +55,7 @@ func (m *Mirror) Verify(ctx context.Context) (VerifyResult, error) {
 		return VerifyResult{}, err
 	}
 	defer s.release()
-	v := &verifier{ctx: ctx, s: s, res: VerifyResult{Generation: s.meta.Generation, Digest: s.meta.Digest},
+	v := &verifier{ctx: ctx, s: s, sigs: store.NewVerifier(), res: VerifyResult{Generation: s.meta.Generation, Digest: s.meta.Digest},
 		failed: map[string]bool{}, dg: newDigester()}
 	err = s.view(v.run)
 	if err != nil {
@@ -85,6 +85,7 @@ type verifier struct {
 	failed     map[string]bool
 	structural bool // a bucket is missing or unreadable
 	dg         *digester
+	sigs       *store.Verifier
 
 	byName   map[string]bool
 	bySig    map[string]byte
@@ -270,7 +271,7 @@ func (v *verifier) stages(b *bolt.Bucket) error {
 			continue
 		}
 		v.compare(id, &rec, st)
-		rep := store.Verify(st)
+		rep := v.sigs.Verify(st)
 		if err := rep.Err(); err != nil {
 			v.problem(id, "%v", err)
 		}

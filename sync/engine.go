@@ -164,6 +164,8 @@ type engine struct {
 
 	w      *mirror.Writer
 	report Report
+	// verifier checks signatures for every page of this sync.
+	verifier *store.Verifier
 
 	// quarantined holds the keys whose latest bytes failed this sync.
 	quarantined map[key]bool
@@ -199,7 +201,7 @@ func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}}
+	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}, verifier: store.NewVerifier()}
 }
 
 func (e *engine) run(ctx context.Context) (rep Report, err error) {
@@ -882,7 +884,7 @@ func (e *engine) prepare(raw json.RawMessage) prepared {
 	if prev, ok := e.verifiedBefore(s.ID, raw); ok {
 		rep, p.known = prev, true
 	} else {
-		rep = store.Verify(s)
+		rep = e.verifier.Verify(s)
 	}
 	p.entry = mirror.Entry{Stage: s, Report: rep}
 	var reasons []string

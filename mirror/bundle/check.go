@@ -144,10 +144,11 @@ func batches(ctx context.Context, rd *Reader, size int) iter.Seq2[[]Record, erro
 type verifier struct {
 	trust   *store.TrustPolicy
 	workers int
+	sigs    *store.Verifier
 }
 
 func newVerifier(trust *store.TrustPolicy) *verifier {
-	return &verifier{trust: trust, workers: runtime.GOMAXPROCS(0)}
+	return &verifier{trust: trust, workers: runtime.GOMAXPROCS(0), sigs: store.NewVerifier()}
 }
 
 // verify returns a mirror entry per record, or the first failure in id
@@ -188,7 +189,7 @@ func (v *verifier) one(rec *Record) (mirror.Entry, error) {
 	if s.Lifecycle.Kind != rec.Lifecycle {
 		return mirror.Entry{}, fmt.Errorf("%w: record %s says %s, its stage JSON says %s", ErrStage, rec.ID, rec.Lifecycle.Name(), s.Lifecycle.Kind.Name())
 	}
-	rep := store.Verify(s)
+	rep := v.sigs.Verify(s)
 	if err := rep.Err(); err != nil {
 		return mirror.Entry{}, fmt.Errorf("%w: %w", ErrStage, err)
 	}
