@@ -2,8 +2,10 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -150,6 +152,18 @@ func scanString(b []byte, i int) (int, bool, error) {
 	i++
 	escaped := false
 	for i < len(b) {
+		// Skip eight plain bytes at a time: stage code is long strings.
+		for i+8 <= len(b) {
+			w := binary.LittleEndian.Uint64(b[i:])
+			if special := specialBytes(w); special != 0 {
+				i += bits.TrailingZeros64(special) / 8
+				break
+			}
+			i += 8
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		if plainStringByte[c] {
 			i++
@@ -181,6 +195,16 @@ func scanString(b []byte, i int) (int, bool, error) {
 		}
 	}
 	return start, false, synErr(start, "unterminated string")
+}
+
+// specialBytes returns a word whose lowest set bit is the high bit of the
+// first byte of w (little-endian) that is '"', '\\' or a control
+// character, or 0 if there is none. Bits above the first match may be
+// set spuriously (borrows propagate), which is why only the lowest counts.
+func specialBytes(w uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote, backslash := w^(ones*'"'), w^(ones*'\\')
+	return ((w-ones*0x20) & ^w | (quote-ones) & ^quote | (backslash-ones) & ^backslash) & highs
 }
 
 // plainStringByte marks bytes that stand for themselves inside a string:

@@ -1,7 +1,10 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -81,6 +84,38 @@ func TestJSONKind(t *testing.T) {
 	} {
 		if got := JSONKind(json.RawMessage(in)); got != want {
 			t.Errorf("JSONKind(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestSpecialBytes checks the word-at-a-time string scan against a byte
+// loop on words mixing plain bytes with quotes, backslashes, control
+// characters and bytes of 0x80 and above, in every position.
+func TestSpecialBytes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	palette := []byte{'"', '\\', 0x00, 0x1f, 0x20, 0x21, '"' + 1, '\\' - 1, 0x7f, 0x80, 0xa2, 0xdc, 0xff, 'a', 'z'}
+	for range 200_000 {
+		var w [8]byte
+		for i := range w {
+			if rng.IntN(3) == 0 {
+				w[i] = palette[rng.IntN(len(palette))]
+			} else {
+				w[i] = byte(rng.Uint32())
+			}
+		}
+		want := 8
+		for i, c := range w {
+			if c == '"' || c == '\\' || c < 0x20 {
+				want = i
+				break
+			}
+		}
+		got := 8
+		if sp := specialBytes(binary.LittleEndian.Uint64(w[:])); sp != 0 {
+			got = bits.TrailingZeros64(sp) / 8
+		}
+		if got != want {
+			t.Fatalf("% x: first special byte at %d, want %d", w, got, want)
 		}
 	}
 }
