@@ -58,29 +58,6 @@ func (r Record) Decode() (*store.Stage, error) {
 	return s, nil
 }
 
-// recordPayload is the msgpack form of a Record (the id is the key). Raw
-// must stay the first field: GetRaw reads it without decoding the rest.
-type recordPayload struct {
-	Raw       []byte         `msgpack:"r"`
-	Name      string         `msgpack:"n,omitempty"`
-	HasName   bool           `msgpack:"hn,omitempty"`
-	Sig       string         `msgpack:"s,omitempty"`
-	Life      uint8          `msgpack:"l"`
-	Successor string         `msgpack:"ls,omitempty"`
-	LifeOther string         `msgpack:"lo,omitempty"`
-	Unknown   []string       `msgpack:"u,omitempty"`
-	Effects   []string       `msgpack:"e,omitempty"`
-	Checks    []checkPayload `msgpack:"c,omitempty"`
-	IDOrder   int            `msgpack:"o,omitempty"`
-	Legacy    string         `msgpack:"g,omitempty"`
-}
-
-type checkPayload struct {
-	Name   string `msgpack:"k"`
-	Status uint8  `msgpack:"s"`
-	Detail string `msgpack:"d,omitempty"`
-}
-
 // quarantinePayload is the msgpack form of a QuarantineEntry.
 type quarantinePayload struct {
 	Raw       []byte   `msgpack:"r"`
@@ -123,21 +100,8 @@ func open(key, val []byte) ([]byte, error) {
 }
 
 // encodeRecord builds the stored value of r (keyed by r.ID).
-func encodeRecord(r *Record) ([]byte, error) {
-	p := recordPayload{
-		Raw: r.Raw, Name: r.Name, HasName: r.HasName, Sig: string(r.SignatureID),
-		Life: uint8(r.Lifecycle.Kind), Successor: string(r.Lifecycle.Successor),
-		LifeOther: r.Lifecycle.Other, Unknown: r.Unknown, Effects: r.Effects,
-		IDOrder: int(r.Report.IDOrder), Legacy: r.Report.Legacy,
-	}
-	for _, c := range r.Report.Checks {
-		p.Checks = append(p.Checks, checkPayload{Name: c.Name, Status: uint8(c.Status), Detail: c.Detail})
-	}
-	b, err := msgpack.Marshal(&p)
-	if err != nil {
-		return nil, fmt.Errorf("encoding record %s: %w", r.ID, err)
-	}
-	return seal([]byte(r.ID), b), nil
+func encodeRecord(r *Record) []byte {
+	return appendRecord(make([]byte, 0, recordSize(r)), r)
 }
 
 // recordRaw returns the stage JSON inside a record value without decoding

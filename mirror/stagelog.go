@@ -78,11 +78,11 @@ func (l *stageLog) setLocked(id string, seq uint64, present bool) {
 }
 
 // logValue encodes one log entry.
-func logValue(id string, record []byte) []byte {
-	v := make([]byte, 0, binary.MaxVarintLen64+len(id)+len(record))
-	v = binary.AppendUvarint(v, uint64(len(id)))
-	v = append(v, id...)
-	return append(v, record...)
+func logValue(r *Record) []byte {
+	v := make([]byte, 0, binary.MaxVarintLen64+len(r.ID)+recordSize(r))
+	v = binary.AppendUvarint(v, uint64(len(r.ID)))
+	v = append(v, r.ID...)
+	return appendRecord(v, r)
 }
 
 // splitLogValue returns the id and record of a log entry (sub-slices of v).
@@ -134,13 +134,9 @@ func (t *logTx) put(r *Record) error {
 	if err := t.delete(string(r.ID)); err != nil {
 		return err
 	}
-	rec, err := encodeRecord(r)
-	if err != nil {
-		return err
-	}
 	seq := t.next
 	t.next++
-	if err := t.b.Put(beUint64(seq), logValue(string(r.ID), rec)); err != nil {
+	if err := t.b.Put(beUint64(seq), logValue(r)); err != nil {
 		return err
 	}
 	t.changed[string(r.ID)] = logChange{seq: seq, present: true}

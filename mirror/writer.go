@@ -520,11 +520,7 @@ func putStage(tx *bolt.Tx, r *Record) error {
 	if err := deleteStage(tx, []byte(r.ID)); err != nil {
 		return err
 	}
-	val, err := encodeRecord(r)
-	if err != nil {
-		return err
-	}
-	if err := tx.Bucket(bucketStages).Put([]byte(r.ID), val); err != nil {
+	if err := tx.Bucket(bucketStages).Put([]byte(r.ID), encodeRecord(r)); err != nil {
 		return err
 	}
 	if r.HasName {
