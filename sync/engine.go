@@ -372,8 +372,24 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 	fs := &finalSet{totals: map[string]int{}}
 	passes := map[string][]*listing{}
 	var refused []error
-	for _, lc := range e.opts.Lifecycles {
-		l, err := e.list(ctx, lc)
+	// Each lifecycle's first page is requested while the one before it
+	// is listed, so a lifecycle boundary does not cost a round trip.
+	var next *firstPage
+	defer func() {
+		if next != nil {
+			next.stop()
+		}
+	}()
+	for i, lc := range e.opts.Lifecycles {
+		first := next
+		if first == nil {
+			first = e.requestFirst(ctx, lc)
+		}
+		next = nil
+		if i+1 < len(e.opts.Lifecycles) {
+			next = e.requestFirst(ctx, e.opts.Lifecycles[i+1])
+		}
+		l, err := e.list(ctx, lc, first)
 		if err != nil {
 			return nil, err
 		}
@@ -412,7 +428,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		}
 		e.report.Drift.Relists++
 		for _, lc := range drifted {
-			l, err := e.list(ctx, lc)
+			l, err := e.list(ctx, lc, e.requestFirst(ctx, lc))
 			if err != nil {
 				return nil, err
 			}
@@ -551,17 +567,27 @@ func (e *engine) detectDrift(passes map[string][]*listing) []string {
 // confirmTotals asks the registry for each listed lifecycle's total again
 // (one stage per request) and returns those whose total differs from what
 // their latest listing saw.
+// The requests run concurrently; results are read in lifecycle order.
 func (e *engine) confirmTotals(ctx context.Context, passes map[string][]*listing) ([]string, error) {
-	var out []string
+	var lcs []string
 	for _, lc := range e.opts.Lifecycles {
+		if l := lastPass(passes, lc); l != nil && l.hasTotal {
+			lcs = append(lcs, lc)
+		}
+	}
+	results := make([]pageResult, len(lcs))
+	var wg gosync.WaitGroup
+	for i, lc := range lcs {
+		wg.Go(func() {
+			p, err := e.reg.ListPage(ctx, lc, 1, 0)
+			results[i] = pageResult{p, err}
+		})
+	}
+	wg.Wait()
+	var out []string
+	for i, lc := range lcs {
 		l := lastPass(passes, lc)
-		if l == nil {
-			continue
-		}
-		if !l.hasTotal {
-			continue
-		}
-		p, err := e.reg.ListPage(ctx, lc, 1, 0)
+		p, err := results[i].page, results[i].err
 		if err != nil {
 			return nil, fmt.Errorf("confirm the total of %s stages: %w", lc, err)
 		}
@@ -591,9 +617,36 @@ type pageResult struct {
 	err  error
 }
 
-// list pages through one lifecycle, staging every stage. The next page is
-// fetched while the current one is verified and committed.
-func (e *engine) list(ctx context.Context, lc string) (l *listing, err error) {
+// firstPage is a lifecycle's first page, requested ahead of its listing.
+type firstPage struct {
+	ch     chan pageResult
+	cancel context.CancelFunc
+}
+
+// requestFirst starts fetching lc's first page. The caller passes the
+// result to list, or calls stop.
+func (e *engine) requestFirst(ctx context.Context, lc string) *firstPage {
+	fctx, cancel := context.WithCancel(ctx)
+	f := &firstPage{ch: make(chan pageResult, 1), cancel: cancel}
+	go func() {
+		p, err := e.reg.ListPage(fctx, lc, e.opts.PageSize, 0)
+		f.ch <- pageResult{p, err}
+	}()
+	return f
+}
+
+// stop abandons a first page that list never took: it cancels the
+// request and waits for it to end.
+func (f *firstPage) stop() {
+	f.cancel()
+	<-f.ch
+}
+
+// list pages through one lifecycle from its first page (head), staging
+// every stage. The next pages are fetched while the current one is
+// verified and committed. list owns head, and ends its request on every
+// return.
+func (e *engine) list(ctx context.Context, lc string, head *firstPage) (l *listing, err error) {
 	l = &listing{lifecycle: lc}
 	// Fetches run under their own context so that an early return (error,
 	// cancellation) stops them and waits for them: no request of this
@@ -606,6 +659,7 @@ func (e *engine) list(ctx context.Context, lc string) (l *listing, err error) {
 	var queue []pending
 	defer func() {
 		cancel()
+		head.cancel()
 		for _, p := range queue {
 			<-p.ch
 		}
@@ -633,7 +687,7 @@ func (e *engine) list(ctx context.Context, lc string) (l *listing, err error) {
 	// end breaks that assumption: the speculative requests are dropped
 	// and paging goes on one page at a time from where it really is.
 	window := 1
-	fetch(0)
+	queue = append(queue, pending{0, head.ch})
 	nextFetch := 0
 	for first := true; ; first = false {
 		head := queue[0]
