@@ -279,18 +279,32 @@ type indexEntry struct {
 // fromLog writes a sync's staged log in id order, then builds the name and
 // signature indexes from it. They are sorted in memory, at 24 bytes an
 // entry: the names and signature ids themselves stay in the memory map of
-// src, which is open until compile returns.
+// src, which is open until compile returns. Collecting and sorting them
+// runs on its own goroutine, in a second read transaction, while this one
+// writes the stages: at 100k stages the sorts took 0.6 s of a 6.9 s
+// publish when they waited for the last stage.
 func (c *compiler) fromLog(ctx context.Context, src *bolt.Tx, l *stageLog) error {
 	lb := src.Bucket(bucketLog)
 	if lb == nil {
 		return fmt.Errorf("%w: the staging file has no log bucket; it is discarded, run the sync again", ErrCorrupt)
 	}
 	seqs := l.sorted()
-	ids := make([][]byte, len(seqs))
-	var names, sigs []indexEntry
+	ixTx, err := src.DB().Begin(false)
+	if err != nil {
+		return fmt.Errorf("reading the staging file: %w", err)
+	}
+	// Rolled back only after every index key has been written: the
+	// entries point into the memory map, which this transaction keeps.
+	defer func() { _ = ixTx.Rollback() }()
+	var ix logIndexes
+	stop, collected := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(collected)
+		ix = collectIndexes(ixTx.Bucket(bucketLog), seqs, stop)
+	}()
 	// Reading and decoding the log (and hashing the records) runs on its
-	// own goroutine while this one writes the snapshot, whose commits are
-	// most of the cost.
+	// own goroutine too, while this one writes the snapshot, whose commits
+	// are most of the cost.
 	batches := make(chan []stagedItem, 8)
 	done := make(chan struct{})
 	var wg gosync.WaitGroup
@@ -301,10 +315,12 @@ func (c *compiler) fromLog(ctx context.Context, src *bolt.Tx, l *stageLog) error
 		c.readLog(lb, seqs, batches, done)
 	}()
 	defer func() {
+		close(stop)
 		close(done)
 		for range batches {
 		}
 		wg.Wait()
+		<-collected
 	}()
 	i := 0
 	for batch := range batches {
@@ -315,37 +331,78 @@ func (c *compiler) fromLog(ctx context.Context, src *bolt.Tx, l *stageLog) error
 			if err := c.placeStage(ctx, it.id, it.rec, &it.r); err != nil {
 				return err
 			}
-			ids[i] = it.id
-			if it.r.HasName {
-				names = append(names, indexEntry{value: it.r.Name, stage: uint32(i)})
-			}
-			if it.r.SignatureID != "" {
-				sigs = append(sigs, indexEntry{value: string(it.r.SignatureID), stage: uint32(i), kind: it.r.Lifecycle.Kind})
-			}
 			i++
 		}
 	}
 	if i != len(seqs) {
 		return fmt.Errorf("compiling the log stopped after %d of %d stages", i, len(seqs))
 	}
-	for _, ix := range []struct {
+	<-collected
+	if ix.err != nil {
+		return ix.err
+	}
+	for _, index := range []struct {
 		bucket  []byte
 		entries []indexEntry
-	}{{bucketByName, names}, {bucketBySig, sigs}} {
-		slices.SortFunc(ix.entries, func(a, b indexEntry) int {
-			return compareIndexKeys(a.value, ids[a.stage], b.value, ids[b.stage])
-		})
-		for _, e := range ix.entries {
+	}{{bucketByName, ix.names}, {bucketBySig, ix.sigs}} {
+		for _, e := range index.entries {
 			v := []byte{}
-			if bytes.Equal(ix.bucket, bucketBySig) {
+			if bytes.Equal(index.bucket, bucketBySig) {
 				v = kindByte[e.kind]
 			}
-			if err := c.put(ix.bucket, indexKey(e.value, store.StageID(ids[e.stage])), v); err != nil {
+			if err := c.put(index.bucket, indexKey(e.value, store.StageID(ix.ids[e.stage])), v); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// logIndexes is what collectIndexes found: the id of every staged stage
+// in id order, and the name and signature index entries sorted in index
+// key order, all borrowing from the staging file's memory map.
+type logIndexes struct {
+	ids         [][]byte
+	names, sigs []indexEntry
+	err         error
+}
+
+// collectIndexes reads the log entries seqs (in id order) and returns the
+// index entries of their records, sorted, unless stop is closed first.
+func collectIndexes(lb *bolt.Bucket, seqs []uint64, stop <-chan struct{}) (ix logIndexes) {
+	if lb == nil {
+		ix.err = fmt.Errorf("%w: the staging file has no log bucket; it is discarded, run the sync again", ErrCorrupt)
+		return ix
+	}
+	ix.ids = make([][]byte, len(seqs))
+	for i, seq := range seqs {
+		if i%1024 == 0 {
+			select {
+			case <-stop:
+				ix.err = errors.New("stopped")
+				return ix
+			default:
+			}
+		}
+		it := readStaged(lb, seq)
+		if it.err != nil {
+			ix.err = it.err
+			return ix
+		}
+		ix.ids[i] = it.id
+		if it.r.HasName {
+			ix.names = append(ix.names, indexEntry{value: it.r.Name, stage: uint32(i)})
+		}
+		if it.r.SignatureID != "" {
+			ix.sigs = append(ix.sigs, indexEntry{value: string(it.r.SignatureID), stage: uint32(i), kind: it.r.Lifecycle.Kind})
+		}
+	}
+	for _, entries := range [][]indexEntry{ix.names, ix.sigs} {
+		slices.SortFunc(entries, func(a, b indexEntry) int {
+			return compareIndexKeys(a.value, ix.ids[a.stage], b.value, ix.ids[b.stage])
+		})
+	}
+	return ix
 }
 
 // stagedItem is one staged stage read from the log: id and rec are the
@@ -373,13 +430,8 @@ func (c *compiler) readLog(lb *bolt.Bucket, seqs []uint64, out chan<- []stagedIt
 		}
 	}
 	for _, seq := range seqs {
-		it := stagedItem{}
-		v := lb.Get(beUint64(seq))
-		if v == nil {
-			it.err = fmt.Errorf("%w: staged log entry %d is missing; it is discarded, run the sync again", ErrCorrupt, seq)
-		} else if it.id, it.rec, it.err = splitLogValue(v); it.err != nil {
-			it.err = fmt.Errorf("%w: staged log entry %d is damaged (%v); it is discarded, run the sync again", ErrCorrupt, seq, it.err)
-		} else if it.r, it.err = decodeStaged(it.id, it.rec); it.err == nil {
+		it := readStaged(lb, seq)
+		if it.err == nil {
 			c.dg.add(bucketStages, it.id, it.rec)
 		}
 		batch = append(batch, it)
@@ -394,6 +446,19 @@ func (c *compiler) readLog(lb *bolt.Bucket, seqs []uint64, out chan<- []stagedIt
 	if len(batch) > 0 {
 		send()
 	}
+}
+
+// readStaged reads and decodes log entry seq, in place.
+func readStaged(lb *bolt.Bucket, seq uint64) (it stagedItem) {
+	v := lb.Get(beUint64(seq))
+	if v == nil {
+		it.err = fmt.Errorf("%w: staged log entry %d is missing; it is discarded, run the sync again", ErrCorrupt, seq)
+	} else if it.id, it.rec, it.err = splitLogValue(v); it.err != nil {
+		it.err = fmt.Errorf("%w: staged log entry %d is damaged (%v); it is discarded, run the sync again", ErrCorrupt, seq, it.err)
+	} else {
+		it.r, it.err = decodeStaged(it.id, it.rec)
+	}
+	return it
 }
 
 // kindByte holds the one-byte by_sig values, shared read-only.
