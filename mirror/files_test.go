@@ -16,7 +16,7 @@ import (
 )
 
 // stdlibMirror returns the path of a closed mirror holding the stdlib.
-func stdlibMirror(t *testing.T) string {
+func stdlibMirror(t testing.TB) string {
 	t.Helper()
 	m := newTemp(t, Options{})
 	syncAll(t, m, stdlibStages(t), PublishInfo{Upstream: "u"})

@@ -268,16 +268,30 @@ func openSnap(path string, opts Options) (s *snap, err error) {
 	}()
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
+	var file *os.File // the file bbolt opened, whatever path points to by now
 	db, err := bolt.Open(path, 0o444, &bolt.Options{
 		ReadOnly:     true,
 		Timeout:      opts.LockTimeout,
 		FreelistType: bolt.FreelistMapType,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, perm)
+			file = f
+			return f, err
+		},
 	})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s is locked read-write by another process (not noether-mirror's snapshot protocol); waited %s: stop that process", ErrBusy, path, opts.LockTimeout)
 		}
 		return nil, corruptf(path, "not a readable bbolt file: %v", err)
+	}
+	// Before any bucket is read: see checkBoltRoots.
+	if fi, err = file.Stat(); err == nil {
+		err = checkBoltRoots(file, fi.Size())
+	}
+	if err != nil {
+		_ = db.Close()
+		return nil, corruptf(path, "%v", err)
 	}
 	s = &snap{db: db, fi: fi, scEvery: max(opts.ReloadInterval, 0)}
 	err = db.View(func(tx *bolt.Tx) error {

@@ -9,7 +9,7 @@ import (
 )
 
 // newTemp creates an empty mirror in a fresh temporary directory.
-func newTemp(t *testing.T, opts Options) *Mirror {
+func newTemp(t testing.TB, opts Options) *Mirror {
 	t.Helper()
 	m, err := Create(filepath.Join(t.TempDir(), "m", "mirror.db"), opts)
 	if err != nil {

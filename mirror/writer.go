@@ -136,6 +136,12 @@ func (w *Writer) resume() bool {
 	if _, err := os.Stat(next); err != nil {
 		return false
 	}
+	// A staging file is fsynced only now and then, so after a power loss
+	// it may be torn: check what bbolt would trust before it opens it.
+	if err := checkBoltFile(next); err != nil {
+		w.m.log.Warn("mirror: discarding a damaged staging file", "path", next, "err", err)
+		return false
+	}
 	if err := w.openStaging(); err != nil {
 		w.m.log.Warn("mirror: discarding an unreadable staging file", "path", next, "err", err)
 		return false
