@@ -149,7 +149,31 @@ func (c *boltChecker) bucketPage(id uint64, depth int) error {
 	if n > boltMaxPageBytes || off+n > c.size {
 		return fmt.Errorf("page %d claims %d overflow pages", id, ne.Uint32(hdr[12:]))
 	}
-	page := make([]byte, n)
+	// Read the entry array, then only as much of the page as the entries
+	// use: a root page is 64 KiB, its entries a few KB.
+	elems := int64(boltPageHeader + int(ne.Uint16(hdr[10:]))*boltElemSize)
+	if elems > n {
+		return fmt.Errorf("%d entries do not fit in a %d-byte page", ne.Uint16(hdr[10:]), n)
+	}
+	page := make([]byte, elems)
+	if _, err := c.r.ReadAt(page, off); err != nil {
+		return fmt.Errorf("reading page %d: %w", id, err)
+	}
+	used := elems
+	for at := int64(boltPageHeader); at < elems; at += boltElemSize {
+		e := page[at:]
+		end := at + int64(ne.Uint32(e[4:])) + int64(ne.Uint32(e[8:])) // leaf: pos, ksize
+		if ne.Uint16(hdr[8:]) == boltBranchPage {
+			end = at + int64(ne.Uint32(e[0:])) + int64(ne.Uint32(e[4:])) // branch: pos, ksize
+		} else {
+			end += int64(ne.Uint32(e[12:])) // leaf: vsize
+		}
+		if end > n {
+			return fmt.Errorf("entry %d: key and value end at byte %d of a %d-byte page", (at-boltPageHeader)/boltElemSize, end, n)
+		}
+		used = max(used, end)
+	}
+	page = make([]byte, used)
 	if _, err := c.r.ReadAt(page, off); err != nil {
 		return fmt.Errorf("reading page %d: %w", id, err)
 	}
