@@ -28,6 +28,21 @@ func rootPageOf(t testing.TB, b []byte) (pageSize, off int) {
 	return pageSize, int(root) * pageSize
 }
 
+// mirrorImage returns the bytes of a healthy stdlib mirror file and the
+// ids of its first n stages.
+func mirrorImage(tb testing.TB, n int) ([]byte, []store.StageID) {
+	tb.Helper()
+	b, err := os.ReadFile(stdlibMirror(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ids []store.StageID
+	for _, s := range stdlibStages(tb)[:n] {
+		ids = append(ids, s.ID)
+	}
+	return b, ids
+}
+
 // exercise reads everything a corrupted mirror lets it read, collecting
 // garbage in between so that a bad heap pointer is found while it is live.
 func exercise(t *testing.T, m *Mirror, ids []store.StageID) {
@@ -53,16 +68,8 @@ func exercise(t *testing.T, m *Mirror, ids []store.StageID) {
 // checkBoltRoots, every one of twelve seeds crashed the process within 300
 // rounds with "found bad pointer in Go heap", which recover cannot catch.
 func TestRootPageCorruptionNeverCrashes(t *testing.T) {
-	good := stdlibMirror(t)
-	orig, err := os.ReadFile(good)
-	if err != nil {
-		t.Fatal(err)
-	}
+	orig, ids := mirrorImage(t, 20)
 	_, root := rootPageOf(t, orig)
-	var ids []store.StageID
-	for _, s := range stdlibStages(t)[:20] {
-		ids = append(ids, s.ID)
-	}
 	rounds := 300
 	if testing.Short() {
 		rounds = 60
@@ -100,19 +107,11 @@ func TestRootPageCorruptionNeverCrashes(t *testing.T) {
 // FuzzRootPage writes fuzzed bytes over the root bucket page of a healthy
 // mirror: opening and reading it may fail, never crash.
 func FuzzRootPage(f *testing.F) {
-	good := stdlibMirror(f)
-	orig, err := os.ReadFile(good)
-	if err != nil {
-		f.Fatal(err)
-	}
+	orig, ids := mirrorImage(f, 5)
 	pageSize, root := rootPageOf(f, orig)
 	f.Add(uint16(0), orig[root:root+64])
 	f.Add(uint16(boltPageHeader), []byte{0xff, 0xff, 0, 0})
 	f.Add(uint16(40), []byte{1, 2, 3})
-	var ids []store.StageID
-	for _, s := range stdlibStages(f)[:5] {
-		ids = append(ids, s.ID)
-	}
 	p := filepath.Join(f.TempDir(), "c.db")
 	f.Fuzz(func(t *testing.T, at uint16, data []byte) {
 		b := bytes.Clone(orig)
@@ -132,10 +131,7 @@ func FuzzRootPage(f *testing.F) {
 // TestCheckBoltRoots checks targeted damage to the structures bbolt would
 // put on the heap, each named in the error.
 func TestCheckBoltRoots(t *testing.T) {
-	orig, err := os.ReadFile(stdlibMirror(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	orig, _ := mirrorImage(t, 0)
 	if err := checkBoltRoots(bytes.NewReader(orig), int64(len(orig))); err != nil {
 		t.Fatalf("a healthy mirror fails the check: %v", err)
 	}
