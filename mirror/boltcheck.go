@@ -23,7 +23,7 @@ import (
 // collector aborts the process ("found bad pointer in Go heap"), which no
 // recover can catch. A corrupted mirror must fail with ErrCorrupt instead.
 //
-// So the root bucket of each meta page is checked here, page by page: each
+// So the root bucket of each valid meta page is checked here, page by page: each
 // entry lies within its page, each bucket header is 16 bytes naming a page
 // below the high-water mark, and each inline bucket's entries lie within
 // its value, recursively. The trees of the other buckets are not read:
@@ -37,22 +37,26 @@ func checkBoltRoots(r io.ReaderAt, size int64) error {
 	if _, err := r.ReadAt(hdr[:], 0); err != nil {
 		return fmt.Errorf("reading the first meta page: %w", err)
 	}
-	m0, err0 := parseBoltMeta(hdr[boltPageHeader:])
-	if err0 != nil {
-		return fmt.Errorf("meta page 0: %w", err0)
+	// Without a valid first meta page bbolt cannot even find the second
+	// (it holds the page size).
+	m0, err := parseBoltMeta(hdr[boltPageHeader:])
+	if err != nil {
+		return fmt.Errorf("meta page 0: %w", err)
 	}
-	if _, err := r.ReadAt(hdr[:], int64(m0.pageSize)); err != nil {
-		return fmt.Errorf("reading the second meta page: %w", err)
-	}
-	m1, err1 := parseBoltMeta(hdr[boltPageHeader:])
-	if err1 != nil {
-		return fmt.Errorf("meta page 1: %w", err1)
-	}
-	if m1.pageSize != m0.pageSize {
-		return fmt.Errorf("the meta pages disagree on the page size (%d and %d)", m0.pageSize, m1.pageSize)
+	// bbolt falls back to the other meta page when one is damaged (a torn
+	// write after a power loss), so a bad second one is no error: the
+	// file is used as of the first, and only that root is checked.
+	metas := []boltMeta{m0}
+	if _, err := r.ReadAt(hdr[:], int64(m0.pageSize)); err == nil {
+		if m1, err := parseBoltMeta(hdr[boltPageHeader:]); err == nil {
+			if m1.pageSize != m0.pageSize {
+				return fmt.Errorf("the meta pages disagree on the page size (%d and %d)", m0.pageSize, m1.pageSize)
+			}
+			metas = append(metas, m1)
+		}
 	}
 	c := boltChecker{r: r, size: size, pageSize: int64(m0.pageSize)}
-	for i, m := range []boltMeta{m0, m1} {
+	for i, m := range metas {
 		c.hwm = m.pgid
 		if err := c.bucketPage(m.root, 0); err != nil {
 			return fmt.Errorf("meta page %d's root bucket: %w", i, err)

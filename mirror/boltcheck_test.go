@@ -181,6 +181,13 @@ func TestCheckBoltRoots(t *testing.T) {
 		{"bucket page out of range", func(b []byte) { ne.PutUint64(b[value(paged):], 1<<40) }, "outside the file's pages"},
 		{"page flags", func(b []byte) { ne.PutUint16(b[root+8:], 0x10) }, "want a branch or leaf page"},
 	}
+	// bbolt falls back to the first meta page when the second is damaged
+	// (a torn write): so does the check.
+	torn := bytes.Clone(orig)
+	torn[pageSize+boltPageHeader+40] ^= 1
+	if err := checkBoltRoots(bytes.NewReader(torn), int64(len(torn))); err != nil {
+		t.Errorf("a damaged second meta page fails the check: %v", err)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			b := bytes.Clone(orig)
