@@ -37,29 +37,41 @@ func checkBoltRoots(r io.ReaderAt, size int64) error {
 	if _, err := r.ReadAt(hdr[:], 0); err != nil {
 		return fmt.Errorf("reading the first meta page: %w", err)
 	}
-	// Without a valid first meta page bbolt cannot even find the second
-	// (it holds the page size).
-	m0, err := parseBoltMeta(hdr[boltPageHeader:])
-	if err != nil {
-		return fmt.Errorf("meta page 0: %w", err)
+	// bbolt uses the newer valid meta page and falls back to the other
+	// when one is damaged (a torn write after a power loss), so one bad
+	// meta page is no error: the root of every valid one is checked. The
+	// second is found at the page size the first states, or, when the
+	// first is damaged, at the mirror's page size (which the mirror passes
+	// to bbolt, and bbolt then uses too).
+	m0, err0 := parseBoltMeta(hdr[boltPageHeader:])
+	at := int64(pageSize)
+	if err0 == nil {
+		at = int64(m0.pageSize)
 	}
-	// bbolt falls back to the other meta page when one is damaged (a torn
-	// write after a power loss), so a bad second one is no error: the
-	// file is used as of the first, and only that root is checked.
-	metas := []boltMeta{m0}
-	if _, err := r.ReadAt(hdr[:], int64(m0.pageSize)); err == nil {
-		if m1, err := parseBoltMeta(hdr[boltPageHeader:]); err == nil {
-			if m1.pageSize != m0.pageSize {
-				return fmt.Errorf("the meta pages disagree on the page size (%d and %d)", m0.pageSize, m1.pageSize)
-			}
-			metas = append(metas, m1)
-		}
+	var metas []boltMeta
+	if err0 == nil {
+		metas = append(metas, m0)
 	}
-	c := boltChecker{r: r, size: size, pageSize: int64(m0.pageSize)}
-	for i, m := range metas {
+	m1, err1 := boltMeta{}, error(nil)
+	if _, err1 = r.ReadAt(hdr[:], at); err1 == nil {
+		m1, err1 = parseBoltMeta(hdr[boltPageHeader:])
+	}
+	switch {
+	case err1 != nil:
+	case int64(m1.pageSize) != at:
+		return fmt.Errorf("meta page 1, found at byte %d, states a page size of %d", at, m1.pageSize)
+	default:
+		m1.page = 1
+		metas = append(metas, m1)
+	}
+	if len(metas) == 0 {
+		return fmt.Errorf("both meta pages are damaged: %v; %v", err0, err1)
+	}
+	c := boltChecker{r: r, size: size, pageSize: int64(metas[0].pageSize)}
+	for _, m := range metas {
 		c.hwm = m.pgid
 		if err := c.bucketPage(m.root, 0); err != nil {
-			return fmt.Errorf("meta page %d's root bucket: %w", i, err)
+			return fmt.Errorf("meta page %d's root bucket: %w", m.page, err)
 		}
 	}
 	return nil
@@ -100,6 +112,7 @@ const (
 var ne = binary.NativeEndian
 
 type boltMeta struct {
+	page       int // 0 or 1
 	pageSize   uint32
 	root, pgid uint64
 }

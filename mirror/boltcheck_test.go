@@ -164,7 +164,10 @@ func TestCheckBoltRoots(t *testing.T) {
 		damage func(b []byte)
 		want   string
 	}{
-		{"meta checksum", func(b []byte) { b[boltPageHeader+40] ^= 1 }, "meta checksum mismatch"},
+		{"both meta checksums", func(b []byte) {
+			b[boltPageHeader+40] ^= 1
+			b[pageSize+boltPageHeader+40] ^= 1
+		}, "both meta pages are damaged"},
 		{"root page past the end", func(b []byte) {
 			for i := range 2 {
 				ne.PutUint64(b[i*pageSize+boltPageHeader+16:], 1<<40)
@@ -181,12 +184,14 @@ func TestCheckBoltRoots(t *testing.T) {
 		{"bucket page out of range", func(b []byte) { ne.PutUint64(b[value(paged):], 1<<40) }, "outside the file's pages"},
 		{"page flags", func(b []byte) { ne.PutUint16(b[root+8:], 0x10) }, "want a branch or leaf page"},
 	}
-	// bbolt falls back to the first meta page when the second is damaged
-	// (a torn write): so does the check.
-	torn := bytes.Clone(orig)
-	torn[pageSize+boltPageHeader+40] ^= 1
-	if err := checkBoltRoots(bytes.NewReader(torn), int64(len(torn))); err != nil {
-		t.Errorf("a damaged second meta page fails the check: %v", err)
+	// bbolt falls back to the other meta page when one is damaged (a torn
+	// write): so does the check.
+	for _, meta := range []int{0, pageSize} {
+		torn := bytes.Clone(orig)
+		torn[meta+boltPageHeader+40] ^= 1
+		if err := checkBoltRoots(bytes.NewReader(torn), int64(len(torn))); err != nil {
+			t.Errorf("a damaged meta page at byte %d fails the check: %v", meta, err)
+		}
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
