@@ -191,6 +191,40 @@ func TestEd25519MatchesStdlib(t *testing.T) {
 	}
 }
 
+// TestEd25519ManyMessages compares the table path with crypto/ed25519 on
+// 2,000 honest signatures by one key and on each with one random bit
+// flipped (in R, S or the message): the scalars cover every digit pattern
+// the tables are indexed by.
+func TestEd25519ManyMessages(t *testing.T) {
+	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, 32))
+	pub := []byte(key.Public().(ed25519.PublicKey))
+	base, negA, _ := tablesOf(t, pub)
+	rng := rand.New(rand.NewPCG(5, 6))
+	n := 2000
+	if testing.Short() {
+		n = 200
+	}
+	for i := range n {
+		msg := make([]byte, 1+rng.IntN(100))
+		for j := range msg {
+			msg[j] = byte(rng.Uint32())
+		}
+		sig := ed25519.Sign(key, msg)
+		if !verifyTables(base, negA, pub, msg, sig) {
+			t.Fatalf("message %d: honest signature rejected", i)
+		}
+		bad, badMsg := bytes.Clone(sig), bytes.Clone(msg)
+		if rng.IntN(4) == 0 {
+			badMsg[rng.IntN(len(badMsg))] ^= 1 << rng.IntN(8)
+		} else {
+			bad[rng.IntN(64)] ^= 1 << rng.IntN(8)
+		}
+		if got, want := verifyTables(base, negA, pub, badMsg, bad), ed25519.Verify(pub, badMsg, bad); got != want {
+			t.Fatalf("message %d with a bit flipped: tables say %v, crypto/ed25519 says %v", i, got, want)
+		}
+	}
+}
+
 // TestVerifierBounded checks that a Verifier fed more keys than it keeps
 // stays within its limits and still answers correctly.
 func TestVerifierBounded(t *testing.T) {
