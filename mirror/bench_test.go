@@ -112,6 +112,16 @@ func benchMemory(b *testing.B, n int) *store.MemoryStore {
 	}
 	defer m.Close()
 	ms := store.NewMemoryStore()
+	for _, e := range decodedEntries(b, m) {
+		ms.Upsert(context.Background(), e.Stage)
+	}
+	memCache[n] = ms
+	return ms
+}
+
+// decodedEntries decodes every record of m, with its stored report.
+func decodedEntries(b *testing.B, m *Mirror) []Entry {
+	var es []Entry
 	for r, err := range m.Records(context.Background(), store.LifecycleUnknown) {
 		if err != nil {
 			b.Fatal(err)
@@ -120,10 +130,9 @@ func benchMemory(b *testing.B, n int) *store.MemoryStore {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ms.Upsert(context.Background(), st)
+		es = append(es, Entry{Stage: st, Report: r.Report})
 	}
-	memCache[n] = ms
-	return ms
+	return es
 }
 
 func openBench(b *testing.B, d *benchData) *Mirror {
@@ -393,18 +402,7 @@ func BenchmarkPublishLog(b *testing.B) {
 	for _, n := range benchSizes[1:] {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			d := benchMirror(b, n)
-			src := openBench(b, d)
-			var es []Entry
-			for r, err := range src.Records(context.Background(), store.LifecycleUnknown) {
-				if err != nil {
-					b.Fatal(err)
-				}
-				s, err := r.Decode()
-				if err != nil {
-					b.Fatal(err)
-				}
-				es = append(es, Entry{Stage: s, Report: r.Report})
-			}
+			es := decodedEntries(b, openBench(b, d))
 			rand.New(rand.NewPCG(1, 1)).Shuffle(len(es), func(i, j int) { es[i], es[j] = es[j], es[i] })
 			for b.Loop() {
 				b.StopTimer()

@@ -212,7 +212,7 @@ func (c *boltChecker) entries(page []byte, depth int) error {
 		e := page[at : at+boltElemSize]
 		switch flags {
 		case boltBranchPage:
-			if err := c.within(page, at, int64(ne.Uint32(e[0:])), int64(ne.Uint32(e[4:])), 0); err != nil {
+			if err := within(page, at, int64(ne.Uint32(e[0:])), int64(ne.Uint32(e[4:])), 0); err != nil {
 				return fmt.Errorf("branch entry %d: %w", i, err)
 			}
 			if err := c.bucketPage(ne.Uint64(e[8:]), depth+1); err != nil {
@@ -220,7 +220,7 @@ func (c *boltChecker) entries(page []byte, depth int) error {
 			}
 		case boltLeafPage:
 			pos, ksize, vsize := int64(ne.Uint32(e[4:])), int64(ne.Uint32(e[8:])), int64(ne.Uint32(e[12:]))
-			if err := c.within(page, at, pos, ksize, vsize); err != nil {
+			if err := within(page, at, pos, ksize, vsize); err != nil {
 				return fmt.Errorf("entry %d: %w", i, err)
 			}
 			if ne.Uint32(e[0:])&boltBucketEntry == 0 {
@@ -239,7 +239,7 @@ func (c *boltChecker) entries(page []byte, depth int) error {
 
 // within checks that the key and value an entry at offset at points to lie
 // inside page.
-func (c *boltChecker) within(page []byte, at int, pos, ksize, vsize int64) error {
+func within(page []byte, at int, pos, ksize, vsize int64) error {
 	if end := int64(at) + pos + ksize + vsize; end > int64(len(page)) {
 		return fmt.Errorf("key and value end at byte %d of a %d-byte page", end, len(page))
 	}

@@ -627,12 +627,18 @@ type firstPage struct {
 // result to list, or calls stop.
 func (e *engine) requestFirst(ctx context.Context, lc string) *firstPage {
 	fctx, cancel := context.WithCancel(ctx)
-	f := &firstPage{ch: make(chan pageResult, 1), cancel: cancel}
+	return &firstPage{ch: e.requestPage(fctx, lc, 0), cancel: cancel}
+}
+
+// requestPage fetches the page of lc at offset on its own goroutine. The
+// channel is buffered: the goroutine ends whether or not anyone receives.
+func (e *engine) requestPage(ctx context.Context, lc string, offset int) chan pageResult {
+	ch := make(chan pageResult, 1)
 	go func() {
-		p, err := e.reg.ListPage(fctx, lc, e.opts.PageSize, 0)
-		f.ch <- pageResult{p, err}
+		p, err := e.reg.ListPage(ctx, lc, e.opts.PageSize, offset)
+		ch <- pageResult{p, err}
 	}()
-	return f
+	return ch
 }
 
 // stop abandons a first page that list never took: it cancels the
@@ -674,12 +680,7 @@ func (e *engine) list(ctx context.Context, lc string, head *firstPage) (l *listi
 		}
 	}()
 	fetch := func(offset int) {
-		ch := make(chan pageResult, 1)
-		go func() {
-			p, err := e.reg.ListPage(fctx, lc, e.opts.PageSize, offset)
-			ch <- pageResult{p, err}
-		}()
-		queue = append(queue, pending{offset, ch})
+		queue = append(queue, pending{offset, e.requestPage(fctx, lc, offset)})
 	}
 	// Until the first page proves the registry honours the page size, one
 	// request at a time; then up to opts.Prefetch pages are requested
@@ -690,10 +691,10 @@ func (e *engine) list(ctx context.Context, lc string, head *firstPage) (l *listi
 	queue = append(queue, pending{0, head.ch})
 	nextFetch := 0
 	for first := true; ; first = false {
-		head := queue[0]
-		r := <-head.ch
+		front := queue[0]
+		r := <-front.ch
 		queue = queue[1:]
-		offset := head.offset
+		offset := front.offset
 		if r.err != nil {
 			if first && refusable(r.err) {
 				l.refused = r.err
