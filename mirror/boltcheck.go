@@ -92,15 +92,17 @@ func checkBoltFile(path string) error {
 }
 
 const (
-	boltPageHeader  = 16 // id u64, flags u16, count u16, overflow u32
-	boltMetaSize    = 64 // magic, version, page size, flags, root (16), freelist, pgid, txid, checksum
-	boltElemSize    = 16 // leaf: flags, pos, ksize, vsize; branch: pos, ksize, pgid
-	boltBucketSize  = 16 // root pgid u64, sequence u64
-	boltMagic       = 0xED0CDAED
-	boltVersion     = 2
-	boltBranchPage  = 0x01
-	boltLeafPage    = 0x02
-	boltBucketEntry = 0x01
+	boltPageHeader   = 16 // id u64, flags u16, count u16, overflow u32
+	boltMetaSize     = 64 // magic, version, page size, flags, root (16), freelist, pgid, txid, checksum
+	boltElemSize     = 16 // leaf: flags, pos, ksize, vsize; branch: pos, ksize, pgid
+	boltBucketSize   = 16 // root pgid u64, sequence u64
+	boltMagic        = 0xED0CDAED
+	boltVersion      = 2
+	boltBranchPage   = 0x01
+	boltLeafPage     = 0x02
+	boltMetaPage     = 0x04
+	boltFreelistPage = 0x10
+	boltBucketEntry  = 0x01
 	// boltMaxDepth bounds the descent through branch pages and nested
 	// inline buckets: far beyond any real file, short of a cycle.
 	boltMaxDepth = 16

@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/noether-mirror/mirror/store"
 )
@@ -128,10 +131,61 @@ func FuzzRootPage(f *testing.F) {
 	})
 }
 
+// stagingImage returns the bytes of a file bbolt wrote, as it writes a
+// staging file: one bucket small enough to be stored inline in the root
+// page, one with pages of its own.
+func stagingImage(t *testing.T) []byte {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "s.db")
+	db, err := bolt.Open(p, 0o644, &bolt.Options{PageSize: pageSize, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		small, err := tx.CreateBucket([]byte("small"))
+		if err != nil {
+			return err
+		}
+		big, err := tx.CreateBucket([]byte("big"))
+		if err != nil {
+			return err
+		}
+		for i := range 200 {
+			if err := big.Put(beUint64(uint64(i)), bytes.Repeat([]byte{byte(i)}, 1000)); err != nil {
+				return err
+			}
+		}
+		if err := small.Put([]byte("a"), []byte("1")); err != nil {
+			return err
+		}
+		return small.Put([]byte("b"), []byte("2"))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestCheckBoltRoots checks targeted damage to the structures bbolt would
-// put on the heap, each named in the error.
+// put on the heap, each named in the error. Snapshots have no inline
+// buckets (boltLoader gives every bucket its own page), but staging files,
+// which bbolt writes, do.
 func TestCheckBoltRoots(t *testing.T) {
-	orig, _ := mirrorImage(t, 0)
+	snap, _ := mirrorImage(t, 0)
+	if err := checkBoltRoots(bytes.NewReader(snap), int64(len(snap))); err != nil {
+		t.Fatalf("a healthy mirror fails the check: %v", err)
+	}
+	orig := stagingImage(t)
+	if err := checkBoltRoots(bytes.NewReader(orig), int64(len(orig))); err != nil {
+		t.Fatalf("a healthy staging file fails the check: %v", err)
+	}
 	if err := checkBoltRoots(bytes.NewReader(orig), int64(len(orig))); err != nil {
 		t.Fatalf("a healthy mirror fails the check: %v", err)
 	}
@@ -151,7 +205,7 @@ func TestCheckBoltRoots(t *testing.T) {
 		}
 	}
 	if inline < 0 || paged < 0 {
-		t.Fatalf("the stdlib mirror's root page has no inline bucket (%d) or no paged one (%d)", inline, paged)
+		t.Fatalf("the staging image's root page has no inline bucket (%d) or no paged one (%d)", inline, paged)
 	}
 	value := func(e int) int { return e + int(ne.Uint32(orig[e+4:])) + int(ne.Uint32(orig[e+8:])) }
 	resum := func(b []byte, meta int) {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -205,19 +207,20 @@ func readMeta(tx *bolt.Tx, path string) (Meta, error) {
 	return m, nil
 }
 
-// writeMeta stores m in the meta bucket (digest given as raw bytes).
-func writeMeta(tx *bolt.Tx, m *Meta, digest []byte) error {
-	b, err := tx.CreateBucketIfNotExists(bucketMeta)
-	if err != nil {
-		return err
-	}
+// metaEntry is one entry of the meta bucket.
+type metaEntry struct {
+	k string
+	v []byte
+}
+
+// metaEntries returns the meta bucket's entries for m (digest given as raw
+// bytes), in key order.
+func metaEntries(m *Meta, digest []byte) ([]metaEntry, error) {
 	fv := make([]byte, 4)
 	binary.BigEndian.PutUint32(fv, m.FormatVersion)
-	put := func(k string, v []byte) {
-		if err == nil {
-			err = b.Put([]byte(k), v)
-		}
-	}
+	var es []metaEntry
+	var err error
+	put := func(k string, v []byte) { es = append(es, metaEntry{k, v}) }
 	js := func(k string, v map[string]int) {
 		if v == nil {
 			return
@@ -244,7 +247,8 @@ func writeMeta(tx *bolt.Tx, m *Meta, digest []byte) error {
 	put(metaTotal, beUint64(uint64(m.Total)))
 	put(metaQuarantined, beUint64(uint64(m.Quarantined)))
 	put(metaDigest, digest)
-	return err
+	slices.SortFunc(es, func(a, b metaEntry) int { return strings.Compare(a.k, b.k) })
+	return es, err
 }
 
 // digester computes the content digest: one SHA-256 per data bucket over

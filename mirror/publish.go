@@ -17,10 +17,6 @@ import (
 	"github.com/noether-mirror/mirror/store"
 )
 
-// batchBytes is how many bytes of records compile writes per transaction:
-// large enough to amortise commits, small enough to bound memory.
-const batchBytes = 2 << 20
-
 // compileResult summarises a compiled snapshot.
 type compileResult struct {
 	meta   Meta
@@ -49,22 +45,16 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 			name = ""
 		}
 	}()
-	db, err := bolt.Open(name, 0o644, &bolt.Options{
-		Timeout:      opts.LockTimeout,
-		FreelistType: bolt.FreelistMapType,
-		PageSize:     pageSize,
-		NoSync:       true, // one fsync at the end instead of one per batch
-		NoGrowSync:   true,
-	})
+	l, err := newBoltLoader(name, pageSize, append(digestBuckets(), bucketMeta))
 	if err != nil {
 		return "", res, fmt.Errorf("creating snapshot %s: %w", name, err)
 	}
 	defer func() {
-		if cerr := db.Close(); cerr != nil && err == nil {
+		if cerr := l.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("closing snapshot %s: %w", name, cerr)
 		}
 	}()
-	c := &compiler{db: db, dg: newDigester(), counts: map[string]int{}, byEffect: map[string]int{}, effects: map[string]string{}}
+	c := &compiler{out: l, dg: newDigester(), counts: map[string]int{}, byEffect: map[string]int{}, effects: map[string]string{}}
 	if err = c.run(ctx, src); err != nil {
 		return "", res, err
 	}
@@ -78,11 +68,17 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 	}
 	res.digest = c.dg.sum()
 	meta.Digest = fmt.Sprintf("%x", res.digest)
-	if err = db.Update(func(tx *bolt.Tx) error { return writeMeta(tx, &meta, res.digest) }); err != nil {
+	entries, err := metaEntries(&meta, res.digest)
+	if err != nil {
 		return "", res, fmt.Errorf("writing snapshot meta: %w", err)
 	}
-	if err = db.Sync(); err != nil {
-		return "", res, fmt.Errorf("syncing snapshot %s: %w", name, err)
+	for _, e := range entries {
+		if err = l.put(bucketMeta, []byte(e.k), e.v); err != nil {
+			return "", res, fmt.Errorf("writing snapshot meta: %w", err)
+		}
+	}
+	if err = l.finish(); err != nil {
+		return "", res, fmt.Errorf("writing snapshot %s: %w", name, err)
 	}
 	if err = os.Chmod(name, 0o644); err != nil {
 		return "", res, err
@@ -92,11 +88,8 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 }
 
 type compiler struct {
-	db          *bolt.DB
+	out         *boltLoader
 	dg          *digester
-	tx          *bolt.Tx
-	buckets     map[string]*bolt.Bucket
-	pending     int
 	total       int
 	quarantined int
 	counts      map[string]int
@@ -105,68 +98,14 @@ type compiler struct {
 	pos         map[store.LifecycleKind]uint64
 }
 
-// put writes one entry (keys must arrive in order per bucket), committing
-// every batchBytes.
+// put writes one entry (keys must arrive in order per bucket) and hashes
+// it into the digest.
 func (c *compiler) put(bucket, k, v []byte) error {
 	c.dg.add(bucket, k, v)
-	return c.putUnhashed(bucket, k, v)
-}
-
-// putUnhashed is put for an entry the caller has hashed into the digest.
-func (c *compiler) putUnhashed(bucket, k, v []byte) error {
-	if c.tx == nil {
-		tx, err := c.db.Begin(true)
-		if err != nil {
-			return err
-		}
-		c.tx = tx
-		c.buckets = map[string]*bolt.Bucket{}
-	}
-	b := c.buckets[string(bucket)]
-	if b == nil {
-		if b = c.tx.Bucket(bucket); b == nil {
-			return fmt.Errorf("snapshot bucket %q is missing", bucket)
-		}
-		b.FillPercent = 1.0 // keys arrive in order: pack pages full
-		c.buckets[string(bucket)] = b
-	}
-	if err := b.Put(k, v); err != nil {
-		return err
-	}
-	c.pending += len(k) + len(v)
-	if c.pending >= batchBytes {
-		return c.commit()
-	}
-	return nil
-}
-
-func (c *compiler) commit() error {
-	c.pending = 0
-	if c.tx == nil {
-		return nil
-	}
-	tx := c.tx
-	c.tx = nil
-	return tx.Commit()
+	return c.out.put(bucket, k, v)
 }
 
 func (c *compiler) run(ctx context.Context, s source) (err error) {
-	defer func() {
-		if c.tx != nil {
-			_ = c.tx.Rollback()
-		}
-	}()
-	// Every bucket exists, even when empty.
-	if err := c.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range append(digestBuckets(), bucketMeta) {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
 	if s.tx == nil {
 		return nil
 	}
@@ -239,7 +178,7 @@ func (c *compiler) placeStage(ctx context.Context, k, v []byte, rec *Record) err
 			return err
 		}
 	}
-	if err := c.putUnhashed(bucketStages, k, v); err != nil {
+	if err := c.out.put(bucketStages, k, v); err != nil {
 		return err
 	}
 	kinds := []store.LifecycleKind{store.LifecycleUnknown}
@@ -484,7 +423,7 @@ func compareIndexKeys(av string, aid []byte, bv string, bid []byte) int {
 	return bytes.Compare(indexKey(av, store.StageID(aid)), indexKey(bv, store.StageID(bid)))
 }
 
-// copyQuarantine copies the staged quarantine and commits the last batch.
+// copyQuarantine copies the staged quarantine.
 func (c *compiler) copyQuarantine(src *bolt.Tx) error {
 	if qb := src.Bucket(bucketQuarantine); qb != nil {
 		qc := qb.Cursor()
@@ -498,7 +437,7 @@ func (c *compiler) copyQuarantine(src *bolt.Tx) error {
 			c.quarantined++
 		}
 	}
-	return c.commit()
+	return nil
 }
 
 // indexKey is a by_name or by_sig key: value, 0x00, id.

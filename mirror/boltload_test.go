@@ -1,0 +1,319 @@
+package mirror
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// loadKV is one entry for a boltLoader test.
+type loadKV struct{ k, v []byte }
+
+// loadFile writes buckets (each sorted by key) with a boltLoader at
+// pageSize, putting entries round-robin across the buckets as compile
+// interleaves them, and returns the file's path.
+func loadFile(t testing.TB, pageSize int, buckets map[string][]loadKV) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "l.db")
+	var names [][]byte
+	for name := range buckets {
+		names = append(names, []byte(name))
+	}
+	slices.SortFunc(names, bytes.Compare)
+	l, err := newBoltLoader(p, pageSize, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	for i := 0; ; i++ {
+		more := false
+		for _, name := range names {
+			if es := buckets[string(name)]; i < len(es) {
+				more = true
+				if err := l.put(name, es[i].k, es[i].v); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	if err := l.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// checkLoaded opens p with bbolt, runs bbolt's consistency check and
+// compares every bucket with want, by cursor and by Get.
+func checkLoaded(t testing.TB, p string, want map[string][]loadKV, readOnly bool) {
+	t.Helper()
+	if err := checkBoltFile(p); err != nil {
+		t.Fatalf("checkBoltFile: %v", err)
+	}
+	db, err := bolt.Open(p, 0o644, &bolt.Options{ReadOnly: readOnly, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			t.Errorf("bbolt check: %v", err)
+		}
+		var got []string
+		if err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			got = append(got, string(name))
+			es := want[string(name)]
+			i := 0
+			c := b.Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if i >= len(es) {
+					return fmt.Errorf("bucket %q: extra key %q", name, k)
+				}
+				if !bytes.Equal(k, es[i].k) || !bytes.Equal(v, es[i].v) {
+					return fmt.Errorf("bucket %q entry %d: got %q (%d bytes), want %q (%d bytes)", name, i, k, len(v), es[i].k, len(es[i].v))
+				}
+				i++
+			}
+			if i != len(es) {
+				return fmt.Errorf("bucket %q: %d entries, want %d", name, i, len(es))
+			}
+			for _, e := range es {
+				if v := b.Get(e.k); v == nil || !bytes.Equal(v, e.v) {
+					return fmt.Errorf("bucket %q: Get(%q) = %d bytes, want %d", name, e.k, len(v), len(e.v))
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if len(got) != len(want) {
+			return fmt.Errorf("buckets %q, want %d", got, len(want))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sortedKVs(es []loadKV) []loadKV {
+	slices.SortFunc(es, func(a, b loadKV) int { return bytes.Compare(a.k, b.k) })
+	return slices.CompactFunc(es, func(a, b loadKV) bool { return bytes.Equal(a.k, b.k) })
+}
+
+func genKVs(r *rand.Rand, n, maxKey, maxVal int) []loadKV {
+	es := make([]loadKV, n)
+	for i := range es {
+		k := make([]byte, 1+r.IntN(maxKey))
+		for j := range k {
+			k[j] = byte(r.Uint32())
+		}
+		v := make([]byte, r.IntN(maxVal+1))
+		for j := range v {
+			v[j] = byte(r.Uint32())
+		}
+		es[i] = loadKV{k, v}
+	}
+	return sortedKVs(es)
+}
+
+// TestBoltLoader writes files of every shape the loader has a branch for
+// and checks that bbolt reads back exactly what was put, passes its own
+// consistency check, and can go on writing the file.
+func TestBoltLoader(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	huge := bytes.Repeat([]byte("h"), writeBufBytes+3*4096+17) // bigger than a write buffer
+	cases := []struct {
+		name     string
+		pageSize int
+		buckets  map[string][]loadKV
+	}{
+		{"empty buckets", 4096, map[string][]loadKV{"a": nil, "b": nil}},
+		{"one entry", 4096, map[string][]loadKV{"a": {{[]byte("k"), []byte("v")}}}},
+		{"empty values", 4096, map[string][]loadKV{"a": {{[]byte("k1"), []byte{}}, {[]byte("k2"), nil}}}},
+		{"three levels", 4096, map[string][]loadKV{"small": genKVs(r, 20000, 24, 40), "empty": nil}},
+		{"overflow pages", 4096, map[string][]loadKV{"big": genKVs(r, 300, 64, 20000), "tiny": genKVs(r, 3, 4, 4)}},
+		{"outsized page", 65536, map[string][]loadKV{"x": {{[]byte("a"), []byte("1")}, {[]byte("b"), huge}, {[]byte("c"), []byte("3")}}}},
+		{"largest keys", 4096, map[string][]loadKV{"k": genKVs(r, 40, maxLoadKey, 10)}},
+		{"snapshot shape", pageSize, map[string][]loadKV{
+			"stages":  genKVs(r, 3000, 64, 6000),
+			"by_name": genKVs(r, 3000, 100, 0),
+			"meta":    genKVs(r, 10, 20, 50),
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := loadFile(t, c.pageSize, c.buckets)
+			checkLoaded(t, p, c.buckets, true)
+			// bbolt can write to it: its meta, freelist and trees are
+			// what a read-write open needs too.
+			db, err := bolt.Open(p, 0o644, &bolt.Options{Timeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Update(func(tx *bolt.Tx) error {
+				b, err := tx.CreateBucket([]byte("added"))
+				if err != nil {
+					return err
+				}
+				return b.Put([]byte("k"), []byte("v"))
+			})
+			if cerr := db.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string][]loadKV{"added": {{[]byte("k"), []byte("v")}}}
+			for k, v := range c.buckets {
+				want[k] = v
+			}
+			checkLoaded(t, p, want, false)
+		})
+	}
+}
+
+// TestBoltLoaderRefuses checks the caller errors the loader reports
+// instead of writing a file bbolt would misread.
+func TestBoltLoaderRefuses(t *testing.T) {
+	cases := []struct {
+		name string
+		puts []loadKV // into bucket "a"; the last must fail
+		want string
+	}{
+		{"out of order", []loadKV{{[]byte("b"), nil}, {[]byte("a"), nil}}, "out of order"},
+		{"duplicate", []loadKV{{[]byte("a"), nil}, {[]byte("a"), nil}}, "out of order"},
+		{"empty key", []loadKV{{[]byte{}, nil}}, "empty key"},
+		{"key too long", []loadKV{{bytes.Repeat([]byte("k"), maxLoadKey+1), nil}}, "bbolt's limit"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l, err := newBoltLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.close()
+			for i, kv := range c.puts {
+				err := l.put([]byte("a"), kv.k, kv.v)
+				if i < len(c.puts)-1 && err != nil {
+					t.Fatal(err)
+				}
+				if i == len(c.puts)-1 && (err == nil || !strings.Contains(err.Error(), c.want)) {
+					t.Fatalf("put %d: %v, want an error containing %q", i, err, c.want)
+				}
+			}
+		})
+	}
+	l, err := newBoltLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	if err := l.put([]byte("b"), []byte("k"), nil); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("put into an undeclared bucket: %v", err)
+	}
+	if _, err := newBoltLoader(filepath.Join(t.TempDir(), "d.db"), 4096, [][]byte{[]byte("a"), []byte("a")}); err == nil {
+		t.Fatal("a bucket declared twice was accepted")
+	}
+}
+
+// TestPageWriterDirectFallback checks that a write the file system
+// refuses to do directly (here a misaligned one) is done the ordinary way.
+func TestPageWriterDirectFallback(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "w.db")
+	w, err := newPageWriter(p, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	if !w.direct {
+		t.Skip("this file system does not take O_DIRECT")
+	}
+	w.stop() // the test calls writeAt itself, as the writer goroutine would
+	odd := []byte("not aligned")
+	if err := w.writeAt(odd, 3); err != nil {
+		t.Fatal(err)
+	}
+	if w.direct {
+		t.Fatal("still writing directly after a refused write")
+	}
+	if err := w.f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b[3:], odd) {
+		t.Fatalf("file holds %q", b)
+	}
+}
+
+// TestBoltLoaderWriteError checks that a failed write surfaces from put or
+// finish, not as a silently short file.
+func TestBoltLoaderWriteError(t *testing.T) {
+	l, err := newBoltLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	l.w.f.Close() // every write now fails
+	for i := range 5000 {
+		if err = l.put([]byte("a"), beUint64(uint64(i)), make([]byte, 2000)); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = l.finish()
+	}
+	if !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("got %v, want the write error", err)
+	}
+}
+
+// FuzzBoltLoader loads buckets derived from the input and checks that
+// bbolt reads back the same entries.
+func FuzzBoltLoader(f *testing.F) {
+	f.Add([]byte("\x03abc\x00\x01d\x02\xff\xfe"), uint8(3))
+	f.Add(bytes.Repeat([]byte{0x40, 'k', 'v'}, 500), uint8(1))
+	f.Fuzz(func(t *testing.T, data []byte, nb uint8) {
+		// Each entry: a length byte, then a key of len%64+1 bytes, and
+		// a value of len*37 bytes, round-robin over nb%4+1 buckets.
+		buckets := map[string][]loadKV{}
+		names := []string{"a", "b", "c", "d"}[:nb%4+1]
+		for _, n := range names {
+			buckets[n] = nil
+		}
+		for i := 0; len(data) > 0; i++ {
+			n := int(data[0])
+			data = data[1:]
+			kl := min(n%64+1, len(data))
+			if kl == 0 {
+				break
+			}
+			k := data[:kl]
+			data = data[kl:]
+			v := bytes.Repeat(k[:1], n*37)
+			name := names[i%len(names)]
+			buckets[name] = append(buckets[name], loadKV{k, v})
+		}
+		for n, es := range buckets {
+			buckets[n] = sortedKVs(es)
+		}
+		checkLoaded(t, loadFile(t, 4096, buckets), buckets, true)
+	})
+}
