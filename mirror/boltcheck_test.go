@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -137,11 +136,7 @@ func FuzzRootPage(f *testing.F) {
 func stagingImage(t *testing.T) []byte {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "s.db")
-	db, err := bolt.Open(p, 0o644, &bolt.Options{PageSize: pageSize, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	boltUpdate(t, p, pageSize, func(tx *bolt.Tx) error {
 		small, err := tx.CreateBucket([]byte("small"))
 		if err != nil {
 			return err
@@ -160,12 +155,6 @@ func stagingImage(t *testing.T) []byte {
 		}
 		return small.Put([]byte("b"), []byte("2"))
 	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)

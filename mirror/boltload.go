@@ -62,8 +62,11 @@ type branchRef struct {
 	page uint64
 }
 
-// maxLoadKey is bbolt's maximum key size.
-const maxLoadKey = 32768
+// maxLoadKey and maxLoadValue are bbolt's maximum key and value sizes.
+const (
+	maxLoadKey   = 32768
+	maxLoadValue = 1<<31 - 2
+)
 
 // errLoadOrder reports a key that is not above the previous key of its
 // bucket: a bug in the caller, since snapshot buckets are written sorted.
@@ -98,6 +101,8 @@ func (l *boltLoader) put(bucket, k, v []byte) error {
 		return fmt.Errorf("bucket %q: empty key", bucket)
 	case len(k) > maxLoadKey:
 		return fmt.Errorf("bucket %q: key of %d bytes, bbolt's limit is %d", bucket, len(k), maxLoadKey)
+	case len(v) > maxLoadValue:
+		return fmt.Errorf("bucket %q: value of %d bytes, bbolt's limit is %d", bucket, len(v), maxLoadValue)
 	case b.hasKey && bytes.Compare(k, b.last) <= 0:
 		return fmt.Errorf("bucket %q: key %q after %q: %w", bucket, k, b.last, errLoadOrder)
 	}

@@ -110,6 +110,23 @@ func checkLoaded(t testing.TB, p string, want map[string][]loadKV, readOnly bool
 	}
 }
 
+// boltUpdate runs fn in one bbolt transaction on the file at p, created
+// with pageSize if it does not exist (0: bbolt's default).
+func boltUpdate(t testing.TB, p string, pageSize int, fn func(tx *bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(p, 0o644, &bolt.Options{PageSize: pageSize, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(fn)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func sortedKVs(es []loadKV) []loadKV {
 	slices.SortFunc(es, func(a, b loadKV) int { return bytes.Compare(a.k, b.k) })
 	return slices.CompactFunc(es, func(a, b loadKV) bool { return bytes.Equal(a.k, b.k) })
@@ -161,23 +178,13 @@ func TestBoltLoader(t *testing.T) {
 			checkLoaded(t, p, c.buckets, true)
 			// bbolt can write to it: its meta, freelist and trees are
 			// what a read-write open needs too.
-			db, err := bolt.Open(p, 0o644, &bolt.Options{Timeout: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = db.Update(func(tx *bolt.Tx) error {
+			boltUpdate(t, p, 0, func(tx *bolt.Tx) error {
 				b, err := tx.CreateBucket([]byte("added"))
 				if err != nil {
 					return err
 				}
 				return b.Put([]byte("k"), []byte("v"))
 			})
-			if cerr := db.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
 			want := map[string][]loadKV{"added": {{[]byte("k"), []byte("v")}}}
 			for k, v := range c.buckets {
 				want[k] = v
