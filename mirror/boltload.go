@@ -9,6 +9,8 @@ import (
 	"slices"
 	gosync "sync"
 	"unsafe"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // boltLoader writes a complete bbolt file in one sequential pass, from
@@ -49,6 +51,7 @@ type boltLoader struct {
 type loadBucket struct {
 	elems  []loadElem
 	data   []byte // keys and values of elems, back to back
+	first  []byte // the first key put
 	last   []byte // the last key put, to check the order
 	hasKey bool
 	level  []branchRef
@@ -114,6 +117,9 @@ func (l *boltLoader) put(bucket, k, v []byte) error {
 	}
 	b.elems = append(b.elems, loadElem{len(k), len(v)})
 	b.data = append(append(b.data, k...), v...)
+	if !b.hasKey {
+		b.first = slices.Clone(k)
+	}
 	b.last = append(b.last[:0], k...)
 	b.hasKey = true
 	return nil
@@ -273,6 +279,31 @@ func (l *boltLoader) finish() error {
 	}
 	l.w.writeMeta(metas)
 	return l.w.sync()
+}
+
+// check opens the finished file with bbolt and compares each bucket's
+// first and last key with what was put: a few pages read per bucket, down
+// the left and right edges of every tree, from the root bucket's page
+// through the branch pages. compile runs it before a snapshot can replace
+// the current one, so a layout bug gives an error instead of a published
+// file that readers cannot use.
+func (l *boltLoader) check(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		for _, name := range l.names {
+			want := l.buckets[string(name)]
+			b := tx.Bucket(name)
+			if b == nil {
+				return fmt.Errorf("bucket %q is missing from the written file", name)
+			}
+			c := b.Cursor()
+			first, _ := c.First()
+			last, _ := c.Last()
+			if !bytes.Equal(first, want.first) || !bytes.Equal(last, want.last) {
+				return fmt.Errorf("bucket %q of the written file runs from %q to %q, want %q to %q", name, first, last, want.first, want.last)
+			}
+		}
+		return nil
+	})
 }
 
 // close releases the file. It may be called more than once.

@@ -324,3 +324,54 @@ func FuzzBoltLoader(f *testing.F) {
 		checkLoaded(t, loadFile(t, 4096, buckets), buckets, true)
 	})
 }
+
+// TestBoltLoaderCheck checks that the read-back check compile runs before
+// publishing finds a tree whose edges are not what was put.
+func TestBoltLoaderCheck(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "l.db")
+	l, err := newBoltLoader(p, 4096, [][]byte{[]byte("a"), []byte("b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	for _, kv := range genKVs(rand.New(rand.NewPCG(3, 3)), 2000, 16, 100) {
+		if err := l.put([]byte("a"), kv.k, kv.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.put([]byte("b"), []byte("only"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.finish(); err != nil {
+		t.Fatal(err)
+	}
+	open := func() *bolt.DB {
+		db, err := bolt.Open(p, 0o444, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	db := open()
+	if err := l.check(db); err != nil {
+		t.Fatalf("a good file fails the check: %v", err)
+	}
+	db.Close()
+	// Damage the first key of the first leaf page written (page 2, the
+	// first entry of bucket "a").
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := b[2*4096:]
+	at := boltPageHeader + int(ne.Uint32(page[boltPageHeader+4:]))
+	page[at] ^= 0xff
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db = open()
+	defer db.Close()
+	if err := l.check(db); err == nil || !strings.Contains(err.Error(), `bucket "a"`) {
+		t.Fatalf("a damaged first key: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	gosync "sync"
@@ -80,11 +81,38 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 	if err = l.finish(); err != nil {
 		return "", res, fmt.Errorf("writing snapshot %s: %w", name, err)
 	}
+	if err = checkCompiled(name, l, &meta, opts); err != nil {
+		return "", res, err
+	}
 	if err = os.Chmod(name, 0o644); err != nil {
 		return "", res, err
 	}
 	res.meta = meta
 	return name, res, nil
+}
+
+// checkCompiled opens the snapshot l wrote at name as a reader would and
+// checks its meta and the edges of every bucket's tree (boltLoader.check).
+func checkCompiled(name string, l *boltLoader, meta *Meta, opts Options) (err error) {
+	s, err := openSnap(name, opts)
+	if err != nil {
+		return fmt.Errorf("the snapshot just written does not open: %w", err)
+	}
+	defer s.release()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: reading the snapshot just written panicked: %v", ErrCorrupt, r)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if s.meta.Digest != meta.Digest || s.meta.Total != meta.Total {
+		return fmt.Errorf("%w: the snapshot just written reads back %d stages with digest %s, want %d with %s",
+			ErrCorrupt, s.meta.Total, s.meta.Digest, meta.Total, meta.Digest)
+	}
+	if err := l.check(s.db); err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return nil
 }
 
 type compiler struct {
