@@ -48,11 +48,21 @@ func (c *Client) ListPage(ctx context.Context, lifecycle string, limit, offset i
 		q = "lifecycle=" + lifecycle + "&"
 	}
 	q += "limit=" + strconv.Itoa(limit) + "&offset=" + strconv.Itoa(offset)
-	res, err := c.do(ctx, request{op: op, method: http.MethodGet, path: "/stages", query: q, idempotent: true})
+	// The page is split while the envelope is walked: ps is the split of
+	// the last response, the one do returns the result of.
+	var ps *pageSplit
+	res, err := c.do(ctx, request{op: op, method: http.MethodGet, path: "/stages", query: q, idempotent: true,
+		newWalker: func() func(p []byte, at int) int { ps = &pageSplit{}; return ps.walk }})
 	if err != nil {
 		return Page{}, err
 	}
-	p, derr := decodePage(res)
+	var p Page
+	var derr error
+	if ps != nil && ps.result != nil {
+		p, derr = ps.page()
+	} else {
+		p, derr = decodePage(res) // no "result" member: the envelope's null
+	}
 	if derr != nil {
 		return Page{}, respFail(op, http.MethodGet, c.baseStr+"/stages?"+q, http.StatusOK, derr)
 	}

@@ -233,6 +233,9 @@ type request struct {
 	// idempotent requests are retried after any retryable failure; the
 	// others only when the server certainly did not act on them.
 	idempotent bool
+	// newWalker, if set, is called once per response for a walkResult
+	// for decodeEnvelope.
+	newWalker func() func(p []byte, at int) int
 }
 
 // do runs req with retries and returns the envelope's result.
@@ -359,7 +362,11 @@ func (c *Client) attempt(ctx context.Context, req request, u string) (res []byte
 	c.log.LogAttrs(ctx, slog.LevelDebug, "registry request",
 		slog.String("op", req.op), slog.String("method", req.method), slog.String("url", e.URL),
 		slog.Int("status", resp.StatusCode), slog.Int("bytes", len(raw)), slog.Duration("took", time.Since(start)))
-	result, re := decodeEnvelope(resp.StatusCode, ct, raw, c.maxDepth)
+	var walk func(p []byte, at int) int
+	if req.newWalker != nil {
+		walk = req.newWalker()
+	}
+	result, re := decodeEnvelope(resp.StatusCode, ct, raw, c.maxDepth, walk)
 	if re == nil {
 		return result, nil, 0, true
 	}

@@ -102,7 +102,10 @@ type envelope struct {
 // payload ("null" when absent) of a successful envelope. The HTTP status
 // decides success together with "ok": only a 2xx with ok:true succeeds.
 // It never panics.
-func decodeEnvelope(status int, contentType string, body []byte, maxDepth int) (json.RawMessage, *respError) {
+//
+// walkResult, if not nil, walks the "result" value (see objectWalk), so a
+// caller can split it in the same pass; nil skips it with valueEnd.
+func decodeEnvelope(status int, contentType string, body []byte, maxDepth int, walkResult func(p []byte, at int) int) (json.RawMessage, *respError) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
 		if status == http.StatusNoContent {
@@ -123,8 +126,14 @@ func decodeEnvelope(status int, contentType string, body []byte, maxDepth int) (
 		return nil, badResponse(status, contentType, body, "response is not valid JSON (truncated or not JSON): %v", err)
 	}
 	var env envelope
-	err := objectMembers(trimmed, func(key string, value []byte) {
-		switch key { // the last duplicate wins, as with encoding/json
+	end, err := objectWalk(trimmed, 0, func(key string, at int) int {
+		var end int
+		if key == "result" && walkResult != nil {
+			end = walkResult(trimmed, at)
+		} else {
+			end = valueEnd(trimmed, at)
+		}
+		switch value := trimmed[at:max(end, at)]; key { // the last duplicate wins, as with encoding/json
 		case "ok":
 			env.OK = value
 		case "result":
@@ -132,7 +141,11 @@ func decodeEnvelope(status int, contentType string, body []byte, maxDepth int) (
 		case "error":
 			env.Error = value
 		}
+		return end
 	})
+	if err == nil && end != len(trimmed) {
+		err = errShape
+	}
 	if err != nil {
 		return nil, badResponse(status, contentType, body, "response is not a registry envelope: %v", err)
 	}
@@ -190,32 +203,79 @@ type Page struct {
 
 // decodePage parses a /stages result: {"stages":[…],"total":N}. Other keys
 // are ignored. result must be valid JSON (decodeEnvelope checked it); the
-// stages are subslices of it, split in one pass.
+// stages are subslices of it.
 func decodePage(result json.RawMessage) (Page, error) {
 	result = bytes.TrimSpace(result)
-	if !isObject(result) {
-		return Page{}, fmt.Errorf("result is %s, want an object with \"stages\"", jsonKind(result))
+	var ps pageSplit
+	if len(result) > 0 {
+		ps.walk(result, 0)
 	}
-	var stages, total json.RawMessage
-	if err := objectMembers(result, func(key string, value []byte) {
+	return ps.page()
+}
+
+// pageSplit splits a /stages result while decodeEnvelope walks the
+// envelope (its walk is a walkResult), so the stages, most of a page's
+// bytes, are walked once after validation rather than three times.
+type pageSplit struct {
+	result json.RawMessage
+	stages json.RawMessage   // the last "stages" member
+	elems  []json.RawMessage // its elements, when it is an array
+	total  json.RawMessage   // the last "total" member
+	err    error
+}
+
+// walk splits the result value at p[at] (valid JSON) and returns the
+// offset just past it. Each call starts afresh: of a duplicated "result",
+// the last wins.
+func (ps *pageSplit) walk(p []byte, at int) int {
+	*ps = pageSplit{}
+	if p[at] != '{' {
+		end := valueEnd(p, at)
+		ps.result = p[at:end]
+		return end
+	}
+	end, err := objectWalk(p, at, func(key string, vat int) int {
 		switch key {
 		case "stages":
-			stages = value
+			if p[vat] == '[' {
+				els, end, err := arrayWalk(p, vat)
+				if err != nil {
+					return 0
+				}
+				ps.stages, ps.elems = p[vat:end], els
+				return end
+			}
+			end := valueEnd(p, vat)
+			ps.stages, ps.elems = p[vat:max(end, vat)], nil
+			return end
 		case "total":
-			total = value
+			end := valueEnd(p, vat)
+			ps.total = p[vat:max(end, vat)]
+			return end
 		}
-	}); err != nil {
-		return Page{}, fmt.Errorf("result is not a stage page: %v", err)
+		return valueEnd(p, vat)
+	})
+	if err != nil {
+		ps.err = err
+		end = valueEnd(p, at)
 	}
-	if len(stages) == 0 || stages[0] != '[' {
-		return Page{}, fmt.Errorf(`result "stages" is %s, want an array`, jsonKind(stages))
+	ps.result = p[at:end]
+	return end
+}
+
+// page checks what walk found.
+func (ps *pageSplit) page() (Page, error) {
+	if !isObject(ps.result) {
+		return Page{}, fmt.Errorf("result is %s, want an object with \"stages\"", jsonKind(ps.result))
 	}
-	var p Page
-	var err error
-	if p.Stages, err = arrayElements(stages); err != nil {
-		return Page{}, fmt.Errorf(`result "stages" is not an array: %v`, err)
+	if ps.err != nil {
+		return Page{}, fmt.Errorf("result is not a stage page: %v", ps.err)
 	}
-	p.Total, p.HasTotal = unsignedInt(total)
+	if len(ps.stages) == 0 || ps.stages[0] != '[' {
+		return Page{}, fmt.Errorf(`result "stages" is %s, want an array`, jsonKind(ps.stages))
+	}
+	p := Page{Stages: ps.elems}
+	p.Total, p.HasTotal = unsignedInt(ps.total)
 	return p, nil
 }
 

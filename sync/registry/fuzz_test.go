@@ -37,7 +37,12 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		f.Add(s.status, []byte(s.body))
 	}
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
-		res, re := decodeEnvelope(status, "application/json", body, 16)
+		var ps pageSplit
+		walked := false
+		res, re := decodeEnvelope(status, "application/json", body, 16, func(p []byte, at int) int {
+			walked = true
+			return ps.walk(p, at)
+		})
 		if re != nil {
 			if res != nil {
 				t.Fatal("both a result and an error")
@@ -67,7 +72,22 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		if err := json.Unmarshal(bytes.TrimSpace(body), &env); err != nil || (env["result"] != nil && !bytes.Equal(env["result"], res)) {
 			t.Fatalf("result %q, encoding/json says %q (%v)", res, env["result"], err)
 		}
-		if p, err := decodePage(res); err == nil {
+		// Splitting the page on the way through the envelope gives what
+		// decodePage gives on the result alone.
+		p, err := decodePage(res)
+		if walked {
+			wp, werr := ps.page()
+			if (err == nil) != (werr == nil) || (err != nil && err.Error() != werr.Error()) || len(wp.Stages) != len(p.Stages) ||
+				wp.Total != p.Total || wp.HasTotal != p.HasTotal {
+				t.Fatalf("split on the way: %d stages, %v; decodePage: %d stages, %v", len(wp.Stages), werr, len(p.Stages), err)
+			}
+			for i := range p.Stages {
+				if !bytes.Equal(wp.Stages[i], p.Stages[i]) {
+					t.Fatalf("stage %d split on the way: %q, decodePage: %q", i, wp.Stages[i], p.Stages[i])
+				}
+			}
+		}
+		if err == nil {
 			var obj map[string]json.RawMessage
 			var ref []json.RawMessage
 			refErr := json.Unmarshal(res, &obj)

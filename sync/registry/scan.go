@@ -79,83 +79,115 @@ func stringEnd(p []byte, i int) int {
 // objectMembers calls fn for each member of the object p (valid JSON,
 // no surrounding space), in order. Keys are unescaped.
 func objectMembers(p []byte, fn func(key string, value []byte)) error {
-	if len(p) < 2 || p[0] != '{' {
-		return errShape
+	end, err := objectWalk(p, 0, func(key string, at int) int {
+		end := valueEnd(p, at)
+		if end > at {
+			fn(key, p[at:end])
+		}
+		return end
+	})
+	if err == nil && end != len(p) {
+		err = errShape
 	}
-	i := skipSpace(p, 1)
+	return err
+}
+
+// objectWalk walks the object starting at p[i] (valid JSON): for each
+// member, in order, it calls walk with the unescaped key and the offset of
+// the value, and walk returns the offset just past the value (by
+// valueEnd, or by splitting the value on the way). It returns the offset
+// just past the object.
+func objectWalk(p []byte, i int, walk func(key string, at int) int) (int, error) {
+	if i >= len(p) || p[i] != '{' {
+		return 0, errShape
+	}
+	i = skipSpace(p, i+1)
 	if i < len(p) && p[i] == '}' {
-		return nil
+		return i + 1, nil
 	}
 	for i < len(p) {
 		if p[i] != '"' {
-			return errShape
+			return 0, errShape
 		}
 		kend := stringEnd(p, i)
 		rawKey := p[i:kend]
+		if len(rawKey) < 2 {
+			return 0, errShape
+		}
 		key := string(rawKey[1 : len(rawKey)-1])
 		for _, c := range rawKey {
 			if c == '\\' {
 				if json.Unmarshal(rawKey, &key) != nil {
-					return errShape
+					return 0, errShape
 				}
 				break
 			}
 		}
 		i = skipSpace(p, kend)
 		if i >= len(p) || p[i] != ':' {
-			return errShape
+			return 0, errShape
 		}
 		i = skipSpace(p, i+1)
-		vend := valueEnd(p, i)
+		vend := walk(key, i)
 		if vend <= i {
-			return errShape
+			return 0, errShape
 		}
-		fn(key, p[i:vend])
 		i = skipSpace(p, vend)
 		if i >= len(p) {
-			return errShape
+			return 0, errShape
 		}
 		switch p[i] {
 		case '}':
-			return nil
+			return i + 1, nil
 		case ',':
 			i = skipSpace(p, i+1)
 		default:
-			return errShape
+			return 0, errShape
 		}
 	}
-	return errShape
+	return 0, errShape
 }
 
 // arrayElements returns each element of the array p (valid JSON, no
 // surrounding space) as a subslice of p.
 func arrayElements(p []byte) ([]json.RawMessage, error) {
-	if len(p) < 2 || p[0] != '[' {
-		return nil, errShape
+	out, end, err := arrayWalk(p, 0)
+	if err == nil && end != len(p) {
+		err = errShape
+	}
+	return out, err
+}
+
+// arrayWalk returns each element of the array starting at p[i] (valid
+// JSON) as a subslice of p (an empty, non-nil slice for []), and the
+// offset just past the array.
+func arrayWalk(p []byte, i int) ([]json.RawMessage, int, error) {
+	if i >= len(p) || p[i] != '[' {
+		return nil, 0, errShape
 	}
 	out := []json.RawMessage{}
-	i := skipSpace(p, 1)
+	i = skipSpace(p, i+1)
 	if i < len(p) && p[i] == ']' {
-		return out, nil
+		return out, i + 1, nil
 	}
 	for i < len(p) {
 		end := valueEnd(p, i)
 		if end <= i {
-			return nil, errShape
+			return nil, 0, errShape
 		}
 		out = append(out, json.RawMessage(p[i:end:end]))
 		i = skipSpace(p, end)
 		if i >= len(p) {
-			return nil, errShape
+			return nil, 0, errShape
 		}
 		switch p[i] {
 		case ']':
-			return out, nil
+			return out, i + 1, nil
 		case ',':
 			i = skipSpace(p, i+1)
 		default:
-			return nil, errShape
+			return nil, 0, errShape
 		}
 	}
-	return nil, errShape
+	return nil, 0, errShape
 }
