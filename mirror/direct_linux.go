@@ -24,3 +24,13 @@ func openForLoad(path string) (f *os.File, direct bool, err error) {
 // directRefused reports whether err is a file system's refusal of
 // O_DIRECT (at open, or for a write it cannot do directly).
 func directRefused(err error) bool { return errors.Is(err, syscall.EINVAL) }
+
+// allocate gives f allocated blocks from size to newSize (fallocate),
+// falling back to writing zeros where the file system cannot.
+func allocate(f *os.File, size, newSize int64) error {
+	err := syscall.Fallocate(int(f.Fd()), 0, size, newSize-size)
+	if errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) {
+		return writeZeros(f, size, newSize)
+	}
+	return err
+}

@@ -13,3 +13,6 @@ func openForLoad(path string) (f *os.File, direct bool, err error) {
 
 // directRefused is never true where direct I/O is not used.
 func directRefused(error) bool { return false }
+
+// allocate gives f allocated blocks from size to newSize by writing zeros.
+func allocate(f *os.File, size, newSize int64) error { return writeZeros(f, size, newSize) }

@@ -315,6 +315,9 @@ func corruptf(path, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s: move it aside and run `mirror sync` to rebuild it (or `mirror verify` for details)", ErrCorrupt, path, fmt.Sprintf(format, args...))
 }
 
+// dir is the mirror's directory, where its scratch files go.
+func (m *Mirror) dir() string { return filepath.Dir(m.path) }
+
 // Path returns the mirror's file path as given to Open.
 func (m *Mirror) Path() string { return m.path }
 

@@ -24,10 +24,16 @@ func (w *Writer) StagedIDs(ctx context.Context) iter.Seq2[store.StageID, error] 
 		var hexIDs [][32]byte
 		names := [][]byte{bucketStages, bucketQuarantine}
 		if w.log != nil {
-			// The staged stages are the log's in-memory index: collect
-			// it (32 bytes an id; hex is made while yielding).
+			// The staged stages are the log's index: collect it, in a
+			// scratch file (hex is made while yielding).
 			names = [][]byte{bucketQuarantine}
-			hexIDs, ids = w.log.keys()
+			hs, odd, err := w.log.keys(w.m.dir())
+			if err != nil {
+				yield("", err)
+				return
+			}
+			defer hs.Close()
+			hexIDs, ids = hs.All(), odd
 		}
 		err := w.db.View(func(tx *bolt.Tx) error {
 			for _, name := range names {

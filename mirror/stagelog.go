@@ -36,14 +36,34 @@ var bucketLog = []byte("log")
 type stageLog struct {
 	mu gosync.RWMutex
 	// hex indexes ids that are 64 lowercase hex characters (every id a
-	// registry hands out) in 40 bytes an entry; odd indexes any other.
-	hex  map[[32]byte]uint64
+	// registry hands out) in a scratch-file hash table, off the Go heap;
+	// odd indexes any other.
+	hex  *logTable
 	odd  map[string]uint64
 	next uint64
 }
 
-func newStageLog() *stageLog {
-	return &stageLog{hex: map[[32]byte]uint64{}, odd: map[string]uint64{}}
+// newStageLog returns an empty index whose table lives in a scratch file
+// in dir. Close it when the writer is done.
+func newStageLog(dir string) (*stageLog, error) {
+	t, err := newLogTable(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &stageLog{hex: t, odd: map[string]uint64{}}, nil
+}
+
+// close releases the index's scratch file. Nil-safe and idempotent.
+func (l *stageLog) close() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.hex != nil {
+		_ = l.hex.close()
+		l.hex = nil
+	}
 }
 
 func (l *stageLog) get(id string) (uint64, bool) {
@@ -54,27 +74,28 @@ func (l *stageLog) get(id string) (uint64, bool) {
 
 func (l *stageLog) getLocked(id string) (uint64, bool) {
 	if k, ok := store.IDBytes(id); ok {
-		seq, found := l.hex[k]
-		return seq, found
+		return l.hex.get(k)
 	}
 	seq, found := l.odd[id]
 	return seq, found
 }
 
-func (l *stageLog) setLocked(id string, seq uint64, present bool) {
+// setLocked records id at seq (or its removal). It can fail only by
+// growing the table: reserve room first where failing is not allowed.
+func (l *stageLog) setLocked(id string, seq uint64, present bool) error {
 	if k, ok := store.IDBytes(id); ok {
 		if present {
-			l.hex[k] = seq
-		} else {
-			delete(l.hex, k)
+			return l.hex.set(k, seq)
 		}
-		return
+		l.hex.delete(k)
+		return nil
 	}
 	if present {
 		l.odd[id] = seq
 	} else {
 		delete(l.odd, id)
 	}
+	return nil
 }
 
 // logValue encodes one log entry.
@@ -156,13 +177,23 @@ func (t *logTx) delete(id string) error {
 	return nil
 }
 
+// prepare makes room in the index for the transaction's changes, so that
+// commit cannot fail. Call it before the bbolt transaction commits.
+func (t *logTx) prepare() error {
+	t.l.mu.Lock()
+	defer t.l.mu.Unlock()
+	return t.l.hex.reserve(len(t.changed))
+}
+
 // commit applies the transaction's changes to the index; call it only
-// after the bbolt transaction committed.
+// after prepare and after the bbolt transaction committed.
 func (t *logTx) commit() {
 	t.l.mu.Lock()
 	defer t.l.mu.Unlock()
 	for id, c := range t.changed {
-		t.l.setLocked(id, c.seq, c.present)
+		if err := t.l.setLocked(id, c.seq, c.present); err != nil {
+			panic("mirror: staging index changed after prepare: " + err.Error())
+		}
 	}
 	t.l.next = max(t.l.next, t.next)
 }
@@ -227,7 +258,9 @@ func (l *stageLog) load(db *bolt.DB) (err error) {
 			if _, dup := l.getLocked(string(id)); dup {
 				return fmt.Errorf("stage %q is in the log twice", id)
 			}
-			l.setLocked(string(id), seq, true)
+			if err := l.setLocked(string(id), seq, true); err != nil {
+				return err
+			}
 			l.next = max(l.next, seq+1)
 		}
 		if qb := tx.Bucket(bucketQuarantine); qb != nil {
@@ -243,33 +276,54 @@ func (l *stageLog) load(db *bolt.DB) (err error) {
 }
 
 // keys returns the ids of every staged stage: those of 64 lowercase hex
-// characters as the bytes they encode, any other as itself.
-func (l *stageLog) keys() ([][32]byte, []store.StageID) {
+// characters as the bytes they encode, in a Scratch the caller closes,
+// any other as itself.
+func (l *stageLog) keys(dir string) (*Scratch[[32]byte], []store.StageID, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	hs := make([][32]byte, 0, len(l.hex))
-	for k := range l.hex {
-		hs = append(hs, k)
+	hs, err := NewScratch[[32]byte](dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	l.hex.all(func(k *[32]byte, _ uint64) {
+		if err == nil {
+			err = hs.Append(*k)
+		}
+	})
+	if err != nil {
+		hs.Close()
+		return nil, nil, err
 	}
 	os := make([]store.StageID, 0, len(l.odd))
 	for id := range l.odd {
 		os = append(os, store.StageID(id))
 	}
-	return hs, os
+	return hs, os, nil
 }
 
-// sorted returns the sequence numbers of every staged stage, in id order.
-func (l *stageLog) sorted() []uint64 {
+// sorted returns the sequence numbers of every staged stage, in id order,
+// in a Scratch the caller closes.
+func (l *stageLog) sorted(dir string) (*Scratch[uint64], error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	type hexRef struct {
 		k   [32]byte
 		seq uint64
 	}
-	hs := make([]hexRef, 0, len(l.hex))
-	for k, seq := range l.hex {
-		hs = append(hs, hexRef{k, seq})
+	refs, err := NewScratch[hexRef](dir)
+	if err != nil {
+		return nil, err
 	}
+	defer refs.Close()
+	l.hex.all(func(k *[32]byte, seq uint64) {
+		if err == nil {
+			err = refs.Append(hexRef{*k, seq})
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	hs := refs.All()
 	slices.SortFunc(hs, func(a, b hexRef) int { return bytes.Compare(a.k[:], b.k[:]) })
 	type oddRef struct {
 		id  string
@@ -281,19 +335,26 @@ func (l *stageLog) sorted() []uint64 {
 	}
 	slices.SortFunc(os, func(a, b oddRef) int { return strings.Compare(a.id, b.id) })
 	// Merge the two: lowercase hex sorts like the bytes it encodes.
-	out := make([]uint64, 0, len(hs)+len(os))
+	out, err := NewScratch[uint64](dir)
+	if err != nil {
+		return nil, err
+	}
 	var buf [64]byte
-	for len(hs) > 0 || len(os) > 0 {
+	for err == nil && (len(hs) > 0 || len(os) > 0) {
 		if len(hs) > 0 {
 			hex.Encode(buf[:], hs[0].k[:])
 			if len(os) == 0 || string(buf[:]) < os[0].id {
-				out = append(out, hs[0].seq)
+				err = out.Append(hs[0].seq)
 				hs = hs[1:]
 				continue
 			}
 		}
-		out = append(out, os[0].seq)
+		err = out.Append(os[0].seq)
 		os = os[1:]
 	}
-	return out
+	if err != nil {
+		out.Close()
+		return nil, err
+	}
+	return out, nil
 }

@@ -124,7 +124,10 @@ func (m *Mirror) begin(ctx context.Context, mode string) (w *Writer, err error) 
 		return nil, err
 	}
 	if mode == modeSync {
-		w.log, w.synced = newStageLog(), time.Now()
+		if w.log, err = newStageLog(m.dir()); err != nil {
+			return nil, fmt.Errorf("starting the staging index: %w", err)
+		}
+		w.synced = time.Now()
 	}
 	return w, nil
 }
@@ -157,14 +160,16 @@ func (w *Writer) resume() bool {
 		return nil
 	})
 	if err == nil && mode == modeSync {
-		w.log = newStageLog()
-		if err = w.log.load(w.db); err != nil {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		if w.log, err = newStageLog(w.m.dir()); err == nil {
+			if err = w.log.load(w.db); err != nil {
+				err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+			}
 		}
 	}
 	if err != nil || mode != modeSync {
 		w.m.log.Warn("mirror: discarding a staging file that is not a resumable sync", "path", next, "mode", mode, "err", err)
 		_ = w.db.Close()
+		w.log.close()
 		w.db, w.progress, w.log = nil, nil, nil
 		return false
 	}
@@ -286,7 +291,10 @@ func lockFile(name string) (*os.File, error) {
 // removeTemps deletes snapshot and sidecar temporaries a killed writer
 // left. Only the lock holder calls it, so none is in use.
 func (m *Mirror) removeTemps() {
-	for _, pat := range []string{m.path + ".tmp-*", sidecarPath(m.path) + ".tmp-*"} {
+	for _, pat := range []string{m.path + ".tmp-*", sidecarPath(m.path) + ".tmp-*",
+		// A scratch file is unlinked as soon as it is made; one is left
+		// only if a writer died in between.
+		filepath.Join(m.dir(), scratchPattern)} {
 		names, _ := filepath.Glob(pat)
 		for _, n := range names {
 			if err := os.Remove(n); err == nil {
@@ -299,6 +307,7 @@ func (m *Mirror) removeTemps() {
 // release closes the staging file and the base snapshot and drops the lock.
 func (w *Writer) release() {
 	w.closeStaging()
+	w.log.close()
 	if w.base != nil {
 		w.base.release()
 		w.base = nil
@@ -473,7 +482,13 @@ func (w *Writer) stage(fn func(st stagingTx) error) error {
 			}
 			lt = st.log
 		}
-		return fn(st)
+		if err := fn(st); err != nil {
+			return err
+		}
+		if lt != nil {
+			return lt.prepare()
+		}
+		return nil
 	})
 	if err == nil && lt != nil {
 		lt.commit()
