@@ -31,6 +31,10 @@ import (
 func BenchmarkSync10k(b *testing.B)  { benchmarkSync(b, 10_000) }
 func BenchmarkSync100k(b *testing.B) { benchmarkSync(b, 100_000) }
 
+// BenchmarkSync200k shows the memory staying flat past 100k; its stages
+// take about three minutes to generate the first time.
+func BenchmarkSync200k(b *testing.B) { benchmarkSync(b, 200_000) }
+
 const (
 	benchSeed    = 1
 	benchSize    = 5000

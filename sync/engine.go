@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -204,6 +205,19 @@ func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
 	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}, verifier: store.NewVerifier()}
 }
 
+// scratchDir is where the sync's scratch files go: beside the mirror, on
+// its file system (see mirror.Scratch).
+func (e *engine) scratchDir() string { return filepath.Dir(e.m.Path()) }
+
+// newKeys returns an empty scratch array for listed keys.
+func (e *engine) newKeys() (*mirror.Scratch[keyKind], error) {
+	sc, err := mirror.NewScratch[keyKind](e.scratchDir())
+	if err != nil {
+		return nil, fmt.Errorf("starting a scratch file for listed stages: %w", err)
+	}
+	return sc, nil
+}
+
 func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	e.start, e.clock = e.opts.Now(), time.Now()
 	e.report.Upstream = e.reg.BaseURL()
@@ -252,6 +266,7 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	if err != nil {
 		return e.report, err
 	}
+	defer final.ids.close()
 	listed := time.Now()
 	e.report.ListingMS = listed.Sub(e.clock).Milliseconds()
 	e.log.Debug("listed every lifecycle", "stages", final.ids.len(), "pages", e.report.Pages, "elapsed", time.Since(e.clock).Round(time.Millisecond))
@@ -359,7 +374,7 @@ type listing struct {
 	// listed holds every key listed (a stage id, or the quarantine key of
 	// bytes without a usable id) and the lifecycle the bytes declare, in
 	// arrival order; when the pass ends it becomes ids, one entry a key.
-	listed     []keyKind
+	listed     *mirror.Scratch[keyKind]
 	ids        idSet
 	firstTotal int
 	lastTotal  int
@@ -379,6 +394,12 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		if next != nil {
 			next.stop()
 		}
+		// The listings' id sets end here; fs has its own.
+		for _, ps := range passes {
+			for _, p := range ps {
+				p.ids.close()
+			}
+		}
 	}()
 	for i, lc := range e.opts.Lifecycles {
 		first := next
@@ -394,6 +415,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 			return nil, err
 		}
 		if l.refused != nil {
+			l.ids.close()
 			refused = append(refused, l.refused)
 			e.report.Warnings = append(e.report.Warnings,
 				fmt.Sprintf("the registry refused to list %s stages, so they are not mirrored: %v", lc, l.refused))
@@ -412,9 +434,11 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 	// between two listings (from one not yet listed to one already
 	// listed) is seen by neither, and only the totals show it.
 	for round := 0; ; round++ {
-		drifted := e.detectDrift(passes)
+		drifted, err := e.detectDrift(passes)
+		if err != nil {
+			return nil, err
+		}
 		if len(drifted) == 0 {
-			var err error
 			if drifted, err = e.confirmTotals(ctx, passes); err != nil {
 				return nil, err
 			}
@@ -433,6 +457,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 				return nil, err
 			}
 			if l.refused != nil {
+				l.ids.close()
 				return nil, fmt.Errorf("relist %s stages: %w", lc, l.refused)
 			}
 			passes[lc] = append(passes[lc], l)
@@ -451,7 +476,10 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 			ask = append(ask, k.id())
 		}
 	}
-	var all []keyKind
+	allKeys, err := e.newKeys()
+	if err != nil {
+		return nil, err
+	}
 	for _, lc := range e.opts.Lifecycles {
 		last := lastPass(passes, lc)
 		if last == nil {
@@ -461,12 +489,16 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		fs.totalsOrder = append(fs.totalsOrder, lc)
 		for _, kk := range last.ids.s {
 			if !kk.k.anon && !e.quarantined[kk.k] {
-				all = append(all, kk)
+				if err := allKeys.Append(kk); err != nil {
+					_ = allKeys.Close()
+					return nil, fmt.Errorf("collecting listed stages: %w", err)
+				}
 			}
 		}
 	}
 	// Stable: of a key listed under two lifecycles, the first listed
 	// stays (until the registry is asked about it).
+	all := allKeys.All()
 	slices.SortStableFunc(all, func(a, b keyKind) int { return compareKeys(a.k, b.k) })
 	kept := all[:0]
 	for i, kk := range all {
@@ -476,7 +508,14 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		}
 		kept = append(kept, kk)
 	}
-	fs.ids = idSet{s: slices.Clip(kept)}
+	allKeys.Truncate(len(kept))
+	fs.ids = idSet{sc: allKeys, s: slices.Clip(kept)}
+	done := false
+	defer func() {
+		if !done {
+			fs.ids.close()
+		}
+	}()
 	for _, lc := range e.opts.Lifecycles {
 		ps := passes[lc]
 		for _, p := range ps[:max(0, len(ps)-1)] {
@@ -497,6 +536,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		e.report.Warnings = append(e.report.Warnings,
 			"the registry kept changing while it was listed; some stages may be missing until the next sync")
 	}
+	done = true
 	return fs, nil
 }
 
@@ -510,7 +550,7 @@ func lastPass(passes map[string][]*listing, lc string) *listing {
 }
 
 // detectDrift returns the lifecycles whose latest pass looks inconsistent.
-func (e *engine) detectDrift(passes map[string][]*listing) []string {
+func (e *engine) detectDrift(passes map[string][]*listing) ([]string, error) {
 	var out []string
 	// Every key of every lifecycle's latest pass, with the index of its
 	// lifecycle in e.opts.Lifecycles, sorted: a key listed under two
@@ -519,16 +559,23 @@ func (e *engine) detectDrift(passes map[string][]*listing) []string {
 		k  key
 		lc uint8
 	}
-	var all []seen
+	sc, err := mirror.NewScratch[seen](e.scratchDir())
+	if err != nil {
+		return nil, err
+	}
+	defer sc.Close()
 	for i, lc := range e.opts.Lifecycles {
 		last := lastPass(passes, lc)
 		if last == nil {
 			continue
 		}
 		for _, kk := range last.ids.s {
-			all = append(all, seen{kk.k, uint8(i)})
+			if err := sc.Append(seen{kk.k, uint8(i)}); err != nil {
+				return nil, fmt.Errorf("collecting listed stages: %w", err)
+			}
 		}
 	}
+	all := sc.All()
 	slices.SortStableFunc(all, func(a, b seen) int { return compareKeys(a.k, b.k) })
 	multi := map[string]bool{}
 	for i := 1; i < len(all); i++ {
@@ -561,7 +608,7 @@ func (e *engine) detectDrift(passes map[string][]*listing) []string {
 			out = append(out, lc)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // confirmTotals asks the registry for each listed lifecycle's total again
@@ -653,7 +700,12 @@ func (f *firstPage) stop() {
 // verified and committed. list owns head, and ends its request on every
 // return.
 func (e *engine) list(ctx context.Context, lc string, head *firstPage) (l *listing, err error) {
-	l = &listing{lifecycle: lc}
+	listed, err := e.newKeys()
+	if err != nil {
+		head.stop()
+		return nil, err
+	}
+	l = &listing{lifecycle: lc, listed: listed}
 	// Fetches run under their own context so that an early return (error,
 	// cancellation) stops them and waits for them: no request of this
 	// sync outlives Sync.
@@ -672,12 +724,14 @@ func (e *engine) list(ctx context.Context, lc string, head *firstPage) (l *listi
 		if werr := e.waitCommit(); werr != nil && err == nil {
 			l, err = nil, werr
 		}
-		if l != nil {
-			var dups int
-			l.ids, dups = newIDSet(l.listed)
-			l.duplicates += dups
-			l.listed = nil
+		if l == nil {
+			_ = listed.Close()
+			return
 		}
+		var dups int
+		l.ids, dups = scratchIDSet(l.listed)
+		l.duplicates += dups
+		l.listed = nil
 	}()
 	fetch := func(offset int) {
 		queue = append(queue, pending{offset, e.requestPage(fctx, lc, offset)})
@@ -771,7 +825,9 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 	results := e.prepareAll(raws)
 	entries := make([]mirror.Entry, 0, len(results))
 	for _, r := range results {
-		l.listed = append(l.listed, keyKind{r.key, r.kind})
+		if err := l.listed.Append(keyKind{r.key, r.kind}); err != nil {
+			return fmt.Errorf("recording listed stages: %w", err)
+		}
 		if r.known {
 			e.report.VerifiedBefore++
 		}
@@ -1014,7 +1070,9 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		}
 		e.markGood(p.key)
 		e.report.Drift.Moved++
-		fs.ids.set(p.key, p.kind)
+		if err := fs.ids.set(p.key, p.kind); err != nil {
+			return fmt.Errorf("recording refetched stages: %w", err)
+		}
 		if !p.reused {
 			entries = append(entries, p.entry)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 
+	"github.com/noether-mirror/mirror/mirror"
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -29,11 +30,27 @@ func compareKeys(a, b key) int {
 
 // idSet maps keys to lifecycle kinds as a sorted slice of distinct keys:
 // 34 bytes a stage, where a Go map of the same took about 90 (at 100k
-// stages the sets of one sync held over 20 MB as maps). Look-ups are
-// binary searches; insertions and deletions, which only drift repair
-// makes, are O(n).
+// stages the sets of one sync held over 20 MB as maps). A sync's sets are
+// kept in scratch files (mirror.Scratch), off the Go heap; sc is then the
+// array s lives in. Look-ups are binary searches; insertions and
+// deletions, which only drift repair makes, are O(n).
 type idSet struct {
-	s []keyKind
+	sc *mirror.Scratch[keyKind]
+	s  []keyKind
+}
+
+// scratchIDSet is newIDSet over the keys in sc, which the set then owns.
+func scratchIDSet(sc *mirror.Scratch[keyKind]) (idSet, int) {
+	s, dups := newIDSet(sc.All())
+	sc.Truncate(len(s.s))
+	s.sc = sc
+	return s, dups
+}
+
+// close releases the set's scratch file; the set is empty afterwards.
+func (s *idSet) close() {
+	_ = s.sc.Close()
+	s.sc, s.s = nil, nil
 }
 
 // newIDSet builds a set from raw, in arrival order, which it sorts in
@@ -64,20 +81,33 @@ func (s *idSet) get(k key) (store.LifecycleKind, bool) {
 	return s.s[i].kind, true
 }
 
-// set adds k or changes its kind.
-func (s *idSet) set(k key, kind store.LifecycleKind) {
+// set adds k or changes its kind. Growing a scratch-backed set can fail.
+func (s *idSet) set(k key, kind store.LifecycleKind) error {
 	i, ok := s.find(k)
 	if ok {
 		s.s[i].kind = kind
-		return
+		return nil
 	}
-	s.s = slices.Insert(s.s, i, keyKind{k, kind})
+	if s.sc == nil {
+		s.s = slices.Insert(s.s, i, keyKind{k, kind})
+		return nil
+	}
+	if err := s.sc.Grow(1); err != nil {
+		return err
+	}
+	s.s = s.sc.All()
+	copy(s.s[i+1:], s.s[i:])
+	s.s[i] = keyKind{k, kind}
+	return nil
 }
 
 // delete removes k if present.
 func (s *idSet) delete(k key) {
 	if i, ok := s.find(k); ok {
 		s.s = slices.Delete(s.s, i, i+1)
+		if s.sc != nil {
+			s.sc.Truncate(len(s.s))
+		}
 	}
 }
 
