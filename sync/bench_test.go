@@ -70,10 +70,27 @@ func benchStagesFile(b *testing.B, n int) string {
 
 // memSampler records the peak HeapInuse and RssAnon while it runs.
 type memSampler struct {
-	stop     chan struct{}
-	done     gosync.WaitGroup
-	heapPeak uint64
-	rssPeak  uint64
+	stop        chan struct{}
+	done        gosync.WaitGroup
+	heapPeak    uint64
+	rssPeak     uint64
+	scratchPeak uint64 // bytes of mirror scratch files (mirror.Scratch)
+}
+
+// scratchBytes sums the sizes of the mirror scratch files this process
+// has open (they are unlinked, so only /proc/self/fd finds them).
+func scratchBytes() uint64 {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	var n uint64
+	for _, fd := range fds {
+		p := "/proc/self/fd/" + fd.Name()
+		if target, err := os.Readlink(p); err == nil && strings.Contains(target, ".mirror-scratch-") {
+			if fi, err := os.Stat(p); err == nil {
+				n += uint64(fi.Size())
+			}
+		}
+	}
+	return n
 }
 
 func rssAnon() uint64 {
@@ -114,6 +131,7 @@ func startSampler() *memSampler {
 			}
 			s.heapPeak = max(s.heapPeak, ms.HeapInuse)
 			s.rssPeak = max(s.rssPeak, rssAnon())
+			s.scratchPeak = max(s.scratchPeak, scratchBytes())
 			select {
 			case <-s.stop:
 				return
@@ -158,7 +176,7 @@ func benchmarkSync(b *testing.B, n int) {
 	ctx := context.Background()
 	b.ResetTimer()
 	var dlTime, syncTime, listTime, pubTime time.Duration
-	var heapPeak, rssPeak, rssBase uint64
+	var heapPeak, rssPeak, rssBase, scratchPeak uint64
 	var rep msync.Report
 	var dlPages int
 	for range b.N {
@@ -191,6 +209,7 @@ func benchmarkSync(b *testing.B, n int) {
 			b.Fatalf("sync: total %d, %v", rep.Total, err)
 		}
 		heapPeak, rssPeak = max(heapPeak, s.heapPeak), max(rssPeak, s.rssPeak)
+		scratchPeak = max(scratchPeak, s.scratchPeak)
 		m.Close()
 	}
 	dlRate := float64(n*b.N) / dlTime.Seconds()
@@ -205,5 +224,6 @@ func benchmarkSync(b *testing.B, n int) {
 	b.ReportMetric(float64(dlPages), "download-pages")
 	b.ReportMetric(float64(heapPeak)/(1<<20), "peak-heap-MB")
 	b.ReportMetric(float64(rssPeak)/(1<<20), "peak-rssanon-MB")
+	b.ReportMetric(float64(scratchPeak)/(1<<20), "peak-scratch-MB")
 	b.ReportMetric(float64(rssBase)/(1<<20), "base-rssanon-MB")
 }
