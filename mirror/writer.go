@@ -293,7 +293,9 @@ func lockFile(name string) (*os.File, error) {
 func (m *Mirror) removeTemps() {
 	for _, pat := range []string{m.path + ".tmp-*", sidecarPath(m.path) + ".tmp-*",
 		// A scratch file is unlinked as soon as it is made; one is left
-		// only if a writer died in between.
+		// only if a writer died in between. (Another mirror's writer in
+		// the same directory may be in between right now: its file
+		// stays usable through its descriptor, only its own unlink fails.)
 		filepath.Join(m.dir(), scratchPattern)} {
 		names, _ := filepath.Glob(pat)
 		for _, n := range names {
