@@ -26,8 +26,9 @@ var bucketLog = []byte("log")
 // Instead the records are appended to bucket "log" under 8-byte big-endian
 // sequence numbers, each value being uvarint(len id) ‖ id ‖ record (the
 // record exactly as a snapshot stores it under id, checksum included), and
-// the id → sequence index lives in memory, rebuilt by one scan of the log
-// when an interrupted sync is resumed. Publish sorts that index and
+// the id → sequence index is a hash table in a scratch file (logTable,
+// off the Go heap), rebuilt by one scan of the log when an interrupted
+// sync is resumed. Publish sorts that index and
 // builds the snapshot, name and signature indexes included, from it.
 //
 // The index is guarded by mu because a sync reads staged stages (Staged)
@@ -117,7 +118,7 @@ func splitLogValue(v []byte) (id, record []byte, err error) {
 
 // logTx is one transaction's view of the log: lookups see the changes
 // made earlier in the same transaction, and commit publishes them to the
-// in-memory index once the transaction has committed.
+// index once the transaction has committed.
 type logTx struct {
 	l       *stageLog
 	b       *bolt.Bucket

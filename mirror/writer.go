@@ -471,8 +471,8 @@ type stagingTx struct {
 }
 
 // stage runs fn in one read-write transaction on the staging file and,
-// for a sync, applies fn's changes to the log's in-memory index once the
-// transaction has committed.
+// for a sync, applies fn's changes to the log's index once the
+// transaction has committed (room for them is made before it commits).
 func (w *Writer) stage(fn func(st stagingTx) error) error {
 	var lt *logTx
 	err := update(w.db, func(tx *bolt.Tx) error {
