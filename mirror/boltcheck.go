@@ -113,6 +113,14 @@ const (
 
 var ne = binary.NativeEndian
 
+// boltMetaSum is the checksum bbolt keeps in a meta page body b: FNV-64a
+// of the 56 bytes before it.
+func boltMetaSum(b []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(b[:56])
+	return h.Sum64()
+}
+
 type boltMeta struct {
 	page       int // 0 or 1
 	pageSize   uint32
@@ -128,9 +136,7 @@ func parseBoltMeta(b []byte) (boltMeta, error) {
 	if v := ne.Uint32(b[4:]); v != boltVersion {
 		return boltMeta{}, fmt.Errorf("bbolt format version %d, want %d", v, boltVersion)
 	}
-	h := fnv.New64a()
-	h.Write(b[:56])
-	if h.Sum64() != ne.Uint64(b[56:]) {
+	if boltMetaSum(b) != ne.Uint64(b[56:]) {
 		return boltMeta{}, fmt.Errorf("meta checksum mismatch")
 	}
 	m := boltMeta{pageSize: ne.Uint32(b[8:]), root: ne.Uint64(b[16:]), pgid: ne.Uint64(b[40:])}

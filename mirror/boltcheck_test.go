@@ -3,7 +3,6 @@ package mirror
 import (
 	"bytes"
 	"errors"
-	"hash/fnv"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -198,9 +197,7 @@ func TestCheckBoltRoots(t *testing.T) {
 	}
 	value := func(e int) int { return e + int(ne.Uint32(orig[e+4:])) + int(ne.Uint32(orig[e+8:])) }
 	resum := func(b []byte, meta int) {
-		h := fnv.New64a()
-		h.Write(b[meta+boltPageHeader : meta+boltPageHeader+56])
-		ne.PutUint64(b[meta+boltPageHeader+56:], h.Sum64())
+		ne.PutUint64(b[meta+boltPageHeader+56:], boltMetaSum(b[meta+boltPageHeader:]))
 	}
 	cases := []struct {
 		name   string

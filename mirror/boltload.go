@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"os"
 	"slices"
 	gosync "sync"
@@ -273,9 +272,7 @@ func (l *boltLoader) finish() error {
 		ne.PutUint64(m[32:], freelistID)
 		ne.PutUint64(m[40:], l.next)
 		ne.PutUint64(m[48:], uint64(i)) // txid, whose parity is the page id
-		h := fnv.New64a()
-		h.Write(m[:56])
-		ne.PutUint64(m[56:], h.Sum64())
+		ne.PutUint64(m[56:], boltMetaSum(m))
 	}
 	l.w.writeMeta(metas)
 	return l.w.sync()

@@ -249,7 +249,7 @@ func (c *compiler) fromLog(ctx context.Context, src *bolt.Tx, l *stageLog) error
 	if lb == nil {
 		return fmt.Errorf("%w: the staging file has no log bucket; it is discarded, run the sync again", ErrCorrupt)
 	}
-	sorted, err := l.sorted(c.dir)
+	sorted, err := l.sorted()
 	if err != nil {
 		return fmt.Errorf("sorting the staging index: %w", err)
 	}
@@ -322,7 +322,7 @@ func (c *compiler) fromLog(ctx context.Context, src *bolt.Tx, l *stageLog) error
 			if bytes.Equal(index.bucket, bucketBySig) {
 				v = kindByte[e.kind]
 			}
-			key = append(append(append(key[:0], ix.value(e)...), 0), ix.id(e.stage, &buf)...)
+			key = appendIndexKey(key[:0], ix.value(e), ix.id(e.stage, &buf))
 			if err := c.put(index.bucket, key, v); err != nil {
 				return err
 			}
@@ -403,8 +403,7 @@ func (ix *logIndexes) compare(a, b ixRef) int {
 		return ix.compareIDs(a.stage, b.stage)
 	}
 	var ba, bb [64]byte
-	return bytes.Compare(append(append(bytes.Clone(av), 0), ix.id(a.stage, &ba)...),
-		append(append(bytes.Clone(bv), 0), ix.id(b.stage, &bb)...))
+	return bytes.Compare(appendIndexKey(nil, av, ix.id(a.stage, &ba)), appendIndexKey(nil, bv, ix.id(b.stage, &bb)))
 }
 
 // collectIndexes reads the log entries seqs (in id order) and returns the
@@ -560,8 +559,12 @@ func (c *compiler) copyQuarantine(src *bolt.Tx) error {
 
 // indexKey is a by_name or by_sig key: value, 0x00, id.
 func indexKey(value string, id store.StageID) []byte {
-	k := make([]byte, 0, len(value)+1+len(id))
-	k = append(k, value...)
-	k = append(k, 0)
-	return append(k, id...)
+	return appendIndexKey(make([]byte, 0, len(value)+1+len(id)), value, id)
+}
+
+// appendIndexKey appends indexKey(value, id) to dst.
+func appendIndexKey[V, I ~string | ~[]byte](dst []byte, value V, id I) []byte {
+	dst = append(dst, value...)
+	dst = append(dst, 0)
+	return append(dst, id...)
 }

@@ -1,6 +1,9 @@
 package mirror
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 )
@@ -105,4 +108,44 @@ func TestScratchRefusesPointers(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
+}
+
+// TestWriteZeros checks the growth used where fallocate is unsupported.
+func TestWriteZeros(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeZeros(f, 3, 3+(1<<20)+5); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 3+(1<<20)+5 || string(b[:3]) != "abc" || bytes.ContainsFunc(b[3:], func(r rune) bool { return r != 0 }) {
+		t.Fatalf("file of %d bytes, starting %q", len(b), b[:min(len(b), 8)])
+	}
+}
+
+// TestLeftoverScratchRemoved checks that the next writer removes a
+// scratch file a killed writer left before unlinking it.
+func TestLeftoverScratchRemoved(t *testing.T) {
+	m := newTemp(t, Options{})
+	left := filepath.Join(filepath.Dir(m.Path()), ".mirror-scratch-123")
+	if err := os.WriteFile(left, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort(false)
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Fatalf("leftover scratch file: %v", err)
+	}
 }

@@ -27,7 +27,7 @@ func (w *Writer) StagedIDs(ctx context.Context) iter.Seq2[store.StageID, error] 
 			// The staged stages are the log's index: collect it, in a
 			// scratch file (hex is made while yielding).
 			names = [][]byte{bucketQuarantine}
-			hs, odd, err := w.log.keys(w.m.dir())
+			hs, odd, err := w.log.keys()
 			if err != nil {
 				yield("", err)
 				return

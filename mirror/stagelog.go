@@ -279,10 +279,10 @@ func (l *stageLog) load(db *bolt.DB) (err error) {
 // keys returns the ids of every staged stage: those of 64 lowercase hex
 // characters as the bytes they encode, in a Scratch the caller closes,
 // any other as itself.
-func (l *stageLog) keys(dir string) (*Scratch[[32]byte], []store.StageID, error) {
+func (l *stageLog) keys() (*Scratch[[32]byte], []store.StageID, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	hs, err := NewScratch[[32]byte](dir)
+	hs, err := NewScratch[[32]byte](l.hex.dir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -304,9 +304,10 @@ func (l *stageLog) keys(dir string) (*Scratch[[32]byte], []store.StageID, error)
 
 // sorted returns the sequence numbers of every staged stage, in id order,
 // in a Scratch the caller closes.
-func (l *stageLog) sorted(dir string) (*Scratch[uint64], error) {
+func (l *stageLog) sorted() (*Scratch[uint64], error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
+	dir := l.hex.dir
 	type hexRef struct {
 		k   [32]byte
 		seq uint64

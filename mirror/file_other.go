@@ -2,6 +2,9 @@
 
 package mirror
 
+// File operations that differ by platform: direct writes for boltLoader
+// and preallocation for Scratch.
+
 import "os"
 
 // openForLoad opens path for boltLoader, truncated. Direct I/O is only

@@ -1,5 +1,8 @@
 package mirror
 
+// File operations that differ by platform: direct writes for boltLoader
+// and preallocation for Scratch.
+
 import (
 	"errors"
 	"os"
