@@ -113,7 +113,7 @@ func benchMemory(b *testing.B, n int) *store.MemoryStore {
 	defer m.Close()
 	ms := store.NewMemoryStore()
 	for _, e := range decodedEntries(b, m) {
-		ms.Upsert(context.Background(), e.Stage)
+		ms.Upsert(context.Background(), e.Stage())
 	}
 	memCache[n] = ms
 	return ms
@@ -130,7 +130,7 @@ func decodedEntries(b *testing.B, m *Mirror) []Entry {
 		if err != nil {
 			b.Fatal(err)
 		}
-		es = append(es, Entry{Stage: st, Report: r.Report})
+		es = append(es, forced(st, r.Report))
 	}
 	return es
 }

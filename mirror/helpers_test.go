@@ -103,9 +103,25 @@ func stdlibStages(tb testing.TB) []*store.Stage {
 func entries(ss []*store.Stage) []Entry {
 	out := make([]Entry, len(ss))
 	for i, s := range ss {
-		out[i] = Entry{Stage: s, Report: store.Verify(s)}
+		out[i] = forced(s, store.Verify(s))
 	}
 	return out
+}
+
+// forced is an admitted entry for s with report rep made without the
+// gate: tests use it to stage exactly what they say, including bytes the
+// gate would refuse (to test what reads and verify do with them).
+func forced(s *store.Stage, rep store.Report) Entry {
+	return Entry{stage: s, raw: s.Raw, report: rep, gated: true}
+}
+
+// forcedQuarantine is a refused entry for s (or, with s nil, raw) with
+// these reasons, made without the gate.
+func forcedQuarantine(s *store.Stage, raw []byte, reasons ...string) Entry {
+	if s != nil {
+		raw = s.Raw
+	}
+	return Entry{stage: s, raw: raw, err: store.ErrVerification, reasons: reasons, gated: true}
 }
 
 // syncAll publishes ss as a sync in pages of 16.

@@ -32,7 +32,9 @@ func (w *Writer) checkLocal(ctx context.Context) error {
 
 // Put inserts s into staging with store.MemoryStore's rules: an id already
 // staged is ErrAlreadyExists; an Active stage deprecates every other
-// Active stage with its signature id. The record carries store.Verify(s).
+// Active stage with its signature id. s must pass the admission gate
+// (AdmitStage): otherwise nothing is staged and the error wraps
+// store.ErrVerification or store.ErrUntrusted.
 func (w *Writer) Put(ctx context.Context, s *store.Stage) (store.StageID, error) {
 	return w.insert(ctx, s, true)
 }
@@ -43,6 +45,16 @@ func (w *Writer) Upsert(ctx context.Context, s *store.Stage) (store.StageID, err
 	return w.insert(ctx, s, false)
 }
 
+// admitLocal runs s through the admission gate for a local edit: the
+// record of an admitted stage, or the gate's error naming the stage.
+func (w *Writer) admitLocal(s *store.Stage) (*Record, error) {
+	e := w.AdmitStage(s)
+	if err := e.Err(); err != nil {
+		return nil, fmt.Errorf("mirror: refusing stage %s: %w", s, err)
+	}
+	return e.record(), nil
+}
+
 func (w *Writer) insert(ctx context.Context, s *store.Stage, failIfExists bool) (store.StageID, error) {
 	if err := w.checkLocal(ctx); err != nil {
 		return "", err
@@ -50,8 +62,11 @@ func (w *Writer) insert(ctx context.Context, s *store.Stage, failIfExists bool) 
 	if s == nil {
 		return "", errNilStage
 	}
-	rec := recordOf(s, store.Verify(s))
-	err := update(w.db, func(tx *bolt.Tx) error {
+	rec, err := w.admitLocal(s)
+	if err != nil {
+		return "", err
+	}
+	err = update(w.db, func(tx *bolt.Tx) error {
 		if failIfExists && tx.Bucket(bucketStages).Get([]byte(s.ID)) != nil {
 			return store.AlreadyExistsError(s.ID)
 		}
@@ -90,7 +105,11 @@ func (w *Writer) insertTx(tx *bolt.Tx, r *Record) error {
 			if err != nil {
 				return fmt.Errorf("auto-deprecating %s in favour of %s: %w", old.ID, r.ID, err)
 			}
-			demoted = append(demoted, recordOf(d, old.Report))
+			rec, err := w.admitLocal(d)
+			if err != nil {
+				return fmt.Errorf("auto-deprecating %s in favour of %s: %w", old.ID, r.ID, err)
+			}
+			demoted = append(demoted, rec)
 			w.m.log.Warn("auto-deprecated Active stage: another Active stage shares its signature_id",
 				"deprecated", string(old.ID), "successor", string(r.ID), "signature_id", string(r.SignatureID))
 		}
@@ -153,7 +172,11 @@ func (w *Writer) UpdateLifecycle(ctx context.Context, id store.StageID, l store.
 		if err != nil {
 			return fmt.Errorf("setting lifecycle of %s: %w", id, err)
 		}
-		return w.insertTx(tx, recordOf(next, cur.Report))
+		rec, err := w.admitLocal(next)
+		if err != nil {
+			return err
+		}
+		return w.insertTx(tx, rec)
 	})
 }
 

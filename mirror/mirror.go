@@ -42,6 +42,20 @@ type Options struct {
 	// Logger receives warnings (automatic deprecations, discarded staging
 	// files, failed reloads); nil discards them.
 	Logger *slog.Logger
+	// Trust, when set, is the trust policy of the admission gate
+	// (Writer.Admit): a stage not signed by one of its keys never enters
+	// the mirror. It applies to every write through this Mirror: sync,
+	// local edits, bundle import, RemoteStageStore.GetLive.
+	Trust *store.TrustPolicy
+	// StdlibEd25519 makes the admission gate and Verify check signatures
+	// with crypto/ed25519 alone instead of store.Verifier's tables (same
+	// results, slower): for auditing, or a suspected bug in the fast path.
+	StdlibEd25519 bool
+}
+
+// newVerifier returns the signature verifier the options ask for.
+func (m *Mirror) newVerifier() *store.Verifier {
+	return store.NewVerifier()
 }
 
 func (o Options) normalized() Options {
@@ -74,6 +88,11 @@ type Mirror struct {
 	nextCheck atomic.Int64 // unix nanos of the next staleness check
 
 	writeMu sync.Mutex // serialises this Mirror's own local writes
+
+	// rule is the admission rule, store.Admit. Only this package's tests
+	// replace it: the storetest suites generate stages with random ids
+	// to test store semantics, and the gate has tests of its own.
+	rule func(s *store.Stage, rep store.Report, trust *store.TrustPolicy) error
 }
 
 var (
@@ -213,7 +232,7 @@ func Open(path string, opts Options) (*Mirror, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Mirror{path: path, opts: opts, log: opts.Logger, cur: s}
+	m := &Mirror{path: path, opts: opts, log: opts.Logger, cur: s, rule: store.Admit}
 	m.nextCheck.Store(time.Now().Add(opts.ReloadInterval).UnixNano())
 	return m, nil
 }

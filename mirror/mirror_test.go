@@ -167,8 +167,8 @@ func TestQuarantine(t *testing.T) {
 	}
 	malformed := []byte(`{"id": 12}`)
 	es := append(entries(good),
-		Entry{Stage: tampered, Report: store.Verify(tampered), Quarantine: true, Reasons: []string{"signature mismatch"}},
-		Entry{Raw: malformed, Quarantine: true, Reasons: []string{"malformed"}})
+		forcedQuarantine(tampered, nil, "signature mismatch"),
+		forcedQuarantine(nil, malformed, "malformed"))
 	w, err := m.BeginSync(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +205,7 @@ func TestQuarantine(t *testing.T) {
 	if q, ok := byID[string(tampered.ID)]; !ok || !bytes.Equal(q.Raw, tampered.Raw) || q.Reasons[0] != "signature mismatch" {
 		t.Errorf("tampered entry: %+v", q)
 	}
-	synthetic := (&Entry{Raw: malformed}).QuarantineKey()
+	synthetic := (&Entry{raw: malformed}).QuarantineKey()
 	if q, ok := byID[synthetic]; !ok || !bytes.Equal(q.Raw, malformed) || !strings.HasPrefix(synthetic, "x") {
 		t.Errorf("malformed entry under %s: %+v", synthetic, q)
 	}
@@ -226,7 +226,7 @@ func TestQuarantine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.PutBatch(append(entries(good), Entry{Stage: bad, Report: store.Verify(bad)}), nil); err != nil {
+	if err := w.PutBatch(append(entries(good), forced(bad, store.Verify(bad))), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.Publish(ctx, PublishInfo{SyncTime: time.Now()}); err != nil {
@@ -244,7 +244,7 @@ func TestPutBatchRejectsEmptyEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Abort(false)
-	for _, e := range []Entry{{}, {Quarantine: true}} {
+	for _, e := range []Entry{{}, {err: store.ErrVerification}, {stage: stdlibStages(t)[0]}, {gated: true}} {
 		if err := w.PutBatch([]Entry{e}, nil); err == nil {
 			t.Errorf("PutBatch(%+v) succeeded", e)
 		}
@@ -261,7 +261,7 @@ func TestVerifyReportsStaleStoredChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.PutBatch([]Entry{{Stage: s, Report: rep}}, nil); err != nil {
+	if err := w.PutBatch([]Entry{forced(s, rep)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.Publish(t.Context(), PublishInfo{}); err != nil {
@@ -284,10 +284,21 @@ func TestIndexNamesWithNUL(t *testing.T) {
 	nul := g.Stage(storetest.WithName("a\x00b"), storetest.WithSig(store.SignatureID(string(sig)+"\x00x")))
 	// An id containing 0x00 under the plain name takes the confirm path.
 	odd := g.Stage(storetest.WithName("a"), storetest.WithID("z\x00z"), storetest.WithLifecycle(store.Draft))
+	// Such ids never pass the gate: stage them as a file of an older
+	// version might hold them.
+	w, err := m.BeginLocal(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var es []Entry
 	for _, s := range []*store.Stage{plain, nul, odd} {
-		if _, err := m.Upsert(ctx, s); err != nil {
-			t.Fatal(err)
-		}
+		es = append(es, forced(s, store.Verify(s)))
+	}
+	if err := w.PutBatch(es, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Publish(ctx, PublishInfo{}); err != nil {
+		t.Fatal(err)
 	}
 	got, err := m.FindByName(ctx, "a")
 	if err != nil || len(got) != 2 || got[0].ID != plain.ID && got[1].ID != plain.ID {

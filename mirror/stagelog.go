@@ -199,8 +199,9 @@ func (t *logTx) commit() {
 	t.l.next = max(t.l.next, t.next)
 }
 
-// raw returns a copy of the stage JSON staged under id.
-func (l *stageLog) raw(tx *bolt.Tx, id string) ([]byte, bool, error) {
+// value returns the record value staged under id (bbolt memory, valid
+// only during tx).
+func (l *stageLog) value(tx *bolt.Tx, id string) ([]byte, bool, error) {
 	seq, ok := l.get(id)
 	if !ok {
 		return nil, false, nil
@@ -218,11 +219,7 @@ func (l *stageLog) raw(tx *bolt.Tx, id string) ([]byte, bool, error) {
 	if err != nil || string(gotID) != id {
 		return nil, false, fmt.Errorf("%w: staged log entry %d does not hold stage %s", ErrCorrupt, seq, id)
 	}
-	r, err := recordRaw(gotID, rec)
-	if err != nil {
-		return nil, false, fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
-	}
-	return bytes.Clone(r), true, nil
+	return rec, true, nil
 }
 
 // load rebuilds the index from the log of a resumed staging file, and

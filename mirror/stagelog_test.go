@@ -56,7 +56,7 @@ func TestSyncLogMatchesLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range ss {
-		if err := w.PutBatch([]Entry{{Stage: s, Report: store.Verify(s)}}, nil); err != nil {
+		if err := w.PutBatch([]Entry{forced(s, store.Verify(s))}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,19 +82,20 @@ func TestSyncLogMatchesLocal(t *testing.T) {
 			// batch), or quarantine it in an earlier batch.
 			switch j % 5 {
 			case 0:
-				batch = append(batch, Entry{Stage: g.Stage(storetest.WithID(s.ID), storetest.WithName("stale"))})
+				stale := g.Stage(storetest.WithID(s.ID), storetest.WithName("stale"))
+				batch = append(batch, forced(stale, store.Verify(stale)))
 			case 1:
 				if !store.ValidID(string(s.ID)) {
 					break // its quarantine key would not be its id
 				}
-				if err := w.PutBatch([]Entry{{Stage: s, Quarantine: true, Reasons: []string{"test"}}}, nil); err != nil {
+				if err := w.PutBatch([]Entry{forcedQuarantine(s, nil, "test")}, nil); err != nil {
 					t.Fatal(err)
 				}
 			}
-			batch = append(batch, Entry{Stage: s, Report: store.Verify(s)})
+			batch = append(batch, forced(s, store.Verify(s)))
 		}
 		extra := g.Stage(storetest.WithName("deleted later"))
-		batch = append(batch, Entry{Stage: extra})
+		batch = append(batch, forced(extra, store.Verify(extra)))
 		if err := w.PutBatch(batch, []byte("p")); err != nil {
 			t.Fatal(err)
 		}

@@ -3,8 +3,6 @@ package mirror
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -29,7 +27,9 @@ type Writer struct {
 	lock *os.File
 	db   *bolt.DB
 	base *snap // the published snapshot when the writer began
-	mode string
+	// verifier checks signatures for the admission gate.
+	verifier *store.Verifier
+	mode     string
 	// log is a sync's staging layout (see stageLog); nil for a local
 	// writer, whose staging file is a copy of the snapshot.
 	log *stageLog
@@ -89,7 +89,7 @@ func (m *Mirror) begin(ctx context.Context, mode string) (w *Writer, err error) 
 	if err != nil {
 		return nil, err
 	}
-	w = &Writer{m: m, lock: lock, mode: mode}
+	w = &Writer{m: m, lock: lock, mode: mode, verifier: m.newVerifier()}
 	defer func() {
 		if err != nil {
 			w.release()
@@ -344,38 +344,6 @@ func (w *Writer) Resumed() bool { return w.resumed }
 // PutBatch (nil if none), e.g. the page a resumed sync continues from.
 func (w *Writer) Progress() []byte { return bytes.Clone(w.progress) }
 
-// Entry is one stage for PutBatch: a good stage with its verification
-// report, or (Quarantine true) bytes the mirror must not serve, with the
-// reasons. A quarantined entry gives Stage when its JSON decoded, else
-// Raw.
-type Entry struct {
-	Stage      *store.Stage
-	Report     store.Report
-	Quarantine bool
-	Reasons    []string
-	// Raw is the bytes of a quarantined entry whose JSON did not decode
-	// (ignored when Stage is set).
-	Raw []byte
-}
-
-// QuarantineKey returns the key a quarantined entry is stored under: its
-// id when that is a well-formed stage id, else "x" and the hex SHA-256 of
-// its bytes.
-func (e *Entry) QuarantineKey() string {
-	if e.Stage != nil && store.ValidID(string(e.Stage.ID)) {
-		return string(e.Stage.ID)
-	}
-	sum := sha256.Sum256(e.raw())
-	return "x" + hex.EncodeToString(sum[:])
-}
-
-func (e *Entry) raw() []byte {
-	if e.Stage != nil {
-		return e.Stage.Raw
-	}
-	return e.Raw
-}
-
 // recordOf builds the record of a decoded stage.
 func recordOf(s *store.Stage, rep store.Report) *Record {
 	r := &Record{
@@ -389,41 +357,36 @@ func recordOf(s *store.Stage, rep store.Report) *Record {
 }
 
 // PutBatch stores entries and the caller's progress in ONE transaction
-// (durable when it returns). Stages go in as given, replacing any with the
-// same id; no lifecycle rule or invariant is applied (a sync mirrors what
-// upstream says). A quarantined entry replaces a good stage with its key
-// and vice versa.
+// (durable when it returns). Every entry must come from the writer's
+// admission gate (Admit, AdmitStage): an admitted one is staged,
+// replacing any stage with the same id; a refused one goes to quarantine,
+// replacing a staged stage with its key (and vice versa). No lifecycle
+// rule or invariant is applied (a sync mirrors what upstream says).
 func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 	if err := w.check(); err != nil {
 		return err
 	}
-	for i := range entries {
-		e := &entries[i]
-		if !e.Quarantine && e.Stage == nil {
-			return fmt.Errorf("PutBatch entry %d has no stage: set Stage, or Quarantine with Raw", i)
-		}
-		if len(e.raw()) == 0 {
-			return fmt.Errorf("PutBatch entry %d has no bytes", i)
-		}
+	if err := checkEntries(entries); err != nil {
+		return err
 	}
 	now := time.Now().UTC()
 	err := w.stage(func(st stagingTx) error {
 		tx := st.tx
 		for i := range entries {
 			e := &entries[i]
-			if !e.Quarantine {
-				if err := st.put(recordOf(e.Stage, e.Report)); err != nil {
+			if e.Admitted() {
+				if err := st.put(e.record()); err != nil {
 					return err
 				}
-				if err := tx.Bucket(bucketQuarantine).Delete([]byte(e.Stage.ID)); err != nil {
+				if err := tx.Bucket(bucketQuarantine).Delete([]byte(e.stage.ID)); err != nil {
 					return err
 				}
 				continue
 			}
 			key := e.QuarantineKey()
-			q := QuarantineEntry{ID: key, Raw: e.raw(), Reasons: e.Reasons, FirstSeen: w.firstSeen(tx, key, e.raw(), now)}
-			if e.Stage != nil {
-				q.ID = string(e.Stage.ID)
+			q := QuarantineEntry{ID: key, Raw: e.raw, Reasons: e.reasons, FirstSeen: w.firstSeen(tx, key, e.raw, now)}
+			if e.stage != nil {
+				q.ID = string(e.stage.ID)
 			}
 			val, err := encodeQuarantine([]byte(key), &q)
 			if err != nil {
@@ -584,20 +547,8 @@ func deleteStage(tx *bolt.Tx, id []byte) error {
 // Staged returns a copy of the JSON staged under id, if any, so a resumed
 // sync can skip re-verifying bytes it already has.
 func (w *Writer) Staged(id store.StageID) (raw []byte, ok bool, err error) {
-	if err := w.check(); err != nil {
-		return nil, false, err
-	}
-	err = w.db.View(func(tx *bolt.Tx) error {
-		if w.log != nil {
-			var err error
-			raw, ok, err = w.log.raw(tx, string(id))
-			return err
-		}
-		v := tx.Bucket(bucketStages).Get([]byte(id))
-		if v == nil {
-			return nil
-		}
-		r, err := recordRaw([]byte(id), v)
+	err = w.viewStaged(id, func(val []byte) error {
+		r, err := recordRaw([]byte(id), val)
 		if err != nil {
 			return fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
 		}
@@ -605,6 +556,41 @@ func (w *Writer) Staged(id store.StageID) (raw []byte, ok bool, err error) {
 		return nil
 	})
 	return raw, ok, err
+}
+
+// stagedRecord returns the record staged under id, if any.
+func (w *Writer) stagedRecord(id store.StageID) (rec Record, ok bool, err error) {
+	err = w.viewStaged(id, func(val []byte) error {
+		r, err := decodeRecord([]byte(id), val)
+		if err != nil {
+			return fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
+		}
+		rec, ok = r, true
+		return nil
+	})
+	return rec, ok, err
+}
+
+// viewStaged calls fn with the record value staged under id, in a read
+// transaction of the staging file; fn is not called when none is staged.
+// The value is bbolt memory: fn must not keep it.
+func (w *Writer) viewStaged(id store.StageID, fn func(val []byte) error) error {
+	if err := w.check(); err != nil {
+		return err
+	}
+	return w.db.View(func(tx *bolt.Tx) error {
+		var v []byte
+		if w.log != nil {
+			var ok bool
+			var err error
+			if v, ok, err = w.log.value(tx, string(id)); err != nil || !ok {
+				return err
+			}
+		} else if v = tx.Bucket(bucketStages).Get([]byte(id)); v == nil {
+			return nil
+		}
+		return fn(v)
+	})
 }
 
 // Delete removes stages (and quarantine entries) with these ids from

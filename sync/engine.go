@@ -47,9 +47,6 @@ type Options struct {
 	MaxRelists int
 	// Workers verifies stages in parallel; 0 means GOMAXPROCS.
 	Workers int
-	// Accept, when set, is a trust policy applied after verification: a
-	// stage for which it returns an error is quarantined with that reason.
-	Accept func(s *store.Stage) error
 	// Progress, when set, is called after every page from the sync's
 	// goroutine; it must return quickly.
 	Progress func(Progress)
@@ -165,13 +162,9 @@ type engine struct {
 
 	w      *mirror.Writer
 	report Report
-	// verifier checks signatures for every page of this sync.
-	verifier *store.Verifier
 
 	// quarantined holds the keys whose latest bytes failed this sync.
 	quarantined map[key]bool
-	// snap is the published snapshot when the sync began (may be nil).
-	snap *mirror.Snapshot
 	// inflight reports the page commit running beside verification.
 	inflight chan error
 	pages    int
@@ -202,7 +195,7 @@ func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}, verifier: store.NewVerifier()}
+	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}}
 }
 
 // scratchDir is where the sync's scratch files go: beside the mirror, on
@@ -226,14 +219,6 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 		return e.report, err
 	}
 	e.w = w
-	// The snapshot being replaced: its verified records let unchanged
-	// stages skip signature checks. Nil for a mirror never synced.
-	if snap, err := e.m.Snapshot(); err == nil {
-		if snap.Meta().Generation > 0 {
-			e.snap = snap
-		}
-		defer snap.Close()
-	}
 	published := false
 	defer func() {
 		if !published {
@@ -825,21 +810,21 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 	results := e.prepareAll(raws)
 	entries := make([]mirror.Entry, 0, len(results))
 	for _, r := range results {
-		if err := l.listed.Append(keyKind{r.key, r.kind}); err != nil {
+		if err := l.listed.Append(keyKind{r.key, r.entry.Lifecycle()}); err != nil {
 			return fmt.Errorf("recording listed stages: %w", err)
 		}
-		if r.known {
+		if r.entry.VerifiedBefore() {
 			e.report.VerifiedBefore++
 		}
-		if r.reused {
-			e.report.Reused++
-			e.markGood(r.key)
+		if !r.entry.Admitted() {
+			e.markQuarantined(r.key)
+			entries = append(entries, r.entry)
 			continue
 		}
-		if r.entry.Quarantine {
-			e.markQuarantined(r.key)
-		} else {
-			e.markGood(r.key)
+		e.markGood(r.key)
+		if r.entry.Reused() {
+			e.report.Reused++
+			continue
 		}
 		entries = append(entries, r.entry)
 	}
@@ -919,34 +904,14 @@ func (e *engine) markGood(k key) {
 	}
 }
 
-// prepared is one stage after decoding and verification.
+// prepared is one stage after the admission gate, with its key.
 type prepared struct {
-	id     store.StageID       // empty when the bytes carry no usable id
-	key    key                 // the id, or the SHA-256 of bytes without one
-	kind   store.LifecycleKind // lifecycle the bytes declare
-	reused bool                // identical bytes were already staged and verified
-	known  bool                // identical bytes passed verification in the current snapshot
-	entry  mirror.Entry
+	key   key // the id, or the SHA-256 of bytes without one
+	entry mirror.Entry
 }
 
-// verifiedBefore returns the verification report the current snapshot
-// holds for id when its bytes are exactly raw and it passed. A cron sync of
-// a mostly unchanged registry then decodes and compares each stage instead
-// of checking every Ed25519 signature again. Verification is a pure
-// function of the bytes, so the stored result stands.
-func (e *engine) verifiedBefore(id store.StageID, raw []byte) (store.Report, bool) {
-	if e.snap == nil {
-		return store.Report{}, false
-	}
-	rec, err := e.snap.GetRecord(context.Background(), id)
-	if err != nil || !bytes.Equal(rec.Raw, raw) || !rec.Report.OK() || len(rec.Report.Checks) == 0 {
-		return store.Report{}, false
-	}
-	return rec.Report, true
-}
-
-// prepareAll decodes and verifies a page's stages on opts.Workers
-// goroutines; results keep page order.
+// prepareAll runs a page's stages through the mirror's admission gate on
+// opts.Workers goroutines; results keep page order.
 func (e *engine) prepareAll(raws []json.RawMessage) []prepared {
 	out := make([]prepared, len(raws))
 	var wg gosync.WaitGroup
@@ -968,50 +933,16 @@ func (e *engine) prepareAll(raws []json.RawMessage) []prepared {
 	return out
 }
 
+// prepare admits one stage. The gate verifies it (or reuses the report of
+// identical bytes already staged or in the current snapshot) and applies
+// the mirror's trust policy.
 func (e *engine) prepare(raw json.RawMessage) prepared {
-	s, err := store.DecodeStage(raw)
-	if err != nil {
-		entry := mirror.Entry{Raw: raw, Quarantine: true, Reasons: []string{err.Error()}}
-		k, _ := keyOf(entry.QuarantineKey())
-		return prepared{key: k, entry: entry}
-	}
-	k, ok := idKey(s.ID)
-	p := prepared{id: s.ID, key: k, kind: s.Lifecycle.Kind}
+	ent := e.w.Admit(raw)
+	k, ok := idKey(ent.ID())
 	if !ok {
-		p.id = ""
-		p.entry = mirror.Entry{Stage: s, Quarantine: true,
-			Reasons: []string{fmt.Sprintf("id %q is not 64 lowercase hex characters", s.ID)}}
-		p.key, _ = keyOf(p.entry.QuarantineKey())
-		return p
+		k, _ = keyOf(ent.QuarantineKey())
 	}
-	if staged, ok, err := e.w.Staged(s.ID); err == nil && ok && bytes.Equal(staged, raw) &&
-		(e.opts.Accept == nil || e.opts.Accept(s) == nil) {
-		// Verified when it was staged; the trust policy is applied again
-		// because a resumed run may have a different one.
-		p.reused = true
-		return p
-	}
-	var rep store.Report
-	if prev, ok := e.verifiedBefore(s.ID, raw); ok {
-		rep, p.known = prev, true
-	} else {
-		rep = e.verifier.Verify(s)
-	}
-	p.entry = mirror.Entry{Stage: s, Report: rep}
-	var reasons []string
-	for _, c := range rep.Failed() {
-		reasons = append(reasons, c.Name+": "+c.Detail)
-	}
-	if len(reasons) == 0 && e.opts.Accept != nil {
-		if err := e.opts.Accept(s); err != nil {
-			reasons = append(reasons, "trust: "+err.Error())
-		}
-	}
-	if len(reasons) > 0 {
-		p.entry.Quarantine = true
-		p.entry.Reasons = reasons
-	}
-	return p
+	return prepared{key: k, entry: ent}
 }
 
 // refetch asks the registry about ids whose listing was inconsistent:
@@ -1053,16 +984,16 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 	}
 	var entries []mirror.Entry
 	for i, p := range e.prepareAll(found) {
-		if p.id != "" && p.id != asked[i] {
+		if id := p.entry.ID(); id != "" && id != asked[i] {
 			// Never stage what was not asked for: the id stays out of
 			// the snapshot until a sync sees it listed.
 			fs.ids.deleteID(asked[i])
 			e.report.Drift.Unresolved = true
 			e.report.Warnings = append(e.report.Warnings,
-				fmt.Sprintf("the registry answered a request for stage %s with stage %s; %s is left out", asked[i], p.id, asked[i]))
+				fmt.Sprintf("the registry answered a request for stage %s with stage %s; %s is left out", asked[i], id, asked[i]))
 			continue
 		}
-		if p.entry.Quarantine {
+		if !p.entry.Admitted() {
 			e.markQuarantined(p.key)
 			fs.ids.deleteID(asked[i])
 			entries = append(entries, p.entry)
@@ -1070,10 +1001,10 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		}
 		e.markGood(p.key)
 		e.report.Drift.Moved++
-		if err := fs.ids.set(p.key, p.kind); err != nil {
+		if err := fs.ids.set(p.key, p.entry.Lifecycle()); err != nil {
 			return fmt.Errorf("recording refetched stages: %w", err)
 		}
-		if !p.reused {
+		if !p.entry.Reused() {
 			entries = append(entries, p.entry)
 		}
 	}

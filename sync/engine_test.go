@@ -339,15 +339,20 @@ func TestSyncQuarantine(t *testing.T) {
 
 func TestSyncTrustPolicyQuarantines(t *testing.T) {
 	a := build(t, "trust_a", "a", store.Active)
-	b := build(t, "trust_b", "b", store.Active)
+	b, err := store.BuildStage(store.StageSpec{ // unsigned
+		Name: "trust_b", Input: json.RawMessage(`{"kind":"Text"}`), Output: json.RawMessage(`{"kind":"Text"}`),
+		ImplementationCode: "b", Lifecycle: store.Active,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := newServer(t, registrytest.Options{Stages: []json.RawMessage{a.Raw, b.Raw}})
-	m := newMirror(t)
-	rep := mustSync(t, m, newClient(t, srv.URL()), msync.Options{Accept: func(s *store.Stage) error {
-		if s.ID == b.ID {
-			return errors.New("signer not trusted")
-		}
-		return nil
-	}})
+	policy, err := store.ParseTrustPolicy(strings.NewReader("a " + a.SignerPublicKey + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMirrorWith(t, mirror.Options{Trust: policy})
+	rep := mustSync(t, m, newClient(t, srv.URL()), msync.Options{})
 	if rep.Quarantined != 1 || rep.Total != 1 || rep.Outcome != msync.OutcomePartial {
 		t.Fatalf("report %+v", rep)
 	}

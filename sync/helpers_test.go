@@ -51,7 +51,13 @@ func newServer(t testing.TB, opts registrytest.Options) *registrytest.Server {
 
 func newMirror(t testing.TB) *mirror.Mirror {
 	t.Helper()
-	m, err := mirror.Create(filepath.Join(t.TempDir(), "mirror.db"), mirror.Options{})
+	return newMirrorWith(t, mirror.Options{})
+}
+
+// newMirrorWith is newMirror with these options.
+func newMirrorWith(t testing.TB, opts mirror.Options) *mirror.Mirror {
+	t.Helper()
+	m, err := mirror.Create(filepath.Join(t.TempDir(), "mirror.db"), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

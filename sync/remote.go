@@ -41,8 +41,9 @@ func DefaultMirrorPath() (string, error) {
 
 // RemoteOptions configures Connect and FromEnv.
 type RemoteOptions struct {
-	// MirrorPath is the mirror file; empty means MIRROR_DB, then
-	// DefaultMirrorPath.
+	// MirrorPath is the mirror file; empty means DefaultMirrorPath
+	// (FromEnv fills it from MIRROR_DB first; Connect never reads the
+	// environment).
 	MirrorPath string
 	// RequireFresh makes Connect fail when the sync fails, instead of
 	// serving the last snapshot.
@@ -50,7 +51,9 @@ type RemoteOptions struct {
 	// Registry tunes the HTTP client; its APIKey is overridden by the
 	// apiKey argument of Connect.
 	Registry registry.Options
-	// Mirror tunes the on-disk mirror.
+	// Mirror tunes the on-disk mirror. Its Trust is the trust policy of
+	// every stage that enters it: by refresh, GetLive, Put or lifecycle
+	// changes.
 	Mirror mirror.Options
 	// Sync tunes each refresh.
 	Sync Options
@@ -108,9 +111,6 @@ func Connect(ctx context.Context, baseURL, apiKey string, opts RemoteOptions) (*
 	}
 	path := opts.MirrorPath
 	if path == "" {
-		path = os.Getenv(EnvMirrorDB)
-	}
-	if path == "" {
 		if path, err = DefaultMirrorPath(); err != nil {
 			return nil, err
 		}
@@ -136,11 +136,15 @@ func Connect(ctx context.Context, baseURL, apiKey string, opts RemoteOptions) (*
 }
 
 // FromEnv is Connect configured from NOETHER_REGISTRY, NOETHER_API_KEY and
-// MIRROR_DB (when opts.MirrorPath is empty).
+// MIRROR_DB (when opts.MirrorPath is empty). It is the only function of
+// this package that reads the environment.
 func FromEnv(ctx context.Context, opts RemoteOptions) (*RemoteStageStore, error) {
 	base := os.Getenv(EnvRegistry)
 	if base == "" {
 		return nil, fmt.Errorf("%s is not set: point it at a noether registry, e.g. %s=http://127.0.0.1:8080", EnvRegistry, EnvRegistry)
+	}
+	if opts.MirrorPath == "" {
+		opts.MirrorPath = os.Getenv(EnvMirrorDB)
 	}
 	return Connect(ctx, base, os.Getenv(EnvAPIKey), opts)
 }
@@ -187,10 +191,12 @@ func (r *RemoteStageStore) Mirror() *mirror.Mirror { return r.m }
 // Close releases the mirror.
 func (r *RemoteStageStore) Close() error { return r.m.Close() }
 
-// GetLive fetches id from the registry, bypassing the cache. The stage is
-// verified and stored in the mirror before it is returned. A stage the
-// registry does not have gives (nil, nil); one that fails verification
-// gives an error wrapping store.ErrVerification and is not stored.
+// GetLive fetches id from the registry, bypassing the cache. The stage
+// passes the mirror's admission gate (verification and the trust policy
+// of RemoteOptions.Mirror.Trust) and is stored before it is returned. A
+// stage the registry does not have gives (nil, nil); one the gate refuses
+// gives an error wrapping store.ErrVerification or store.ErrUntrusted and
+// is not stored.
 func (r *RemoteStageStore) GetLive(ctx context.Context, id store.StageID) (*store.Stage, error) {
 	raw, err := r.client.GetStage(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -206,11 +212,8 @@ func (r *RemoteStageStore) GetLive(ctx context.Context, id store.StageID) (*stor
 	if s.ID != id {
 		return nil, fmt.Errorf("registry %s answered a request for %s with stage %s", r.BaseURL(), id, s.ID)
 	}
-	if err := store.Verify(s).Err(); err != nil {
-		return nil, fmt.Errorf("stage %s from %s: %w", id, r.BaseURL(), err)
-	}
 	if _, err := r.m.Upsert(ctx, s); err != nil {
-		return nil, fmt.Errorf("store stage %s in the mirror: %w", id, err)
+		return nil, fmt.Errorf("stage %s from %s: %w", id, r.BaseURL(), err)
 	}
 	return s, nil
 }
@@ -227,9 +230,10 @@ func offline(op string, err error) error {
 // is_new:false gives ErrAlreadyExists; the mirror then caches the
 // registry's copy (fetched with GetLive), not s, because the registry's
 // may differ from s in lifecycle (noether's client caches s and goes
-// stale). A stage that fails local verification is never sent.
+// stale). A stage the mirror's admission gate would refuse (verification,
+// trust policy) is never sent.
 func (r *RemoteStageStore) Put(ctx context.Context, s *store.Stage) (store.StageID, error) {
-	if err := store.Verify(s).Err(); err != nil {
+	if err := r.m.Admissible(s); err != nil {
 		return "", fmt.Errorf("put %s: refusing to publish: %w", s, err)
 	}
 	raw, err := s.MarshalJSON()

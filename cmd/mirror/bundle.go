@@ -140,14 +140,17 @@ mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noethe
 				if err != nil {
 					return err
 				}
+				// The mirror's admission gate applies the same policy.
+				mopts := mirrorOptions(e)
+				mopts.Trust = opts.Trust
 				var m *mirror.Mirror
 				if *dryRun {
-					m, err = mirror.Open(path, mirrorOptions(e))
+					m, err = mirror.Open(path, mopts)
 					if errors.Is(err, mirror.ErrNoMirror) {
 						m, err = nil, nil // compare with an empty mirror; create nothing
 					}
 				} else {
-					m, err = mirror.Create(path, mirrorOptions(e))
+					m, err = mirror.Create(path, mopts)
 				}
 				if err != nil {
 					return err

@@ -32,7 +32,7 @@ func serveTrustKey(name string) ed25519.PrivateKey {
 func serveTrustMirror(t *testing.T) (string, map[string][]*store.Stage) {
 	t.Helper()
 	byKey := map[string][]*store.Stage{}
-	var entries []mirror.Entry
+	var stages []*store.Stage
 	for i := range 6 {
 		for _, who := range []string{"ops", "stranger", "unsigned"} {
 			var key ed25519.PrivateKey
@@ -49,7 +49,7 @@ func serveTrustMirror(t *testing.T) (string, map[string][]*store.Stage) {
 				t.Fatal(err)
 			}
 			byKey[who] = append(byKey[who], st)
-			entries = append(entries, mirror.Entry{Stage: st, Report: store.Verify(st)})
+			stages = append(stages, st)
 		}
 	}
 	path := filepath.Join(t.TempDir(), "mirror.db")
@@ -61,6 +61,10 @@ func serveTrustMirror(t *testing.T) (string, map[string][]*store.Stage) {
 	w, err := m.BeginSync(t.Context())
 	if err != nil {
 		t.Fatal(err)
+	}
+	var entries []mirror.Entry
+	for _, st := range stages {
+		entries = append(entries, w.AdmitStage(st))
 	}
 	if err := w.PutBatch(entries, nil); err != nil {
 		_ = w.Abort(false)

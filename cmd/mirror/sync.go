@@ -34,19 +34,17 @@ mirror sync --registry http://127.0.0.1:8080 --json`,
 				if err != nil {
 					return err
 				}
-				var accept func(*store.Stage) error
+				mopts := mirrorOptions(e)
 				if *trusted != "" {
-					policy, err := store.LoadTrustPolicy(*trusted)
-					if err != nil {
+					if mopts.Trust, err = store.LoadTrustPolicy(*trusted); err != nil {
 						return err
 					}
-					accept = policy.Accept
 				}
 				path, err := db(e)
 				if err != nil {
 					return err
 				}
-				m, err := mirror.Create(path, mirrorOptions(e))
+				m, err := mirror.Create(path, mopts)
 				if err != nil {
 					return err
 				}
@@ -58,7 +56,7 @@ mirror sync --registry http://127.0.0.1:8080 --json`,
 				}
 				bar := newProgressBar(e)
 				rep, err := msync.Sync(ctx, m, client, msync.Options{
-					Logger: e.log, Progress: bar.update, Accept: accept,
+					Logger: e.log, Progress: bar.update,
 				})
 				bar.done()
 				if err != nil {

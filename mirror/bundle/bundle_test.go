@@ -366,7 +366,7 @@ func TestRollback(t *testing.T) {
 	// A bundle of another upstream is not a rollback.
 	other := newMirror(t)
 	w, _ := other.BeginSync(t.Context())
-	w.PutBatch([]mirror.Entry{{Stage: stages[0], Report: store.Verify(stages[0])}}, nil)
+	w.PutBatch([]mirror.Entry{w.AdmitStage(stages[0])}, nil)
 	if _, err := w.Publish(t.Context(), mirror.PublishInfo{Upstream: "https://other.example", SyncTime: t0.Add(-48 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +434,7 @@ func TestImportReplacesInterruptedSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.PutBatch([]mirror.Entry{{Stage: stages[40], Report: store.Verify(stages[40])}}, []byte("x")); err != nil {
+	if err := w.PutBatch([]mirror.Entry{w.AdmitStage(stages[40])}, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	w.Abort(true)

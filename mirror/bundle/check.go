@@ -140,19 +140,29 @@ func batches(ctx context.Context, rd *Reader, size int) iter.Seq2[[]Record, erro
 	}
 }
 
-// verifier decodes and verifies records in parallel.
+// verifier decodes and admits records in parallel: with store.Admit while
+// a bundle is checked, and through the mirror's admission gate while it is
+// installed. Either way the bundle's own trust policy applies too.
 type verifier struct {
 	trust   *store.TrustPolicy
 	workers int
 	sigs    *store.Verifier
+	w       *mirror.Writer // set while installing
 }
 
 func newVerifier(trust *store.TrustPolicy) *verifier {
 	return &verifier{trust: trust, workers: runtime.GOMAXPROCS(0), sigs: store.NewVerifier()}
 }
 
-// verify returns a mirror entry per record, or the first failure in id
-// order.
+// installer is newVerifier for an installation through w's gate.
+func installer(trust *store.TrustPolicy, w *mirror.Writer) *verifier {
+	v := newVerifier(trust)
+	v.w = w
+	return v
+}
+
+// verify returns a mirror entry per record (zero entries while checking),
+// or the first failure in id order.
 func (v *verifier) verify(recs []Record) ([]mirror.Entry, error) {
 	out := make([]mirror.Entry, len(recs))
 	errs := make([]error, len(recs))
@@ -189,16 +199,22 @@ func (v *verifier) one(rec *Record) (mirror.Entry, error) {
 	if s.Lifecycle.Kind != rec.Lifecycle {
 		return mirror.Entry{}, fmt.Errorf("%w: record %s says %s, its stage JSON says %s", ErrStage, rec.ID, rec.Lifecycle.Name(), s.Lifecycle.Kind.Name())
 	}
-	rep := v.sigs.Verify(s)
-	if err := rep.Err(); err != nil {
-		return mirror.Entry{}, fmt.Errorf("%w: %w", ErrStage, err)
-	}
 	if v.trust != nil {
 		if err := v.trust.Accept(s); err != nil {
 			return mirror.Entry{}, fmt.Errorf("%w: stage %s: %w", ErrStage, rec.ID, err)
 		}
 	}
-	return mirror.Entry{Stage: s, Report: rep}, nil
+	if v.w == nil {
+		if err := store.Admit(s, v.sigs.Verify(s), nil); err != nil {
+			return mirror.Entry{}, fmt.Errorf("%w: %w", ErrStage, err)
+		}
+		return mirror.Entry{}, nil
+	}
+	ent := v.w.AdmitStage(s)
+	if err := ent.Err(); err != nil {
+		return mirror.Entry{}, fmt.Errorf("%w: the mirror refuses stage %s: %w", ErrStage, rec.ID, err)
+	}
+	return ent, nil
 }
 
 // differ merges the bundle's records with a snapshot's, both in id order.

@@ -84,7 +84,14 @@ func decodeAll(t testing.TB, raws []json.RawMessage) []*store.Stage {
 // newMirror creates an empty mirror in a temporary directory.
 func newMirror(t testing.TB) *mirror.Mirror {
 	t.Helper()
-	m, err := mirror.Create(filepath.Join(t.TempDir(), "m.db"), mirror.Options{ReloadInterval: -1})
+	return newMirrorWith(t, mirror.Options{})
+}
+
+// newMirrorWith is newMirror with these options (reloading on every read).
+func newMirrorWith(t testing.TB, opts mirror.Options) *mirror.Mirror {
+	t.Helper()
+	opts.ReloadInterval = -1
+	m, err := mirror.Create(filepath.Join(t.TempDir(), "m.db"), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +108,7 @@ func publish(t testing.TB, m *mirror.Mirror, stages []*store.Stage, syncTime tim
 	}
 	var es []mirror.Entry
 	for _, s := range stages {
-		es = append(es, mirror.Entry{Stage: s, Report: store.Verify(s)})
+		es = append(es, w.AdmitStage(s))
 	}
 	if err := w.PutBatch(es, nil); err != nil {
 		w.Abort(false)

@@ -161,7 +161,7 @@ func install(ctx context.Context, m *mirror.Mirror, open func() (io.ReadCloser, 
 	if size <= 0 {
 		size = 200
 	}
-	v := newVerifier(opts.Trust)
+	v := installer(opts.Trust, w)
 	for batch, err := range batches(ctx, rd, size) {
 		if err != nil {
 			return err

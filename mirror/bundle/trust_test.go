@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/noether-mirror/mirror/mirror"
 	"github.com/noether-mirror/mirror/store"
 	msync "github.com/noether-mirror/mirror/sync"
 	"github.com/noether-mirror/mirror/sync/registry"
@@ -93,8 +94,8 @@ func TestSyncTrustPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMirror(t)
-	rep, err := msync.Sync(t.Context(), m, client, msync.Options{Accept: policy.Accept})
+	m := newMirrorWith(t, mirror.Options{Trust: policy})
+	rep, err := msync.Sync(t.Context(), m, client, msync.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

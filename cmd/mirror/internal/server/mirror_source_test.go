@@ -14,6 +14,7 @@ import (
 
 	"github.com/noether-mirror/mirror/mirror"
 	"github.com/noether-mirror/mirror/store"
+	"github.com/noether-mirror/mirror/sync/registrytest"
 )
 
 // publishMirror syncs raws (plus quarantined bad entries) into the mirror
@@ -38,13 +39,18 @@ func publishMirror(t testing.TB, m *mirror.Mirror, raws [][]byte, quarantined in
 		if err != nil {
 			t.Fatal(err)
 		}
-		batch = append(batch, mirror.Entry{Stage: st, Report: store.Verify(st)})
+		e := w.AdmitStage(st)
+		if !e.Admitted() {
+			_ = w.Abort(false)
+			t.Fatalf("the gate refused test stage %s: %v", st, e.Err())
+		}
+		batch = append(batch, e)
 		if len(batch) == cap(batch) {
 			flush()
 		}
 	}
 	for i := range quarantined {
-		batch = append(batch, mirror.Entry{Quarantine: true, Reasons: []string{"test"}, Raw: fmt.Appendf(nil, `{"broken":%d}`, i)})
+		batch = append(batch, w.Admit(fmt.Appendf(nil, `{"broken":%d}`, i)))
 	}
 	flush()
 	res, err := w.Publish(ctx, mirror.PublishInfo{Upstream: "https://registry.example.org", SyncTime: at})
@@ -137,7 +143,7 @@ func TestFromMirror(t *testing.T) {
 			}
 		}
 	}()
-	more := append(fixtureRaws(t)[:40], genRaws(t, 3, 20, 5)...)
+	more := append(fixtureRaws(t)[:40], signedRaws(t, 3, 25)...)
 	res2 := publishMirror(t, m, more, 0, fixedNow)
 	close(stop)
 	wg.Wait()
@@ -168,6 +174,21 @@ var benchMirrorData struct {
 	ids  []store.StageID
 }
 
+// signedRaws is n valid generated stages signed by the fake registry's
+// key for seed: what a mirror's admission gate lets in.
+func signedRaws(t testing.TB, seed int64, n int) [][]byte {
+	t.Helper()
+	raws, err := registrytest.GenerateStages(n, seed, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]byte, len(raws))
+	for i, r := range raws {
+		out[i] = r
+	}
+	return out
+}
+
 func benchMirror(b *testing.B) (*mirror.Mirror, []store.StageID) {
 	benchMirrorData.once.Do(func() {
 		dir, err := os.MkdirTemp("", "server-bench-")
@@ -179,7 +200,7 @@ func benchMirror(b *testing.B) (*mirror.Mirror, []store.StageID) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		raws := genRaws(b, 7, benchStages, 0)
+		raws := signedRaws(b, 7, benchStages)
 		publishMirror(b, m, raws, 0, time.Now())
 		benchMirrorData.m = m
 		benchMirrorData.ids = newMemSnapshot(b, Info{}, raws).ids(store.LifecycleUnknown)

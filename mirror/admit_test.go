@@ -1,0 +1,174 @@
+package mirror
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// trustOnly is a trust policy holding only the test generator's key.
+func trustOnly(t *testing.T) *store.TrustPolicy {
+	t.Helper()
+	s := genStage(t, 1, 10, testKey())
+	p, err := store.ParseTrustPolicy(strings.NewReader("gen " + s.SignerPublicKey + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tamperedName is s with its name changed, so its id no longer
+// recomputes.
+func tamperedName(t *testing.T, s *store.Stage) *store.Stage {
+	t.Helper()
+	raw := bytes.Replace(s.Raw, []byte(`"name":"`), []byte(`"name":"x`), 1)
+	if bytes.Equal(raw, s.Raw) {
+		t.Fatal("stage has no name to tamper with")
+	}
+	out, err := store.DecodeStage(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestAdmissionLocalEdits: every store.StageStore edit of a Mirror goes
+// through the gate. A refused stage gives an error wrapping
+// store.ErrVerification or store.ErrUntrusted and is never served.
+func TestAdmissionLocalEdits(t *testing.T) {
+	good := genStage(t, 1, 10, testKey())
+	bad := tamperedName(t, genStage(t, 2, 10, testKey()))
+	unsigned := stdlibStages(t)[0] // stdlib key: not in the policy
+	tests := []struct {
+		name  string
+		opts  Options
+		stage *store.Stage
+		want  error
+	}{
+		{"id does not recompute", Options{}, bad, store.ErrVerification},
+		{"untrusted signer", Options{Trust: trustOnly(t)}, unsigned, store.ErrUntrusted},
+		{"trusted", Options{Trust: trustOnly(t)}, good, nil},
+		{"no policy", Options{}, unsigned, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, op := range []string{"Put", "Upsert"} {
+				m := newTemp(t, tt.opts)
+				var err error
+				if op == "Put" {
+					_, err = m.Put(t.Context(), tt.stage)
+				} else {
+					_, err = m.Upsert(t.Context(), tt.stage)
+				}
+				if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+					t.Fatalf("%s: %v, want %v", op, err, tt.want)
+				}
+				_, gerr := m.GetRaw(t.Context(), tt.stage.ID)
+				if served := gerr == nil; served != (tt.want == nil) {
+					t.Errorf("%s then GetRaw: %v", op, gerr)
+				}
+				if tt.want != nil && m.Meta().Generation != 0 {
+					t.Errorf("%s published generation %d for a refused stage", op, m.Meta().Generation)
+				}
+			}
+		})
+	}
+}
+
+// TestAdmissionUpdateLifecycle: a lifecycle change is admitted again, so
+// a stage the policy does not trust cannot be edited back in.
+func TestAdmissionUpdateLifecycle(t *testing.T) {
+	var active *store.Stage
+	for _, s := range stdlibStages(t) {
+		if s.Lifecycle.Kind == store.LifecycleActive {
+			active = s
+			break
+		}
+	}
+	m := newTemp(t, Options{})
+	if _, err := m.Upsert(t.Context(), active); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	strict, err := Open(m.Path(), Options{Trust: trustOnly(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer strict.Close()
+	if err := strict.UpdateLifecycle(t.Context(), active.ID, store.Tombstone); !errors.Is(err, store.ErrUntrusted) {
+		t.Fatalf("UpdateLifecycle under a policy that refuses the stage: %v", err)
+	}
+	if s, err := strict.Get(t.Context(), active.ID); err != nil || s.Lifecycle.Kind != store.LifecycleActive {
+		t.Errorf("after the refused edit: %v %v", s, err)
+	}
+}
+
+// TestAdmissionSyncEntries: the gate's verdicts for a sync writer.
+func TestAdmissionSyncEntries(t *testing.T) {
+	m := newTemp(t, Options{Trust: trustOnly(t)})
+	w, err := m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort(false)
+	good := genStage(t, 3, 10, testKey())
+	cases := []struct {
+		name   string
+		raw    []byte
+		admit  bool
+		want   error
+		reason string
+	}{
+		{"good", good.Raw, true, nil, ""},
+		{"tampered", tamperedName(t, genStage(t, 4, 10, testKey())).Raw, false, store.ErrVerification, "id: id mismatch"},
+		{"untrusted", stdlibStages(t)[0].Raw, false, store.ErrUntrusted, "trust: "},
+		{"not JSON", []byte(`{"id":`), false, nil, ""},
+		{"bad id", bytes.Replace(good.Raw, []byte(good.ID), []byte("XYZ"), 1), false, store.ErrVerification, "is not 64 lowercase hex"},
+	}
+	for _, c := range cases {
+		e := w.Admit(c.raw)
+		if e.Admitted() != c.admit {
+			t.Errorf("%s: admitted %v, err %v", c.name, e.Admitted(), e.Err())
+			continue
+		}
+		if c.want != nil && !errors.Is(e.Err(), c.want) {
+			t.Errorf("%s: err %v, want %v", c.name, e.Err(), c.want)
+		}
+		if !c.admit && (len(e.Reasons()) == 0 || !strings.Contains(strings.Join(e.Reasons(), "\n"), c.reason)) {
+			t.Errorf("%s: reasons %q, want one containing %q", c.name, e.Reasons(), c.reason)
+		}
+	}
+	// Staged bytes are reused, and the trust policy still applies.
+	if err := w.PutBatch([]Entry{w.Admit(good.Raw)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if e := w.Admit(good.Raw); !e.Admitted() || !e.Reused() {
+		t.Errorf("staged identical bytes: admitted %v reused %v", e.Admitted(), e.Reused())
+	}
+}
+
+// TestAdmissionKnownReport: bytes verified in the writer's base snapshot
+// reuse its report, under the current trust policy.
+func TestAdmissionKnownReport(t *testing.T) {
+	m := newTemp(t, Options{})
+	ss := stdlibStages(t)[:3]
+	syncAll(t, m, ss, PublishInfo{Upstream: "u"})
+	m.Close()
+	strict, err := Open(m.Path(), Options{Trust: trustOnly(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer strict.Close()
+	w, err := strict.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort(false)
+	e := w.Admit(ss[0].Raw)
+	if !e.VerifiedBefore() || e.Admitted() || !errors.Is(e.Err(), store.ErrUntrusted) {
+		t.Errorf("known bytes under a policy that refuses them: known %v admitted %v err %v", e.VerifiedBefore(), e.Admitted(), e.Err())
+	}
+}
