@@ -115,6 +115,14 @@ type Meta struct {
 	// Path is the snapshot file and SizeBytes its size.
 	Path      string
 	SizeBytes int64
+	// PreviousUpstream is the upstream the mirror was synced from before
+	// Upstream, and UpstreamSince when that changed (both zero when it
+	// never did). From PATH.state.
+	PreviousUpstream string
+	UpstreamSince    time.Time
+	// Refused is the last sync that refused to publish, nil once a sync
+	// has published or found nothing new since. From PATH.state.
+	Refused *SyncRefusal
 }
 
 // count returns the number of stages of kind k (LifecycleUnknown: all).

@@ -16,6 +16,25 @@ type sidecar struct {
 	LastSync       time.Time      `json:"last_sync"`
 	Upstream       string         `json:"upstream,omitempty"`
 	UpstreamTotals map[string]int `json:"upstream_totals,omitempty"`
+	// PreviousUpstream and UpstreamSince record the last change of
+	// upstream; Refused the last sync that refused to publish, until a
+	// sync publishes.
+	PreviousUpstream string       `json:"previous_upstream,omitempty"`
+	UpstreamSince    time.Time    `json:"upstream_since,omitzero"`
+	Refused          *SyncRefusal `json:"refused,omitempty"`
+}
+
+// SyncRefusal records a sync that did not publish because what it found
+// looked like a loss it could not prove (see sync.Options.MaxRemove). It
+// is a plain value.
+type SyncRefusal struct {
+	At       time.Time `json:"at"`
+	Upstream string    `json:"upstream"`
+	// Reason says what the sync would have done and why that looks wrong.
+	Reason string `json:"reason"`
+	// WouldRemove of Total stages would have left the mirror.
+	WouldRemove int `json:"would_remove"`
+	Total       int `json:"total"`
 }
 
 func sidecarPath(path string) string { return path + ".state" }
@@ -57,6 +76,7 @@ func withSidecar(m Meta, path string) Meta {
 	if sc.UpstreamTotals != nil {
 		m.UpstreamTotals = sc.UpstreamTotals
 	}
+	m.PreviousUpstream, m.UpstreamSince, m.Refused = sc.PreviousUpstream, sc.UpstreamSince, sc.Refused
 	return m
 }
 

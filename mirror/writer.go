@@ -635,6 +635,33 @@ func (w *Writer) Abort(keepStaging bool) error {
 	return err
 }
 
+// Refuse ends the writer without publishing, as Abort(true) does, and
+// records r in PATH.state, where Meta().Refused reports it until a sync
+// publishes (or finds nothing new). The staged work is kept for the next
+// run.
+func (w *Writer) Refuse(r SyncRefusal) error {
+	if err := w.check(); err != nil {
+		return err
+	}
+	m := w.m
+	cur := w.base.meta
+	sc, ok := readSidecar(m.path)
+	if !ok || sc.Generation != cur.Generation {
+		sc = sidecar{Generation: cur.Generation, LastSync: cur.LastSync, Upstream: cur.Upstream, UpstreamTotals: cur.UpstreamTotals}
+	}
+	r.At = r.At.UTC()
+	sc.Refused = &r
+	err := writeSidecar(m.path, sc)
+	w.base.forgetSidecar()
+	if aerr := w.Abort(true); err == nil {
+		err = aerr
+	}
+	if err != nil {
+		return fmt.Errorf("recording the refused sync in %s: %w", sidecarPath(m.path), err)
+	}
+	return nil
+}
+
 // PublishInfo describes the sync being published. Zero fields keep the
 // current snapshot's values (a local write is not a sync).
 type PublishInfo struct {
@@ -699,7 +726,11 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		return PublishResult{}, fmt.Errorf("building the next snapshot of %s: %w", m.path, err)
 	}
 	out := PublishResult{Path: m.path, Total: res.meta.Total, Digest: res.meta.Digest}
-	sc := sidecar{LastSync: meta.LastSync, Upstream: meta.Upstream, UpstreamTotals: meta.UpstreamTotals}
+	sc := sidecar{LastSync: meta.LastSync, Upstream: meta.Upstream, UpstreamTotals: meta.UpstreamTotals,
+		PreviousUpstream: prev.PreviousUpstream, UpstreamSince: prev.UpstreamSince}
+	if prev.Upstream != "" && meta.Upstream != prev.Upstream {
+		sc.PreviousUpstream, sc.UpstreamSince = prev.Upstream, meta.Published
+	}
 	if res.meta.Digest == cur.meta.Digest {
 		os.Remove(tmp)
 		out.Generation, out.Unchanged = cur.meta.Generation, true

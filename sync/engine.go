@@ -47,6 +47,12 @@ type Options struct {
 	MaxRelists int
 	// Workers verifies stages in parallel; 0 means GOMAXPROCS.
 	Workers int
+	// MaxRemove bounds how many of the mirror's stages one sync may
+	// remove, or lose to quarantine, before it refuses to publish
+	// (ErrRefused, OutcomeRefused). The zero value allows 10% and never
+	// emptying a non-empty mirror: an upstream restarted on an empty
+	// database, or a wrong URL, must not wipe an air-gapped mirror.
+	MaxRemove RemoveLimit
 	// Progress, when set, is called after every page from the sync's
 	// goroutine; it must return quickly.
 	Progress func(Progress)
@@ -72,10 +78,14 @@ type Outcome string
 
 // Outcomes. Partial means a snapshot was published but some stages were
 // quarantined or could not be fetched reliably; its exit code differs.
+// Refused means nothing was published because the sync would have
+// removed more than Options.MaxRemove allows (Sync also returns an error
+// wrapping ErrRefused).
 const (
 	OutcomeOK        Outcome = "ok"
 	OutcomePartial   Outcome = "partial"
 	OutcomeUnchanged Outcome = "unchanged"
+	OutcomeRefused   Outcome = "refused"
 )
 
 // Report says everything a sync did. No stage disappears silently: every
@@ -105,11 +115,19 @@ type Report struct {
 	Published      bool           `json:"published"`
 	Generation     uint64         `json:"generation"`
 	ByLifecycle    map[string]int `json:"by_lifecycle"`
-	QuarantinedIDs []string       `json:"quarantined_ids,omitempty"`
-	RemovedIDs     []string       `json:"removed_ids,omitempty"`
-	Warnings       []string       `json:"warnings,omitempty"`
-	Drift          Drift          `json:"drift"`
-	DurationMS     int64          `json:"duration_ms"`
+	// QuarantinedIDs, RemovedIDs (the first 1000) and Warnings are empty
+	// arrays, never null, in JSON.
+	QuarantinedIDs []string `json:"quarantined_ids"`
+	RemovedIDs     []string `json:"removed_ids"`
+	Warnings       []string `json:"warnings"`
+	Drift          Drift    `json:"drift"`
+	// PreviousUpstream is the upstream the mirror held before this sync
+	// when it differs from Upstream ("" when it does not).
+	PreviousUpstream string `json:"previous_upstream"`
+	// Refusal says what a refused sync would have removed and why that
+	// looks wrong; nil (JSON null) unless Outcome is refused.
+	Refusal    *Refusal `json:"refusal"`
+	DurationMS int64    `json:"duration_ms"`
 	// ListingMS is the time spent listing, verifying and staging, and
 	// PublishMS the time spent comparing and publishing after it.
 	ListingMS int64 `json:"listing_ms"`
@@ -119,7 +137,7 @@ type Report struct {
 // Drift reports offset drift: the registry changed while it was paged.
 type Drift struct {
 	Detected bool     `json:"detected"`
-	Reasons  []string `json:"reasons,omitempty"`
+	Reasons  []string `json:"reasons"`
 	Relists  int      `json:"relists"`
 	// Refetched ids were fetched one by one to tell a deleted stage from
 	// a moved one; Deleted and Moved split them.
@@ -127,8 +145,12 @@ type Drift struct {
 	Deleted   int `json:"deleted"`
 	Moved     int `json:"moved"`
 	// Unresolved is true when listings still disagreed with their totals
-	// after every repair; the mirror may miss stages until the next sync.
+	// after every repair; the mirror may miss new stages until the next
+	// sync.
 	Unresolved bool `json:"unresolved"`
+	// Kept counts stages an unresolved listing left out but that were
+	// kept from the last snapshot, since no 404 proved them gone.
+	Kept int `json:"kept"`
 }
 
 // ErrNoLifecycle means the registry refused to list every lifecycle.
@@ -165,6 +187,13 @@ type engine struct {
 
 	// quarantined holds the keys whose latest bytes failed this sync.
 	quarantined map[key]bool
+	// gone holds the keys a 404 proved deleted during drift repair.
+	gone map[key]bool
+	// lostToQuarantine counts stages of the current snapshot whose
+	// latest bytes were quarantined: served now, not after publish.
+	lostToQuarantine int
+	// switched is the mirror's upstream when it differs from this sync's.
+	switched string
 	// inflight reports the page commit running beside verification.
 	inflight chan error
 	pages    int
@@ -195,7 +224,7 @@ func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}}
+	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}, gone: map[key]bool{}}
 }
 
 // scratchDir is where the sync's scratch files go: beside the mirror, on
@@ -231,9 +260,16 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 			}
 		}
 		e.report.DurationMS = time.Since(e.clock).Milliseconds()
+		e.report.normalize()
 		rep = e.report
 	}()
 
+	if up := e.m.Meta().Upstream; up != "" && up != e.reg.BaseURL() {
+		e.switched, e.report.PreviousUpstream = up, up
+		e.report.Warnings = append(e.report.Warnings, fmt.Sprintf(
+			"the mirror was synced from %s; this sync replaces its content with %s's", up, e.reg.BaseURL()))
+		e.log.Warn("switching upstream", "from", up, "to", e.reg.BaseURL())
+	}
 	if w.Resumed() {
 		var prev progressState
 		if p := w.Progress(); p != nil && json.Unmarshal(p, &prev) == nil && prev.Upstream == e.reg.BaseURL() {
@@ -255,11 +291,19 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	listed := time.Now()
 	e.report.ListingMS = listed.Sub(e.clock).Milliseconds()
 	e.log.Debug("listed every lifecycle", "stages", final.ids.len(), "pages", e.report.Pages, "elapsed", time.Since(e.clock).Round(time.Millisecond))
+	if e.report.Drift.Unresolved {
+		if err := e.keepUnproven(ctx, final); err != nil {
+			return e.report, err
+		}
+	}
 	if err := e.dropUnlisted(ctx, final); err != nil {
 		return e.report, err
 	}
 	if err := e.countChanges(ctx, final); err != nil {
 		return e.report, err
+	}
+	if r := e.guardLoss(final); r != nil {
+		return e.report, e.refuse(r)
 	}
 	e.log.Debug("compared with the current snapshot", "elapsed", time.Since(e.clock).Round(time.Millisecond))
 
@@ -727,6 +771,9 @@ func (e *engine) list(ctx context.Context, lc string, head *firstPage) (l *listi
 	// end breaks that assumption: the speculative requests are dropped
 	// and paging goes on one page at a time from where it really is.
 	window := 1
+	// The keys of the first and the previous page: a page that only
+	// repeats them is a protocol error (repeatsEarlierPage).
+	var firstKeys, prevKeys map[key]bool
 	queue = append(queue, pending{0, head.ch})
 	nextFetch := 0
 	for first := true; ; first = false {
@@ -779,6 +826,13 @@ func (e *engine) list(ctx context.Context, lc string, head *firstPage) (l *listi
 			if err := e.ingest(ctx, lc, offset, p.Stages, l); err != nil {
 				return nil, err
 			}
+			keys := pageKeys(l.listed, n)
+			if first {
+				firstKeys = keys
+			} else if repeatsEarlierPage(l.pageOrder(n), firstKeys, prevKeys, e.opts.PageSize) {
+				return nil, e.protocolError(lc, offset, n)
+			}
+			prevKeys = keys
 		}
 		if !more {
 			if n > 0 && !p.HasTotal {
@@ -975,6 +1029,9 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		case errors.Is(r.err, store.ErrNotFound):
 			e.report.Drift.Deleted++
 			fs.ids.deleteID(r.id)
+			if k, ok := idKey(r.id); ok {
+				e.gone[k] = true
+			}
 		case r.err != nil:
 			return fmt.Errorf("fetch stage %s to repair drift: %w", r.id, r.err)
 		default:
@@ -1051,7 +1108,9 @@ func (e *engine) countChanges(ctx context.Context, fs *finalSet) error {
 		}
 		k, _ := idKey(rec.ID)
 		if _, ok := fs.ids.get(k); !ok {
-			if !e.quarantined[k] {
+			if e.quarantined[k] {
+				e.lostToQuarantine++
+			} else {
 				e.report.Removed++
 				if len(e.report.RemovedIDs) < 1000 {
 					e.report.RemovedIDs = append(e.report.RemovedIDs, string(rec.ID))
@@ -1085,4 +1144,17 @@ func (e *engine) countChanges(ctx context.Context, fs *finalSet) error {
 		e.report.ByLifecycle[kk.kind.Name()]++
 	}
 	return nil
+}
+
+// normalize gives every list of the report a non-nil value, so its JSON
+// holds empty arrays rather than nulls.
+func (r *Report) normalize() {
+	for _, p := range []*[]string{&r.QuarantinedIDs, &r.RemovedIDs, &r.Warnings, &r.Drift.Reasons} {
+		if *p == nil {
+			*p = []string{}
+		}
+	}
+	if r.ByLifecycle == nil {
+		r.ByLifecycle = map[string]int{}
+	}
 }

@@ -267,7 +267,7 @@ func TestSyncReportsEveryChange(t *testing.T) {
 	srv.AddRaw(redesc.Raw)
 	srv.AddRaw(badSig(t, specs[3]))
 
-	rep := mustSync(t, m, c, msync.Options{PageSize: 3})
+	rep := mustSync(t, m, c, msync.Options{PageSize: 3, MaxRemove: msync.MaxRemovePercent(100)})
 	got := [6]int{rep.Added, rep.Changed, rep.Removed, rep.LifecycleChanged, rep.Quarantined, rep.Unchanged}
 	if want := [6]int{1, 1, 1, 1, 1, 4}; got != want {
 		t.Errorf("added/changed/removed/lifecycle/quarantined/unchanged = %v, want %v", got, want)

@@ -119,3 +119,21 @@ func (s *idSet) deleteID(id store.StageID) {
 }
 
 func (s *idSet) len() int { return len(s.s) }
+
+// addAll adds keys the set does not hold yet (the caller makes sure), in
+// one append and sort rather than one O(n) insertion each.
+func (s *idSet) addAll(kks []keyKind) error {
+	if len(kks) == 0 {
+		return nil
+	}
+	if s.sc == nil {
+		s.s = append(s.s, kks...)
+	} else {
+		if err := s.sc.Append(kks...); err != nil {
+			return err
+		}
+		s.s = s.sc.All()
+	}
+	slices.SortFunc(s.s, func(a, b keyKind) int { return compareKeys(a.k, b.k) })
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -42,7 +43,8 @@ func fakeStages(t *testing.T, f *registrytest.Server) []*store.Stage {
 
 // checkShape compares a decoded JSON object with a golden shape: every
 // key of want must be present with the named type ("string", "number",
-// "bool", "array", "object"; a trailing "?" marks a key that may be
+// "bool", "array", "object", "null", or alternatives such as
+// "object|null"; a trailing "?" marks a key that may be
 // omitted; a nested object is a nested shape), and got must have no key
 // the golden file does not name.
 func checkShape(t *testing.T, where string, got map[string]any, want map[string]any) {
@@ -58,7 +60,7 @@ func checkShape(t *testing.T, where string, got map[string]any, want map[string]
 				}
 				continue
 			}
-			if g := jsonType(v); g != typ {
+			if g := jsonType(v); !slices.Contains(strings.Split(typ, "|"), g) {
 				t.Errorf("%s: key %q is %s (%v), want %s", where, k, g, v, typ)
 			}
 		case map[string]any:

@@ -94,7 +94,7 @@ func killChain(t *testing.T, env []string, ref killRefs, seed uint64, want int) 
 		// few after it finished.
 		est := median(samples[max(0, len(samples)-5):]) // the recent ones
 		delay := time.Duration(rng.Int64N(int64(est) * 11 / 10))
-		cmd := exec.Command(mirrorBin, "sync", "-q", "--db", db, "--registry", ref.url[next])
+		cmd := exec.Command(mirrorBin, "sync", "-q", "--max-remove", "100%", "--db", db, "--registry", ref.url[next])
 		cmd.Env = env
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
@@ -136,7 +136,7 @@ func killChain(t *testing.T, env []string, ref killRefs, seed uint64, want int) 
 		}
 
 		// The next sync succeeds (resuming what the killed one staged).
-		if r := runMirror(t, env, "sync", "-q", "--db", db, "--registry", ref.url[next]); r.code != exitOK {
+		if r := runMirror(t, env, "sync", "-q", "--max-remove", "100%", "--db", db, "--registry", ref.url[next]); r.code != exitOK {
 			t.Fatalf("seed %d iteration %d (killed after %s): the next sync: %s", seed, iter, delay, r)
 		}
 		st = statusOf(t, env, db)

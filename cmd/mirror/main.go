@@ -30,6 +30,7 @@ const (
 	exitPartial     = 3
 	exitStale       = 4
 	exitBusy        = 5
+	exitRefused     = 6
 	exitInterrupted = 130
 )
 
@@ -194,6 +195,7 @@ const exitCodeHelp = `Exit codes:
   3    partial: quarantined stages or verify failures
   4    stale: the mirror is older than status --max-age
   5    busy: another sync holds the mirror
+  6    refused: the sync would remove more than --max-remove; nothing published
   130  interrupted (Ctrl-C or SIGTERM); the last snapshot is intact
 `
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/noether-mirror/mirror/mirror"
@@ -15,10 +16,11 @@ import (
 func cmdSync() *command {
 	return &command{
 		name:    "sync",
-		args:    "[--registry URL] [--api-key-file F] [--timeout D] [--json]",
+		args:    "[--registry URL] [--api-key-file F] [--timeout D] [--max-remove N|P%] [--json]",
 		summary: "pull every stage of a registry into the mirror, verify it, publish a new snapshot",
 		example: `NOETHER_REGISTRY=https://registry.example.com mirror sync --db /var/lib/noether/mirror.db -q
-mirror sync --registry http://127.0.0.1:8080 --json`,
+mirror sync --registry http://127.0.0.1:8080 --json
+mirror sync --max-remove 25%   # accept a real shrink the loss guard refused`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			reg := fs.String("registry", "", "registry base URL (default $NOETHER_REGISTRY)")
@@ -26,9 +28,18 @@ mirror sync --registry http://127.0.0.1:8080 --json`,
 			timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long (0: no limit)")
 			asJSON := fs.Bool("json", false, "print the report as JSON")
 			trusted := fs.String("trusted-keys", "", "file of trusted signer keys: quarantine stages signed by anyone else")
+			maxRemove := fs.String("max-remove", "", "refuse to publish a sync that removes more than N stages or P% of the mirror (default 10%, and never all of it)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("sync takes no arguments, got %q", args)
+				}
+				var opts msync.Options
+				if *maxRemove != "" {
+					limit, err := msync.ParseRemoveLimit(*maxRemove)
+					if err != nil {
+						return usageError("--max-remove: %v", err)
+					}
+					opts.MaxRemove = limit
 				}
 				client, err := registryClient(e, *reg, *keyFile, "no registry")
 				if err != nil {
@@ -55,42 +66,85 @@ mirror sync --registry http://127.0.0.1:8080 --json`,
 					defer cancel()
 				}
 				bar := newProgressBar(e)
-				rep, err := msync.Sync(ctx, m, client, msync.Options{
-					Logger: e.log, Progress: bar.update,
-				})
+				opts.Logger, opts.Progress = e.log, bar.update
+				rep, err := msync.Sync(ctx, m, client, opts)
 				bar.done()
-				if err != nil {
-					if errors.Is(err, context.DeadlineExceeded) && *timeout > 0 {
-						return fmt.Errorf("sync did not finish within --timeout %s; the last snapshot is intact and the next run resumes: %w", *timeout, err)
-					}
-					return mapMirrorError(err)
-				}
-				if *asJSON {
-					if err := writeJSON(e.stdout, rep); err != nil {
-						return err
-					}
-				} else if !e.quiet || rep.Outcome == msync.OutcomePartial {
-					fmt.Fprintln(e.stdout, summaryLine(rep))
-					for _, w := range rep.Warnings {
-						fmt.Fprintf(e.stderr, "warning: %s\n", w)
-					}
-				}
-				if rep.Outcome == msync.OutcomePartial {
-					return withCode(exitPartial, fmt.Errorf("partial sync: %d stages quarantined; see 'mirror status' and 'mirror verify'", rep.Quarantined))
-				}
-				return nil
+				return finishSync(e, rep, err, *asJSON, *timeout)
 			}
 		},
 	}
 }
 
+// finishSync prints a sync's outcome and maps it to an exit code.
+func finishSync(e *env, rep msync.Report, err error, asJSON bool, timeout time.Duration) error {
+	refused := errors.Is(err, msync.ErrRefused)
+	if err != nil && !refused {
+		if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
+			return fmt.Errorf("sync did not finish within --timeout %s; the last snapshot is intact and the next run resumes: %w", timeout, err)
+		}
+		return mapMirrorError(err)
+	}
+	if asJSON {
+		if werr := writeJSON(e.stdout, rep); werr != nil {
+			return werr
+		}
+	}
+	loud := !e.quiet || rep.Outcome != msync.OutcomeOK && rep.Outcome != msync.OutcomeUnchanged
+	if loud && !asJSON {
+		fmt.Fprintln(e.stdout, summaryLine(rep))
+	}
+	if loud {
+		for _, w := range rep.Warnings {
+			fmt.Fprintf(e.stderr, "warning: %s\n", w)
+		}
+	} else if rep.PreviousUpstream != "" {
+		// A change of upstream is a security matter: cron (-q) sees it.
+		fmt.Fprintf(e.stderr, "warning: the mirror was synced from %s; this sync replaced its content with %s's\n", rep.PreviousUpstream, rep.Upstream)
+	}
+	switch {
+	case refused:
+		return withCode(exitRefused, err)
+	case rep.Outcome == msync.OutcomePartial:
+		return withCode(exitPartial, fmt.Errorf("partial sync: %s; see 'mirror status' and 'mirror verify'", partialReason(rep)))
+	}
+	return nil
+}
+
+// partialReason says why a sync that published was partial.
+func partialReason(r msync.Report) string {
+	var why []string
+	if r.Quarantined > 0 {
+		why = append(why, fmt.Sprintf("%d stages quarantined", r.Quarantined))
+	}
+	if r.Drift.Unresolved {
+		s := "the registry kept changing while it was listed (drift unresolved"
+		if r.Drift.Kept > 0 {
+			s += fmt.Sprintf("; %d unlisted stages kept from the last snapshot", r.Drift.Kept)
+		}
+		why = append(why, s+")")
+	}
+	if len(why) == 0 {
+		return "some stages could not be fetched reliably"
+	}
+	return strings.Join(why, " and ")
+}
+
 // summaryLine is the one-line result of a sync.
 func summaryLine(r msync.Report) string {
+	if r.Outcome == msync.OutcomeRefused && r.Refusal != nil {
+		return fmt.Sprintf("sync refused: nothing published, generation %d kept; %s", r.Generation, r.Refusal.Reason)
+	}
 	s := fmt.Sprintf("sync %s: %d stages (%d added, %d changed, %d removed, %d lifecycle changed, %d quarantined, %d unchanged) in %s, generation %d",
 		r.Outcome, r.Total, r.Added, r.Changed, r.Removed, r.LifecycleChanged, r.Quarantined, r.Unchanged,
 		(time.Duration(r.DurationMS) * time.Millisecond).String(), r.Generation)
-	if r.Drift.Detected {
+	switch {
+	case r.Drift.Unresolved:
+		s += fmt.Sprintf("; drift NOT resolved after %d relists (%d refetched, %d kept)", r.Drift.Relists, r.Drift.Refetched, r.Drift.Kept)
+	case r.Drift.Detected:
 		s += fmt.Sprintf("; drift repaired (%d relists, %d refetched)", r.Drift.Relists, r.Drift.Refetched)
+	}
+	if r.Outcome == msync.OutcomePartial {
+		s += "; partial: " + partialReason(r)
 	}
 	if r.Resumed {
 		s += fmt.Sprintf("; resumed, %d stages reused", r.Reused)
