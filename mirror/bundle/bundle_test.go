@@ -363,15 +363,25 @@ func TestRollback(t *testing.T) {
 	if res.Rollback == "" || dst.Meta().Total != 20 || !dst.Meta().LastSync.Equal(t0) {
 		t.Errorf("forced rollback: %+v, meta %+v", res, dst.Meta())
 	}
-	// A bundle of another upstream is not a rollback.
-	other := newMirror(t)
-	w, _ := other.BeginSync(t.Context())
-	w.PutBatch([]mirror.Entry{w.AdmitStage(stages[0])}, nil)
-	if _, err := w.Publish(t.Context(), mirror.PublishInfo{Upstream: "https://other.example", SyncTime: t0.Add(-48 * time.Hour)}); err != nil {
-		t.Fatal(err)
+	// A bundle of another upstream is compared by sync time too: an older
+	// one is a rollback, a newer one is not.
+	otherBundle := func(at time.Time) []byte {
+		other := newMirror(t)
+		w, err := other.BeginSync(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.PutBatch([]mirror.Entry{w.AdmitStage(stages[0])}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Publish(t.Context(), mirror.PublishInfo{Upstream: "https://other.example", SyncTime: at}); err != nil {
+			t.Fatal(err)
+		}
+		return export(t, other, ExportOptions{})
 	}
-	if r := mustImport(export(t, other, ExportOptions{}), ImportOptions{}); r.Rollback != "" {
-		t.Errorf("other upstream counted as a rollback: %s", r.Rollback)
+	mustRefuse(otherBundle(t0.Add(-48*time.Hour)), "https://other.example")
+	if r := mustImport(otherBundle(t0.Add(time.Hour)), ImportOptions{}); r.Rollback != "" {
+		t.Errorf("a newer bundle of another upstream counted as a rollback: %s", r.Rollback)
 	}
 }
 

@@ -202,18 +202,25 @@ func (emptySource) Records(context.Context, store.LifecycleKind) iter.Seq2[mirro
 }
 
 // rollback explains why installing man would roll cur back, or returns "".
-// Only bundles of the mirror's own upstream can be rollbacks: an older
-// sync time is one; with the same sync time, an older generation of the
-// lineage the mirror holds (the source generation recorded by the last
-// import, if the mirror has not changed since, else the mirror's own).
+// A bundle synced before the mirror's last sync is one, whichever
+// upstream either came from (a bundle from another upstream must not
+// sneak old content in); with the same sync time and upstream, so is an
+// older generation of the lineage the mirror holds (the source
+// generation recorded by the last import, if the mirror has not changed
+// since, else the mirror's own).
 func rollback(cur mirror.Meta, rec *importRecord, man Manifest) string {
-	if cur.Upstream == "" || cur.Upstream != man.Upstream {
+	if cur.Generation == 0 || cur.LastSync.IsZero() {
 		return ""
 	}
 	switch {
+	case man.SyncTime.Before(cur.LastSync) && man.Upstream != cur.Upstream:
+		return fmt.Sprintf("the bundle is a sync of %s at %s, the mirror holds a newer sync of %s at %s",
+			man.Upstream, man.SyncTime.UTC().Format(time.RFC3339), cur.Upstream, cur.LastSync.UTC().Format(time.RFC3339))
 	case man.SyncTime.Before(cur.LastSync):
 		return fmt.Sprintf("the bundle is a sync of %s at %s, the mirror holds a newer sync at %s",
 			man.Upstream, man.SyncTime.UTC().Format(time.RFC3339), cur.LastSync.UTC().Format(time.RFC3339))
+	case man.Upstream != cur.Upstream:
+		return ""
 	case man.SyncTime.Equal(cur.LastSync):
 		lineage, what := cur.Generation, "the mirror holds generation"
 		if rec != nil && rec.TargetGeneration == cur.Generation && rec.TargetDigest == cur.Digest && rec.Upstream == cur.Upstream {
