@@ -380,7 +380,7 @@ func BenchmarkPublish(b *testing.B) {
 			defer src.release()
 			for b.Loop() {
 				err := src.view(func(tx *bolt.Tx) error {
-					name, _, err := compile(context.Background(), filepath.Join(b.TempDir(), "x.db"), source{tx: tx}, Meta{}, m.opts)
+					name, _, err := compile(context.Background(), filepath.Join(b.TempDir(), "x.db"), source{tx: tx}, Meta{}, m.opts, 0)
 					if err == nil {
 						os.Remove(name)
 					}

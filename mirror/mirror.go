@@ -255,7 +255,7 @@ func createEmpty(path string, opts Options) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating the mirror directory %s: %w", dir, err)
 	}
-	tmp, _, err := compile(context.Background(), path, source{}, Meta{}, opts)
+	tmp, _, err := compile(context.Background(), path, source{}, Meta{}, opts, 0)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ type source struct {
 
 // compile writes a new snapshot file next to path from src and returns its
 // name. The file is complete and fsynced; on error it is removed.
-func compile(ctx context.Context, path string, src source, meta Meta, opts Options) (name string, res compileResult, err error) {
+func compile(ctx context.Context, path string, src source, meta Meta, opts Options, need int64) (name string, res compileResult, err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return "", res, fmt.Errorf("creating the next snapshot next to %s: %w", path, err)
@@ -43,6 +43,7 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 	f.Close()
 	defer func() {
 		if err != nil {
+			err = noSpace(err, name, need) // before the file goes: its size
 			os.Remove(name)
 			name = ""
 		}

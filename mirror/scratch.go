@@ -145,7 +145,7 @@ func (s *Scratch[T]) reserve(n int) error {
 		size := min(max(need, s.size+s.size/4, 1<<20), int64(len(s.mem)))
 		size = (size + 4095) &^ 4095
 		if err := growScratch(s.f, s.size, size); err != nil {
-			return fmt.Errorf("growing a scratch file to %d bytes: %w", size, err)
+			return noSpace(fmt.Errorf("growing a scratch file to %d bytes: %w", size, err), s.f.Name(), 0)
 		}
 		s.size = size
 	}

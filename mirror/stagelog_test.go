@@ -265,7 +265,7 @@ func TestCompiledMetaOwnsItsStrings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, res, err := compile(t.Context(), m.Path(), source{tx: src, log: w.log}, Meta{}, m.opts)
+	name, res, err := compile(t.Context(), m.Path(), source{tx: src, log: w.log}, Meta{}, m.opts, 0)
 	_ = src.Rollback()
 	if err != nil {
 		t.Fatal(err)

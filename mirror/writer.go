@@ -116,7 +116,7 @@ func (m *Mirror) begin(ctx context.Context, mode string) (w *Writer, err error) 
 	if mode == modeLocal {
 		if err := w.base.view(func(tx *bolt.Tx) error { return tx.CopyFile(next, 0o644) }); err != nil {
 			os.Remove(next)
-			return nil, fmt.Errorf("copying %s to the staging file %s: %w", m.path, next, err)
+			return nil, noSpace(fmt.Errorf("copying %s to the staging file %s: %w", m.path, next, err), next, 0)
 		}
 	}
 	if err := w.openStaging(); err != nil {
@@ -406,7 +406,7 @@ func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 		return wb.Put(wkProgress, progress)
 	})
 	if err != nil {
-		return fmt.Errorf("staging a batch of %d stages in %s: %w", len(entries), w.m.nextPath(), err)
+		return noSpace(fmt.Errorf("staging a batch of %d stages in %s: %w", len(entries), w.m.nextPath(), err), w.m.nextPath(), w.syncNeed())
 	}
 	if w.log != nil && time.Since(w.synced) >= stagingSyncInterval {
 		if err := w.syncStaging(); err != nil {
@@ -720,7 +720,7 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("reading the staging file: %w", err)
 	}
-	tmp, res, err := compile(ctx, m.path, source{tx: src, log: w.log}, meta, m.opts)
+	tmp, res, err := compile(ctx, m.path, source{tx: src, log: w.log}, meta, m.opts, w.syncNeed())
 	_ = src.Rollback()
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("building the next snapshot of %s: %w", m.path, err)

@@ -254,7 +254,9 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 			// Keep the staged pages: the next run reuses them. Unless
 			// they are what failed: a damaged staging file (say, after a
 			// power loss) is discarded so the next run starts clean.
-			keep := !errors.Is(err, mirror.ErrCorrupt)
+			// And after a full disk the staged pages go too, to give the
+			// space back at once: the next run starts clean.
+			keep := !errors.Is(err, mirror.ErrCorrupt) && !errors.Is(err, mirror.ErrNoSpace)
 			if aerr := w.Abort(keep); aerr != nil && err == nil {
 				err = aerr
 			}
