@@ -3,6 +3,7 @@ package sync_test
 import (
 	"context"
 	"path/filepath"
+	gosync "sync"
 	"testing"
 
 	"github.com/noether-mirror/mirror/store"
@@ -76,4 +77,50 @@ func wantCoherent(t *testing.T, srv *registrytest.Server, r *msync.RemoteStageSt
 
 func TestRemoteConformance(t *testing.T) {
 	storetest.RunConfig(t, newRemote, remoteConfig)
+}
+
+// TestRemoteConcurrentWritesCoherent starts writes that race for the one
+// Active stage of a signature id all at once: Puts of Active stages, then
+// activations of Drafts. The registry and the mirror each deprecate the
+// losers towards the winner; they must agree on who won, and on every
+// successor, so writes must reach both in the same order.
+func TestRemoteConcurrentWritesCoherent(t *testing.T) {
+	ctx := context.Background()
+	for round := range 3 {
+		r, srv := newRemoteServer(t)
+		g := storetest.NewVerifiableGen(int64(100 + round))
+		sig := g.SigID()
+		var active, drafts []*store.Stage
+		for range 6 {
+			active = append(active, g.Stage(storetest.WithSig(sig)))
+			drafts = append(drafts, g.Stage(storetest.WithSig(sig), storetest.WithLifecycle(store.Draft)))
+		}
+		for _, s := range drafts {
+			if _, err := r.Put(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		race := func(what string, write func(*store.Stage) error, stages []*store.Stage) {
+			start := make(chan struct{})
+			var wg gosync.WaitGroup
+			for _, s := range stages {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					if err := write(s); err != nil {
+						t.Errorf("round %d, %s %s: %v", round, what, s.ID, err)
+					}
+				}()
+			}
+			close(start)
+			wg.Wait()
+			wantCoherent(t, srv, r)
+		}
+		race("Put", func(s *store.Stage) error { _, err := r.Put(ctx, s); return err }, active)
+		race("activate", func(s *store.Stage) error { return r.UpdateLifecycle(ctx, s.ID, store.Active) }, drafts)
+		if t.Failed() {
+			return
+		}
+	}
 }
