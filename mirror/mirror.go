@@ -55,6 +55,9 @@ type Options struct {
 
 // newVerifier returns the signature verifier the options ask for.
 func (m *Mirror) newVerifier() *store.Verifier {
+	if m.opts.StdlibEd25519 {
+		return store.NewStdlibVerifier()
+	}
 	return store.NewVerifier()
 }
 

@@ -55,7 +55,7 @@ func (m *Mirror) Verify(ctx context.Context) (VerifyResult, error) {
 		return VerifyResult{}, err
 	}
 	defer s.release()
-	v := &verifier{ctx: ctx, s: s, sigs: store.NewVerifier(), res: VerifyResult{Generation: s.meta.Generation, Digest: s.meta.Digest},
+	v := &verifier{ctx: ctx, s: s, sigs: m.newVerifier(), res: VerifyResult{Generation: s.meta.Generation, Digest: s.meta.Digest},
 		failed: map[string]bool{}, dg: newDigester()}
 	err = s.view(v.run)
 	if err != nil {

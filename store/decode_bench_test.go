@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/noether-mirror/mirror/store/internal/ed25519tables"
 )
 
 // benchStage is a realistic ~5 KB user stage: code, examples, tags.
@@ -55,7 +57,7 @@ func BenchmarkVerifyUserStage(b *testing.B) {
 	})
 	b.Run("Verifier", func(b *testing.B) {
 		v := NewVerifier()
-		for range tableAfter {
+		for range ed25519tables.TableAfter {
 			v.Verify(s)
 		}
 		b.ReportAllocs()

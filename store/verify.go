@@ -139,8 +139,8 @@ func (r Report) Err() error {
 // a legacy formula), the Ed25519 signature over the id, implementation_hash
 // against implementation_code (or the stdlib convention), and whether s
 // holds values from a newer noether. It never panics and never modifies s.
-// A loop over many stages should use a Verifier, which gives the same
-// results faster.
+// A loop over many stages should use a Verifier from NewVerifier, which
+// gives the same results faster.
 func Verify(s *Stage) Report { return verify(s, nil) }
 
 // verify is Verify, checking Ed25519 signatures through v (nil: with

@@ -77,13 +77,21 @@ type ConnectStatus struct {
 
 // RemoteStageStore is noether's RemoteStageStore with the on-disk mirror
 // as its cache: reads come from disk and work offline; writes go to the
-// registry first, then to the mirror. Safe for concurrent use; Close it
-// when done.
+// registry first, then to the mirror. Safe for concurrent use: writes
+// (Put, Upsert, UpdateLifecycle, Remove) run one at a time, so that the
+// registry and the mirror apply them in the same order. Close it when
+// done.
 type RemoteStageStore struct {
 	client *registry.Client
 	m      *mirror.Mirror
 	opts   RemoteOptions
 	log    *slog.Logger
+
+	// wmu serializes writes. Two writes racing between the registry and
+	// the mirror could otherwise reach them in different orders, and the
+	// Active-per-signature invariant, which both apply, would then pick
+	// different winners.
+	wmu gosync.Mutex
 
 	mu     gosync.Mutex
 	status ConnectStatus
@@ -233,6 +241,8 @@ func offline(op string, err error) error {
 // stale). A stage the mirror's admission gate would refuse (verification,
 // trust policy) is never sent.
 func (r *RemoteStageStore) Put(ctx context.Context, s *store.Stage) (store.StageID, error) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
 	if err := r.m.Admissible(s); err != nil {
 		return "", fmt.Errorf("put %s: refusing to publish: %w", s, err)
 	}
@@ -274,6 +284,8 @@ func (r *RemoteStageStore) Upsert(ctx context.Context, s *store.Stage) (store.St
 // fetched with GetLive instead, so a change the registry accepted is
 // never reported as failed.
 func (r *RemoteStageStore) UpdateLifecycle(ctx context.Context, id store.StageID, l store.Lifecycle) error {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
 	if err := r.client.UpdateLifecycle(ctx, id, l); err != nil {
 		return offline("update lifecycle of "+string(id), err)
 	}
@@ -294,6 +306,8 @@ func (r *RemoteStageStore) UpdateLifecycle(ctx context.Context, id store.StageID
 // Remove deletes id on the registry (a 404 counts as done), then evicts it
 // from the mirror.
 func (r *RemoteStageStore) Remove(ctx context.Context, id store.StageID) error {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
 	if err := r.client.DeleteStage(ctx, id); err != nil {
 		return offline("remove "+string(id), err)
 	}

@@ -8,6 +8,11 @@
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.StageStore { return openTemp(t) })
 //	}
+//
+// A backend whose documented behaviour differs from MemoryStore's in a
+// way Config names (sync.RemoteStageStore: Put verifies, Upsert cannot
+// replace) calls RunConfig with those knobs instead, and the suite checks
+// that behaviour.
 package storetest
 
 import (
@@ -25,19 +30,49 @@ import (
 
 // Run runs the conformance suite against stores made by newStore; each
 // subtest gets a fresh empty store. newStore should register any cleanup
-// with t.Cleanup. Subtests do not run in parallel with each other.
+// with t.Cleanup. Subtests do not run in parallel with each other. Run
+// holds the store to MemoryStore's behaviour exactly: it is
+// RunConfig(t, newStore, Config{}).
 func Run(t *testing.T, newStore func(t *testing.T) store.StageStore) {
+	t.Helper()
+	RunConfig(t, newStore, Config{})
+}
+
+// Config names the ways a StageStore's documented behaviour may differ
+// from MemoryStore's. Each knob makes the suite check the documented
+// behaviour instead of MemoryStore's; none skips a check. The zero Config
+// is MemoryStore.
+type Config struct {
+	// PutVerifies: Put and Upsert refuse a stage that fails store.Verify
+	// with an error wrapping store.ErrVerification, and store nothing. The
+	// suite then makes its stages with NewVerifiableGen, and checks the
+	// refusal. sync.RemoteStageStore.Put: "A stage that fails local
+	// verification is never sent."
+	PutVerifies bool
+	// UpsertKeepsExisting: Upsert of an id the store already holds
+	// succeeds and leaves the stored stage as it was, as Put would with
+	// ErrAlreadyExists. sync.RemoteStageStore.Upsert: "The registry has no
+	// replace endpoint, so an existing remote copy is not replaced."
+	UpsertKeepsExisting bool
+}
+
+// RunConfig is Run for a store that differs from MemoryStore as cfg says.
+func RunConfig(t *testing.T, newStore func(t *testing.T) store.StageStore, cfg Config) {
 	t.Helper()
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			c.fn(t, newStore(t), NewGen(int64(i+1)))
+			g := NewGen(int64(i + 1))
+			if cfg.PutVerifies {
+				g = NewVerifiableGen(int64(i + 1))
+			}
+			c.fn(t, newStore(t), g, cfg)
 		})
 	}
 }
 
 type testCase struct {
 	name string
-	fn   func(t *testing.T, s store.StageStore, g *Gen)
+	fn   func(t *testing.T, s store.StageStore, g *Gen, cfg Config)
 }
 
 var cases = []testCase{
@@ -64,6 +99,7 @@ var cases = []testCase{
 	{"UnknownValuesKeptByteExact", testUnknownValues},
 	{"Concurrent", testConcurrent},
 	{"CancelledContext", testCancelled},
+	{"UnverifiableStages", testUnverifiable},
 }
 
 // --- helpers ---
@@ -169,8 +205,8 @@ func list(t *testing.T, s store.StageStore, f store.Filter) []store.StageID {
 
 // --- cases ---
 
-func testPutGet(t *testing.T, s store.StageStore, g *Gen) {
-	a := g.Stage(WithSig(g.SigID()), WithEffects(`{"effect":"Cost","cents":5}`, `{"effect":"Llm","model":"x"}`))
+func testPutGet(t *testing.T, s store.StageStore, g *Gen, _ Config) {
+	a := g.Stage(WithSig(g.SigID(WithEffects(`{"effect":"Cost","cents":5}`, `{"effect":"Llm","model":"x"}`))))
 	b := g.Stage(WithoutName(), WithLifecycle(store.Draft))
 	for _, st := range []*store.Stage{a, b} {
 		want := slices.Clone(st.Raw)
@@ -183,11 +219,11 @@ func testPutGet(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testPutDuplicate(t *testing.T, s store.StageStore, g *Gen) {
+func testPutDuplicate(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	a := g.Stage()
 	put(t, s, a)
 	// Different content, same id: content is not compared.
-	b := g.Stage(WithID(a.ID), WithName("different"), WithLifecycle(store.Draft))
+	b := g.Stage(WithID(a.ID), WithDescription("different"), WithLifecycle(store.Draft))
 	if _, err := s.Put(t.Context(), b); !errors.Is(err, store.ErrAlreadyExists) {
 		t.Fatalf("second Put of %s: err = %v, want ErrAlreadyExists", a.ID, err)
 	}
@@ -197,23 +233,39 @@ func testPutDuplicate(t *testing.T, s store.StageStore, g *Gen) {
 	wantRaw(t, s, a.Raw, a.ID)
 }
 
-func testUpsertReplaces(t *testing.T, s store.StageStore, g *Gen) {
+func testUpsertReplaces(t *testing.T, s store.StageStore, g *Gen, cfg Config) {
 	a := g.Stage(WithName("before"))
 	upsert(t, s, a) // inserts
 	wantRaw(t, s, a.Raw, a.ID)
-	// Replace with a lifecycle no transition allows (Active → Draft).
-	b := g.Stage(WithID(a.ID), WithName("after"), WithLifecycle(store.Draft))
+	// Replace with a lifecycle no transition allows (Active → Draft) and,
+	// where the id allows it, another name.
+	opts := []Option{WithID(a.ID), WithDescription("after"), WithLifecycle(store.Draft)}
+	renamed := !g.verifiable // a verifiable id fixes the name
+	if renamed {
+		opts = append(opts, WithName("after"))
+	}
+	b := g.Stage(opts...)
 	upsert(t, s, b)
-	wantRaw(t, s, b.Raw, a.ID)
-	if got, _ := s.FindByName(t.Context(), "before"); len(got) != 0 {
-		t.Errorf("FindByName(before) after replacement = %v, want none", ids(got))
+	if cfg.UpsertKeepsExisting {
+		wantRaw(t, s, a.Raw, a.ID)
+		if got, _ := s.FindByName(t.Context(), "after"); renamed && len(got) != 0 {
+			t.Errorf("FindByName(after) after an Upsert that keeps the existing stage = %v, want none", ids(got))
+		}
+	} else {
+		wantRaw(t, s, b.Raw, a.ID)
+		if got, _ := s.FindByName(t.Context(), "before"); renamed && len(got) != 0 {
+			t.Errorf("FindByName(before) after replacement = %v, want none", ids(got))
+		}
+	}
+	if got, _ := s.FindByName(t.Context(), get(t, s, a.ID).Name); len(got) != 1 {
+		t.Errorf("FindByName of the stored stage's name = %v, want it alone", ids(got))
 	}
 	if got := list(t, s, store.Filter{}); len(got) != 1 {
 		t.Errorf("List after upsert of one id = %v, want one stage", got)
 	}
 }
 
-func testRemoveAbsent(t *testing.T, s store.StageStore, g *Gen) {
+func testRemoveAbsent(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	if err := s.Remove(t.Context(), g.ID()); err != nil {
 		t.Fatalf("Remove of absent id: %v", err)
 	}
@@ -230,7 +282,7 @@ func testRemoveAbsent(t *testing.T, s store.StageStore, g *Gen) {
 	put(t, s, a) // the id is free again
 }
 
-func testGetAbsent(t *testing.T, s store.StageStore, g *Gen) {
+func testGetAbsent(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	put(t, s, g.Stage())
 	id := g.ID()
 	got, err := s.Get(t.Context(), id)
@@ -242,7 +294,7 @@ func testGetAbsent(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testContains(t *testing.T, s store.StageStore, g *Gen) {
+func testContains(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	a := g.Stage()
 	put(t, s, a)
 	for _, tc := range []struct {
@@ -256,7 +308,7 @@ func testContains(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testListFilters(t *testing.T, s store.StageStore, g *Gen) {
+func testListFilters(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	if got := list(t, s, store.Filter{}); len(got) != 0 {
 		t.Fatalf("List on empty store = %v", got)
 	}
@@ -304,7 +356,7 @@ func testListFilters(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testStagesEarlyBreak(t *testing.T, s store.StageStore, g *Gen) {
+func testStagesEarlyBreak(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	for range 10 {
 		put(t, s, g.Stage(WithLifecycle(store.Draft)))
 	}
@@ -337,7 +389,7 @@ func testStagesEarlyBreak(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testTransitions(t *testing.T, s store.StageStore, g *Gen) {
+func testTransitions(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	succ := g.Stage(WithLifecycle(store.Draft))
 	put(t, s, succ)
 	from := map[string]store.Lifecycle{
@@ -373,7 +425,7 @@ func testTransitions(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testUpdateAbsent(t *testing.T, s store.StageStore, g *Gen) {
+func testUpdateAbsent(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	put(t, s, g.Stage())
 	// NotFound is checked before the transition and the successor.
 	for _, l := range []store.Lifecycle{store.Active, store.Draft, store.Deprecated(g.ID())} {
@@ -383,7 +435,7 @@ func testUpdateAbsent(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testMissingSuccessor(t *testing.T, s store.StageStore, g *Gen) {
+func testMissingSuccessor(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	a := g.Stage()
 	put(t, s, a)
 	if err := s.UpdateLifecycle(t.Context(), a.ID, store.Deprecated(g.ID())); !errors.Is(err, store.ErrInvalidSuccessor) {
@@ -405,7 +457,7 @@ func testMissingSuccessor(t *testing.T, s store.StageStore, g *Gen) {
 	wantLifecycle(t, s, a, store.Deprecated(tomb.ID))
 }
 
-func testDeprecateToItself(t *testing.T, s store.StageStore, g *Gen) {
+func testDeprecateToItself(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	a := g.Stage(WithSig(g.SigID()))
 	put(t, s, a)
 	if err := s.UpdateLifecycle(t.Context(), a.ID, store.Deprecated(a.ID)); err != nil {
@@ -414,7 +466,7 @@ func testDeprecateToItself(t *testing.T, s store.StageStore, g *Gen) {
 	wantLifecycle(t, s, a, store.Deprecated(a.ID))
 }
 
-func testInvariantPut(t *testing.T, s store.StageStore, g *Gen) {
+func testInvariantPut(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	sig, other := g.SigID(), g.SigID()
 	a := g.Stage(WithSig(sig))
 	b := g.Stage(WithSig(sig))
@@ -435,7 +487,7 @@ func testInvariantPut(t *testing.T, s store.StageStore, g *Gen) {
 	wantLifecycle(t, s, a, store.Deprecated(b.ID))
 }
 
-func testInvariantUpsert(t *testing.T, s store.StageStore, g *Gen) {
+func testInvariantUpsert(t *testing.T, s store.StageStore, g *Gen, cfg Config) {
 	sig := g.SigID()
 	a := g.Stage(WithSig(sig))
 	put(t, s, a)
@@ -446,13 +498,19 @@ func testInvariantUpsert(t *testing.T, s store.StageStore, g *Gen) {
 	upsert(t, s, b)
 	wantLifecycle(t, s, a, store.Deprecated(b.ID))
 	wantRaw(t, s, b.Raw, b.ID)
-	// Replacing b by an Active copy with new bytes still leaves b Active.
+	// Replacing b by an Active copy with new bytes still leaves b Active
+	// (or, where Upsert keeps what is stored, b as it was).
 	b2 := g.Stage(WithID(b.ID), WithSig(sig), WithDescription("replaced"))
 	upsert(t, s, b2)
-	wantRaw(t, s, b2.Raw, b.ID)
+	if cfg.UpsertKeepsExisting {
+		wantRaw(t, s, b.Raw, b.ID)
+	} else {
+		wantRaw(t, s, b2.Raw, b.ID)
+	}
+	wantLifecycle(t, s, a, store.Deprecated(b.ID))
 }
 
-func testInvariantActivate(t *testing.T, s store.StageStore, g *Gen) {
+func testInvariantActivate(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	sig := g.SigID()
 	a := g.Stage(WithSig(sig))
 	b := g.Stage(WithSig(sig), WithLifecycle(store.Draft))
@@ -472,7 +530,7 @@ func testInvariantActivate(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testInvariantNotTriggered(t *testing.T, s store.StageStore, g *Gen) {
+func testInvariantNotTriggered(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	sig := g.SigID()
 	a := g.Stage(WithSig(sig))
 	put(t, s, a)
@@ -495,7 +553,7 @@ func testInvariantNotTriggered(t *testing.T, s store.StageStore, g *Gen) {
 	wantRaw(t, s, n2.Raw, n2.ID)
 }
 
-func testStats(t *testing.T, s store.StageStore, g *Gen) {
+func testStats(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	st, err := s.Stats(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -537,7 +595,7 @@ func mapsEqual(a, b map[string]int) bool {
 	return true
 }
 
-func testFindByName(t *testing.T, s store.StageStore, g *Gen) {
+func testFindByName(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	x := []*store.Stage{
 		g.Stage(WithName("x")),
 		g.Stage(WithName("x"), WithLifecycle(store.Draft)),
@@ -572,17 +630,17 @@ func testFindByName(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testGetBySignature(t *testing.T, s store.StageStore, g *Gen) {
+func testGetBySignature(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	sig := g.SigID()
 	if _, err := s.GetBySignature(t.Context(), sig); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("GetBySignature on empty store: err = %v, want ErrNotFound", err)
 	}
 	// Non-Active stages with smaller ids must be passed over.
-	active := g.Stage(WithID(g.IDWithPrefix("f")), WithSig(sig))
+	active := g.Stage(WithIDPrefix("f"), WithSig(sig))
 	put(t, s, active)
-	put(t, s, g.Stage(WithID(g.IDWithPrefix("0")), WithSig(sig), WithLifecycle(store.Draft)))
-	put(t, s, g.Stage(WithID(g.IDWithPrefix("1")), WithSig(sig), WithLifecycle(store.Deprecated(active.ID))))
-	put(t, s, g.Stage(WithID(g.IDWithPrefix("2")), WithSig(sig), WithLifecycle(store.Tombstone)))
+	put(t, s, g.Stage(WithIDPrefix("0"), WithSig(sig), WithLifecycle(store.Draft)))
+	put(t, s, g.Stage(WithIDPrefix("1"), WithSig(sig), WithLifecycle(store.Deprecated(active.ID))))
+	put(t, s, g.Stage(WithIDPrefix("2"), WithSig(sig), WithLifecycle(store.Tombstone)))
 	got, err := s.GetBySignature(t.Context(), sig)
 	if err != nil || got.ID != active.ID {
 		t.Fatalf("GetBySignature = %v, %v; want %s", got, err, active.ID)
@@ -598,7 +656,7 @@ func testGetBySignature(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testActiveWithSig(t *testing.T, s store.StageStore, g *Gen) {
+func testActiveWithSig(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	// The store keeps at most one Active stage per signature id, so sorted
 	// order is observable only across activations: check the result after
 	// each step.
@@ -609,7 +667,7 @@ func testActiveWithSig(t *testing.T, s store.StageStore, g *Gen) {
 	}
 	var stages []*store.Stage
 	for _, p := range []string{"c", "a", "b"} {
-		st := g.Stage(WithID(g.IDWithPrefix(p)), WithSig(sig))
+		st := g.Stage(WithIDPrefix(p), WithSig(sig))
 		put(t, s, st)
 		stages = append(stages, st)
 		got, err := s.ActiveStagesWithSignature(t.Context(), sig)
@@ -629,8 +687,8 @@ func testActiveWithSig(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testUnknownValues(t *testing.T, s store.StageStore, g *Gen) {
-	teleport := g.Stage(WithEffects(`{"effect":"Pure"}`, `{"effect":"Teleport","range_km":3}`), WithSig(g.SigID()))
+func testUnknownValues(t *testing.T, s store.StageStore, g *Gen, _ Config) {
+	teleport := g.Stage(WithSig(g.SigID(WithEffects(`{"effect":"Pure"}`, `{"effect":"Teleport","range_km":3}`))))
 	archived := g.Stage(WithRawLifecycle(`"Archived"`))
 	frozen := g.Stage(WithRawLifecycle(`{"Frozen":{"until":"2030"}}`))
 	for _, st := range []*store.Stage{teleport, archived, frozen} {
@@ -653,7 +711,7 @@ func testUnknownValues(t *testing.T, s store.StageStore, g *Gen) {
 	}
 }
 
-func testConcurrent(t *testing.T, s store.StageStore, g *Gen) {
+func testConcurrent(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	const workers, each = 8, 20
 	sig := g.SigID()
 	shared := make([][]*store.Stage, workers)
@@ -719,7 +777,7 @@ func testConcurrent(t *testing.T, s store.StageStore, g *Gen) {
 
 func ptr[T any](v T) *T { return &v }
 
-func testCancelled(t *testing.T, s store.StageStore, g *Gen) {
+func testCancelled(t *testing.T, s store.StageStore, g *Gen, _ Config) {
 	a := g.Stage()
 	put(t, s, a)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -765,6 +823,52 @@ func testCancelled(t *testing.T, s store.StageStore, g *Gen) {
 	wantRaw(t, s, a.Raw, a.ID)
 	if ok, _ := s.Contains(t.Context(), b.ID); ok {
 		t.Error("Put with cancelled context stored the stage")
+	}
+}
+
+func testUnverifiable(t *testing.T, s store.StageStore, g *Gen, cfg Config) {
+	a := g.Stage(WithSig(g.SigID()))
+	put(t, s, a)
+	// Copies of a with a forged id, with a forged signature_id, and a
+	// stage of random ids (NewGen's).
+	forgedID := bytes.Replace(a.Raw, []byte(a.ID), []byte(g.ID()), 1)
+	forgedSig := bytes.Replace(a.Raw, []byte(a.SignatureID), []byte(g.SigID()), 1)
+	var bad []*store.Stage
+	for _, raw := range [][]byte{forgedID, forgedSig} {
+		st, err := store.DecodeStage(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad = append(bad, st)
+	}
+	bad = append(bad, NewGen(99).Stage(WithName(a.Name)))
+	for i, st := range bad {
+		if cfg.PutVerifies && store.Verify(st).OK() {
+			t.Fatalf("bad stage %d passes store.Verify: %s", i, st.Raw)
+		}
+		if !cfg.PutVerifies {
+			// MemoryStore never verifies: it judges a stage by its id alone.
+			if st.ID == a.ID {
+				if _, err := s.Put(t.Context(), st); !errors.Is(err, store.ErrAlreadyExists) {
+					t.Errorf("Put of bad stage %d with a held id: err = %v, want ErrAlreadyExists", i, err)
+				}
+				continue
+			}
+			put(t, s, st)
+			wantRaw(t, s, st.Raw, st.ID)
+			continue
+		}
+		before := list(t, s, store.Filter{})
+		if _, err := s.Put(t.Context(), st); !errors.Is(err, store.ErrVerification) {
+			t.Errorf("Put of bad stage %d: err = %v, want ErrVerification", i, err)
+		}
+		if _, err := s.Upsert(t.Context(), st); !errors.Is(err, store.ErrVerification) {
+			t.Errorf("Upsert of bad stage %d: err = %v, want ErrVerification", i, err)
+		}
+		if after := list(t, s, store.Filter{}); !slices.Equal(after, before) {
+			t.Errorf("refusing bad stage %d changed the store: %v, was %v", i, after, before)
+		}
+		wantRaw(t, s, a.Raw, a.ID)
 	}
 }
 

@@ -1,4 +1,4 @@
-package store
+package ed25519tables
 
 import (
 	"bytes"
@@ -168,15 +168,15 @@ func TestEd25519MatchesStdlib(t *testing.T) {
 		t.Fatalf("crypto/ed25519 accepted %d of %d cases; the cases need both outcomes", accepted, len(cases))
 	}
 
-	v := NewVerifier()
+	v := New()
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for round := range 3 * tableAfter {
+			for round := range 3 * TableAfter {
 				for _, c := range cases {
-					if got, want := v.ed25519Verify(c.pub, c.msg, c.sig), ed25519.Verify(c.pub, c.msg, c.sig); got != want {
+					if got, want := v.Verify(c.pub, c.msg, c.sig), ed25519.Verify(c.pub, c.msg, c.sig); got != want {
 						t.Errorf("round %d, %s: Verifier says %v, crypto/ed25519 says %v", round, c.name, got, want)
 					}
 				}
@@ -228,7 +228,7 @@ func TestEd25519ManyMessages(t *testing.T) {
 // TestVerifierBounded checks that a Verifier fed more keys than it keeps
 // stays within its limits and still answers correctly.
 func TestVerifierBounded(t *testing.T) {
-	v := NewVerifier()
+	v := New()
 	msg := []byte("m")
 	for i := range maxCounted + 100 {
 		seed := sha256.Sum256([]byte{byte(i), byte(i >> 8)})
@@ -237,10 +237,10 @@ func TestVerifierBounded(t *testing.T) {
 		sig := ed25519.Sign(k, msg)
 		uses := 1
 		if i < maxTables+4 {
-			uses = tableAfter + 1
+			uses = TableAfter + 1
 		}
 		for range uses {
-			if !v.ed25519Verify(pub, msg, sig) {
+			if !v.Verify(pub, msg, sig) {
 				t.Fatalf("key %d: honest signature rejected", i)
 			}
 		}
@@ -253,26 +253,41 @@ func TestVerifierBounded(t *testing.T) {
 	}
 }
 
-// TestVerifierVerifyMatchesVerify runs both on every stdlib stage and on
-// tampered copies.
-func TestVerifierVerifyMatchesVerify(t *testing.T) {
-	stages := stdlibStages(t)
-	v := NewVerifier()
-	for round := range 2 {
-		for _, s := range stages {
-			for _, tamper := range []bool{false, true} {
-				c := *s
-				if tamper {
-					sig := []byte(c.Ed25519Signature)
-					sig[10] ^= 1
-					c.Ed25519Signature = string(sig)
-				}
-				got, want := v.Verify(&c), Verify(&c)
-				if got.Err() == nil != (want.Err() == nil) || got.Check(CheckEd25519) != want.Check(CheckEd25519) {
-					t.Fatalf("round %d, %s tampered=%v: Verifier %+v, Verify %+v", round, s.ID, tamper, got.Check(CheckEd25519), want.Check(CheckEd25519))
+// TestVerifierOddInputs checks the answers crypto/ed25519 gives by panic
+// or by length: a key of the wrong length is rejected (crypto/ed25519
+// panics), a signature of the wrong length too, before and after the
+// key's table exists, and the zero Verifier works like New's.
+func TestVerifierOddInputs(t *testing.T) {
+	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
+	pub := []byte(key.Public().(ed25519.PublicKey))
+	msg := []byte("m")
+	sig := ed25519.Sign(key, msg)
+	for name, v := range map[string]*Verifier{"New": New(), "zero": {}} {
+		for round := range TableAfter + 2 {
+			if !v.Verify(pub, msg, sig) {
+				t.Fatalf("%s, round %d: honest signature rejected", name, round)
+			}
+			for _, c := range []struct {
+				what          string
+				pub, msg, sig []byte
+			}{
+				{"short key", pub[:31], msg, sig},
+				{"long key", append(bytes.Clone(pub), 0), msg, sig},
+				{"no key", nil, msg, sig},
+				{"short signature", pub, msg, sig[:63]},
+				{"long signature", pub, msg, append(bytes.Clone(sig), 0)},
+				{"no signature", pub, msg, nil},
+			} {
+				if v.Verify(c.pub, c.msg, c.sig) {
+					t.Fatalf("%s, round %d, %s: accepted", name, round, c.what)
 				}
 			}
 		}
+		v.mu.Lock()
+		if v.tables != 1 {
+			t.Errorf("%s: %d tables after %d signatures by one key, want 1", name, v.tables, TableAfter+2)
+		}
+		v.mu.Unlock()
 	}
 }
 
@@ -315,12 +330,12 @@ func BenchmarkEd25519(b *testing.B) {
 		}
 	})
 	b.Run("verifier", func(b *testing.B) {
-		v := NewVerifier()
-		for range tableAfter {
-			v.ed25519Verify(pub, msg, sig)
+		v := New()
+		for range TableAfter {
+			v.Verify(pub, msg, sig)
 		}
 		for b.Loop() {
-			if !v.ed25519Verify(pub, msg, sig) {
+			if !v.Verify(pub, msg, sig) {
 				b.Fatal("rejected")
 			}
 		}
