@@ -14,15 +14,15 @@ import (
 
 func cmdExport() *command {
 	return &command{
-		name:    "export",
-		args:    "FILE [--format bundle|noether-store] [--sign-key F] [--json]",
-		summary: "write the current snapshot to a bundle file for an air-gapped mirror (or a noether store.json)",
+		name:       "export",
+		positional: "FILE",
+		summary:    "write the current snapshot to a bundle file for an air-gapped mirror (or a noether store.json)",
 		example: `mirror export /media/usb/noether-$(date +%F).bundle.gz --sign-key ~/.noether/bundle-key.hex
 mirror export --format noether-store /media/usb/store.json   # then copy to $NOETHER_HOME/store.json`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
-			format := fs.String("format", "bundle", "bundle (for mirror import) or noether-store (noether's store.json, for the noether CLI with no server)")
-			signKey := fs.String("sign-key", "", "sign the bundle manifest with this Ed25519 key file (hex of the 32-byte seed, like ~/.noether/author-key.hex, or of a 64-byte private key)")
+			format := fs.String("format", "bundle", "output `FORMAT`: bundle (for mirror import) or noether-store (noether's store.json, for the noether CLI with no server)")
+			signKey := fs.String("sign-key", "", "sign the bundle manifest with the Ed25519 key in `FILE` (hex of the 32-byte seed, like ~/.noether/author-key.hex, or of a 64-byte private key)")
 			asJSON := fs.Bool("json", false, "print the result as JSON")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
@@ -113,16 +113,16 @@ func exportNoetherStore(ctx context.Context, e *env, snap *mirror.Snapshot, file
 
 func cmdImport() *command {
 	return &command{
-		name:    "import",
-		args:    "FILE [--dry-run] [--force] [--trusted-keys F] [--json]",
-		summary: "verify a bundle offline and install it as the mirror's current snapshot, atomically",
+		name:       "import",
+		positional: "FILE",
+		summary:    "verify a bundle offline and install it as the mirror's current snapshot, atomically",
 		example: `mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noether/trusted-keys --dry-run
 mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noether/trusted-keys`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			dryRun := fs.Bool("dry-run", false, "verify the bundle and print what would be added, changed and removed; change nothing")
 			force := fs.Bool("force", false, "install a bundle older than the mirror's snapshot (a rollback)")
-			trusted := fs.String("trusted-keys", "", "file of trusted signer keys (\"NAME HEX\" per line): refuse a bundle not signed by one of them, or holding a stage not signed by one of them")
+			trusted := fs.String("trusted-keys", "", "`FILE` of trusted signer keys (\"NAME HEX\" per line): refuse a bundle not signed by one of them, or holding a stage not signed by one of them")
 			asJSON := fs.Bool("json", false, "print the result as JSON")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {

@@ -600,6 +600,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sync", "--registry", "http://user:pw@127.0.0.1:1"}, "user name or password"},
 		{[]string{"sync", "--timeout", "forever", "--registry", "http://127.0.0.1:1"}, "timeout"},
 		{[]string{"serve", "extra"}, "takes no arguments"},
+		{[]string{"help", "frobnicate"}, `mirror help: unknown command "frobnicate"`},
+		{[]string{"help", "sync", "status"}, "at most one command name"},
+		{[]string{"status", "--max-age", "-1h"}, "--max-age -1h0m0s: a duration cannot be negative"},
+		{[]string{"status", "--max-age=-1ns"}, "--max-age -1ns: a duration cannot be negative"},
+		{[]string{"sync", "--timeout", "-1s", "--registry", "http://127.0.0.1:1"}, "--timeout -1s: a duration cannot be negative"},
 	} {
 		r := runIn(t, env, tc.args...)
 		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
@@ -633,7 +638,7 @@ func TestHelpAndVersion(t *testing.T) {
 			t.Errorf("help lacks %q", want)
 		}
 	}
-	for _, args := range [][]string{{"--help"}, {"-h"}} {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help", "help"}, {"help", "--help"}} {
 		if r2 := runIn(t, nil, args...); r2.code != exitOK || r2.stdout != r.stdout {
 			t.Errorf("mirror %v differs from mirror help", args)
 		}

@@ -20,7 +20,7 @@ import (
 // dbFlag registers --db on fs and returns a resolver for the final path:
 // the flag, then $MIRROR_DB, then the default under the user cache dir.
 func dbFlag(fs *pflag.FlagSet) func(e *env) (string, error) {
-	p := fs.String("db", "", "the mirror file (default $MIRROR_DB, then "+defaultDBHint()+")")
+	p := fs.String("db", "", "the mirror file's `PATH` (default $MIRROR_DB, then "+defaultDBHint()+")")
 	return func(e *env) (string, error) {
 		if *p != "" {
 			return *p, nil

@@ -34,7 +34,6 @@ type statusJSON struct {
 func cmdStatus() *command {
 	return &command{
 		name:    "status",
-		args:    "[--json] [--max-age D]",
 		summary: "show the mirror's upstream, freshness, generation, counts and quarantine",
 		example: `mirror status
 mirror status --max-age 26h -q || alert "noether mirror is stale"`,
@@ -113,9 +112,9 @@ mirror status --max-age 26h -q || alert "noether mirror is stale"`,
 
 func cmdGet() *command {
 	return &command{
-		name:    "get",
-		args:    "REF",
-		summary: "print one stage's JSON exactly as the registry served it (REF: id, unique id prefix, or name)",
+		name:       "get",
+		positional: "REF",
+		summary:    "print one stage's JSON exactly as the registry served it (REF: id, unique id prefix, or name)",
 		example: `mirror get 2308c22f
 mirror get list_length | jq .signature`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
@@ -144,13 +143,12 @@ mirror get list_length | jq .signature`,
 func cmdList() *command {
 	return &command{
 		name:    "list",
-		args:    "[--lifecycle L] [--json]",
 		summary: "list stages: a table of id prefix, name, lifecycle, description; --json prints one stage per line",
 		example: `mirror list --lifecycle deprecated
 mirror list --json | jq -r .name`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
-			lc := fs.String("lifecycle", "", "only this lifecycle: draft, active, deprecated or tombstone")
+			lc := fs.String("lifecycle", "", "only this lifecycle `L`: draft, active, deprecated or tombstone")
 			asJSON := fs.Bool("json", false, "print each stage's JSON on its own line")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
@@ -190,10 +188,10 @@ mirror list --json | jq -r .name`,
 
 func cmdFind() *command {
 	return &command{
-		name:    "find",
-		args:    "NAME",
-		summary: "print every stage (any lifecycle) with this exact name, one JSON per line",
-		example: `mirror find list_length`,
+		name:       "find",
+		positional: "NAME",
+		summary:    "print every stage (any lifecycle) with this exact name, one JSON per line",
+		example:    `mirror find list_length`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
@@ -220,10 +218,10 @@ func cmdFind() *command {
 
 func cmdResolve() *command {
 	return &command{
-		name:    "resolve",
-		args:    "SIGNATURE_ID [--all]",
-		summary: "print the Active stage implementing a signature id (--all: every Active one), one JSON per line",
-		example: `mirror resolve dac909f9a4e1a680847ef03b414f3bd3b4dcc1d7516ad16d783f3b376e592ad8`,
+		name:       "resolve",
+		positional: "SIGNATURE_ID",
+		summary:    "print the Active stage implementing a signature id (--all: every Active one), one JSON per line",
+		example:    `mirror resolve dac909f9a4e1a680847ef03b414f3bd3b4dcc1d7516ad16d783f3b376e592ad8`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			all := fs.Bool("all", false, "print every Active stage with this signature id, sorted by id")
@@ -272,15 +270,14 @@ func printStages(e *env, stages []*store.Stage) error {
 func cmdStats() *command {
 	return &command{
 		name:    "stats",
-		args:    "[--json] [--live]",
 		summary: "noether's store stats (total, by lifecycle, by effect); --live asks the registry instead",
 		example: `mirror stats --json`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			asJSON := fs.Bool("json", false, "print JSON")
 			live := fs.Bool("live", false, "ask the registry's /health (needs --registry or $NOETHER_REGISTRY)")
-			reg := fs.String("registry", "", "registry base URL for --live (default $NOETHER_REGISTRY)")
-			keyFile := fs.String("api-key-file", "", "file holding the API key for --live (default $NOETHER_API_KEY)")
+			reg := fs.String("registry", "", "registry base `URL` for --live (default $NOETHER_REGISTRY)")
+			keyFile := fs.String("api-key-file", "", "`FILE` holding the API key for --live (default $NOETHER_API_KEY)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("stats takes no arguments")

@@ -27,7 +27,6 @@ type verifyProblem struct {
 func cmdVerify() *command {
 	return &command{
 		name:    "verify",
-		args:    "[--json]",
 		summary: "re-check the mirror offline: every stage's ids, signature and code hash, every index entry, record checksums and the bbolt file",
 		example: `mirror verify || echo "mirror failed verification (exit 3)"`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
