@@ -998,7 +998,7 @@ func TestNoProgressWithoutTTY(t *testing.T) {
 	b.update(msync.Progress{Lifecycle: "active", Pages: 2, Stages: 400, Expected: 800, Elapsed: time.Second})
 	b.done()
 	out := buf.String()
-	if !strings.HasPrefix(out, "\r\033[K[") || !strings.Contains(out, " 50% active: 2 pages, 400 stages") || !strings.HasSuffix(out, "\r\033[K") {
+	if !strings.HasPrefix(out, "\r[") || !strings.Contains(out, " 50% active: 2 pages, 400 stages") || !strings.HasSuffix(out, "\033[K\r\033[K") {
 		t.Errorf("progress on a terminal: %q", out)
 	}
 	buf.Reset()

@@ -80,6 +80,20 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
+// terminalWidth returns a function asking the terminal behind w for its
+// width (asked again at each redraw, so a resized window is followed), or
+// nil when w is not a file.
+func terminalWidth(w io.Writer) func() (int, error) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil
+	}
+	return func() (int, error) {
+		width, _, err := term.GetSize(int(f.Fd()))
+		return width, err
+	}
+}
+
 // readSecretFile reads an API key file, warning when other users can read
 // it. The key is never printed or logged.
 func readSecretFile(e *env, path string) (string, error) {

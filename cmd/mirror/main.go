@@ -73,6 +73,9 @@ type env struct {
 	verbose bool
 	// stderrTTY is true when stderr is a terminal (progress bars).
 	stderrTTY bool
+	// stderrWidth returns the terminal's width in columns (nil: not a
+	// terminal; the progress bar then assumes $COLUMNS, then 80).
+	stderrWidth func() (int, error)
 }
 
 // runFunc executes a command once its flags are parsed.
@@ -108,7 +111,7 @@ func main() {
 
 // run executes one command line and returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	e := &env{stdout: stdout, stderr: stderr, getenv: getenv, stderrTTY: isTerminal(stderr)}
+	e := &env{stdout: stdout, stderr: stderr, getenv: getenv, stderrTTY: isTerminal(stderr), stderrWidth: terminalWidth(stderr)}
 	if len(args) == 0 {
 		printHelp(stderr)
 		return exitUsage
@@ -301,6 +304,7 @@ Environment:
   NOETHER_REGISTRY  registry base URL for sync
   NOETHER_API_KEY   registry API key (never pass keys on the command line)
   MIRROR_DB         the mirror file
+  COLUMNS           the progress bar's width when the terminal does not say
 
 Durations (--timeout, --max-age) are like 90s, 30m or 26h, and never negative.
 
