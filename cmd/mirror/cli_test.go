@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -43,8 +44,9 @@ func fakeStages(t *testing.T, f *registrytest.Server) []*store.Stage {
 // checkShape compares a decoded JSON object with a golden shape: every
 // key of want must be present with the named type ("string", "number",
 // "bool", "array", "object"; a trailing "?" marks a key that may be
-// omitted; a nested object is a nested shape), and got must have no key
-// the golden file does not name.
+// omitted; a nested object is a nested shape; an array of one shape is an
+// array, never null, whose every element has that shape), and got must
+// have no key the golden file does not name.
 func checkShape(t *testing.T, where string, got map[string]any, want map[string]any) {
 	t.Helper()
 	for k, spec := range want {
@@ -68,6 +70,24 @@ func checkShape(t *testing.T, where string, got map[string]any, want map[string]
 				continue
 			}
 			checkShape(t, where+"."+k, obj, spec)
+		case []any:
+			elem, isShape := spec[0].(map[string]any)
+			if len(spec) != 1 || !isShape {
+				t.Fatalf("bad golden spec for %s.%s: an array spec holds one object shape", where, k)
+			}
+			arr, isArr := v.([]any)
+			if !ok || !isArr {
+				t.Errorf("%s: key %q is %v, want an array", where, k, v)
+				continue
+			}
+			for i, el := range arr {
+				obj, isObj := el.(map[string]any)
+				if !isObj {
+					t.Errorf("%s.%s[%d] is %v, want an object", where, k, i, el)
+					continue
+				}
+				checkShape(t, fmt.Sprintf("%s.%s[%d]", where, k, i), obj, elem)
+			}
 		default:
 			t.Fatalf("bad golden spec for %s.%s: %v", where, k, spec)
 		}
@@ -272,6 +292,19 @@ func TestStatusNeverSynced(t *testing.T) {
 	got := goldenShape(t, "status.json", r.stdout)
 	if got["last_sync"] != "" || num(t, got, "generation") != 0 || num(t, got, "total") != 0 {
 		t.Errorf("never synced:\n%s", r.stdout)
+	}
+	// Every listed key is there, empty collections included: [] and {},
+	// never null or left out (goldenShape has no optional key for these).
+	if ids, ok := got["quarantined_ids"].([]any); !ok || len(ids) != 0 {
+		t.Errorf("quarantined_ids of a never-synced mirror: %v, want []", got["quarantined_ids"])
+	}
+	r = runIn(t, nil, "verify", "--json", "--db", db)
+	if got := goldenShape(t, "verify.json", r.stdout); r.code != exitOK || len(got["problems"].([]any)) != 0 {
+		t.Errorf("verify --json of a never-synced mirror: %s", r)
+	}
+	r = runIn(t, nil, "stats", "--json", "--db", db)
+	if got := goldenShape(t, "stats.json", r.stdout); r.code != exitOK || len(got["by_effect"].(map[string]any)) != 0 || num(t, got, "by_lifecycle", "active") != 0 {
+		t.Errorf("stats --json of a never-synced mirror: %s", r)
 	}
 	if r := runIn(t, nil, "status", "--db", db); !strings.Contains(r.stdout, "never") {
 		t.Errorf("status text should say never:\n%s", r.stdout)
@@ -1012,24 +1045,66 @@ func TestNoProgressWithoutTTY(t *testing.T) {
 
 // TestStatusFutureLastSync: a last sync in the future (the clock went
 // back; PATH.state may move the last sync forward) is reported as such,
-// never as "never synced", and is not stale.
+// never as "never synced". Beyond a clock skew of 5 minutes the age means
+// nothing, so it is stale for --max-age (exit 4, stale true), with a
+// message to check the clock; within the skew it is fresh. Through the
+// binary.
 func TestStatusFutureLastSync(t *testing.T) {
 	t.Parallel()
-	db := syncedMirror(t)
+	env := baseEnv(t)
+	for _, tc := range []struct {
+		name   string
+		ahead  time.Duration
+		args   []string
+		code   int
+		stdout string // in the status text ("" for --json)
+		stderr string // "" means empty
+		stale  bool   // with --json
+	}{
+		{"an hour ahead", time.Hour, []string{"--max-age", "26h"}, exitStale, "in the future: check the clock", "check the clock", true},
+		{"an hour ahead, json", time.Hour, []string{"--max-age", "26h", "--json"}, exitStale, "", "check the clock", true},
+		{"an hour ahead, no max-age", time.Hour, nil, exitOK, "1h0m0s in the future: check the clock", "", false},
+		{"an hour ahead, quiet", time.Hour, []string{"--max-age", "26h", "-q"}, exitStale, "", "in the future", true},
+		{"within the skew", 2 * time.Minute, []string{"--max-age", "26h"}, exitOK, "(0s ago)", "", false},
+		{"within the skew, json", 2 * time.Minute, []string{"--max-age", "26h", "--json"}, exitOK, "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := syncedMirror(t)
+			writeLastSync(t, db, time.Now().Add(tc.ahead))
+			r := runMirror(t, env, append([]string{"status", "--db", db}, tc.args...)...)
+			if r.code != tc.code {
+				t.Fatalf("want exit %d, got %s", tc.code, r)
+			}
+			if !strings.Contains(r.stdout, tc.stdout) || (tc.stderr == "") != (r.stderr == "") || !strings.Contains(r.stderr, tc.stderr) {
+				t.Errorf("want %q on stdout and %q on stderr, got %s", tc.stdout, tc.stderr, r)
+			}
+			if strings.Contains(r.stdout+r.stderr, "never") {
+				t.Errorf("a last sync in the future is not \"never synced\": %s", r)
+			}
+			if slices.Contains(tc.args, "--json") {
+				got := goldenShape(t, "status.json", r.stdout)
+				if got["stale"] != tc.stale || got["last_sync"] == "" {
+					t.Errorf("stale %v, want %v; last_sync %v", got["stale"], tc.stale, got["last_sync"])
+				}
+			}
+		})
+	}
+}
+
+// writeLastSync moves the last sync recorded in PATH.state to ts.
+func writeLastSync(t *testing.T, db string, ts time.Time) {
+	t.Helper()
 	var sc map[string]any
 	if err := json.Unmarshal(readFile(t, db+".state"), &sc); err != nil {
 		t.Fatalf("PATH.state: %v", err)
 	}
-	write := func(ts time.Time) {
-		sc["last_sync"] = ts.Format(time.RFC3339Nano)
-		b, _ := json.Marshal(sc)
-		if err := os.WriteFile(db+".state", b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	sc["last_sync"] = ts.Format(time.RFC3339Nano)
+	b, err := json.Marshal(sc)
+	if err != nil {
+		t.Fatal(err)
 	}
-	write(time.Now().Add(time.Hour))
-	r := runIn(t, nil, "status", "--max-age", "26h", "--db", db)
-	if r.code != exitOK || !strings.Contains(r.stdout, "in the future: check the clock") {
-		t.Errorf("a last sync in the future: %s", r)
+	if err := os.WriteFile(db+".state", b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -136,12 +136,20 @@ func shortID(id string) string {
 	return id
 }
 
+// clockSkew is how far in the future a last sync may be before it is
+// reported as a clock problem (and counts as stale for --max-age): clocks
+// of two machines, or one machine's clock stepped by NTP, differ by a few
+// seconds, not minutes.
+const clockSkew = 5 * time.Minute
+
+// formatAge describes an age for people. A small negative age (within
+// clockSkew) is clock jitter and reads as "0s ago".
 func formatAge(d time.Duration) string {
 	switch {
-	case d < 0:
-		return "in the future: check the clock"
+	case d < -clockSkew:
+		return fmt.Sprintf("%s in the future: check the clock", (-d).Round(time.Second))
 	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+		return fmt.Sprintf("%ds ago", max(0, int(d.Seconds())))
 	case d < time.Hour:
 		return fmt.Sprintf("%dm ago", int(d.Minutes()))
 	case d < 48*time.Hour:

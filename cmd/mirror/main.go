@@ -278,7 +278,8 @@ const exitCodeHelp = `Exit codes:
   1    error
   2    usage: bad command line
   3    partial: quarantined stages or verify failures
-  4    stale: the mirror is older than status --max-age
+  4    stale: the mirror is older than status --max-age, never synced, or
+       its last sync is in the future (check the clock)
   5    busy: another sync holds the mirror
   130  interrupted (Ctrl-C or SIGTERM); the last snapshot is intact
 `

@@ -102,7 +102,8 @@ func TestExitCodes(t *testing.T) {
 		{"quarantined stage", []string{"sync", "--db", partial, "--registry", bad.URL}, exitPartial, "quarantined"},
 		{"bit flip", []string{"verify", "--db", flipped}, exitPartial, "verification failures"},
 		{"stale", []string{"status", "--db", db, "--max-age", "1ns"}, exitStale, "stale"},
-		{"never synced", []string{"status", "--db", never, "--max-age", "1h"}, exitStale, "never synced"},
+		{"never synced", []string{"status", "--db", never, "--max-age", "1h"}, exitStale, "never synced (--max-age 1h0m0s): run `mirror sync`"},
+		{"never synced, no file", []string{"status", "--db", filepath.Join(dir, "absent.db"), "--max-age", "1h"}, exitStale, "never synced: no mirror at " + filepath.Join(dir, "absent.db") + ": run `mirror sync`"},
 		{"help for an unknown command", []string{"help", "frobnicate"}, exitUsage, `unknown command "frobnicate"`},
 		{"negative timeout", []string{"sync", "--db", db, "--registry", fake.URL, "--timeout", "-1s"}, exitUsage, "--timeout -1s: a duration cannot be negative"},
 	} {

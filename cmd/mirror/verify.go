@@ -19,8 +19,9 @@ type verifyJSON struct {
 	Problems    []verifyProblem `json:"problems"`
 }
 
+// verifyProblem is one failure; ID is "" for a problem of the whole file.
 type verifyProblem struct {
-	ID   string `json:"id,omitempty"`
+	ID   string `json:"id"`
 	What string `json:"what"`
 }
 
