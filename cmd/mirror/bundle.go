@@ -43,7 +43,7 @@ mirror export --format noether-store /media/usb/store.json   # then copy to $NOE
 						return usageError("--sign-key: %v", err)
 					}
 					if warning != "" {
-						fmt.Fprintf(e.stderr, "warning: %s\n", warning) // even with -q: it is about a secret
+						e.securityWarn("%s", warning)
 					}
 					opts.SignKey = key
 				}

@@ -94,26 +94,41 @@ func terminalWidth(w io.Writer) func() (int, error) {
 	}
 }
 
-// readSecretFile reads an API key file, warning when other users can read
-// it. The key is never printed or logged.
+// maxKeyFileBytes bounds an API key file: a key is one short line, and a
+// file larger than this is the wrong file (and is not read into memory).
+const maxKeyFileBytes = 4 << 10
+
+// readSecretFile reads an API key file: one line (a single trailing
+// newline is fine) of at most 4 KiB. It warns, even with -q, when other
+// users can read the file. The key is never printed or logged, and no
+// message quotes the file's contents.
 func readSecretFile(e *env, path string) (string, error) {
-	fi, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("read API key file: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		e.log.Warn("API key file is readable by other users; run chmod 600 on it", "file", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
-	}
-	b, err := os.ReadFile(path)
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("read API key file: %w", err)
 	}
-	key := strings.TrimSpace(string(b))
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		e.securityWarn("API key file %s is readable by other users (mode %04o); run chmod 600 %s", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("read API key file %s: %w", path, err)
+	}
+	if len(b) > maxKeyFileBytes {
+		return "", fmt.Errorf("API key file %s is larger than 4 KiB, so it is not a key file: it should hold only the key, on one line; check the path given to --api-key-file", path)
+	}
+	line := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if strings.ContainsAny(line, "\r\n") {
+		return "", fmt.Errorf("API key file %s holds more than one line; put only the key in it, on one line", path)
+	}
+	key := strings.TrimSpace(line)
 	if key == "" {
-		return "", fmt.Errorf("API key file %s is empty", path)
-	}
-	if strings.ContainsAny(key, "\r\n") {
-		return "", fmt.Errorf("API key file %s holds more than one line; put only the key in it", path)
+		return "", fmt.Errorf("API key file %s is empty; put the key in it, on one line", path)
 	}
 	return key, nil
 }

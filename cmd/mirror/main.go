@@ -78,6 +78,13 @@ type env struct {
 	stderrWidth func() (int, error)
 }
 
+// securityWarn prints a warning about a secret or a trust decision to
+// stderr. Unlike e.log.Warn it is never silenced, not even by -q: -q is
+// for cron jobs, where nobody would otherwise see it.
+func (e *env) securityWarn(format string, args ...any) {
+	fmt.Fprintf(e.stderr, "warning: "+format+"\n", args...)
+}
+
 // runFunc executes a command once its flags are parsed.
 type runFunc func(ctx context.Context, e *env, args []string) error
 
@@ -298,7 +305,7 @@ Commands:
 	fmt.Fprintf(w, `
 Common flags:
   --db PATH       the mirror file (default: $MIRROR_DB, then %s)
-  -q, --quiet     print nothing on success
+  -q, --quiet     print nothing on success (errors and security warnings still go to stderr)
   -v, --verbose   log debug detail to stderr
 
 Environment:
