@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/noether-mirror/mirror/mirror"
@@ -14,15 +17,15 @@ import (
 
 func cmdExport() *command {
 	return &command{
-		name:    "export",
-		args:    "FILE [--format bundle|noether-store] [--sign-key F] [--json]",
-		summary: "write the current snapshot to a bundle file for an air-gapped mirror (or a noether store.json)",
+		name:       "export",
+		positional: "FILE",
+		summary:    "write the current snapshot to a bundle file for an air-gapped mirror (or a noether store.json)",
 		example: `mirror export /media/usb/noether-$(date +%F).bundle.gz --sign-key ~/.noether/bundle-key.hex
 mirror export --format noether-store /media/usb/store.json   # then copy to $NOETHER_HOME/store.json`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
-			format := fs.String("format", "bundle", "bundle (for mirror import) or noether-store (noether's store.json, for the noether CLI with no server)")
-			signKey := fs.String("sign-key", "", "sign the bundle manifest with this Ed25519 key file (hex of the 32-byte seed, like ~/.noether/author-key.hex, or of a 64-byte private key)")
+			format := fs.String("format", "bundle", "output `FORMAT`: bundle (for mirror import) or noether-store (noether's store.json, for the noether CLI with no server)")
+			signKey := fs.String("sign-key", "", "sign the bundle manifest with the Ed25519 key in `FILE` (hex of the 32-byte seed, like ~/.noether/author-key.hex, or of a 64-byte private key)")
 			asJSON := fs.Bool("json", false, "print the result as JSON")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
@@ -43,7 +46,7 @@ mirror export --format noether-store /media/usb/store.json   # then copy to $NOE
 						return usageError("--sign-key: %v", err)
 					}
 					if warning != "" {
-						fmt.Fprintf(e.stderr, "warning: %s\n", warning) // even with -q: it is about a secret
+						e.securityWarn("%s", warning)
 					}
 					opts.SignKey = key
 				}
@@ -113,16 +116,16 @@ func exportNoetherStore(ctx context.Context, e *env, snap *mirror.Snapshot, file
 
 func cmdImport() *command {
 	return &command{
-		name:    "import",
-		args:    "FILE [--dry-run] [--force] [--trusted-keys F] [--json]",
-		summary: "verify a bundle offline and install it as the mirror's current snapshot, atomically",
+		name:       "import",
+		positional: "FILE",
+		summary:    "verify a bundle offline and install it as the mirror's current snapshot, atomically",
 		example: `mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noether/trusted-keys --dry-run
 mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noether/trusted-keys`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
-			dryRun := fs.Bool("dry-run", false, "verify the bundle and print what would be added, changed and removed; change nothing")
+			dryRun := fs.Bool("dry-run", false, "verify the bundle and print a summary of what would be added, changed and removed (-v: every stage); change nothing")
 			force := fs.Bool("force", false, "install a bundle older than the mirror's snapshot (a rollback)")
-			trusted := fs.String("trusted-keys", "", "file of trusted signer keys (\"NAME HEX\" per line): refuse a bundle not signed by one of them, or holding a stage not signed by one of them")
+			trusted := fs.String("trusted-keys", "", "`FILE` of trusted signer keys (\"NAME HEX\" per line): refuse a bundle not signed by one of them, or holding a stage not signed by one of them")
 			asJSON := fs.Bool("json", false, "print the result as JSON")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
@@ -162,6 +165,9 @@ mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noethe
 				if err != nil {
 					return mapMirrorError(fmt.Errorf("bundle %s refused: %w", args[0], err))
 				}
+				if res.DryRun && !*asJSON {
+					return printDryRun(ctx, e, m, args[0], res)
+				}
 				return printImport(e, args[0], res, *asJSON)
 			}
 		},
@@ -184,6 +190,8 @@ type importJSON struct {
 	Manifest   bundle.Manifest `json:"manifest"`
 }
 
+// printImport is import's report: --json, or a line for people after an
+// install (a dry run for people is printDryRun).
 func printImport(e *env, file string, res bundle.ImportResult, asJSON bool) error {
 	d := res.Diff
 	if d == nil {
@@ -204,23 +212,6 @@ func printImport(e *env, file string, res bundle.ImportResult, asJSON bool) erro
 		})
 	}
 	man := res.Manifest
-	if res.DryRun {
-		for _, id := range d.Added {
-			fmt.Fprintf(e.stdout, "+ %s\n", id)
-		}
-		for _, id := range d.Changed {
-			fmt.Fprintf(e.stdout, "~ %s\n", id)
-		}
-		for _, id := range d.Removed {
-			fmt.Fprintf(e.stdout, "- %s\n", id)
-		}
-		fmt.Fprintf(e.stdout, "dry run: bundle %s verified (%d stages, generation %d, %s; %s): would add %d, change %d, remove %d, keep %d; nothing changed\n",
-			file, man.Total, man.Generation, syncedFrom(man.Upstream, man.SyncTime), signedByName(res), len(d.Added), len(d.Changed), len(d.Removed), d.Unchanged)
-		if res.Rollback != "" {
-			fmt.Fprintf(e.stdout, "rollback: %s (import refuses it without --force)\n", res.Rollback)
-		}
-		return nil
-	}
 	if res.Rollback != "" {
 		fmt.Fprintf(e.stderr, "warning: installed an older bundle (--force): %s\n", res.Rollback)
 	}
@@ -235,6 +226,109 @@ func printImport(e *env, file string, res bundle.ImportResult, asJSON bool) erro
 		file, man.Total, formatCounts(man.Counts), len(d.Added), len(d.Changed), len(d.Removed),
 		syncedFrom(man.Upstream, man.SyncTime), signedByName(res), res.Generation)
 	return nil
+}
+
+// printDryRun is import --dry-run's report: a summary (what would be
+// added, changed, removed and kept, the lifecycle changes, the bundle's
+// upstream and generation against the mirror's, a rollback); with -v,
+// every stage first, one per line (+ added, ~ changed, - removed).
+func printDryRun(ctx context.Context, e *env, m *mirror.Mirror, file string, res bundle.ImportResult) error {
+	d := res.Diff
+	if d == nil {
+		d = &bundle.Diff{}
+	}
+	lc, err := lifecycleChanges(ctx, m, file, d.Changed)
+	if err != nil {
+		return fmt.Errorf("bundle %s: comparing lifecycles: %w", file, err)
+	}
+	if e.verbose {
+		for _, l := range []struct {
+			mark string
+			ids  []store.StageID
+		}{{"+", d.Added}, {"~", d.Changed}, {"-", d.Removed}} {
+			for _, id := range l.ids {
+				fmt.Fprintf(e.stdout, "%s %s\n", l.mark, id)
+			}
+		}
+	}
+	man := res.Manifest
+	current := "none yet (the import would create it)"
+	if m != nil {
+		meta := m.Meta()
+		current = fmt.Sprintf("generation %d, %d stages, %s", meta.Generation, meta.Total, syncedFrom(meta.Upstream, meta.LastSync))
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "dry run: bundle %s verified (%s); nothing changed\n", file, signedByName(res))
+	fmt.Fprintf(w, "  bundle:  %d stages %s, generation %d, %s\n", man.Total, formatCounts(man.Counts), man.Generation, syncedFrom(man.Upstream, man.SyncTime))
+	fmt.Fprintf(w, "  mirror:  %s\n", current)
+	fmt.Fprintf(w, "  import:  would add %d, change %d, remove %d, keep %d\n", len(d.Added), len(d.Changed), len(d.Removed), d.Unchanged)
+	fmt.Fprintf(w, "  lifecycle changes: %s\n", formatTransitions(lc))
+	if res.Rollback != "" {
+		fmt.Fprintf(w, "  rollback: %s (import refuses it without --force)\n", res.Rollback)
+	}
+	if !e.verbose && len(d.Added)+len(d.Changed)+len(d.Removed) > 0 {
+		fmt.Fprintf(w, "run with -v to list every stage\n")
+	}
+	return nil
+}
+
+// lifecycleChanges counts, among the stages a bundle would change (ids in
+// increasing order), those whose lifecycle differs between the mirror and
+// the bundle, by transition ("active -> deprecated"). It reads the bundle a
+// second time, after Import verified it, and stops after the last changed
+// id.
+func lifecycleChanges(ctx context.Context, m *mirror.Mirror, file string, changed []store.StageID) (map[string]int, error) {
+	out := map[string]int{}
+	if m == nil || len(changed) == 0 {
+		return out, nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rd, err := bundle.NewReader(f)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < len(changed); {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		rec, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s is not in the bundle any more: it changed while being read", changed[i])
+		}
+		if err != nil {
+			return nil, err
+		}
+		if rec.ID != changed[i] {
+			continue
+		}
+		cur, err := m.Get(ctx, rec.ID)
+		if err != nil {
+			return nil, err
+		}
+		if cur.Lifecycle.Kind != rec.Lifecycle {
+			out[cur.Lifecycle.Kind.Name()+" -> "+rec.Lifecycle.Name()]++
+		}
+		i++
+	}
+	return out, nil
+}
+
+// formatTransitions renders lifecycle changes: "none", or
+// "3 (active -> deprecated 2, deprecated -> tombstone 1)".
+func formatTransitions(lc map[string]int) string {
+	if len(lc) == 0 {
+		return "none"
+	}
+	total, parts := 0, make([]string, 0, len(lc))
+	for _, k := range sortedKeys(lc) {
+		total += lc[k]
+		parts = append(parts, fmt.Sprintf("%s %d", k, lc[k]))
+	}
+	return fmt.Sprintf("%d (%s)", total, strings.Join(parts, ", "))
 }
 
 func formatCounts(c map[string]int) string {

@@ -20,7 +20,7 @@ import (
 // dbFlag registers --db on fs and returns a resolver for the final path:
 // the flag, then $MIRROR_DB, then the default under the user cache dir.
 func dbFlag(fs *pflag.FlagSet) func(e *env) (string, error) {
-	p := fs.String("db", "", "the mirror file (default $MIRROR_DB, then "+defaultDBHint()+")")
+	p := fs.String("db", "", "the mirror file's `PATH` (default $MIRROR_DB, then "+defaultDBHint()+")")
 	return func(e *env) (string, error) {
 		if *p != "" {
 			return *p, nil
@@ -80,26 +80,55 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// readSecretFile reads an API key file, warning when other users can read
-// it. The key is never printed or logged.
+// terminalWidth returns a function asking the terminal behind w for its
+// width (asked again at each redraw, so a resized window is followed), or
+// nil when w is not a file.
+func terminalWidth(w io.Writer) func() (int, error) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil
+	}
+	return func() (int, error) {
+		width, _, err := term.GetSize(int(f.Fd()))
+		return width, err
+	}
+}
+
+// maxKeyFileBytes bounds an API key file: a key is one short line, and a
+// file larger than this is the wrong file (and is not read into memory).
+const maxKeyFileBytes = 4 << 10
+
+// readSecretFile reads an API key file: one line (a single trailing
+// newline is fine) of at most 4 KiB. It warns, even with -q, when other
+// users can read the file. The key is never printed or logged, and no
+// message quotes the file's contents.
 func readSecretFile(e *env, path string) (string, error) {
-	fi, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("read API key file: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		e.log.Warn("API key file is readable by other users; run chmod 600 on it", "file", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
-	}
-	b, err := os.ReadFile(path)
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("read API key file: %w", err)
 	}
-	key := strings.TrimSpace(string(b))
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		e.securityWarn("API key file %s is readable by other users (mode %04o); run chmod 600 %s", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("read API key file %s: %w", path, err)
+	}
+	if len(b) > maxKeyFileBytes {
+		return "", fmt.Errorf("API key file %s is larger than 4 KiB, so it is not a key file: it should hold only the key, on one line; check the path given to --api-key-file", path)
+	}
+	line := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if strings.ContainsAny(line, "\r\n") {
+		return "", fmt.Errorf("API key file %s holds more than one line; put only the key in it, on one line", path)
+	}
+	key := strings.TrimSpace(line)
 	if key == "" {
-		return "", fmt.Errorf("API key file %s is empty", path)
-	}
-	if strings.ContainsAny(key, "\r\n") {
-		return "", fmt.Errorf("API key file %s holds more than one line; put only the key in it", path)
+		return "", fmt.Errorf("API key file %s is empty; put the key in it, on one line", path)
 	}
 	return key, nil
 }
@@ -122,12 +151,20 @@ func shortID(id string) string {
 	return id
 }
 
+// clockSkew is how far in the future a last sync may be before it is
+// reported as a clock problem (and counts as stale for --max-age): clocks
+// of two machines, or one machine's clock stepped by NTP, differ by a few
+// seconds, not minutes.
+const clockSkew = 5 * time.Minute
+
+// formatAge describes an age for people. A small negative age (within
+// clockSkew) is clock jitter and reads as "0s ago".
 func formatAge(d time.Duration) string {
 	switch {
-	case d < 0:
-		return "in the future: check the clock"
+	case d < -clockSkew:
+		return fmt.Sprintf("%s in the future: check the clock", (-d).Round(time.Second))
 	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+		return fmt.Sprintf("%ds ago", max(0, int(d.Seconds())))
 	case d < time.Hour:
 		return fmt.Sprintf("%dm ago", int(d.Minutes()))
 	case d < 48*time.Hour:

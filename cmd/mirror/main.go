@@ -69,15 +69,34 @@ type env struct {
 	getenv         func(string) string
 	log            *slog.Logger
 	quiet          bool
+	// verbose is -v: debug logs, and per-stage detail where a command
+	// has it (import --dry-run).
+	verbose bool
 	// stderrTTY is true when stderr is a terminal (progress bars).
 	stderrTTY bool
+	// stderrWidth returns the terminal's width in columns (nil: not a
+	// terminal; the progress bar then assumes $COLUMNS, then 80).
+	stderrWidth func() (int, error)
 }
+
+// securityWarn prints a warning about a secret or a trust decision to
+// stderr. Unlike e.log.Warn it is never silenced, not even by -q: -q is
+// for cron jobs, where nobody would otherwise see it.
+func (e *env) securityWarn(format string, args ...any) {
+	fmt.Fprintf(e.stderr, "warning: "+format+"\n", args...)
+}
+
+// runFunc executes a command once its flags are parsed.
+type runFunc func(ctx context.Context, e *env, args []string) error
 
 // command is one subcommand.
 type command struct {
-	name    string
-	args    string // synopsis of the arguments
-	summary string
+	name string
+	// positional names the positional arguments for the usage line (REF,
+	// FILE, …); the flags in that line are generated from the FlagSet, so
+	// they cannot drift from what the command accepts.
+	positional string
+	summary    string
 	// flags adds the command's own flags; run executes it.
 	flags   func(fs *pflag.FlagSet) func(ctx context.Context, e *env, args []string) error
 	example string
@@ -100,21 +119,14 @@ func main() {
 
 // run executes one command line and returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	e := &env{stdout: stdout, stderr: stderr, getenv: getenv, stderrTTY: isTerminal(stderr)}
+	e := &env{stdout: stdout, stderr: stderr, getenv: getenv, stderrTTY: isTerminal(stderr), stderrWidth: terminalWidth(stderr)}
 	if len(args) == 0 {
 		printHelp(stderr)
 		return exitUsage
 	}
 	name := args[0]
 	if name == "help" || name == "-h" || name == "--help" {
-		if len(args) > 1 {
-			if c := lookup(args[1]); c != nil {
-				printCommandHelp(stdout, c)
-				return exitOK
-			}
-		}
-		printHelp(stdout)
-		return exitOK
+		return runHelp(e, args[1:])
 	}
 	if name == "--version" {
 		name = "version"
@@ -124,12 +136,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "mirror: unknown command %q\nRun 'mirror help' for the list of commands.\n", name)
 		return exitUsage
 	}
-	fs := pflag.NewFlagSet("mirror "+c.name, pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.SortFlags = false
-	quiet := fs.BoolP("quiet", "q", false, "print nothing on success")
-	verbose := fs.BoolP("verbose", "v", false, "log debug detail to stderr")
-	runFn := c.flags(fs)
+	fs, common, runFn := newFlagSet(c)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			printCommandHelp(stdout, c)
@@ -138,22 +145,82 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "mirror %s: %v\nRun 'mirror help %s' for usage.\n", c.name, err, c.name)
 		return exitUsage
 	}
-	e.quiet = *quiet
+	e.quiet, e.verbose = *common.quiet, *common.verbose
 	level := slog.LevelInfo
 	switch {
-	case *verbose:
+	case e.verbose:
 		level = slog.LevelDebug
-	case *quiet:
+	case e.quiet:
 		level = slog.LevelError
 	}
 	e.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := checkDurations(fs); err != nil {
+		return report(ctx, e, c, err)
+	}
+	return report(ctx, e, c, runFn(ctx, e, fs.Args()))
+}
 
-	err := runFn(ctx, e, fs.Args())
-	return report(e, c.name, err, ctx)
+// runHelp is `mirror help [COMMAND]`: general help, or one command's; an
+// unknown command name is a usage error, not general help.
+func runHelp(e *env, args []string) int {
+	switch {
+	case len(args) == 0:
+		printHelp(e.stdout)
+		return exitOK
+	case len(args) > 1:
+		fmt.Fprintf(e.stderr, "mirror help: takes at most one command name, got %q\nRun 'mirror help' for the list of commands.\n", args)
+		return exitUsage
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		printHelp(e.stdout)
+		return exitOK
+	}
+	c := lookup(args[0])
+	if c == nil {
+		fmt.Fprintf(e.stderr, "mirror help: unknown command %q\nRun 'mirror help' for the list of commands.\n", args[0])
+		return exitUsage
+	}
+	printCommandHelp(e.stdout, c)
+	return exitOK
+}
+
+// commonFlags are the flags every command takes.
+type commonFlags struct {
+	quiet, verbose *bool
+}
+
+// newFlagSet builds c's FlagSet: its own flags, then the common ones. It
+// is the one place a command's flags are defined, for parsing, for its
+// help and for its usage line.
+func newFlagSet(c *command) (*pflag.FlagSet, commonFlags, runFunc) {
+	fs := pflag.NewFlagSet("mirror "+c.name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	runFn := c.flags(fs)
+	var common commonFlags
+	common.quiet = fs.BoolP("quiet", "q", false, "print nothing on success")
+	common.verbose = fs.BoolP("verbose", "v", false, "log debug detail to stderr")
+	return fs, common, runFn
+}
+
+// checkDurations refuses a negative value for any duration flag of fs. A
+// negative --timeout would otherwise mean no limit at all, and a negative
+// --max-age would never be exceeded.
+func checkDurations(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Value.Type() != "duration" {
+			return
+		}
+		if d, gerr := fs.GetDuration(f.Name); gerr == nil && d < 0 {
+			err = usageError("--%s %s: a duration cannot be negative; pass 0 or more, such as 30m or 26h", f.Name, f.Value)
+		}
+	})
+	return err
 }
 
 // report prints err and maps it to an exit code.
-func report(e *env, name string, err error, ctx context.Context) int {
+func report(ctx context.Context, e *env, c *command, err error) int {
 	if err == nil {
 		return exitOK
 	}
@@ -165,18 +232,44 @@ func report(e *env, name string, err error, ctx context.Context) int {
 	if code == exitError && (errors.Is(err, context.Canceled) || ctx.Err() != nil) {
 		code = exitInterrupted
 	}
+	if code == exitInterrupted {
+		// The inner error describes the request the signal cut short;
+		// its advice ("retrying will not help") is wrong here.
+		if e.log != nil {
+			e.log.Debug("interrupted", "err", err)
+		}
+		fmt.Fprintf(e.stderr, "mirror %s: %s\n", c.name, interruptedMessage(c))
+		return code
+	}
 	if xe != nil && xe.err == nil {
 		return code // the command already said everything
 	}
-	msg := err.Error()
-	if code == exitInterrupted {
-		msg = "interrupted: " + msg
-	}
-	fmt.Fprintf(e.stderr, "mirror %s: %s\n", name, msg)
+	fmt.Fprintf(e.stderr, "mirror %s: %s\n", c.name, err)
 	if code == exitUsage {
-		fmt.Fprintf(e.stderr, "Run 'mirror help %s' for usage.\n", name)
+		fmt.Fprintf(e.stderr, "Run 'mirror help %s' for usage.\n", c.name)
 	}
 	return code
+}
+
+// interruptedNotes say what is true after Ctrl-C or SIGTERM stopped a
+// command that writes. The other commands only read: nothing was changed.
+var interruptedNotes = map[string]string{
+	// The published snapshot changes only by its final rename, and
+	// staged pages survive for the next sync to reuse.
+	"sync": "the last snapshot is intact and the next sync resumes where this one stopped",
+	// Import aborts its staging on any error; the snapshot changes only
+	// by the final rename.
+	"import": "nothing was imported: the mirror's last snapshot is intact",
+	// Export writes a temporary file and renames it only when complete.
+	"export": "no file was written (one already there is left as it was), and the mirror was not changed",
+}
+
+// interruptedMessage is what c prints when a signal stopped it.
+func interruptedMessage(c *command) string {
+	if note, ok := interruptedNotes[c.name]; ok {
+		return "interrupted; " + note
+	}
+	return "interrupted; nothing was changed"
 }
 
 func lookup(name string) *command {
@@ -193,7 +286,8 @@ const exitCodeHelp = `Exit codes:
   1    error
   2    usage: bad command line
   3    partial: quarantined stages or verify failures
-  4    stale: the mirror is older than status --max-age
+  4    stale: the mirror is older than status --max-age, never synced, or
+       its last sync is in the future (check the clock)
   5    busy: another sync holds the mirror
   6    refused: the sync would remove more than --max-remove; nothing published
   130  interrupted (Ctrl-C or SIGTERM); the last snapshot is intact
@@ -213,13 +307,16 @@ Commands:
 	fmt.Fprintf(w, `
 Common flags:
   --db PATH       the mirror file (default: $MIRROR_DB, then %s)
-  -q, --quiet     print nothing on success
+  -q, --quiet     print nothing on success (errors and security warnings still go to stderr)
   -v, --verbose   log debug detail to stderr
 
 Environment:
   NOETHER_REGISTRY  registry base URL for sync
   NOETHER_API_KEY   registry API key (never pass keys on the command line)
   MIRROR_DB         the mirror file
+  COLUMNS           the progress bar's width when the terminal does not say
+
+Durations (--timeout, --max-age) are like 90s, 30m or 26h, and never negative.
 
 %s
 Run 'mirror help <command>' for a command's flags and an example.
@@ -227,16 +324,43 @@ Run 'mirror help <command>' for a command's flags and an example.
 }
 
 func printCommandHelp(w io.Writer, c *command) {
-	fs := pflag.NewFlagSet(c.name, pflag.ContinueOnError)
-	fs.SortFlags = false
-	fs.BoolP("quiet", "q", false, "print nothing on success")
-	fs.BoolP("verbose", "v", false, "log debug detail to stderr")
-	c.flags(fs)
-	fmt.Fprintf(w, "Usage: mirror %s %s\n\n%s\n\nFlags:\n%s", c.name, c.args, c.summary, fs.FlagUsages())
+	fs, _, _ := newFlagSet(c)
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n\nFlags:\n%s", usageLine(c, fs), c.summary, fs.FlagUsages())
 	if c.example != "" {
 		fmt.Fprintf(w, "\nExample:\n%s\n", indent(c.example))
 	}
 	fmt.Fprintf(w, "\n%s", exitCodeHelp)
+}
+
+// usageLine is c's synopsis: its positional arguments, then every flag of
+// fs in the order defined, each with its value's placeholder.
+func usageLine(c *command, fs *pflag.FlagSet) string {
+	parts := []string{"mirror", c.name}
+	if c.positional != "" {
+		parts = append(parts, c.positional)
+	}
+	fs.VisitAll(func(f *pflag.Flag) {
+		parts = append(parts, "["+flagSynopsis(f)+"]")
+	})
+	return strings.Join(parts, " ")
+}
+
+// flagSynopsis is one flag as the usage line shows it: --json,
+// -q|--quiet, --timeout D. The placeholder is the usage text's
+// `backquoted` word, as pflag's own flag list shows it.
+func flagSynopsis(f *pflag.Flag) string {
+	s := "--" + f.Name
+	if f.Shorthand != "" {
+		s = "-" + f.Shorthand + "|" + s
+	}
+	if f.Value.Type() == "bool" {
+		return s
+	}
+	name, _ := pflag.UnquoteUsage(f)
+	if name == "" {
+		name = "VALUE"
+	}
+	return s + " " + strings.ToUpper(name)
 }
 
 func indent(s string) string {

@@ -102,7 +102,10 @@ func TestExitCodes(t *testing.T) {
 		{"quarantined stage", []string{"sync", "--db", partial, "--registry", bad.URL}, exitPartial, "quarantined"},
 		{"bit flip", []string{"verify", "--db", flipped}, exitPartial, "verification failures"},
 		{"stale", []string{"status", "--db", db, "--max-age", "1ns"}, exitStale, "stale"},
-		{"never synced", []string{"status", "--db", never, "--max-age", "1h"}, exitStale, "never synced"},
+		{"never synced", []string{"status", "--db", never, "--max-age", "1h"}, exitStale, "never synced (--max-age 1h0m0s): run `mirror sync`"},
+		{"never synced, no file", []string{"status", "--db", filepath.Join(dir, "absent.db"), "--max-age", "1h"}, exitStale, "never synced: no mirror at " + filepath.Join(dir, "absent.db") + ": run `mirror sync`"},
+		{"help for an unknown command", []string{"help", "frobnicate"}, exitUsage, `unknown command "frobnicate"`},
+		{"negative timeout", []string{"sync", "--db", db, "--registry", fake.URL, "--timeout", "-1s"}, exitUsage, "--timeout -1s: a duration cannot be negative"},
 	} {
 		r := runMirror(t, env, tc.args...)
 		if r.code != tc.code {
@@ -278,8 +281,18 @@ func TestInterrupted(t *testing.T) {
 			if code := exitCode(t, cmd); code != exitInterrupted {
 				t.Fatalf("exit %d, want 130\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 			}
-			if !strings.Contains(stderr.String(), "interrupted") {
-				t.Errorf("stderr should say interrupted:\n%s", stderr)
+			// The last line is the verdict: what is true now, and none of
+			// the advice of the request the signal cut short ("retrying
+			// will not help").
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			const want = "mirror sync: interrupted; the last snapshot is intact and the next sync resumes where this one stopped"
+			if last := lines[len(lines)-1]; last != want {
+				t.Errorf("last line of stderr:\n%s\nwant:\n%s", last, want)
+			}
+			for _, l := range lines {
+				if strings.HasPrefix(l, "mirror sync:") && l != want {
+					t.Errorf("stderr has another verdict: %s", l)
+				}
 			}
 			if !bytes.Equal(before, readFile(t, db)) {
 				t.Error("the interrupted sync changed the published snapshot")

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/noether-mirror/mirror/mirror"
 	"github.com/noether-mirror/mirror/store"
 	"github.com/spf13/pflag"
 )
@@ -26,7 +27,7 @@ type statusJSON struct {
 	Total         int            `json:"total"`
 	ByLifecycle   map[string]int `json:"by_lifecycle"`
 	Quarantined   int            `json:"quarantined"`
-	QuarantineIDs []string       `json:"quarantined_ids,omitempty"`
+	QuarantineIDs []string       `json:"quarantined_ids"`
 	Digest        string         `json:"digest"`
 	Stale         bool           `json:"stale"`
 }
@@ -34,76 +35,38 @@ type statusJSON struct {
 func cmdStatus() *command {
 	return &command{
 		name:    "status",
-		args:    "[--json] [--max-age D]",
 		summary: "show the mirror's upstream, freshness, generation, counts and quarantine",
 		example: `mirror status
 mirror status --max-age 26h -q || alert "noether mirror is stale"`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			asJSON := fs.Bool("json", false, "print JSON")
-			maxAge := fs.Duration("max-age", 0, "exit 4 when the last successful sync is older than this")
+			maxAge := fs.Duration("max-age", 0, "exit 4 when the last successful sync is older than `D` (a duration such as 26h), when the mirror never synced, or when its last sync is in the future")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("status takes no arguments")
 				}
 				m, err := openForRead(e, db)
+				if errors.Is(err, mirror.ErrNoMirror) && *maxAge > 0 {
+					return withCode(exitStale, fmt.Errorf("never synced: %w", err))
+				}
 				if err != nil {
 					return err
 				}
 				defer m.Close()
-				meta := m.Meta()
-				st := statusJSON{
-					Path: meta.Path, SizeBytes: meta.SizeBytes, FormatVersion: meta.FormatVersion,
-					Upstream: meta.Upstream, Generation: meta.Generation, Total: meta.Total,
-					ByLifecycle: map[string]int{}, Quarantined: meta.Quarantined, Digest: meta.Digest,
+				st, fresh, err := gatherStatus(ctx, m, time.Now(), *maxAge)
+				if err != nil {
+					return err
 				}
-				for _, k := range store.AllLifecycleKinds() {
-					st.ByLifecycle[k.Name()] = meta.Counts[k.Name()]
-				}
-				never := meta.LastSync.IsZero()
-				var age time.Duration
-				if !never {
-					st.LastSync = meta.LastSync.UTC().Format(time.RFC3339)
-					age = time.Since(meta.LastSync)
-					st.AgeSeconds = int64(age.Seconds())
-				}
-				for q, err := range m.Quarantined(ctx) {
-					if err != nil {
-						return err
-					}
-					st.QuarantineIDs = append(st.QuarantineIDs, q.ID)
-				}
-				// A last sync in the future (the clock went back) is not
-				// stale: age is negative, and formatAge says to check the
-				// clock.
-				st.Stale = *maxAge > 0 && (never || age > *maxAge)
 				if *asJSON {
 					if err := writeJSON(e.stdout, st); err != nil {
 						return err
 					}
 				} else if !e.quiet {
-					w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-					fmt.Fprintf(w, "mirror\t%s (%s)\n", st.Path, humanBytes(st.SizeBytes))
-					fmt.Fprintf(w, "upstream\t%s\n", orDash(st.Upstream))
-					if st.LastSync != "" {
-						fmt.Fprintf(w, "last sync\t%s (%s)\n", st.LastSync, formatAge(age))
-					} else {
-						fmt.Fprintf(w, "last sync\tnever\n")
-					}
-					fmt.Fprintf(w, "generation\t%d\n", st.Generation)
-					fmt.Fprintf(w, "stages\t%d (draft %d, active %d, deprecated %d, tombstone %d)\n", st.Total,
-						st.ByLifecycle["draft"], st.ByLifecycle["active"], st.ByLifecycle["deprecated"], st.ByLifecycle["tombstone"])
-					fmt.Fprintf(w, "quarantined\t%d\n", st.Quarantined)
-					for _, id := range st.QuarantineIDs {
-						fmt.Fprintf(w, "\t%s\n", id)
-					}
-					w.Flush()
+					printStatus(e, st, fresh)
 				}
 				if st.Stale {
-					if never {
-						return withCode(exitStale, fmt.Errorf("the mirror has never synced (--max-age %s)", *maxAge))
-					}
-					return withCode(exitStale, fmt.Errorf("the mirror is stale: last sync %s, older than --max-age %s", formatAge(age), *maxAge))
+					return withCode(exitStale, fresh.staleError(*maxAge))
 				}
 				return nil
 			}
@@ -111,11 +74,82 @@ mirror status --max-age 26h -q || alert "noether mirror is stale"`,
 	}
 }
 
+// freshness is what status concluded about the last sync's age.
+type freshness struct {
+	never  bool
+	age    time.Duration
+	future bool // the last sync is more than clockSkew in the future
+}
+
+// staleError says why the mirror counts as stale for --max-age, and what
+// to do about it.
+func (f freshness) staleError(maxAge time.Duration) error {
+	switch {
+	case f.never:
+		return fmt.Errorf("the mirror has never synced (--max-age %s): run `mirror sync` to fill it", maxAge)
+	case f.future:
+		return fmt.Errorf("the mirror's last sync is %s in the future, so its age is unknown (--max-age %s): check the clock of this machine (and of the one that synced), then run `mirror sync`",
+			(-f.age).Round(time.Second), maxAge)
+	}
+	return fmt.Errorf("the mirror is stale: last sync %s, older than --max-age %s; run `mirror sync`", formatAge(f.age), maxAge)
+}
+
+// gatherStatus gathers `mirror status` for m at time now. With maxAge > 0 it
+// decides staleness: never synced, older than maxAge, or in the future by
+// more than clockSkew (a clock that went back makes any age meaningless).
+func gatherStatus(ctx context.Context, m *mirror.Mirror, now time.Time, maxAge time.Duration) (statusJSON, freshness, error) {
+	meta := m.Meta()
+	st := statusJSON{
+		Path: meta.Path, SizeBytes: meta.SizeBytes, FormatVersion: meta.FormatVersion,
+		Upstream: meta.Upstream, Generation: meta.Generation, Total: meta.Total,
+		ByLifecycle: map[string]int{}, Quarantined: meta.Quarantined, Digest: meta.Digest,
+		QuarantineIDs: []string{},
+	}
+	for _, k := range store.AllLifecycleKinds() {
+		st.ByLifecycle[k.Name()] = meta.Counts[k.Name()]
+	}
+	f := freshness{never: meta.LastSync.IsZero()}
+	if !f.never {
+		st.LastSync = meta.LastSync.UTC().Format(time.RFC3339)
+		f.age = now.Sub(meta.LastSync)
+		f.future = f.age < -clockSkew
+		st.AgeSeconds = int64(f.age.Seconds())
+	}
+	for q, err := range m.Quarantined(ctx) {
+		if err != nil {
+			return statusJSON{}, freshness{}, err
+		}
+		st.QuarantineIDs = append(st.QuarantineIDs, q.ID)
+	}
+	st.Stale = maxAge > 0 && (f.never || f.future || f.age > maxAge)
+	return st, f, nil
+}
+
+// printStatus is status's table for people.
+func printStatus(e *env, st statusJSON, f freshness) {
+	w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "mirror\t%s (%s)\n", st.Path, humanBytes(st.SizeBytes))
+	fmt.Fprintf(w, "upstream\t%s\n", orDash(st.Upstream))
+	if f.never {
+		fmt.Fprintf(w, "last sync\tnever\n")
+	} else {
+		fmt.Fprintf(w, "last sync\t%s (%s)\n", st.LastSync, formatAge(f.age))
+	}
+	fmt.Fprintf(w, "generation\t%d\n", st.Generation)
+	fmt.Fprintf(w, "stages\t%d (draft %d, active %d, deprecated %d, tombstone %d)\n", st.Total,
+		st.ByLifecycle["draft"], st.ByLifecycle["active"], st.ByLifecycle["deprecated"], st.ByLifecycle["tombstone"])
+	fmt.Fprintf(w, "quarantined\t%d\n", st.Quarantined)
+	for _, id := range st.QuarantineIDs {
+		fmt.Fprintf(w, "\t%s\n", id)
+	}
+	w.Flush()
+}
+
 func cmdGet() *command {
 	return &command{
-		name:    "get",
-		args:    "REF",
-		summary: "print one stage's JSON exactly as the registry served it (REF: id, unique id prefix, or name)",
+		name:       "get",
+		positional: "REF",
+		summary:    "print one stage's JSON exactly as the registry served it (REF: id, unique id prefix, or name)",
 		example: `mirror get 2308c22f
 mirror get list_length | jq .signature`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
@@ -144,13 +178,12 @@ mirror get list_length | jq .signature`,
 func cmdList() *command {
 	return &command{
 		name:    "list",
-		args:    "[--lifecycle L] [--json]",
 		summary: "list stages: a table of id prefix, name, lifecycle, description; --json prints one stage per line",
 		example: `mirror list --lifecycle deprecated
 mirror list --json | jq -r .name`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
-			lc := fs.String("lifecycle", "", "only this lifecycle: draft, active, deprecated or tombstone")
+			lc := fs.String("lifecycle", "", "only this lifecycle `L`: draft, active, deprecated or tombstone")
 			asJSON := fs.Bool("json", false, "print each stage's JSON on its own line")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
@@ -190,10 +223,10 @@ mirror list --json | jq -r .name`,
 
 func cmdFind() *command {
 	return &command{
-		name:    "find",
-		args:    "NAME",
-		summary: "print every stage (any lifecycle) with this exact name, one JSON per line",
-		example: `mirror find list_length`,
+		name:       "find",
+		positional: "NAME",
+		summary:    "print every stage (any lifecycle) with this exact name, one JSON per line",
+		example:    `mirror find list_length`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
@@ -220,10 +253,10 @@ func cmdFind() *command {
 
 func cmdResolve() *command {
 	return &command{
-		name:    "resolve",
-		args:    "SIGNATURE_ID [--all]",
-		summary: "print the Active stage implementing a signature id (--all: every Active one), one JSON per line",
-		example: `mirror resolve dac909f9a4e1a680847ef03b414f3bd3b4dcc1d7516ad16d783f3b376e592ad8`,
+		name:       "resolve",
+		positional: "SIGNATURE_ID",
+		summary:    "print the Active stage implementing a signature id (--all: every Active one), one JSON per line",
+		example:    `mirror resolve dac909f9a4e1a680847ef03b414f3bd3b4dcc1d7516ad16d783f3b376e592ad8`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			all := fs.Bool("all", false, "print every Active stage with this signature id, sorted by id")
@@ -272,15 +305,14 @@ func printStages(e *env, stages []*store.Stage) error {
 func cmdStats() *command {
 	return &command{
 		name:    "stats",
-		args:    "[--json] [--live]",
 		summary: "noether's store stats (total, by lifecycle, by effect); --live asks the registry instead",
 		example: `mirror stats --json`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			asJSON := fs.Bool("json", false, "print JSON")
 			live := fs.Bool("live", false, "ask the registry's /health (needs --registry or $NOETHER_REGISTRY)")
-			reg := fs.String("registry", "", "registry base URL for --live (default $NOETHER_REGISTRY)")
-			keyFile := fs.String("api-key-file", "", "file holding the API key for --live (default $NOETHER_API_KEY)")
+			reg := fs.String("registry", "", "registry base `URL` for --live (default $NOETHER_REGISTRY)")
+			keyFile := fs.String("api-key-file", "", "`FILE` holding the API key for --live (default $NOETHER_API_KEY)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("stats takes no arguments")
@@ -309,8 +341,15 @@ func cmdStats() *command {
 						return err
 					}
 				}
+				// Every key of the JSON contract is present: every
+				// lifecycle, 0 when it has no stage.
 				if st.ByLifecycle == nil {
 					st.ByLifecycle = map[string]int{}
+				}
+				for _, k := range store.AllLifecycleKinds() {
+					if _, ok := st.ByLifecycle[k.Name()]; !ok {
+						st.ByLifecycle[k.Name()] = 0
+					}
 				}
 				if st.ByEffect == nil {
 					st.ByEffect = map[string]int{}

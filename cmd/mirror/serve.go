@@ -13,15 +13,14 @@ import (
 func cmdServe() *command {
 	return &command{
 		name:    "serve",
-		args:    "[--addr 127.0.0.1:8080] [--api-key-file F] [--trusted-keys F]",
 		summary: "serve the registry's HTTP API read-only from the mirror, so unmodified noether clients work offline",
 		example: `mirror serve --addr 127.0.0.1:8080 &
 NOETHER_REGISTRY=http://127.0.0.1:8080 noether stage list`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
-			addr := fs.String("addr", "127.0.0.1:8080", "listen address")
-			keyFile := fs.String("api-key-file", "", "require this API key (X-API-Key) on every request, reads included")
-			trusted := fs.String("trusted-keys", "", "file of trusted signer keys (\"NAME HEX\" per line): serve only stages signed by one of them; the others are quarantined (never served, counted in /health's quarantined and untrusted)")
+			addr := fs.String("addr", "127.0.0.1:8080", "listen on `ADDR` (host:port; port 0 picks a free one)")
+			keyFile := fs.String("api-key-file", "", "require the API key in `FILE` (X-API-Key) on every request, reads included")
+			trusted := fs.String("trusted-keys", "", "`FILE` of trusted signer keys (\"NAME HEX\" per line): serve only stages signed by one of them; the others are quarantined (never served, counted in /health's quarantined and untrusted)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("serve takes no arguments")

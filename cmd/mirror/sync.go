@@ -16,19 +16,18 @@ import (
 func cmdSync() *command {
 	return &command{
 		name:    "sync",
-		args:    "[--registry URL] [--api-key-file F] [--timeout D] [--max-remove N|P%] [--json]",
 		summary: "pull every stage of a registry into the mirror, verify it, publish a new snapshot",
 		example: `NOETHER_REGISTRY=https://registry.example.com mirror sync --db /var/lib/noether/mirror.db -q
 mirror sync --registry http://127.0.0.1:8080 --json
 mirror sync --max-remove 25%   # accept a real shrink the loss guard refused`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
-			reg := fs.String("registry", "", "registry base URL (default $NOETHER_REGISTRY)")
-			keyFile := fs.String("api-key-file", "", "file holding the API key (default $NOETHER_API_KEY)")
-			timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long (0: no limit)")
+			reg := fs.String("registry", "", "registry base `URL` (default $NOETHER_REGISTRY)")
+			keyFile := fs.String("api-key-file", "", "`FILE` holding the API key (default $NOETHER_API_KEY)")
+			timeout := fs.Duration("timeout", 30*time.Minute, "give up after `D`, a duration such as 30m (0: no limit)")
 			asJSON := fs.Bool("json", false, "print the report as JSON")
-			trusted := fs.String("trusted-keys", "", "file of trusted signer keys: quarantine stages signed by anyone else")
-			maxRemove := fs.String("max-remove", "", "refuse to publish a sync that removes more than N stages or P% of the mirror (default 10%, and never all of it)")
+			trusted := fs.String("trusted-keys", "", "`FILE` of trusted signer keys (\"NAME HEX\" per line): quarantine stages signed by anyone else")
+			maxRemove := fs.String("max-remove", "", "refuse to publish a sync that removes more than `N` stages, or N% of the mirror (default 10%, and never all of it)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("sync takes no arguments, got %q", args)

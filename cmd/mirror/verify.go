@@ -19,15 +19,15 @@ type verifyJSON struct {
 	Problems    []verifyProblem `json:"problems"`
 }
 
+// verifyProblem is one failure; ID is "" for a problem of the whole file.
 type verifyProblem struct {
-	ID   string `json:"id,omitempty"`
+	ID   string `json:"id"`
 	What string `json:"what"`
 }
 
 func cmdVerify() *command {
 	return &command{
 		name:    "verify",
-		args:    "[--json]",
 		summary: "re-check the mirror offline: every stage's ids, signature and code hash, every index entry, record checksums and the bbolt file",
 		example: `mirror verify || echo "mirror failed verification (exit 3)"`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
