@@ -188,6 +188,12 @@ func orDefault(d, def time.Duration) time.Duration {
 // BaseURL returns the normalized registry URL (no trailing '/').
 func (c *Client) BaseURL() string { return c.baseStr }
 
+// Redact returns s with the Client's API key, in every spelling the
+// Client redacts from its own errors and logs, replaced by Redacted. It is
+// for callers that put other text taken from a response (a stage's decode
+// error, say) into errors or log lines. Without a key it returns s.
+func (c *Client) Redact(s string) string { return c.redact.String(s) }
+
 func defaultTransport() *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,

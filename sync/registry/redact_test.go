@@ -297,3 +297,17 @@ func TestRedactedErrorKeepsSentinels(t *testing.T) {
 		t.Errorf("seal left the key: %v", e)
 	}
 }
+
+func TestClientRedact(t *testing.T) {
+	c, err := New("http://127.0.0.1:1", Options{APIKey: "sk/1 2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Redact("a sk/1 2 b sk%2F1+2 c sk%2F1%202"); got != "a [REDACTED] b [REDACTED] c [REDACTED]" {
+		t.Errorf("Redact = %q", got)
+	}
+	c, _ = New("http://127.0.0.1:1", Options{})
+	if got := c.Redact("unchanged"); got != "unchanged" {
+		t.Errorf("Redact without a key = %q", got)
+	}
+}
