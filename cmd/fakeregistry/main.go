@@ -2,10 +2,15 @@
 // sync/registrytest as a process, for `make demo` and manual testing.
 //
 //	go run ./cmd/fakeregistry --addr 127.0.0.1:0 [--stages FILE]... [--generate N]
-//	    [--api-key-file F] [--latency D] [--addr-file F]
+//	    [--api-key-file F] [--latency D] [--addr-file F] [fault flags]
 //
 // Without --stages it serves noether's 85 stdlib stages from the
-// repository's testdata (found by walking up to go.mod). It prints
+// repository's testdata (found by walking up to go.mod). The fault flags
+// switch on registrytest's faults from the start: --latency and
+// --slow-pages delay every request or page; --hang-next, --fail-next,
+// --rate-limit-next, --html-next, --truncate-next and --echo-key-next each
+// spoil N requests, one fault a request in that order (so --fail-next 2
+// --html-next 1 spoils the first three). It prints
 // "listening on http://HOST:PORT" on stdout once it accepts connections,
 // writes the same URL to --addr-file if given, and shuts down gracefully
 // on SIGINT or SIGTERM.
@@ -53,6 +58,64 @@ type config struct {
 	latency                    time.Duration
 	readAuth, draftsNeedAuth   bool
 	verbose                    bool
+	faults                     faultFlags
+}
+
+// faultFlags are the fault switches set from the command line.
+type faultFlags struct {
+	failNext, failStatus       int
+	rateLimitNext              int
+	retryAfter                 time.Duration
+	htmlNext, hangNext         int
+	truncateNext               int
+	echoKeyNext, echoKeyStatus int
+	slowPages                  time.Duration
+}
+
+// register adds the fault flags to fs.
+func (f *faultFlags) register(fs *pflag.FlagSet) {
+	fs.DurationVar(&f.slowPages, "slow-pages", 0, "delay every GET /stages by this long, on top of --latency")
+	fs.IntVar(&f.failNext, "fail-next", 0, "answer the first N requests with --fail-status and a JSON error")
+	fs.IntVar(&f.failStatus, "fail-status", 500, "the 5xx status of --fail-next")
+	fs.IntVar(&f.rateLimitNext, "rate-limit-next", 0, "answer the first N requests 429 with Retry-After: --retry-after")
+	fs.DurationVar(&f.retryAfter, "retry-after", time.Second, "the Retry-After of --rate-limit-next (whole seconds, rounded up)")
+	fs.IntVar(&f.htmlNext, "html-next", 0, "answer the first N requests with an nginx-style HTML 502 page")
+	fs.IntVar(&f.hangNext, "hang-next", 0, "let the first N requests hang until the client gives up")
+	fs.IntVar(&f.truncateNext, "truncate-next", 0, "cut the first N responses off halfway through the body")
+	fs.IntVar(&f.echoKeyNext, "echo-key-next", 0, "answer the first N requests with --echo-key-status, echoing the client's X-API-Key back in the body and headers")
+	fs.IntVar(&f.echoKeyStatus, "echo-key-status", 401, "the status of --echo-key-next: 4xx/5xx a JSON error, 3xx a redirect to another host, 2xx malformed JSON")
+}
+
+// check rejects values the switches would silently change.
+func (f *faultFlags) check() error {
+	for name, n := range map[string]int{"--fail-next": f.failNext, "--rate-limit-next": f.rateLimitNext,
+		"--html-next": f.htmlNext, "--hang-next": f.hangNext, "--truncate-next": f.truncateNext, "--echo-key-next": f.echoKeyNext} {
+		if n < 0 {
+			return fmt.Errorf("%s %d: must not be negative", name, n)
+		}
+	}
+	switch {
+	case f.slowPages < 0:
+		return fmt.Errorf("--slow-pages %s: must not be negative", f.slowPages)
+	case f.retryAfter < 0:
+		return fmt.Errorf("--retry-after %s: must not be negative", f.retryAfter)
+	case f.failStatus < 500 || f.failStatus > 599:
+		return fmt.Errorf("--fail-status %d: must be a 5xx status", f.failStatus)
+	case f.echoKeyStatus < 200 || f.echoKeyStatus > 599:
+		return fmt.Errorf("--echo-key-status %d: must be between 200 and 599", f.echoKeyStatus)
+	}
+	return nil
+}
+
+// apply switches the faults on in h.
+func (f *faultFlags) apply(h *registrytest.Handler) {
+	h.SlowPages(f.slowPages)
+	h.FailNext(f.failNext, f.failStatus)
+	h.RateLimitNext(f.rateLimitNext, f.retryAfter)
+	h.HTMLNext(f.htmlNext)
+	h.HangNext(f.hangNext)
+	h.TruncateNext(f.truncateNext)
+	h.EchoKeyNext(f.echoKeyNext, f.echoKeyStatus)
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -70,6 +133,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.latency, "latency", 0, "delay every request by this long (e.g. 20ms)")
 	fs.StringVar(&c.addrFile, "addr-file", "", "write the base URL to this file once listening")
 	fs.BoolVarP(&c.verbose, "verbose", "v", false, "log every request to stderr")
+	c.faults.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fakeregistry [flags]\n\nServes a fake noether registry (spec §4) until SIGINT or SIGTERM.\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -85,7 +149,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if c.latency < 0 {
 		return c, fmt.Errorf("--latency %s: must not be negative", c.latency)
 	}
-	return c, nil
+	return c, c.faults.check()
 }
 
 // run serves until ctx is done.
@@ -136,6 +200,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer h.Close()
 	h.SetLatency(c.latency)
+	c.faults.apply(h)
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {

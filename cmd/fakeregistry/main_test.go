@@ -186,10 +186,60 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--api-key-file", filepath.Join(dir, "missing")}, "--api-key-file"},
 		{[]string{"--read-auth"}, "needs --api-key-file"},
 		{[]string{"--addr", "256.0.0.1:0"}, "listen"},
+		{[]string{"--fail-next", "-1"}, "--fail-next -1: must not be negative"},
+		{[]string{"--echo-key-next", "-2"}, "must not be negative"},
+		{[]string{"--fail-status", "404"}, "must be a 5xx status"},
+		{[]string{"--echo-key-status", "100"}, "between 200 and 599"},
+		{[]string{"--slow-pages", "-1s"}, "must not be negative"},
+		{[]string{"--retry-after", "-1s"}, "must not be negative"},
 	} {
 		err := run(context.Background(), tt.args, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("run(%q) = %v, want an error containing %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestFaultFlags: the fault flags spoil the first requests, one fault a
+// request in the handler's order, and then the registry answers normally.
+func TestFaultFlags(t *testing.T) {
+	dir := t.TempDir()
+	addrFile := filepath.Join(dir, "addr")
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"--addr-file", addrFile, "--fail-next", "1", "--fail-status", "503", "--html-next", "1",
+			"--echo-key-next", "1", "--echo-key-status", "403"}, io.Discard, io.Discard)
+	}()
+	var url string
+	for start := time.Now(); url == "" && time.Since(start) < 10*time.Second; time.Sleep(5 * time.Millisecond) {
+		if b, err := os.ReadFile(addrFile); err == nil {
+			url = strings.TrimSpace(string(b))
+		}
+	}
+	if url == "" {
+		cancel()
+		t.Fatalf("no address written: %v", <-errc)
+	}
+	const key = "sk-flag-test"
+	for i, want := range []struct {
+		status int
+		body   string
+	}{{503, "STORE_ERROR"}, {502, "502 Bad Gateway"}, {403, "invalid API key " + key}, {200, `"ok":true`}} {
+		req, _ := http.NewRequest("GET", url+"/health", nil)
+		req.Header.Set("X-API-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want.status || !strings.Contains(string(b), want.body) {
+			t.Errorf("request %d: %d %.120q, want %d with %q", i, resp.StatusCode, b, want.status, want.body)
+		}
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("run after cancel: %v", err)
 	}
 }

@@ -15,14 +15,16 @@ import (
 // MaxPageLimit is the largest page the registry serves (spec §4.3).
 const MaxPageLimit = 200
 
-// invalidArg is an error for a request the Client refuses to send.
-func invalidArg(op, format string, args ...any) *Error {
-	return &Error{Op: op, kinds: []error{ErrBadRequest}, Err: fmt.Errorf("not sent: "+format, args...)}
+// invalidArg is an error for a request the Client refuses to send. Its
+// arguments may have come from an earlier response (an id from a page), so
+// it is sealed like any other.
+func (c *Client) invalidArg(op, format string, args ...any) *Error {
+	return c.redact.seal(&Error{Op: op, kinds: []error{ErrBadRequest}, Err: fmt.Errorf("not sent: "+format, args...)})
 }
 
 // respFail wraps a result-shape failure as ErrBadResponse.
-func respFail(op, method, url string, status int, err error) *Error {
-	return &Error{Op: op, Method: method, URL: redactURL(url), Status: status, kinds: []error{ErrBadResponse}, Err: err}
+func (c *Client) respFail(op, method, url string, status int, err error) *Error {
+	return c.redact.seal(&Error{Op: op, Method: method, URL: redactURL(url), Status: status, kinds: []error{ErrBadResponse}, Err: err})
 }
 
 // ListPage fetches GET /stages?lifecycle=L&limit=N&offset=M. lifecycle is
@@ -33,14 +35,14 @@ func (c *Client) ListPage(ctx context.Context, lifecycle string, limit, offset i
 	const op = "list stages"
 	if lifecycle != "" {
 		if _, err := store.ParseLifecycleKind(lifecycle); err != nil {
-			return Page{}, invalidArg(op, "%v", err)
+			return Page{}, c.invalidArg(op, "%v", err)
 		}
 	}
 	if limit <= 0 {
-		return Page{}, invalidArg(op, "limit %d: must be positive", limit)
+		return Page{}, c.invalidArg(op, "limit %d: must be positive", limit)
 	}
 	if offset < 0 {
-		return Page{}, invalidArg(op, "offset %d: must not be negative", offset)
+		return Page{}, c.invalidArg(op, "offset %d: must not be negative", offset)
 	}
 	// Parameters in noether's order (lifecycle, limit, offset).
 	q := ""
@@ -64,7 +66,7 @@ func (c *Client) ListPage(ctx context.Context, lifecycle string, limit, offset i
 		p, derr = decodePage(res) // no "result" member: the envelope's null
 	}
 	if derr != nil {
-		return Page{}, respFail(op, http.MethodGet, c.baseStr+"/stages?"+q, http.StatusOK, derr)
+		return Page{}, c.respFail(op, http.MethodGet, c.baseStr+"/stages?"+q, http.StatusOK, derr)
 	}
 	return p, nil
 }
@@ -77,7 +79,7 @@ func (c *Client) ListPage(ctx context.Context, lifecycle string, limit, offset i
 func (c *Client) GetStage(ctx context.Context, id store.StageID) (json.RawMessage, error) {
 	const op = "get stage"
 	if !store.ValidID(string(id)) {
-		return nil, invalidArg(op, "stage id %q is not 64 lowercase hex characters", string(id))
+		return nil, c.invalidArg(op, "stage id %q is not 64 lowercase hex characters", string(id))
 	}
 	path := "/stages/" + string(id)
 	res, err := c.do(ctx, request{op: op, method: http.MethodGet, path: path, idempotent: true})
@@ -85,7 +87,7 @@ func (c *Client) GetStage(ctx context.Context, id store.StageID) (json.RawMessag
 		return nil, err
 	}
 	if !isObject(res) {
-		return nil, respFail(op, http.MethodGet, c.baseStr+path, http.StatusOK,
+		return nil, c.respFail(op, http.MethodGet, c.baseStr+path, http.StatusOK,
 			fmt.Errorf("result is %s, want a stage object", jsonKind(res)))
 	}
 	return res, nil
@@ -104,24 +106,24 @@ func (c *Client) PutStage(ctx context.Context, raw []byte) (store.StageID, bool,
 	const op = "put stage"
 	raw = bytes.TrimSpace(raw)
 	if len(raw) > store.MaxStageBytes {
-		return "", false, invalidArg(op, "stage is %d bytes, over the %d-byte limit", len(raw), store.MaxStageBytes)
+		return "", false, c.invalidArg(op, "stage is %d bytes, over the %d-byte limit", len(raw), store.MaxStageBytes)
 	}
 	var head struct {
 		ID json.RawMessage `json:"id"`
 	}
 	if !isObject(raw) || json.Unmarshal(raw, &head) != nil {
-		return "", false, invalidArg(op, "the stage is not a JSON object")
+		return "", false, c.invalidArg(op, "the stage is not a JSON object")
 	}
 	var sent string
 	if json.Unmarshal(head.ID, &sent) != nil || !store.ValidID(sent) {
-		return "", false, invalidArg(op, `the stage's "id" is not 64 lowercase hex characters`)
+		return "", false, c.invalidArg(op, `the stage's "id" is not 64 lowercase hex characters`)
 	}
 	res, err := c.do(ctx, request{op: op, method: http.MethodPost, path: "/stages", body: raw, idempotent: true})
 	if err != nil {
 		return "", false, err
 	}
 	fail := func(format string, args ...any) error {
-		return respFail(op, http.MethodPost, c.baseStr+"/stages", http.StatusOK, fmt.Errorf(format, args...))
+		return c.respFail(op, http.MethodPost, c.baseStr+"/stages", http.StatusOK, fmt.Errorf(format, args...))
 	}
 	var r struct {
 		ID    json.RawMessage `json:"id"`
@@ -163,22 +165,22 @@ func (c *Client) PutStage(ctx context.Context, raw []byte) (store.StageID, bool,
 func (c *Client) UpdateLifecycle(ctx context.Context, id store.StageID, l store.Lifecycle) error {
 	const op = "update lifecycle"
 	if !store.ValidID(string(id)) {
-		return invalidArg(op, "stage id %q is not 64 lowercase hex characters", string(id))
+		return c.invalidArg(op, "stage id %q is not 64 lowercase hex characters", string(id))
 	}
 	body := map[string]string{"lifecycle": l.Kind.Name()}
 	switch l.Kind {
 	case store.LifecycleDraft, store.LifecycleActive, store.LifecycleTombstone:
 	case store.LifecycleDeprecated:
 		if !store.ValidID(string(l.Successor)) {
-			return invalidArg(op, "successor id %q is not 64 lowercase hex characters", string(l.Successor))
+			return c.invalidArg(op, "successor id %q is not 64 lowercase hex characters", string(l.Successor))
 		}
 		body["successor_id"] = string(l.Successor)
 	default:
-		return invalidArg(op, "lifecycle %s is not draft, active, deprecated or tombstone", l)
+		return c.invalidArg(op, "lifecycle %s is not draft, active, deprecated or tombstone", l)
 	}
 	raw, err := json.Marshal(body)
 	if err != nil {
-		return invalidArg(op, "%v", err)
+		return c.invalidArg(op, "%v", err)
 	}
 	_, err = c.do(ctx, request{op: op, method: http.MethodPatch, path: "/stages/" + string(id) + "/lifecycle", body: raw})
 	return err
@@ -190,7 +192,7 @@ func (c *Client) UpdateLifecycle(ctx context.Context, id store.StageID, l store.
 func (c *Client) DeleteStage(ctx context.Context, id store.StageID) error {
 	const op = "delete stage"
 	if !store.ValidID(string(id)) {
-		return invalidArg(op, "stage id %q is not 64 lowercase hex characters", string(id))
+		return c.invalidArg(op, "stage id %q is not 64 lowercase hex characters", string(id))
 	}
 	_, err := c.do(ctx, request{op: op, method: http.MethodDelete, path: "/stages/" + string(id), idempotent: true})
 	var e *Error
@@ -209,7 +211,7 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 	}
 	h, derr := decodeHealth(res)
 	if derr != nil {
-		return Health{}, respFail(op, http.MethodGet, c.baseStr+"/health", http.StatusOK, derr)
+		return Health{}, c.respFail(op, http.MethodGet, c.baseStr+"/health", http.StatusOK, derr)
 	}
 	return h, nil
 }

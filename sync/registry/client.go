@@ -9,6 +9,11 @@
 // refuses to follow a redirect to another host (so the API key never
 // leaves the registry's host), and describes non-JSON answers (an HTML 502
 // from a proxy, an empty 204) instead of failing opaquely.
+//
+// The API key never leaves the process by way of the Client: text taken
+// from a response passes the Client's redactor before it reaches an error
+// or a log line, so a registry or proxy that echoes the key back (in an
+// error body, a header, a redirect URL) shows up as "[REDACTED]".
 package registry
 
 import (
@@ -45,7 +50,10 @@ const (
 // Options configures a Client. The zero value is usable.
 type Options struct {
 	// APIKey is sent as X-API-Key on every request when non-empty. It is
-	// never logged and never appears in errors.
+	// never logged and never appears in errors: wherever text taken from
+	// a response (an error body or message, a header, a redirect URL)
+	// echoes it back, raw, URL-escaped, JSON-escaped or quoted, the
+	// Client writes Redacted instead, and so does every line it logs.
 	APIKey string
 	// HTTPClient is used for requests; nil means a dedicated client with
 	// dial, TLS and idle timeouts. Its CheckRedirect is replaced (on a
@@ -71,8 +79,8 @@ type Options struct {
 	// Version is sent as User-Agent "noether-mirror/<Version>" and as
 	// X-Noether-Client-Version. Default "dev".
 	Version string
-	// Logger receives debug lines per attempt and warnings per retry; nil
-	// discards them.
+	// Logger receives debug lines per attempt and warnings per retry,
+	// with the API key redacted; nil discards them.
 	Logger *slog.Logger
 	// Sleep waits between attempts; nil means a real timer that returns
 	// ctx.Err() early when ctx is done. Tests replace it.
@@ -86,6 +94,7 @@ type Client struct {
 	baseStr       string
 	hc            *http.Client
 	apiKey        string
+	redact        redactor // the one place response text loses the key
 	timeout       time.Duration
 	maxAttempts   int
 	baseBackoff   time.Duration
@@ -103,21 +112,23 @@ type Client struct {
 // host, and without userinfo, query or fragment. A trailing '/' is
 // stripped; a path prefix is kept (https://host/api ⇒ https://host/api/stages).
 func New(baseURL string, opts Options) (*Client, error) {
+	red := newRedactor(opts.APIKey)
+	shown := red.String(redactRaw(baseURL))
 	u, err := url.Parse(strings.TrimSpace(baseURL))
 	if err != nil {
-		return nil, fmt.Errorf("registry URL %q is not a URL: %v", redactRaw(baseURL), errors.Unwrap(err))
+		return nil, fmt.Errorf("registry URL %q is not a URL: %v", shown, red.Err(errors.Unwrap(err)))
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("registry URL %q: scheme must be http or https", redactRaw(baseURL))
+		return nil, fmt.Errorf("registry URL %q: scheme must be http or https", shown)
 	case u.Host == "" || u.Hostname() == "":
-		return nil, fmt.Errorf("registry URL %q has no host: write it like https://registry.example.org", redactRaw(baseURL))
+		return nil, fmt.Errorf("registry URL %q has no host: write it like https://registry.example.org", shown)
 	case u.User != nil:
-		return nil, fmt.Errorf("registry URL %q contains a user name or password: pass the API key separately", redactRaw(baseURL))
+		return nil, fmt.Errorf("registry URL %q contains a user name or password: pass the API key separately", shown)
 	case u.RawQuery != "" || u.ForceQuery:
-		return nil, fmt.Errorf("registry URL %q has a query string: remove it", redactRaw(baseURL))
+		return nil, fmt.Errorf("registry URL %q has a query string: remove it", shown)
 	case u.Fragment != "" || strings.Contains(baseURL, "#"):
-		return nil, fmt.Errorf("registry URL %q has a fragment: remove it", redactRaw(baseURL))
+		return nil, fmt.Errorf("registry URL %q has a fragment: remove it", shown)
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = strings.TrimRight(u.RawPath, "/")
@@ -125,6 +136,7 @@ func New(baseURL string, opts Options) (*Client, error) {
 		base:          u,
 		baseStr:       u.String(),
 		apiKey:        opts.APIKey,
+		redact:        red,
 		timeout:       orDefault(opts.RequestTimeout, DefaultRequestTimeout),
 		maxAttempts:   opts.MaxAttempts,
 		baseBackoff:   orDefault(opts.BaseBackoff, DefaultBaseBackoff),
@@ -152,6 +164,7 @@ func New(baseURL string, opts Options) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
+	c.log = c.redact.logger(c.log)
 	if c.sleep == nil {
 		c.sleep = sleepCtx
 	}
@@ -174,6 +187,12 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // BaseURL returns the normalized registry URL (no trailing '/').
 func (c *Client) BaseURL() string { return c.baseStr }
+
+// Redact returns s with the Client's API key, in every spelling the
+// Client redacts from its own errors and logs, replaced by Redacted. It is
+// for callers that put other text taken from a response (a stage's decode
+// error, say) into errors or log lines. Without a key it returns s.
+func (c *Client) Redact(s string) string { return c.redact.String(s) }
 
 func defaultTransport() *http.Transport {
 	return &http.Transport{
@@ -249,6 +268,7 @@ func (c *Client) do(ctx context.Context, req request) ([]byte, error) {
 		if e == nil {
 			return res, nil
 		}
+		c.redact.seal(e)
 		e.Attempts = attempt
 		if ctx.Err() != nil {
 			return nil, c.cancelled(ctx, e)
@@ -370,7 +390,8 @@ func (c *Client) attempt(ctx context.Context, req request, u string) (res []byte
 	if re == nil {
 		return result, nil, 0, true
 	}
-	e.Code, e.Message, e.Retryable, e.kinds, e.Err = re.code, re.message, re.retryable, re.kinds, re.err
+	e.Retryable, e.kinds = re.retryable, re.kinds
+	e.Code, e.Message, e.Err = re.text(c.redact)
 	if e.Retryable {
 		retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}

@@ -15,21 +15,26 @@ import (
 )
 
 // respError is a decoding or envelope failure before Op and URL are known.
+// It holds what came back raw: Client turns it into text through its
+// redactor (respError.text), so that nothing taken from a response reaches
+// an error before the API key is taken out of it.
 type respError struct {
 	status        int
-	code, message string
+	code, message string // from the envelope's error object, raw
 	retryable     bool
 	kinds         []error
-	err           error
+	// For a response that is not a usable envelope: what is wrong with it
+	// (our words), and the content type and body that came back.
+	what        string
+	contentType string
+	body        []byte
 }
 
 // badResponse builds an ErrBadResponse failure describing what came back.
 // A 5xx status also matches ErrServer and stays retryable.
 func badResponse(status int, contentType string, body []byte, format string, args ...any) *respError {
-	what := fmt.Sprintf(format, args...)
-	desc := describeBody(status, contentType, body)
-	re := &respError{status: status, kinds: []error{ErrBadResponse}}
-	re.err = fmt.Errorf("%s; got %s", what, desc)
+	re := &respError{status: status, kinds: []error{ErrBadResponse},
+		what: fmt.Sprintf(format, args...), contentType: contentType, body: body}
 	if status >= 500 && status <= 599 {
 		re.kinds = append(re.kinds, ErrServer)
 		re.retryable = true
@@ -44,12 +49,30 @@ func badResponse(status int, contentType string, body []byte, format string, arg
 	return re
 }
 
-// snippetLen bounds how much of an unexpected body goes into an error.
-const snippetLen = 100
+// Bounds on how much response text goes into an error.
+const (
+	snippetLen = 100  // of an unexpected body
+	codeLen    = 100  // of an envelope's error code
+	messageLen = 2000 // of an envelope's error message
+)
+
+// text renders re's response-derived parts for an Error: the envelope's
+// code and message, and for a bad response a cause quoting the start of
+// the body. Everything passes r before it is cut short or sanitized.
+func (re *respError) text(r redactor) (code, message string, err error) {
+	code = sanitize([]byte(r.Prefix([]byte(re.code), codeLen)), codeLen)
+	message = sanitize([]byte(r.Prefix([]byte(re.message), messageLen)), messageLen)
+	if re.what != "" {
+		desc := describeBody(re.status, r.String(re.contentType), len(re.body), r.Prefix(re.body, snippetLen))
+		err = fmt.Errorf("%s; got %s", re.what, desc)
+	}
+	return code, message, err
+}
 
 // describeBody summarises a response for an error message: status,
-// content type and the first bytes of the body, sanitized.
-func describeBody(status int, contentType string, body []byte) string {
+// content type, size and the first bytes of the body (start, already
+// redacted), sanitized.
+func describeBody(status int, contentType string, size int, start string) string {
 	var b strings.Builder
 	if status != 0 {
 		fmt.Fprintf(&b, "HTTP %d", status)
@@ -57,9 +80,9 @@ func describeBody(status int, contentType string, body []byte) string {
 	if contentType == "" {
 		contentType = "no content type"
 	}
-	fmt.Fprintf(&b, " (%s, %d bytes)", sanitize([]byte(contentType), 60), len(body))
-	if len(body) > 0 {
-		fmt.Fprintf(&b, " starting %q", sanitize(body, snippetLen))
+	fmt.Fprintf(&b, " (%s, %d bytes)", sanitize([]byte(contentType), 60), size)
+	if start != "" {
+		fmt.Fprintf(&b, " starting %q", sanitize([]byte(start), snippetLen))
 	}
 	return strings.TrimSpace(b.String())
 }
@@ -184,7 +207,7 @@ func decodeEnvelope(status int, contentType string, body []byte, maxDepth int, w
 	if status >= 300 && status <= 399 {
 		kinds = append(kinds, ErrBadResponse)
 	}
-	return nil, &respError{status: status, code: code, message: sanitize([]byte(message), 2000), kinds: kinds, retryable: retryable}
+	return nil, &respError{status: status, code: code, message: message, kinds: kinds, retryable: retryable}
 }
 
 // Page is one page of GET /stages.

@@ -36,7 +36,11 @@ var (
 
 // Error describes one failed registry operation. It never contains the API
 // key: URL is the request URL without userinfo or secret-looking query
-// parameters.
+// parameters, and every part taken from the response (Code, Message, the
+// body quoted in Err, a redirect's Location) has the key, in any of the
+// spellings a server may echo it in, replaced by Redacted. A cause whose
+// text held the key is replaced by one with the redacted text that still
+// matches context.Canceled, context.DeadlineExceeded and the like.
 type Error struct {
 	// Op is the operation: "list stages", "get stage", "put stage",
 	// "update lifecycle", "delete stage", "health".

@@ -8,9 +8,14 @@ import (
 	"testing"
 )
 
+// fuzzKey is the API key FuzzDecodeEnvelope checks never survives into
+// an error; it has characters every escaping changes.
+const fuzzKey = "sk/Fz 9+q&ü"
+
 // FuzzDecodeEnvelope feeds arbitrary statuses and bodies through the
 // envelope, page and health decoders: they must never panic, must classify
-// every failure, and must only succeed on a 2xx whose body is valid JSON.
+// every failure, must only succeed on a 2xx whose body is valid JSON, and
+// must never let an echoed API key into an error.
 func FuzzDecodeEnvelope(f *testing.F) {
 	seeds := []struct {
 		status int
@@ -32,6 +37,10 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		{200, "{\"ok\":true,\"result\":\"\xff\"}"},
 		{200, `{"ok":false,"ok":true,"result":{"stages":[{"s":"a\\\"b\\\\"},[],"\\"],"stages":[1, 2 ,3]}}`},
 		{200, `{"\u006fk":true,"result":{"st\u0061ges":[" ] \" [ "]}}`},
+		{401, `{"ok":false,"error":{"code":"UNAUTHORIZED","message":"invalid key sk/Fz 9+q&ü"}}`},
+		{403, `{"ok":false,"error":{"code":"sk%2FFz+9%2Bq%26%C3%BC","message":"sk%2FFz%209+q&%C3%BC"}}`},
+		{502, "<html>key sk/Fz\t9+q\\u0026\\u00fc sk/Fz 9+q&ü</html>"},
+		{200, `{"ok":true,"result":"sk/Fz 9+q&ü`},
 	}
 	for _, s := range seeds {
 		f.Add(s.status, []byte(s.body))
@@ -50,8 +59,15 @@ func FuzzDecodeEnvelope(f *testing.F) {
 			if len(re.kinds) == 0 {
 				t.Fatalf("unclassified failure for %d %q", status, body)
 			}
-			e := &Error{Op: "fuzz", Status: re.status, Code: re.code, Message: re.message, kinds: re.kinds, Err: re.err, Retryable: re.retryable}
+			e := &Error{Op: "fuzz", Status: re.status, kinds: re.kinds, Retryable: re.retryable}
+			e.Code, e.Message, e.Err = re.text(redactor{})
 			_ = e.Error()
+			// An echoed key never survives into the error.
+			r := newRedactor(fuzzKey)
+			e.Code, e.Message, e.Err = re.text(r)
+			if s := r.seal(e).Error(); strings.Contains(s, fuzzKey) {
+				t.Fatalf("the key survives in %q", s)
+			}
 			if re.retryable && !(status >= 500 && status <= 599 || status == 429 || status == 408) {
 				t.Fatalf("status %d classified retryable", status)
 			}

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,4 +159,36 @@ func BenchmarkListAll(b *testing.B) {
 	}
 	b.ReportMetric(float64(bytesRead)/float64(b.N)/1e6, "MB/op")
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N)/5, "ms/page")
+}
+
+// TestClientRedactsEchoedKey: against every kind of EchoKeyNext answer
+// the real client fails with an error, and neither the error nor its
+// log lines hold the key.
+func TestClientRedactsEchoedKey(t *testing.T) {
+	const key = "sk-Tq7x9Wv2/echo me"
+	s, err := registrytest.NewServer(registrytest.Options{Generate: 3, StageSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, status := range []int{401, 403, 429, 500, 503, 302, 200} {
+		var logs bytes.Buffer
+		c, err := registry.New(s.URL(), registry.Options{APIKey: key, MaxAttempts: 2, Sleep: (&noSleep{}).Sleep,
+			Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.EchoKeyNext(1000, status)
+		_, err = c.ListPage(context.Background(), "active", 10, 0)
+		if err == nil {
+			t.Errorf("status %d: ListPage succeeded", status)
+			continue
+		}
+		for _, form := range []string{key, url.QueryEscape(key), url.PathEscape(key), key[:len(key)/2]} {
+			if strings.Contains(err.Error(), form) || strings.Contains(logs.String(), form) {
+				t.Errorf("status %d: %q shows in the error or the log:\n%v\n%s", status, form, err, logs.String())
+			}
+		}
+	}
+	s.EchoKeyNext(0, 0)
 }

@@ -2,7 +2,10 @@ package registrytest
 
 import (
 	"bytes"
+	"encoding/json"
+	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 )
@@ -15,6 +18,7 @@ type faults struct {
 	htmlN             int
 	hangN             int
 	truncN            int
+	echoN, echoStatus int
 	latency           time.Duration
 	slowPages         time.Duration
 }
@@ -28,10 +32,11 @@ type plan struct {
 	retryAfter time.Duration
 	html       bool
 	truncate   bool
+	echoStatus int
 }
 
 // take consumes at most one counted fault for this request, in the order
-// hang, fail, rate limit, HTML, truncate; latency always applies.
+// hang, fail, rate limit, HTML, truncate, echo key; latency always applies.
 func (f *faults) take(isPage bool) plan {
 	p := plan{delay: f.latency}
 	if isPage {
@@ -53,6 +58,9 @@ func (f *faults) take(isPage bool) plan {
 	case f.truncN > 0:
 		f.truncN--
 		p.truncate = true
+	case f.echoN > 0:
+		f.echoN--
+		p.echoStatus = f.echoStatus
 	}
 	return p
 }
@@ -103,6 +111,73 @@ func (h *Handler) TruncateNext(n int) {
 	h.mu.Lock()
 	h.faults.truncN = max(n, 0)
 	h.mu.Unlock()
+}
+
+// EchoKeyNext makes the next n requests fail the way a misconfigured
+// registry or proxy does that echoes the presented API key (the request's
+// X-API-Key, "" without one) back: every answer carries it in a
+// WWW-Authenticate and an X-Debug header, and, by status (anything outside
+// 200–599 becomes 401):
+//   - 3xx: a redirect to another host with the key in the Location's
+//     query, and an HTML body quoting it;
+//   - 2xx: a JSON envelope cut short (malformed JSON) whose message quotes
+//     it;
+//   - 4xx and 5xx: a JSON error envelope (UNAUTHORIZED for 401, FORBIDDEN
+//     for 403, RATE_LIMITED for 429, STORE_ERROR for 5xx, BAD_REQUEST
+//     otherwise) whose message quotes it.
+//
+// Messages quote the key raw, URL-query-escaped, URL-path-escaped and as
+// an "Authorization: Bearer" header. n ≤ 0 clears it.
+func (h *Handler) EchoKeyNext(n, status int) {
+	if status < 200 || status > 599 {
+		status = http.StatusUnauthorized
+	}
+	h.mu.Lock()
+	h.faults.echoN, h.faults.echoStatus = max(n, 0), status
+	h.mu.Unlock()
+}
+
+// EchoedKeyMessage is the text EchoKeyNext's answers quote key in.
+func EchoedKeyMessage(key string) string {
+	return "invalid API key " + key + " (query-escaped " + url.QueryEscape(key) + ", path-escaped " +
+		url.PathEscape(key) + "); request had Authorization: Bearer " + key
+}
+
+// echoKey writes EchoKeyNext's answer.
+func echoKey(w http.ResponseWriter, r *http.Request, status int) {
+	key := r.Header.Get("X-API-Key")
+	msg := EchoedKeyMessage(key)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="noether", error="invalid_token", error_description="invalid key `+key+`"`)
+	w.Header().Set("X-Debug", "X-API-Key="+key+"; Authorization: Bearer "+key)
+	switch {
+	case status >= 300 && status <= 399:
+		w.Header().Set("Location", "http://login.invalid/sso?key="+url.QueryEscape(key)+"&next="+url.PathEscape(key))
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(status)
+		io.WriteString(w, "<html><body>Sign in again: "+msg+"</body></html>")
+	case status <= 299:
+		m, _ := json.Marshal(msg)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		io.WriteString(w, `{"ok":false,"error":{"message":`+string(m)+`,"code":"UNAUTHORI`)
+	default:
+		writeError(w, status, echoCode(status), msg)
+	}
+}
+
+// echoCode is the error code echoKey sends with status.
+func echoCode(status int) string {
+	switch {
+	case status == http.StatusUnauthorized:
+		return "UNAUTHORIZED"
+	case status == http.StatusForbidden:
+		return "FORBIDDEN"
+	case status == http.StatusTooManyRequests:
+		return "RATE_LIMITED"
+	case status >= 500:
+		return "STORE_ERROR"
+	}
+	return "BAD_REQUEST"
 }
 
 // SetLatency delays every request by d before it is handled (0 turns it

@@ -1,10 +1,10 @@
 // Package registrytest is an in-process fake noether registry that follows
 // spec §4 (envelope, endpoints, error codes, validation on POST, lifecycle
 // rules) and adds fault switches — 5xx, 429 with Retry-After, HTML 502,
-// latency, hanging and truncated responses, injected raw stages, drift
-// between pages — for testing the mirror's sync engine and client. Tests
-// use NewServer (loopback httptest); cmd/fakeregistry serves NewHandler as
-// a process.
+// latency, hanging and truncated responses, answers that echo the API key
+// back, injected raw stages, drift between pages — for testing the
+// mirror's sync engine and client. Tests use NewServer (loopback
+// httptest); cmd/fakeregistry serves NewHandler as a process.
 package registrytest
 
 import (
@@ -333,6 +333,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(http.StatusBadGateway)
 		io.WriteString(w, badGatewayHTML)
+		return
+	case f.echoStatus != 0:
+		echoKey(w, r, f.echoStatus)
 		return
 	}
 	if f.truncate {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -684,5 +685,81 @@ func TestOnPageAndCounters(t *testing.T) {
 	call(t, "GET", s.URL()+"/stages", nil, nil)
 	if calls.Load() != 2 {
 		t.Error("hook still called after OnPage(nil)")
+	}
+}
+
+// TestEchoKeyNext: each status gets its kind of echo, every one of them
+// carries the presented key in headers and body (raw and escaped), and
+// the switch runs out after n requests.
+func TestEchoKeyNext(t *testing.T) {
+	const key = "sk-echo/1 x&y"
+	s := newServer(t, Options{Stages: stdlib(t)})
+	q, p := url.QueryEscape(key), url.PathEscape(key)
+	noFollow := &http.Client{Transport: &http.Transport{},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer noFollow.CloseIdleConnections()
+	for _, tt := range []struct {
+		status, want int
+		// json: the body is an error envelope; location: the redirect.
+		json     bool
+		location string
+	}{
+		{status: 401, want: 401, json: true},
+		{status: 403, want: 403, json: true},
+		{status: 429, want: 429, json: true},
+		{status: 503, want: 503, json: true},
+		{status: 302, want: 302, location: "http://login.invalid/sso?key=" + q + "&next=" + p},
+		{status: 200, want: 200},
+		{status: 999, want: 401, json: true},
+	} {
+		s.EchoKeyNext(1, tt.status)
+		req, _ := http.NewRequest("GET", s.URL()+"/stages", nil)
+		req.Header.Set("X-API-Key", key)
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatalf("status %d: %v", tt.status, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("EchoKeyNext(1, %d): status %d, want %d", tt.status, resp.StatusCode, tt.want)
+		}
+		for _, h := range []string{"WWW-Authenticate", "X-Debug"} {
+			if !strings.Contains(resp.Header.Get(h), key) {
+				t.Errorf("status %d: %s %q does not echo the key", tt.status, h, resp.Header.Get(h))
+			}
+		}
+		if got := resp.Header.Get("Location"); got != tt.location {
+			t.Errorf("status %d: Location %q, want %q", tt.status, got, tt.location)
+		}
+		text := string(body)
+		if tt.json {
+			var env struct {
+				OK    bool
+				Error struct{ Code, Message string }
+			}
+			if err := json.Unmarshal(body, &env); err != nil || env.OK || env.Error.Code == "" {
+				t.Errorf("status %d: body %q is not an error envelope (%v)", tt.status, body, err)
+			}
+			text = env.Error.Message
+		} else if tt.status == 200 && json.Valid(body) {
+			t.Errorf("status 200: body %q should be malformed JSON", body)
+		}
+		for _, form := range []string{key, q, p, "Bearer " + key} {
+			if tt.status == 200 {
+				form = strings.ReplaceAll(form, "&", `\u0026`) // as encoding/json writes it
+			}
+			if !strings.Contains(text, form) {
+				t.Errorf("status %d: body %q lacks %q", tt.status, text, form)
+			}
+		}
+	}
+	if r := call(t, "GET", s.URL()+"/health", nil, map[string]string{"X-API-Key": key}); r.status != 200 || bytes.Contains(r.body, []byte(key)) {
+		t.Errorf("after the echo ran out: %d %q", r.status, r.body)
+	}
+	s.EchoKeyNext(5, 401)
+	s.EchoKeyNext(0, 401)
+	if r := call(t, "GET", s.URL()+"/health", nil, nil); r.status != 200 {
+		t.Errorf("EchoKeyNext(0) did not clear it: %d", r.status)
 	}
 }

@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/noether-mirror/mirror/store"
 	"github.com/noether-mirror/mirror/store/storetest"
@@ -25,13 +28,18 @@ type memSnapshot struct {
 	statsCalls atomic.Int64
 	// block, when non-nil, makes Page wait for it to be closed.
 	block chan struct{}
+	// waiting is closed when a Page call first waits for block: a request
+	// (or a trust view build) is then in flight, holding the snapshot.
+	waiting     chan struct{}
+	waitingOnce sync.Once
 	// pageErr, when non-nil, is returned by Page.
 	pageErr error
 }
 
 func newMemSnapshot(t testing.TB, info Info, raws [][]byte) *memSnapshot {
 	t.Helper()
-	s := &memSnapshot{info: info, raw: map[store.StageID][]byte{}, byKind: map[store.LifecycleKind][][]byte{}}
+	s := &memSnapshot{info: info, raw: map[store.StageID][]byte{}, byKind: map[store.LifecycleKind][][]byte{},
+		waiting: make(chan struct{})}
 	for _, raw := range raws {
 		st, err := store.DecodeStage(raw)
 		if err != nil {
@@ -109,6 +117,7 @@ func (h *memHandle) Page(ctx context.Context, k store.LifecycleKind, offset, lim
 		return nil, 0, errors.New("Page on a closed snapshot")
 	}
 	if h.block != nil {
+		h.waitingOnce.Do(func() { close(h.waiting) })
 		select {
 		case <-h.block:
 		case <-ctx.Done():
@@ -224,4 +233,59 @@ func testInfo(gen uint64) Info {
 		Digest:      fmt.Sprintf("%064x", gen*0x1234567),
 		Quarantined: 2,
 	}
+}
+
+// awaitTimeout bounds every wait for a condition: generous, because the
+// tests wait for an event, not for time to pass, and a loaded machine
+// may take a while to get there.
+const awaitTimeout = 30 * time.Second
+
+// await blocks until ch is closed, failing the test if it is not within
+// awaitTimeout.
+func await(t testing.TB, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(awaitTimeout):
+		t.Fatalf("timed out after %s waiting for %s", awaitTimeout, what)
+	}
+}
+
+// eventually polls cond until it holds, failing the test if it does not
+// within awaitTimeout. For conditions nothing signals (a log line).
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(awaitTimeout)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("timed out after %s waiting for %s", awaitTimeout, what)
+		}
+	}
+}
+
+// notifyListener is a net.Listener that closes closed once it has been
+// closed itself: the moment a server stops accepting.
+type notifyListener struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newNotifyListener(t testing.TB) *notifyListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &notifyListener{Listener: ln, closed: make(chan struct{})}
+}
+
+func (l *notifyListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.closed) })
+	return err
 }

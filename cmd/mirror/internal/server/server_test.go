@@ -521,9 +521,7 @@ func TestPinnedDuringRequest(t *testing.T) {
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/stages?limit=200", nil))
 		done <- rec
 	}()
-	for src.open.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	await(t, old.waiting, "the request to hold the old snapshot")
 	src.publish(newMemSnapshot(t, testInfo(2), fixtureRaws(t)))
 	close(old.block)
 	rec := <-done
@@ -731,35 +729,30 @@ func TestServeGracefulShutdown(t *testing.T) {
 	snap.block = make(chan struct{})
 	src := newMemSource(snap)
 	s := newTestServer(t, src, Options{ShutdownTimeout: 10 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := newNotifyListener(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ctx, ln) }()
 
 	got := make(chan *http.Response, 1)
+	errc := make(chan error, 1)
 	go func() {
 		resp, err := http.Get("http://" + ln.Addr().String() + "/stages?limit=3")
-		if err != nil {
-			t.Error(err)
-		}
+		errc <- err
 		got <- resp
 	}()
-	for src.open.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	await(t, snap.waiting, "the request to be in flight")
 	cancel() // SIGTERM: stop accepting, drain
-	time.Sleep(50 * time.Millisecond)
-	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	await(t, ln.closed, "Serve to close its listener")
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
 		t.Error("still accepting connections after shutdown began")
 	}
 	close(snap.block)
-	resp := <-got
-	if resp == nil {
-		t.FailNow()
+	if err := <-errc; err != nil {
+		t.Fatalf("the request in flight during the drain: %v", err)
 	}
+	resp := <-got
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(body) != listBody(snap.byKind[store.LifecycleUnknown][:3], 85) {
@@ -789,9 +782,7 @@ func TestServeDrainTimeout(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	for src.open.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	await(t, snap.waiting, "the request to be in flight")
 	cancel()
 	if err := <-served; !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Serve = %v, want a drain timeout", err)

@@ -534,9 +534,7 @@ func TestTrustConcurrentFirstRequests(t *testing.T) {
 			bodies[i] = rec.Body.String()
 		})
 	}
-	for src.pages.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	await(t, snap.waiting, "the view build to call Page")
 	// The build is stuck in Page: a request whose client has gone does
 	// not wait for it.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -595,13 +593,9 @@ func TestTrustServeWarmsAndStops(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		served := make(chan error, 1)
 		go func() { served <- s.Serve(ctx, ln) }()
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(logs.String(), "trust policy applied") {
-			if time.Now().After(deadline) {
-				t.Fatalf("no view built without a request; log: %s", logs.String())
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		eventually(t, "Serve to build the trust view without a request", func() bool {
+			return strings.Contains(logs.String(), "trust policy applied")
+		})
 		if !strings.Contains(logs.String(), fmt.Sprintf(`"served":%d,"untrusted":%d`, len(f.trusted.stages), len(f.untrusted))) {
 			t.Errorf("build log lacks the counts: %s", logs.String())
 		}
@@ -634,9 +628,7 @@ func TestTrustServeWarmsAndStops(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		served := make(chan error, 1)
 		go func() { served <- s.Serve(ctx, ln) }()
-		for mem.open.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		await(t, snap.waiting, "Serve's view build to hold the snapshot")
 		cancel()
 		select {
 		case err := <-served:
