@@ -30,6 +30,22 @@ type statusJSON struct {
 	QuarantineIDs []string       `json:"quarantined_ids"`
 	Digest        string         `json:"digest"`
 	Stale         bool           `json:"stale"`
+	// PreviousUpstream and UpstreamSince: the last change of upstream
+	// ("" when there was none).
+	PreviousUpstream string `json:"previous_upstream"`
+	UpstreamSince    string `json:"upstream_since"`
+	// LastRefused is the last sync that refused to publish, until a sync
+	// publishes or finds nothing new (null otherwise).
+	LastRefused *refusedJSON `json:"last_refused"`
+}
+
+// refusedJSON is status's view of mirror.SyncRefusal.
+type refusedJSON struct {
+	At          string `json:"at"`
+	Upstream    string `json:"upstream"`
+	Reason      string `json:"reason"`
+	WouldRemove int    `json:"would_remove"`
+	Total       int    `json:"total"`
 }
 
 func cmdStatus() *command {
@@ -103,7 +119,13 @@ func gatherStatus(ctx context.Context, m *mirror.Mirror, now time.Time, maxAge t
 		Path: meta.Path, SizeBytes: meta.SizeBytes, FormatVersion: meta.FormatVersion,
 		Upstream: meta.Upstream, Generation: meta.Generation, Total: meta.Total,
 		ByLifecycle: map[string]int{}, Quarantined: meta.Quarantined, Digest: meta.Digest,
-		QuarantineIDs: []string{},
+		QuarantineIDs: []string{}, PreviousUpstream: meta.PreviousUpstream,
+	}
+	if !meta.UpstreamSince.IsZero() {
+		st.UpstreamSince = meta.UpstreamSince.UTC().Format(time.RFC3339)
+	}
+	if r := meta.Refused; r != nil {
+		st.LastRefused = &refusedJSON{At: r.At.UTC().Format(time.RFC3339), Upstream: r.Upstream, Reason: r.Reason, WouldRemove: r.WouldRemove, Total: r.Total}
 	}
 	for _, k := range store.AllLifecycleKinds() {
 		st.ByLifecycle[k.Name()] = meta.Counts[k.Name()]
@@ -130,6 +152,9 @@ func printStatus(e *env, st statusJSON, f freshness) {
 	w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "mirror\t%s (%s)\n", st.Path, humanBytes(st.SizeBytes))
 	fmt.Fprintf(w, "upstream\t%s\n", orDash(st.Upstream))
+	if st.PreviousUpstream != "" {
+		fmt.Fprintf(w, "\tswitched from %s at %s\n", st.PreviousUpstream, st.UpstreamSince)
+	}
 	if f.never {
 		fmt.Fprintf(w, "last sync\tnever\n")
 	} else {
@@ -141,6 +166,10 @@ func printStatus(e *env, st statusJSON, f freshness) {
 	fmt.Fprintf(w, "quarantined\t%d\n", st.Quarantined)
 	for _, id := range st.QuarantineIDs {
 		fmt.Fprintf(w, "\t%s\n", id)
+	}
+	if r := st.LastRefused; r != nil {
+		fmt.Fprintf(w, "last sync refused\t%s from %s: %s\n", r.At, r.Upstream, r.Reason)
+		fmt.Fprintf(w, "\tnothing was published; to accept a real shrink: mirror sync --max-remove %d\n", r.WouldRemove)
 	}
 	w.Flush()
 }
