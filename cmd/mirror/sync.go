@@ -89,7 +89,7 @@ func finishSync(e *env, rep msync.Report, err error, asJSON bool, timeout time.D
 		}
 	}
 	loud := !e.quiet || rep.Outcome != msync.OutcomeOK && rep.Outcome != msync.OutcomeUnchanged
-	if loud && !asJSON {
+	if loud && !asJSON && !refused { // a refusal's error says it all
 		fmt.Fprintln(e.stdout, summaryLine(rep))
 	}
 	if loud {
@@ -130,9 +130,6 @@ func partialReason(r msync.Report) string {
 
 // summaryLine is the one-line result of a sync.
 func summaryLine(r msync.Report) string {
-	if r.Outcome == msync.OutcomeRefused && r.Refusal != nil {
-		return fmt.Sprintf("sync refused: nothing published, generation %d kept; %s", r.Generation, r.Refusal.Reason)
-	}
 	s := fmt.Sprintf("sync %s: %d stages (%d added, %d changed, %d removed, %d lifecycle changed, %d quarantined, %d unchanged) in %s, generation %d",
 		r.Outcome, r.Total, r.Added, r.Changed, r.Removed, r.LifecycleChanged, r.Quarantined, r.Unchanged,
 		(time.Duration(r.DurationMS) * time.Millisecond).String(), r.Generation)
