@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/noether-mirror/mirror/store"
 )
@@ -31,6 +34,7 @@ type Entry struct {
 	reasons []string
 	reused  bool // identical bytes are already staged
 	known   bool // identical bytes passed in the snapshot the writer began from
+	inBase  bool // see InBase
 	gated   bool // made by the gate
 }
 
@@ -79,6 +83,13 @@ func (e *Entry) Reused() bool { return e.reused }
 // checking the signature again (the trust policy was applied afresh).
 func (e *Entry) VerifiedBefore() bool { return e.known }
 
+// InBase reports that the snapshot the writer began from holds exactly
+// this verdict for these bytes (the same admitted stage, or the same
+// quarantine entry with the same reasons) and that the writer has staged
+// nothing else under its key. A sync that stages only what changed need
+// not store it: Writer.Fill copies it from the base if the sync publishes.
+func (e *Entry) InBase() bool { return e.inBase }
+
 // QuarantineKey returns the key a refused entry is stored under: its id
 // when that is a well-formed stage id, else "x" and the hex SHA-256 of
 // its bytes.
@@ -103,7 +114,9 @@ func (e *Entry) QuarantineKey() string {
 func (w *Writer) Admit(raw []byte) Entry {
 	s, err := store.DecodeStage(raw)
 	if err != nil {
-		return refused(nil, raw, store.Report{}, err, []string{err.Error()})
+		e := refused(nil, raw, store.Report{}, err, []string{err.Error()})
+		w.markRefusalInBase(&e)
+		return e
 	}
 	return w.AdmitStage(s)
 }
@@ -117,10 +130,13 @@ func (w *Writer) AdmitStage(s *store.Stage) Entry {
 	}
 	if !store.ValidID(string(s.ID)) {
 		reason := fmt.Sprintf("id %q is not 64 lowercase hex characters", s.ID)
-		return refused(s, s.Raw, store.Report{}, fmt.Errorf("%w: %s", store.ErrVerification, reason), []string{reason})
+		e := refused(s, s.Raw, store.Report{}, fmt.Errorf("%w: %s", store.ErrVerification, reason), []string{reason})
+		w.markRefusalInBase(&e)
+		return e
 	}
 	e := Entry{stage: s, raw: s.Raw, gated: true}
-	if rep, ok := w.stagedReport(s.ID, s.Raw); ok {
+	staged, isStaged, _ := w.stagedRecord(s.ID)
+	if rep, ok := passed(s.ID, s.Raw, func() (Record, bool, error) { return staged, isStaged, nil }); ok {
 		e.report, e.reused = rep, true
 	} else if rep, ok := w.verifiedBefore(s.ID, s.Raw); ok {
 		e.report, e.known = rep, true
@@ -129,8 +145,37 @@ func (w *Writer) AdmitStage(s *store.Stage) Entry {
 	}
 	if err := w.m.rule(s, e.report, w.m.opts.Trust); err != nil {
 		e.err, e.reasons = err, store.Reasons(e.report, err)
+		if !isStaged {
+			w.markRefusalInBase(&e)
+		}
+		return e
 	}
+	e.inBase = e.known && !isStaged && !w.stagedQuarantine([]byte(s.ID))
 	return e
+}
+
+// markRefusalInBase sets e.inBase when the base snapshot quarantines the
+// same bytes for the same reasons under e's key and the writer has staged
+// no quarantine entry under it.
+func (w *Writer) markRefusalInBase(e *Entry) {
+	if w.base == nil || w.base.meta.Quarantined == 0 {
+		return
+	}
+	key := []byte(e.QuarantineKey())
+	if w.stagedQuarantine(key) {
+		return
+	}
+	_ = w.base.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketQuarantine)
+		if b == nil {
+			return nil
+		}
+		if v := b.Get(key); v != nil {
+			q, err := decodeQuarantine(key, v)
+			e.inBase = err == nil && bytes.Equal(q.Raw, e.raw) && slices.Equal(q.Reasons, e.reasons)
+		}
+		return nil
+	})
 }
 
 // Admissible reports whether s would pass the admission gate of m's
@@ -148,12 +193,6 @@ func (m *Mirror) Admissible(s *store.Stage) error {
 // refused is a gate verdict against the bytes.
 func refused(s *store.Stage, raw []byte, rep store.Report, err error, reasons []string) Entry {
 	return Entry{stage: s, raw: raw, report: rep, err: err, reasons: reasons, gated: true}
-}
-
-// stagedReport returns the report of the stage staged under id when its
-// bytes are exactly raw: the gate verified them when they were staged.
-func (w *Writer) stagedReport(id store.StageID, raw []byte) (store.Report, bool) {
-	return passed(id, raw, func() (Record, bool, error) { return w.stagedRecord(id) })
 }
 
 // passed returns the report of the record get finds when its bytes are

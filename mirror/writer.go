@@ -694,15 +694,87 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		return PublishResult{}, err
 	}
 	m := w.m
-	if _, err := m.Reload(); err != nil {
-		return PublishResult{}, err
-	}
-	cur, err := m.acquire()
+	cur, prev, err := w.current()
 	if err != nil {
 		return PublishResult{}, err
 	}
 	defer cur.release()
-	prev := withSidecar(cur.meta, m.path)
+	meta := nextMeta(prev, info)
+	src, err := w.db.Begin(false)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("reading the staging file: %w", err)
+	}
+	tmp, res, err := compile(ctx, m.path, source{tx: src, log: w.log}, meta, m.opts, w.syncNeed())
+	_ = src.Rollback()
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("building the next snapshot of %s: %w", m.path, err)
+	}
+	out := PublishResult{Path: m.path, Total: res.meta.Total, Digest: res.meta.Digest}
+	sc := nextSidecar(prev, meta)
+	if res.meta.Digest == cur.meta.Digest {
+		os.Remove(tmp)
+		out.Generation, out.Unchanged = cur.meta.Generation, true
+	} else {
+		if err := os.Rename(tmp, m.path); err != nil {
+			os.Remove(tmp)
+			return PublishResult{}, fmt.Errorf("publishing %s: %w", m.path, err)
+		}
+		if err := syncDir(filepath.Dir(m.path)); err != nil {
+			return PublishResult{}, err
+		}
+		out.Generation = meta.Generation
+	}
+	sc.Generation = out.Generation
+	return out, w.finish(cur, sc)
+}
+
+// Refresh ends a sync that found the snapshot it began from current: it
+// compiles and renames nothing, and only PATH.state records the sync (its
+// time, upstream and totals), as Publish does when the content is
+// unchanged. It refuses when anything is staged (see Dirty) or when
+// another snapshot was published since the writer began; then the writer
+// stays open (call Fill and Publish, or Abort). On success the staging
+// file is removed and the lock released.
+func (w *Writer) Refresh(ctx context.Context, info PublishInfo) (PublishResult, error) {
+	if err := ctx.Err(); err != nil {
+		return PublishResult{}, err
+	}
+	if dirty, err := w.Dirty(); err != nil || dirty {
+		if err == nil {
+			err = errors.New("mirror: Refresh with stages staged: publish them instead")
+		}
+		return PublishResult{}, err
+	}
+	cur, prev, err := w.current()
+	if err != nil {
+		return PublishResult{}, err
+	}
+	defer cur.release()
+	if cur.meta.Digest != w.base.meta.Digest {
+		return PublishResult{}, fmt.Errorf("mirror: %s changed while the sync ran; run it again", w.m.path)
+	}
+	meta := nextMeta(prev, info)
+	sc := nextSidecar(prev, meta)
+	sc.Generation = cur.meta.Generation
+	out := PublishResult{Path: w.m.path, Total: cur.meta.Total, Digest: cur.meta.Digest, Generation: cur.meta.Generation, Unchanged: true}
+	return out, w.finish(cur, sc)
+}
+
+// current reloads the mirror and returns its current snapshot (released
+// by the caller) and that snapshot's meta refined by the sidecar.
+func (w *Writer) current() (*snap, Meta, error) {
+	if _, err := w.m.Reload(); err != nil {
+		return nil, Meta{}, err
+	}
+	cur, err := w.m.acquire()
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	return cur, withSidecar(cur.meta, w.m.path), nil
+}
+
+// nextMeta is the meta of the snapshot after prev, as info describes it.
+func nextMeta(prev Meta, info PublishInfo) Meta {
 	meta := Meta{
 		Generation: prev.Generation + 1, Upstream: prev.Upstream, LastSync: prev.LastSync,
 		UpstreamTotals: prev.UpstreamTotals, Published: time.Now().UTC(),
@@ -716,36 +788,25 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 	if info.UpstreamTotals != nil {
 		meta.UpstreamTotals = info.UpstreamTotals
 	}
-	src, err := w.db.Begin(false)
-	if err != nil {
-		return PublishResult{}, fmt.Errorf("reading the staging file: %w", err)
-	}
-	tmp, res, err := compile(ctx, m.path, source{tx: src, log: w.log}, meta, m.opts, w.syncNeed())
-	_ = src.Rollback()
-	if err != nil {
-		return PublishResult{}, fmt.Errorf("building the next snapshot of %s: %w", m.path, err)
-	}
-	out := PublishResult{Path: m.path, Total: res.meta.Total, Digest: res.meta.Digest}
+	return meta
+}
+
+// nextSidecar is the sidecar that records meta after prev (the caller
+// sets its generation). A change of upstream is recorded; a refused sync
+// is forgotten.
+func nextSidecar(prev, meta Meta) sidecar {
 	sc := sidecar{LastSync: meta.LastSync, Upstream: meta.Upstream, UpstreamTotals: meta.UpstreamTotals,
 		PreviousUpstream: prev.PreviousUpstream, UpstreamSince: prev.UpstreamSince}
 	if prev.Upstream != "" && meta.Upstream != prev.Upstream {
 		sc.PreviousUpstream, sc.UpstreamSince = prev.Upstream, meta.Published
 	}
-	if res.meta.Digest == cur.meta.Digest {
-		os.Remove(tmp)
-		out.Generation, out.Unchanged = cur.meta.Generation, true
-		sc.Generation = cur.meta.Generation
-	} else {
-		if err := os.Rename(tmp, m.path); err != nil {
-			os.Remove(tmp)
-			return PublishResult{}, fmt.Errorf("publishing %s: %w", m.path, err)
-		}
-		if err := syncDir(filepath.Dir(m.path)); err != nil {
-			return PublishResult{}, err
-		}
-		out.Generation = meta.Generation
-		sc.Generation = meta.Generation
-	}
+	return sc
+}
+
+// finish records sc (when it holds a sync), removes the staging file,
+// releases the lock and picks up the published snapshot.
+func (w *Writer) finish(cur *snap, sc sidecar) error {
+	m := w.m
 	if !sc.LastSync.IsZero() {
 		if err := writeSidecar(m.path, sc); err != nil {
 			m.log.Warn("mirror: could not record the sync time", "path", sidecarPath(m.path), "err", err)
@@ -758,8 +819,6 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		m.log.Warn("mirror: could not remove the staging file", "path", next, "err", err)
 	}
 	w.release()
-	if _, err := m.Reload(); err != nil {
-		return out, err
-	}
-	return out, nil
+	_, err := m.Reload()
+	return err
 }

@@ -189,6 +189,9 @@ type engine struct {
 	quarantined map[key]bool
 	// gone holds the keys a 404 proved deleted during drift repair.
 	gone map[key]bool
+	// knownRefusals holds the keys quarantined this sync exactly as the
+	// current snapshot quarantines them, and so not staged.
+	knownRefusals map[key]bool
 	// lostToQuarantine counts stages of the current snapshot whose
 	// latest bytes were quarantined: served now, not after publish.
 	lostToQuarantine int
@@ -224,7 +227,7 @@ func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}, gone: map[key]bool{}}
+	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}, gone: map[key]bool{}, knownRefusals: map[key]bool{}}
 }
 
 // scratchDir is where the sync's scratch files go: beside the mirror, on
@@ -313,7 +316,7 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	for _, lc := range final.totalsOrder {
 		totals[lc] = final.totals[lc]
 	}
-	res, err := w.Publish(ctx, mirror.PublishInfo{
+	res, err := e.publish(ctx, final, mirror.PublishInfo{
 		Upstream:       e.reg.BaseURL(),
 		SyncTime:       e.opts.Now(),
 		UpstreamTotals: totals,
@@ -339,6 +342,37 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 		"added", e.report.Added, "changed", e.report.Changed, "removed", e.report.Removed,
 		"quarantined", e.report.Quarantined, "generation", e.report.Generation)
 	return e.report, nil
+}
+
+// publish ends the sync. Stages the current snapshot holds exactly as
+// listed were not staged (mirror.Entry.InBase): when nothing else changed
+// either, only PATH.state records the sync (Writer.Refresh) and nothing
+// else is written; otherwise those stages are staged from the snapshot
+// (Writer.Fill) and the whole snapshot is compiled.
+func (e *engine) publish(ctx context.Context, fs *finalSet, info mirror.PublishInfo) (mirror.PublishResult, error) {
+	dirty, err := e.w.Dirty()
+	if err != nil {
+		return mirror.PublishResult{}, err
+	}
+	base := e.m.Meta()
+	same := !dirty && e.report.Removed == 0 && e.lostToQuarantine == 0 &&
+		len(e.knownRefusals) == base.Quarantined && fs.ids.len() == base.Total
+	if same {
+		return e.w.Refresh(ctx, info)
+	}
+	keep := func(id store.StageID) bool {
+		k, ok := idKey(id)
+		_, listed := fs.ids.get(k)
+		return ok && listed
+	}
+	keepQ := func(qk string) bool {
+		k, ok := keyOf(qk)
+		return ok && e.knownRefusals[k]
+	}
+	if _, err := e.w.Fill(ctx, keep, keepQ); err != nil {
+		return mirror.PublishResult{}, err
+	}
+	return e.w.Publish(ctx, info)
 }
 
 // clearStaging removes everything a foreign interrupted sync staged.
@@ -872,17 +906,14 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 		if r.entry.VerifiedBefore() {
 			e.report.VerifiedBefore++
 		}
-		if !r.entry.Admitted() {
-			e.markQuarantined(r.key)
-			entries = append(entries, r.entry)
-			continue
-		}
-		e.markGood(r.key)
-		if r.entry.Reused() {
+		if r.entry.Admitted() && r.entry.Reused() {
+			e.markGood(r.key)
 			e.report.Reused++
 			continue
 		}
-		entries = append(entries, r.entry)
+		if e.stageable(r) {
+			entries = append(entries, r.entry)
+		}
 	}
 	progress, _ := json.Marshal(progressState{
 		Upstream: e.reg.BaseURL(), Lifecycle: lc, Offset: offset + len(raws), Started: e.start,
@@ -890,10 +921,14 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := e.commitAsync(entries, progress, lc, offset); err != nil {
-		return err
+	// A page that changed nothing is not committed: an unchanged sync
+	// writes nothing but PATH.state.
+	if len(entries) > 0 {
+		if err := e.commitAsync(entries, progress, lc, offset); err != nil {
+			return err
+		}
+		e.report.Commits++
 	}
-	e.report.Commits++
 	e.report.Pages++
 	e.pages++
 	e.stages += len(raws)
@@ -902,6 +937,25 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 			Expected: e.expected, Elapsed: time.Since(e.clock)})
 	}
 	return nil
+}
+
+// stageable records the verdict on r and reports whether it must be
+// staged: not when the current snapshot holds exactly these bytes with
+// this verdict (mirror.Entry.InBase), which Fill copies only if the sync
+// publishes.
+func (e *engine) stageable(r prepared) bool {
+	if r.entry.Admitted() {
+		e.markGood(r.key)
+	} else {
+		e.markQuarantined(r.key)
+	}
+	if !r.entry.InBase() {
+		return true
+	}
+	if !r.entry.Admitted() {
+		e.knownRefusals[r.key] = true
+	}
+	return false
 }
 
 // commitAsync starts committing one page in its own transaction while the
@@ -1052,18 +1106,19 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 				fmt.Sprintf("the registry answered a request for stage %s with stage %s; %s is left out", asked[i], id, asked[i]))
 			continue
 		}
+		stage := e.stageable(p)
 		if !p.entry.Admitted() {
-			e.markQuarantined(p.key)
 			fs.ids.deleteID(asked[i])
-			entries = append(entries, p.entry)
+			if stage {
+				entries = append(entries, p.entry)
+			}
 			continue
 		}
-		e.markGood(p.key)
 		e.report.Drift.Moved++
 		if err := fs.ids.set(p.key, p.entry.Lifecycle()); err != nil {
 			return fmt.Errorf("recording refetched stages: %w", err)
 		}
-		if !p.entry.Reused() {
+		if stage && !p.entry.Reused() {
 			entries = append(entries, p.entry)
 		}
 	}
@@ -1126,10 +1181,8 @@ func (e *engine) countChanges(ctx context.Context, fs *finalSet) error {
 			return err
 		}
 		switch {
-		case !ok:
-			// Listed but not staged cannot happen; treat as removed.
-			e.report.Removed++
-		case bytes.Equal(raw, rec.Raw):
+		case !ok || bytes.Equal(raw, rec.Raw):
+			// Not staged: listed with exactly the snapshot's bytes.
 			e.report.Unchanged++
 		default:
 			s, err := store.DecodeStage(raw)

@@ -190,7 +190,7 @@ func (e *engine) keepUnproven(ctx context.Context, fs *finalSet) error {
 			continue // the policy no longer lets it in: counted as removed
 		}
 		keep = append(keep, keyKind{k, ent.Lifecycle()})
-		if !ent.Reused() {
+		if !ent.Reused() && !ent.InBase() { // else Fill stages it, if need be
 			batch = append(batch, ent)
 		}
 		if len(batch) == 200 {
