@@ -98,7 +98,7 @@ func finishSync(e *env, rep msync.Report, err error, asJSON bool, timeout time.D
 		}
 	} else if rep.PreviousUpstream != "" {
 		// A change of upstream is a security matter: cron (-q) sees it.
-		fmt.Fprintf(e.stderr, "warning: the mirror was synced from %s; this sync replaced its content with %s's\n", rep.PreviousUpstream, rep.Upstream)
+		e.securityWarn("the mirror was synced from %s; this sync replaced its content with %s's", rep.PreviousUpstream, rep.Upstream)
 	}
 	switch {
 	case refused:
