@@ -114,7 +114,7 @@ func (e *Entry) QuarantineKey() string {
 func (w *Writer) Admit(raw []byte) Entry {
 	s, err := store.DecodeStage(raw)
 	if err != nil {
-		e := refused(nil, raw, store.Report{}, err, []string{err.Error()})
+		e := w.redacted(refused(nil, raw, store.Report{}, err, []string{err.Error()}))
 		w.markRefusalInBase(&e)
 		return e
 	}
@@ -130,7 +130,7 @@ func (w *Writer) AdmitStage(s *store.Stage) Entry {
 	}
 	if !store.ValidID(string(s.ID)) {
 		reason := fmt.Sprintf("id %q is not 64 lowercase hex characters", s.ID)
-		e := refused(s, s.Raw, store.Report{}, fmt.Errorf("%w: %s", store.ErrVerification, reason), []string{reason})
+		e := w.redacted(refused(s, s.Raw, store.Report{}, fmt.Errorf("%w: %s", store.ErrVerification, reason), []string{reason}))
 		w.markRefusalInBase(&e)
 		return e
 	}
@@ -145,6 +145,7 @@ func (w *Writer) AdmitStage(s *store.Stage) Entry {
 	}
 	if err := w.m.rule(s, e.report, w.m.opts.Trust); err != nil {
 		e.err, e.reasons = err, store.Reasons(e.report, err)
+		e = w.redacted(e)
 		if !isStaged {
 			w.markRefusalInBase(&e)
 		}
@@ -190,9 +191,38 @@ func (m *Mirror) Admissible(s *store.Stage) error {
 	return m.rule(s, m.newVerifier().Verify(s), m.opts.Trust)
 }
 
+// RedactWith makes the gate pass the reasons it gives a refused stage,
+// and the id such a stage claims, through fn: a registry client's
+// redactor, so that text taken from a registry's answers never carries
+// its API key into quarantine or a report (the raw bytes are kept as
+// they are: evidence, never served). Call it before the first Admit.
+func (w *Writer) RedactWith(fn func(string) string) { w.redact = fn }
+
 // refused is a gate verdict against the bytes.
 func refused(s *store.Stage, raw []byte, rep store.Report, err error, reasons []string) Entry {
 	return Entry{stage: s, raw: raw, report: rep, err: err, reasons: reasons, gated: true}
+}
+
+// redacted is e with its reasons, and the id its stage claims, passed
+// through the writer's redactor (if any). The stage is copied, never
+// changed in place: the caller's stays as it was.
+func (w *Writer) redacted(e Entry) Entry {
+	if w.redact == nil || e.err == nil {
+		return e
+	}
+	rs := make([]string, len(e.reasons))
+	for i, r := range e.reasons {
+		rs[i] = w.redact(r)
+	}
+	e.reasons = rs
+	if e.stage != nil {
+		if id := store.StageID(w.redact(string(e.stage.ID))); id != e.stage.ID {
+			st := *e.stage
+			st.ID = id
+			e.stage = &st
+		}
+	}
+	return e
 }
 
 // passed returns the report of the record get finds when its bytes are

@@ -27,8 +27,10 @@ type Writer struct {
 	lock *os.File
 	db   *bolt.DB
 	base *snap // the published snapshot when the writer began
-	// verifier checks signatures for the admission gate.
+	// verifier checks signatures for the admission gate; redact, if set,
+	// cleans the text of its refusals (see RedactWith).
 	verifier *store.Verifier
+	redact   func(string) string
 	mode     string
 	// log is a sync's staging layout (see stageLog); nil for a local
 	// writer, whose staging file is a copy of the snapshot.

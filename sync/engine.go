@@ -22,11 +22,20 @@ import (
 )
 
 // Registry is what a sync needs from a noether registry. *registry.Client
-// implements it; tests may substitute their own.
+// implements it; tests may substitute their own. A Registry that also has
+// a Redact(string) string method, as *registry.Client does (it removes the
+// API key), gets every quarantine reason and warning the sync builds from
+// its answers passed through it.
 type Registry interface {
 	BaseURL() string
 	ListPage(ctx context.Context, lifecycle string, limit, offset int) (registry.Page, error)
 	GetStage(ctx context.Context, id store.StageID) (json.RawMessage, error)
+}
+
+// redactor is the optional method of a Registry that knows a secret its
+// answers may echo back.
+type redactor interface {
+	Redact(string) string
 }
 
 // Lifecycles lists every lifecycle a sync fetches, in fetch order.
@@ -182,6 +191,10 @@ type engine struct {
 	start time.Time // by opts.Now, for what is stored
 	clock time.Time // by the real clock, for durations
 
+	// redact removes the registry's secret from text taken from its
+	// answers (the identity when the Registry is no redactor).
+	redact func(string) string
+
 	w      *mirror.Writer
 	report Report
 
@@ -227,7 +240,12 @@ func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &engine{m: m, reg: reg, opts: opts, log: log, quarantined: map[key]bool{}, gone: map[key]bool{}, knownRefusals: map[key]bool{}}
+	redact := func(s string) string { return s }
+	if r, ok := reg.(redactor); ok {
+		redact = r.Redact
+	}
+	return &engine{m: m, reg: reg, redact: redact, opts: opts, log: log,
+		quarantined: map[key]bool{}, gone: map[key]bool{}, knownRefusals: map[key]bool{}}
 }
 
 // scratchDir is where the sync's scratch files go: beside the mirror, on
@@ -250,6 +268,10 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	if err != nil {
 		return e.report, err
 	}
+	// A refused stage's reasons quote its bytes, and quarantine lists it
+	// under the id it claims: the gate passes both through the registry's
+	// redactor before anything stores or reports them.
+	w.RedactWith(e.redact)
 	e.w = w
 	published := false
 	defer func() {
@@ -482,8 +504,8 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		if l.refused != nil {
 			l.ids.close()
 			refused = append(refused, l.refused)
-			e.report.Warnings = append(e.report.Warnings,
-				fmt.Sprintf("the registry refused to list %s stages, so they are not mirrored: %v", lc, l.refused))
+			e.report.Warnings = append(e.report.Warnings, e.redact(
+				fmt.Sprintf("the registry refused to list %s stages, so they are not mirrored: %v", lc, l.refused)))
 			e.log.Warn("lifecycle skipped", "lifecycle", lc, "err", l.refused)
 			continue
 		}
@@ -1102,8 +1124,8 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 			// the snapshot until a sync sees it listed.
 			fs.ids.deleteID(asked[i])
 			e.report.Drift.Unresolved = true
-			e.report.Warnings = append(e.report.Warnings,
-				fmt.Sprintf("the registry answered a request for stage %s with stage %s; %s is left out", asked[i], id, asked[i]))
+			e.report.Warnings = append(e.report.Warnings, e.redact(
+				fmt.Sprintf("the registry answered a request for stage %s with stage %s; %s is left out", asked[i], id, asked[i])))
 			continue
 		}
 		stage := e.stageable(p)

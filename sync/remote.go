@@ -204,7 +204,8 @@ func (r *RemoteStageStore) Close() error { return r.m.Close() }
 // of RemoteOptions.Mirror.Trust) and is stored before it is returned. A
 // stage the registry does not have gives (nil, nil); one the gate refuses
 // gives an error wrapping store.ErrVerification or store.ErrUntrusted and
-// is not stored.
+// is not stored. Errors quoting the registry's answer have the API key
+// redacted (see redactErr).
 func (r *RemoteStageStore) GetLive(ctx context.Context, id store.StageID) (*store.Stage, error) {
 	raw, err := r.client.GetStage(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -215,16 +216,54 @@ func (r *RemoteStageStore) GetLive(ctx context.Context, id store.StageID) (*stor
 	}
 	s, err := store.DecodeStage(raw)
 	if err != nil {
-		return nil, fmt.Errorf("stage %s from %s: %w", id, r.BaseURL(), err)
+		return nil, r.redactErr(fmt.Errorf("stage %s from %s: %w", id, r.BaseURL(), err))
 	}
 	if s.ID != id {
-		return nil, fmt.Errorf("registry %s answered a request for %s with stage %s", r.BaseURL(), id, s.ID)
+		return nil, r.redactErr(fmt.Errorf("registry %s answered a request for %s with stage %s", r.BaseURL(), id, s.ID))
 	}
 	if _, err := r.m.Upsert(ctx, s); err != nil {
-		return nil, fmt.Errorf("stage %s from %s: %w", id, r.BaseURL(), err)
+		return nil, r.redactErr(fmt.Errorf("stage %s from %s: %w", id, r.BaseURL(), err))
 	}
 	return s, nil
 }
+
+// redactErr returns err unchanged when its text holds nothing the client
+// redacts (its API key, in any spelling), and otherwise an error with the
+// redacted text that matches, with errors.Is, the sentinels of keptErrors
+// that err matched, but does not unwrap to err, whose text and causes
+// quote the registry's answer, key included. A decode or verification
+// error quotes the stage's bytes, which a registry echoing the key may
+// have put it in.
+func (r *RemoteStageStore) redactErr(err error) error {
+	msg := err.Error()
+	red := r.client.Redact(msg)
+	if red == msg {
+		return err
+	}
+	re := &redactedError{msg: red}
+	for _, s := range keptErrors {
+		if errors.Is(err, s) {
+			re.is = append(re.is, s)
+		}
+	}
+	return re
+}
+
+// keptErrors are the causes an error of redactErr still matches.
+var keptErrors = []error{
+	store.ErrMalformed, store.ErrVerification, store.ErrUntrusted,
+	mirror.ErrNoSpace, mirror.ErrCorrupt, mirror.ErrBusy, mirror.ErrClosed,
+	context.Canceled, context.DeadlineExceeded,
+}
+
+// redactedError is an error whose original text held the API key.
+type redactedError struct {
+	msg string
+	is  []error
+}
+
+func (e *redactedError) Error() string   { return e.msg }
+func (e *redactedError) Unwrap() []error { return e.is }
 
 // offline wraps a registry error for a write that changed nothing.
 func offline(op string, err error) error {

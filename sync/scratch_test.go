@@ -2,6 +2,7 @@ package sync_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -39,13 +40,31 @@ func TestSyncReleasesScratch(t *testing.T) {
 	if n := scratchMaps(t); n != before {
 		t.Fatalf("after a sync: %d scratch mappings, %d before", n, before)
 	}
-	var churn atomic.Int64
+	// The stages the hook adds, one an active page, built here: building
+	// can fail the test, which the hook, on a registry goroutine, must not.
+	churn := make([]*store.Stage, 64)
+	for i := range churn {
+		churn[i] = build(t, "scratch_"+itoa(i+1), "churn", store.Active)
+	}
+	var pages atomic.Int64
+	var errs hookErrors
 	srv.OnPage(func(lc string, _ int) {
-		if lc == "active" {
-			srv.AddRaw(build(t, "scratch_"+itoa(int(churn.Add(1))), "churn", store.Active).Raw)
+		if lc != "active" {
+			return
 		}
+		i := int(pages.Add(1))
+		if i > len(churn) {
+			errs.add(fmt.Errorf("more than %d active pages: the relists are not bounded", len(churn)))
+			return
+		}
+		srv.AddRaw(churn[i-1].Raw)
 	})
-	if rep := mustSync(t, m, c, msync.Options{PageSize: 7, MaxRelists: 2}); rep.Drift.Relists == 0 {
+	rep, err := msync.Sync(context.Background(), m, c, msync.Options{PageSize: 7, MaxRelists: 2})
+	errs.check(t)
+	if err != nil {
+		t.Fatalf("drifting sync: %v (report %+v)", err, rep)
+	}
+	if rep.Drift.Relists == 0 {
 		t.Fatalf("no relist: %+v", rep.Drift)
 	}
 	if n := scratchMaps(t); n != before {
