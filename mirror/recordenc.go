@@ -6,21 +6,28 @@ import (
 	"github.com/noether-mirror/mirror/mirror/internal/mpack"
 )
 
-// This file writes record values by hand, with mpack's Append functions.
-// Records used to be encoded with msgpack.Marshal on a struct
-// (recordPayload in record_test.go), whose reflection cost ~18 µs of a
-// sync's ~250 µs per stage; the bytes written here are exactly msgpack's
-// (TestAppendRecordMatchesMsgpack, FuzzDecodeRecord), so the format does
-// not change.
+// This file writes record values by hand, with mpack's Append functions:
+// stage records and quarantine entries. Both used to be encoded with
+// msgpack.Marshal on a struct (recordPayload and quarantinePayload in
+// record_test.go), whose reflection cost ~18 µs of a sync's ~250 µs per
+// stage; the bytes written here are exactly msgpack's
+// (TestAppendRecordMatchesMsgpack, TestEncodeQuarantineMatchesMsgpack,
+// FuzzDecodeRecord), so the format, every record's checksum and the
+// snapshot digest do not change.
 
 // appendRecord appends the stored value of r (keyed by r.ID): the version
 // byte, the CRC-32C of key and payload, then the payload.
 func appendRecord(b []byte, r *Record) []byte {
 	start := len(b)
-	b = append(b, recordVersion, 0, 0, 0, 0)
-	b = appendRecordPayload(b, r)
-	binary.BigEndian.PutUint32(b[start+1:], recordCRC([]byte(r.ID), b[start+recordHeader:]))
+	b = appendRecordPayload(append(b, recordVersion, 0, 0, 0, 0), r)
+	putCRC(b[start:], []byte(r.ID))
 	return b
+}
+
+// putCRC fills in the CRC-32C of a record value whose version byte and
+// payload are written: val is the whole value, header included.
+func putCRC(val, key []byte) {
+	binary.BigEndian.PutUint32(val[1:recordHeader], recordCRC(key, val[recordHeader:]))
 }
 
 // recordSize is an upper bound on len(appendRecord(nil, r)), to size a
@@ -97,6 +104,53 @@ func appendRecordPayload(b []byte, r *Record) []byte {
 	}
 	if r.Report.Legacy != "" {
 		b = mpack.AppendString(mpack.AppendString(b, "g"), r.Report.Legacy)
+	}
+	return b
+}
+
+// appendQuarantine appends the stored value of q under key: the version
+// byte, the CRC-32C of key and payload, then the payload.
+func appendQuarantine(b, key []byte, q *QuarantineEntry) []byte {
+	start := len(b)
+	b = appendQuarantinePayload(append(b, recordVersion, 0, 0, 0, 0), q)
+	putCRC(b[start:], key)
+	return b
+}
+
+// quarantineSize is an upper bound on len(appendQuarantine(nil, key, q)).
+func quarantineSize(q *QuarantineEntry) int {
+	n := recordHeader + 32 + len(q.Raw) + len(q.ID)
+	for _, s := range q.Reasons {
+		n += 5 + len(s)
+	}
+	return n
+}
+
+// appendQuarantinePayload appends q as the msgpack map that
+// quarantinePayload's tags describe: "r" (always, nil when Raw is), then
+// "i", "q" and "t" when not empty, "t" as an int64 (nine bytes, the
+// library's encoding of that Go type).
+func appendQuarantinePayload(b []byte, q *QuarantineEntry) []byte {
+	var t int64
+	if !q.FirstSeen.IsZero() {
+		t = q.FirstSeen.UnixNano()
+	}
+	n := 1
+	for _, present := range [...]bool{q.ID != "", len(q.Reasons) > 0, t != 0} {
+		if present {
+			n++
+		}
+	}
+	b = mpack.AppendMapLen(b, n)
+	b = mpack.AppendBytes(mpack.AppendString(b, "r"), q.Raw)
+	if q.ID != "" {
+		b = mpack.AppendString(mpack.AppendString(b, "i"), q.ID)
+	}
+	if len(q.Reasons) > 0 {
+		b = mpack.AppendStrings(mpack.AppendString(b, "q"), q.Reasons)
+	}
+	if t != 0 {
+		b = mpack.AppendInt64(mpack.AppendString(b, "t"), t)
 	}
 	return b
 }
