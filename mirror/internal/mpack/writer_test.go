@@ -2,7 +2,12 @@ package mpack
 
 import (
 	"bytes"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"math"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -204,4 +209,46 @@ func FuzzAppend(f *testing.F) {
 			}
 		}
 	})
+}
+
+// library is the import path of the MessagePack library kept as the oracle.
+const library = "github.com/vmihailenco/msgpack/v5"
+
+// TestLibraryOnlyInTests: no non-test file of the module imports the
+// library, so the module's binaries and packages never decode with it,
+// whatever its version.
+func TestLibraryOnlyInTests(t *testing.T) {
+	root, err := filepath.Abs("../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("module root not found: %v", err)
+	}
+	files := 0
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, imp := range f.Imports {
+			if p, _ := strconv.Unquote(imp.Path.Value); p == library {
+				t.Errorf("%s imports %s; only tests may", path, library)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 20 {
+		t.Fatalf("found only %d Go files under %s", files, root)
+	}
 }
