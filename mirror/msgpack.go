@@ -8,8 +8,8 @@ import (
 	"github.com/noether-mirror/mirror/store"
 )
 
-// mpReader reads the record payloads this package writes (with
-// github.com/vmihailenco/msgpack/v5) with the bounded, allocation-free
+// mpReader reads the record payloads this package writes (with mpack's
+// Append functions, recordenc.go) with the bounded, allocation-free
 // mpack.Reader: the read path must be fast (a full reflective decode costs
 // more than the whole GetRaw budget), and every length read from a hostile
 // file is checked before anything is allocated. It adds string handling

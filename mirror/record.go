@@ -8,8 +8,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/noether-mirror/mirror/mirror/internal/mpack"
 	"github.com/noether-mirror/mirror/store"
 )
@@ -56,24 +54,6 @@ func (r Record) Decode() (*store.Stage, error) {
 		return nil, fmt.Errorf("stage %s: %w", r.ID, err)
 	}
 	return s, nil
-}
-
-// quarantinePayload is the msgpack form of a QuarantineEntry.
-type quarantinePayload struct {
-	Raw       []byte   `msgpack:"r"`
-	ID        string   `msgpack:"i,omitempty"`
-	Reasons   []string `msgpack:"q,omitempty"`
-	FirstSeen int64    `msgpack:"t,omitempty"`
-}
-
-// seal wraps a msgpack payload into a record value: version byte, then the
-// CRC-32C of key and payload, then the payload.
-func seal(key, payload []byte) []byte {
-	out := make([]byte, recordHeader+len(payload))
-	out[0] = recordVersion
-	copy(out[recordHeader:], payload)
-	binary.BigEndian.PutUint32(out[1:5], recordCRC(key, payload))
-	return out
 }
 
 func recordCRC(key, payload []byte) uint32 {
@@ -355,16 +335,9 @@ type QuarantineEntry struct {
 	FirstSeen time.Time
 }
 
-func encodeQuarantine(key []byte, q *QuarantineEntry) ([]byte, error) {
-	p := quarantinePayload{Raw: q.Raw, ID: q.ID, Reasons: q.Reasons}
-	if !q.FirstSeen.IsZero() {
-		p.FirstSeen = q.FirstSeen.UnixNano()
-	}
-	b, err := msgpack.Marshal(&p)
-	if err != nil {
-		return nil, fmt.Errorf("encoding quarantine entry %s: %w", q.ID, err)
-	}
-	return seal(key, b), nil
+// encodeQuarantine builds the stored value of q under key.
+func encodeQuarantine(key []byte, q *QuarantineEntry) []byte {
+	return appendQuarantine(make([]byte, 0, quarantineSize(q)), key, q)
 }
 
 func decodeQuarantine(key, val []byte) (QuarantineEntry, error) {

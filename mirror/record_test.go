@@ -3,6 +3,7 @@ package mirror
 import (
 	"bytes"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,40 @@ type checkPayload struct {
 	Name   string `msgpack:"k"`
 	Status uint8  `msgpack:"s"`
 	Detail string `msgpack:"d,omitempty"`
+}
+
+// quarantinePayload declares the quarantine entry format (FORMAT.md) the
+// way msgpack sees it: appendQuarantinePayload must write exactly what
+// msgpack.Marshal writes for it (FirstSeen is an int64: always nine bytes).
+type quarantinePayload struct {
+	Raw       []byte   `msgpack:"r"`
+	ID        string   `msgpack:"i,omitempty"`
+	Reasons   []string `msgpack:"q,omitempty"`
+	FirstSeen int64    `msgpack:"t,omitempty"`
+}
+
+// seal wraps a payload into a record value: version byte, then the
+// CRC-32C of key and payload, then the payload.
+func seal(key, payload []byte) []byte {
+	out := append([]byte{recordVersion, 0, 0, 0, 0}, payload...)
+	putCRC(out, key)
+	return out
+}
+
+// msgpackQuarantine is the reference encoding of q under key:
+// msgpack.Marshal of its quarantinePayload, sealed (what encodeQuarantine
+// did before it wrote the bytes by hand).
+func msgpackQuarantine(t testing.TB, key []byte, q *QuarantineEntry) []byte {
+	t.Helper()
+	p := quarantinePayload{Raw: q.Raw, ID: q.ID, Reasons: q.Reasons}
+	if !q.FirstSeen.IsZero() {
+		p.FirstSeen = q.FirstSeen.UnixNano()
+	}
+	b, err := msgpack.Marshal(&p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seal(key, b)
 }
 
 // msgpackRecord is the reference encoding of r: msgpack.Marshal of its
@@ -185,10 +220,7 @@ func TestRecordSkipsUnknownFields(t *testing.T) {
 
 func TestQuarantineRoundTrip(t *testing.T) {
 	q := QuarantineEntry{ID: "abc", Raw: []byte(`{"x":1}`), Reasons: []string{"a", "b"}, FirstSeen: time.Unix(100, 5).UTC()}
-	val, err := encodeQuarantine([]byte("k"), &q)
-	if err != nil {
-		t.Fatal(err)
-	}
+	val := encodeQuarantine([]byte("k"), &q)
 	got, err := decodeQuarantine([]byte("k"), val)
 	if err != nil || !reflect.DeepEqual(got, q) {
 		t.Fatalf("%+v %v", got, err)
@@ -198,15 +230,57 @@ func TestQuarantineRoundTrip(t *testing.T) {
 	}
 }
 
+// TestEncodeQuarantineMatchesMsgpack compares the hand encoder with
+// msgpack on entries that take or leave out every optional field and
+// every length prefix: nil, empty and long raw bytes, ids and reasons of
+// 31, 32, 255 and 256 bytes, 15 and 16 reasons, and first-seen times that
+// are zero, the Unix epoch (UnixNano 0: left out, as msgpack's omitempty
+// left it), negative and far off.
+func TestEncodeQuarantineMatchesMsgpack(t *testing.T) {
+	raw := sampleRecord(t).Raw
+	seen := time.Unix(1700000000, 123).UTC()
+	qs := []QuarantineEntry{
+		{ID: "abc", Raw: raw, Reasons: []string{"signature does not verify"}, FirstSeen: seen},
+		{Raw: raw},
+		{},
+		{Raw: []byte{}, Reasons: []string{}},
+		{ID: "x", FirstSeen: time.Unix(0, 0)},
+		{ID: "x", FirstSeen: time.Unix(0, 1)},
+		{ID: "x", FirstSeen: time.Unix(-1, 0)},
+		{ID: "x", FirstSeen: time.Unix(1<<33, 0)},
+		{ID: "x", FirstSeen: time.Unix(0, -1<<62)},
+	}
+	for _, n := range []int{1, 31, 32, 255, 256, 65535, 65536} {
+		reasons := make([]string, n%17)
+		for i := range reasons {
+			reasons[i] = strings.Repeat("q", n)
+		}
+		qs = append(qs, QuarantineEntry{ID: strings.Repeat("i", n), Raw: bytes.Repeat([]byte("r"), n), Reasons: reasons, FirstSeen: seen})
+	}
+	for i := range qs {
+		key := []byte("k" + strconv.Itoa(i))
+		got, want := encodeQuarantine(key, &qs[i]), msgpackQuarantine(t, key, &qs[i])
+		if !bytes.Equal(got, want) {
+			t.Fatalf("entry %d: hand encoding differs from msgpack's:\n got % x\nwant % x", i, head(got), head(want))
+		}
+		if len(got) > quarantineSize(&qs[i]) {
+			t.Fatalf("entry %d: %d bytes, quarantineSize said at most %d", i, len(got), quarantineSize(&qs[i]))
+		}
+	}
+}
+
+// head is the start of b, for messages.
+func head(b []byte) []byte { return b[:min(len(b), 64)] }
+
 // FuzzDecodeRecord: the record decoders never panic on any bytes, and a
-// record that decodes re-encodes to one that decodes to the same value.
+// record or quarantine entry that decodes re-encodes to msgpack's bytes
+// for it, which decode to the same value.
 func FuzzDecodeRecord(f *testing.F) {
 	r := sampleRecord(f)
 	val := encodeRecord(r)
 	key := []byte(r.ID)
 	f.Add(key, val)
-	q, _ := encodeQuarantine([]byte("q"), &QuarantineEntry{ID: "q", Raw: []byte("{}"), Reasons: []string{"r"}, FirstSeen: time.Unix(1, 0)})
-	f.Add([]byte("q"), q)
+	f.Add([]byte("q"), encodeQuarantine([]byte("q"), &QuarantineEntry{ID: "q", Raw: []byte("{}"), Reasons: []string{"r"}, FirstSeen: time.Unix(1, 0)}))
 	f.Add(key, seal(key, []byte{0xdd, 0xff, 0xff, 0xff, 0xff}))
 	f.Add(key, seal(key, []byte{0xdf, 0xff, 0xff, 0xff, 0xff}))
 	f.Add(key, seal(key, []byte{0x81, 0xa1, 'r', 0xc6, 0xff, 0xff, 0xff, 0xff}))
@@ -218,7 +292,15 @@ func FuzzDecodeRecord(f *testing.F) {
 			if raw, err := recordRaw(key, v); err == nil && len(raw) > len(v) {
 				t.Fatal("raw longer than the record")
 			}
-			_, _ = decodeQuarantine(key, v)
+			if q, err := decodeQuarantine(key, v); err == nil {
+				again := encodeQuarantine(key, &q)
+				if want := msgpackQuarantine(t, key, &q); !bytes.Equal(again, want) {
+					t.Fatalf("quarantine hand encoding differs from msgpack's:\n got % x\nwant % x", again, want)
+				}
+				if q2, err := decodeQuarantine(key, again); err != nil || !reflect.DeepEqual(q, q2) {
+					t.Fatalf("quarantine round trip: %v\n%+v\n%+v", err, q, q2)
+				}
+			}
 			rec, err := decodeRecord(key, v)
 			if err != nil {
 				continue
@@ -266,6 +348,26 @@ func BenchmarkEncodeRecord(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			encodeRecord(r)
+		}
+	})
+}
+
+// BenchmarkEncodeQuarantine compares the hand encoder with msgpack.Marshal
+// (the reference it replaced) on an entry of a stdlib stage's size.
+func BenchmarkEncodeQuarantine(b *testing.B) {
+	r := sampleRecord(b)
+	q := QuarantineEntry{ID: string(r.ID), Raw: r.Raw, Reasons: []string{"signature does not verify", "code hash mismatch"}, FirstSeen: time.Unix(1700000000, 5)}
+	key := []byte(q.ID)
+	b.Run("msgpack", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			msgpackQuarantine(b, key, &q)
+		}
+	})
+	b.Run("hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			encodeQuarantine(key, &q)
 		}
 	})
 }

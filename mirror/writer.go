@@ -390,11 +390,7 @@ func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 			if e.stage != nil {
 				q.ID = string(e.stage.ID)
 			}
-			val, err := encodeQuarantine([]byte(key), &q)
-			if err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketQuarantine).Put([]byte(key), val); err != nil {
+			if err := tx.Bucket(bucketQuarantine).Put([]byte(key), encodeQuarantine([]byte(key), &q)); err != nil {
 				return err
 			}
 			if err := st.delete(key); err != nil {

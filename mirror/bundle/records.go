@@ -5,12 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
-
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/noether-mirror/mirror/mirror/internal/mpack"
 	"github.com/noether-mirror/mirror/store"
@@ -41,22 +38,25 @@ func appendTrailer(dst, manifest []byte) []byte {
 	return append(dst, sum[:]...)
 }
 
-// appendFrame appends r's frame to dst.
+// appendFrame appends r's frame to dst: the payload's length and CRC-32C,
+// then the payload, the msgpack array [id, lifecycle name, raw JSON]
+// (bytes identical to what github.com/vmihailenco/msgpack/v5 wrote for it
+// before mpack had a writer: TestAppendFrameMatchesMsgpack). On error dst
+// is returned unchanged.
 func appendFrame(dst []byte, r *Record) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	err := errors.Join(enc.EncodeArrayLen(3), enc.EncodeString(string(r.ID)),
-		enc.EncodeString(r.Lifecycle.Name()), enc.EncodeBytes(r.Raw))
-	if err != nil {
-		return nil, fmt.Errorf("encoding stage %s: %w", r.ID, err)
-	}
-	p := buf.Bytes()
+	start := len(dst)
+	b := append(dst, 0, 0, 0, 0, 0, 0, 0, 0) // frameHeader: length, CRC
+	b = mpack.AppendArrayLen(b, 3)
+	b = mpack.AppendString(b, string(r.ID))
+	b = mpack.AppendString(b, r.Lifecycle.Name())
+	b = mpack.AppendBytes(b, r.Raw)
+	p := b[start+frameHeader:]
 	if len(p) > MaxFramePayload {
-		return nil, fmt.Errorf("stage %s is %d bytes, over the bundle's %d-byte limit", r.ID, len(r.Raw), MaxFramePayload)
+		return dst, fmt.Errorf("stage %s is %d bytes, over the bundle's %d-byte limit", r.ID, len(r.Raw), MaxFramePayload)
 	}
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(p)))
-	dst = binary.BigEndian.AppendUint32(dst, crc32.Checksum(p, castagnoli))
-	return append(dst, p...), nil
+	binary.BigEndian.PutUint32(b[start:], uint32(len(p)))
+	binary.BigEndian.PutUint32(b[start+4:], crc32.Checksum(p, castagnoli))
+	return b, nil
 }
 
 // decodePayload decodes a frame payload whose CRC already matched. It

@@ -1,9 +1,18 @@
-// Package mpack is the bounded MessagePack reader behind the mirror's
-// record and bundle decoders. Files and bundles can be hostile, so every
-// length read from the input is checked against the bytes actually left
-// before it is used or allocated, nesting is bounded, and nothing panics.
-// A Reader returns sub-slices of its input: callers copy what they keep.
-// A Reader is not safe for concurrent use.
+// Package mpack is the mirror's MessagePack codec: the bounded Reader
+// behind its record and bundle decoders, and the Append functions
+// (writer.go) behind their encoders.
+//
+// Files and bundles can be hostile, so every length a Reader reads from
+// the input is checked against the bytes actually left before it is used
+// or allocated, nesting is bounded, and nothing panics. A Reader returns
+// sub-slices of its input: callers copy what they keep. A Reader is not
+// safe for concurrent use.
+//
+// The writer produces the bytes github.com/vmihailenco/msgpack/v5 did
+// when it encoded the mirror's formats, so files and bundles written
+// before this package had a writer keep their checksums and digests.
+// That library is now only a test oracle: differential tests and fuzz
+// targets require identical bytes from both.
 package mpack
 
 import (
