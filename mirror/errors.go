@@ -15,6 +15,11 @@ var (
 	ErrFormatVersion = errors.New("mirror format too new")
 	// ErrBusy: another writer holds the mirror's lock.
 	ErrBusy = errors.New("mirror busy")
+	// ErrWriteUnsupported: Go has no flock on this platform (Windows, AIX,
+	// Solaris), so the writer lock cannot be taken: every write (BeginSync,
+	// BeginLocal, and so a sync, an import or a local edit; Create of a new
+	// mirror) fails with it at once, touching no file. Reads work.
+	ErrWriteUnsupported = errors.New("writing a mirror needs flock")
 	// ErrClosed: the Mirror, Snapshot or Writer was already closed.
 	ErrClosed = errors.New("mirror closed")
 )

@@ -243,7 +243,8 @@ func Open(path string, opts Options) (*Mirror, error) {
 // Create is Open, except that when path does not exist it first creates
 // an empty mirror there (generation 0), atomically, making parent
 // directories (0o755) as needed. An existing file is opened, never
-// replaced.
+// replaced. Creating is a write: where writes are unsupported (Windows)
+// it fails with ErrWriteUnsupported, and only an existing mirror opens.
 func Create(path string, opts Options) (*Mirror, error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		if err := createEmpty(path, opts.normalized()); err != nil {
@@ -254,6 +255,9 @@ func Create(path string, opts Options) (*Mirror, error) {
 }
 
 func createEmpty(path string, opts Options) error {
+	if err := checkWritable(path + ".lock"); err != nil {
+		return err
+	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating the mirror directory %s: %w", dir, err)

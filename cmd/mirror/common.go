@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -100,7 +101,8 @@ const maxKeyFileBytes = 4 << 10
 
 // readSecretFile reads an API key file: one line (a single trailing
 // newline is fine) of at most 4 KiB. It warns, even with -q, when other
-// users can read the file. The key is never printed or logged, and no
+// users can read the file (not on Windows, where a file's mode says
+// nothing of who can read it: access is in its ACL). The key is never printed or logged, and no
 // message quotes the file's contents.
 func readSecretFile(e *env, path string) (string, error) {
 	f, err := os.Open(path)
@@ -112,7 +114,7 @@ func readSecretFile(e *env, path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read API key file: %w", err)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
 		e.securityWarn("API key file %s is readable by other users (mode %04o); run chmod 600 %s", path, perm, path)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 )
 
 // ParseSigningKey decodes an Ed25519 private key written as hex: either
@@ -35,7 +36,8 @@ func ParseSigningKey(b []byte) (ed25519.PrivateKey, error) {
 
 // LoadSigningKey reads a signing key file (see ParseSigningKey). It
 // returns a non-empty warning when the file is readable by group or
-// others; the key itself is never included in an error or warning.
+// others (never on Windows, where the mode does not show that: access is
+// in the file's ACL); the key itself is never included in an error or warning.
 func LoadSigningKey(path string) (key ed25519.PrivateKey, warning string, err error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -49,7 +51,7 @@ func LoadSigningKey(path string) (key ed25519.PrivateKey, warning string, err er
 	if !fi.Mode().IsRegular() {
 		return nil, "", fmt.Errorf("signing key %s is not a regular file", path)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
+	if fi.Mode().Perm()&0o077 != 0 && runtime.GOOS != "windows" {
 		warning = fmt.Sprintf("signing key file %s is readable by other users (mode %04o): run chmod 600 on it", path, fi.Mode().Perm())
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 1024))
