@@ -25,10 +25,9 @@ import (
 const lockGrace = 50 * time.Millisecond
 
 // flockBriefly takes an exclusive, non-blocking flock on f, retrying for
-// at most lockGrace while another description holds it (then
-// EWOULDBLOCK).
-func flockBriefly(f *os.File) error {
-	deadline := time.Now().Add(lockGrace)
+// at most grace while another description holds it (then EWOULDBLOCK).
+func flockBriefly(f *os.File, grace time.Duration) error {
+	deadline := time.Now().Add(grace)
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
@@ -41,7 +40,10 @@ func flockBriefly(f *os.File) error {
 // lockFile takes PATH.lock exclusively, waiting at most lockGrace, and
 // writes this process's pid into it. A lock held by another writer gives
 // ErrBusy, naming its pid. Closing the returned file releases the lock.
-func lockFile(name string) (*os.File, error) {
+func lockFile(name string) (*os.File, error) { return lockWithin(name, lockGrace) }
+
+// lockWithin is lockFile with a grace period of its own.
+func lockWithin(name string, grace time.Duration) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 		return nil, err
 	}
@@ -49,7 +51,7 @@ func lockFile(name string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the writer lock %s: %w", name, err)
 	}
-	if err := flockBriefly(f); err != nil {
+	if err := flockBriefly(f, grace); err != nil {
 		holder := ""
 		if b, rerr := os.ReadFile(name); rerr == nil && len(bytes.TrimSpace(b)) > 0 {
 			holder = " (pid " + strings.TrimSpace(string(b)) + ")"
