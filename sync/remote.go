@@ -137,7 +137,7 @@ func Connect(ctx context.Context, baseURL, apiKey string, opts RemoteOptions) (*
 			}
 			return nil, fmt.Errorf("connect to %s: %w", client.BaseURL(), err)
 		}
-		log.Warn("registry unreachable; serving the last snapshot", "registry", client.BaseURL(),
+		log.Warn("the sync failed; serving the last snapshot", "registry", client.BaseURL(),
 			"err", err, "last_sync", meta.LastSync, "age", r.Status().Age.Round(time.Second))
 	}
 	return r, nil
