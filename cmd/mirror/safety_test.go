@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -23,7 +26,8 @@ import (
 
 // Subprocess tests of what a sync does when the upstream or the machine
 // misbehaves: the loss guard, a proxy that drops the offset, drift that
-// never settles, a change of upstream, an older bundle of another
+// never settles, pages that repeat a stage, a trust policy that takes
+// served stages away, a change of upstream, an older bundle of another
 // upstream, and a full disk. Each runs the built binary.
 
 // spoilingProxy serves h on 127.0.0.1. Requests pass through unchanged
@@ -278,6 +282,132 @@ func TestSafetyUnresolvedDrift(t *testing.T) {
 	}
 	if st := statusOf(t, env, db); st.Total != 85 {
 		t.Errorf("the mirror holds %d stages, want 85", st.Total)
+	}
+}
+
+// repeatLastPage makes h's answer to a listing page of active stages at
+// offset 200 repeat that page's first stage at its end, while *left > 0;
+// it counts the pages it spoilt in *done.
+func repeatLastPage(h http.Handler, left, done *atomic.Int64) func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if r.URL.Path != "/stages" || q.Get("lifecycle") != "active" || q.Get("offset") != "200" || left.Add(-1) < 0 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		body := rec.Body.Bytes()
+		var page struct {
+			Result struct {
+				Stages []json.RawMessage `json:"stages"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal(body, &page); err == nil && len(page.Result.Stages) > 0 {
+			end := bytes.LastIndexByte(body, ']') // of the stages array: {"ok":…,"result":{"stages":[…],"total":N}}
+			body = slices.Concat(body[:end], []byte(","), page.Result.Stages[0], body[end:])
+			done.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(rec.Code)
+		w.Write(body)
+	}
+}
+
+// TestSafetyRepeatedStages: a listing page that repeats a stage is drift,
+// not a new stage: once, it is repaired by relisting (exit 0, nothing
+// changed); for ever, the sync ends partial (exit 3) and removes nothing.
+func TestSafetyRepeatedStages(t *testing.T) {
+	t.Parallel()
+	h := newHandler(t, registrytest.Options{Stages: stdlibRaw(t), Generate: 300, StageSize: 100})
+	var left, done atomic.Int64
+	p := newSpoilingProxy(t, h, repeatLastPage(h, &left, &done))
+	env := baseEnv(t)
+	db := filepath.Join(t.TempDir(), "m.db")
+	mustSyncBin(t, env, db, p.url)
+	before := statusOf(t, env, db)
+	p.spoil.Store(true)
+
+	left.Store(1)
+	r := runMirror(t, env, "sync", "--json", "--db", db, "--registry", p.url)
+	var rep struct {
+		Outcome string `json:"outcome"`
+		Total   int    `json:"total"`
+		Added   int    `json:"added"`
+		Removed int    `json:"removed"`
+		Drift   struct {
+			Detected   bool     `json:"detected"`
+			Reasons    []string `json:"reasons"`
+			Relists    int      `json:"relists"`
+			Unresolved bool     `json:"unresolved"`
+		} `json:"drift"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != exitOK || rep.Outcome != "unchanged" ||
+		rep.Total != before.Total || rep.Added+rep.Removed != 0 || !rep.Drift.Detected || rep.Drift.Unresolved || rep.Drift.Relists != 1 ||
+		!strings.Contains(strings.Join(rep.Drift.Reasons, "\n"), "active listing repeated 1 stages") {
+		t.Errorf("a page repeating a stage once (%v): %+v\n%s", err, rep, r)
+	}
+	if done.Load() != 1 {
+		t.Fatalf("the proxy repeated a stage in %d pages, want 1", done.Load())
+	}
+
+	left.Store(1 << 40)
+	r = runMirror(t, env, "sync", "--db", db, "--registry", p.url)
+	if r.code != exitPartial || !strings.Contains(r.stdout, "drift NOT resolved") || !strings.Contains(r.stdout, "0 removed") {
+		t.Errorf("pages that always repeat a stage: want exit %d, drift NOT resolved and nothing removed, got %s", exitPartial, r)
+	}
+	// (Both count as syncs: last_sync moves on.)
+	if st := statusOf(t, env, db); st.Generation != before.Generation || st.Digest != before.Digest || st.Total != before.Total {
+		t.Errorf("syncs through a repeating proxy changed the mirror: generation %d→%d, total %d→%d", before.Generation, st.Generation, before.Total, st.Total)
+	}
+}
+
+// TestSafetyTrustedKeysLoss: a sync with --trusted-keys that would take
+// away stages the mirror serves (their signer is not listed) loses them
+// to quarantine: the loss guard refuses it (exit 6) like a removal;
+// --max-remove accepts it, and then those stages are quarantined (exit 3)
+// and no longer served.
+func TestSafetyTrustedKeysLoss(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, registrytest.Options{Stages: stdlibRaw(t), Generate: 10, Seed: 9, StageSize: 200})
+	env := baseEnv(t)
+	db := filepath.Join(t.TempDir(), "m.db")
+	mustSyncBin(t, env, db, fake.URL())
+	before := statusOf(t, env, db)
+	if before.Total != 95 {
+		t.Fatalf("first sync: %d stages", before.Total)
+	}
+	// Trust the generated stages' signer only: the 85 stdlib stages go.
+	pub := registrytest.GeneratedKey(9).Public().(ed25519.PublicKey)
+	trusted := filepath.Join(t.TempDir(), "trusted-keys")
+	if err := os.WriteFile(trusted, []byte("gen "+hex.EncodeToString(pub)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runMirror(t, env, "sync", "--json", "--trusted-keys", trusted, "--db", db, "--registry", fake.URL())
+	var rep struct {
+		Outcome string `json:"outcome"`
+		Refusal *struct {
+			WouldRemove      int    `json:"would_remove"`
+			LostToQuarantine int    `json:"lost_to_quarantine"`
+			Reason           string `json:"reason"`
+		} `json:"refusal"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != exitRefused || rep.Outcome != "refused" || rep.Refusal == nil ||
+		rep.Refusal.WouldRemove != 85 || rep.Refusal.LostToQuarantine != 85 ||
+		!strings.Contains(rep.Refusal.Reason, "85 stages the mirror serves now fail verification or the trust policy upstream") {
+		t.Errorf("a trust policy that drops 85 of 95 served stages (%v): want exit %d and a refusal, got %+v\n%s", err, exitRefused, rep.Refusal, r)
+	}
+	sameSnapshot(t, "a refused sync", before, statusOf(t, env, db))
+
+	r = runMirror(t, env, "sync", "--max-remove", "100%", "--trusted-keys", trusted, "--db", db, "--registry", fake.URL())
+	if r.code != exitPartial || !strings.Contains(r.stderr, "85 stages quarantined") {
+		t.Errorf("accepting it: want exit %d with 85 quarantined, got %s", exitPartial, r)
+	}
+	if st := statusOf(t, env, db); st.Total != 10 || st.Quarantined != 85 {
+		t.Errorf("after accepting: %d stages, %d quarantined", st.Total, st.Quarantined)
+	}
+	if r := runMirror(t, env, "get", "--db", db, "list_length"); r.code != exitError {
+		t.Errorf("a stage of an untrusted signer is still served: %s", r)
 	}
 }
 
