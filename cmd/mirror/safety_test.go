@@ -92,21 +92,22 @@ func sameSnapshot(t *testing.T, what string, before, after statusJSON) {
 func TestSafetyRefusedSync(t *testing.T) {
 	t.Parallel()
 	raws := stdlibRaw(t)
-	fake := newFake(t, registrytest.Options{Stages: raws})
+	// Every lifecycle has stages, so every by_lifecycle key shows.
+	fake := newFake(t, registrytest.Options{Stages: raws, Generate: 40, StageSize: 200})
 	env := baseEnv(t)
 	db := filepath.Join(t.TempDir(), "m.db")
 	mustSyncBin(t, env, db, fake.URL())
 	before := statusOf(t, env, db)
 
-	// The same upstream loses 20 of its 85 stages.
+	// The same upstream loses 20 of its 125 stages.
 	for _, raw := range raws[:20] {
 		fake.Remove(store.StageID(stageField(t, raw, "id")))
 	}
 	r := runMirror(t, env, "sync", "-q", "--db", db, "--registry", fake.URL())
 	if r.code != exitRefused {
-		t.Fatalf("a sync removing 20 of 85 stages: want exit %d, got %s", exitRefused, r)
+		t.Fatalf("a sync removing 20 of 125 stages: want exit %d, got %s", exitRefused, r)
 	}
-	for _, want := range []string{"mirror sync: sync refused to publish", "would remove 20 of the mirror's 85 stages",
+	for _, want := range []string{"mirror sync: sync refused to publish", "would remove 20 of the mirror's 125 stages",
 		"the limit is 10%", "--max-remove 20", "last snapshot is intact"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, r)
@@ -119,7 +120,7 @@ func TestSafetyRefusedSync(t *testing.T) {
 	}
 	st := statusOf(t, env, db)
 	sameSnapshot(t, "a refused sync", before, st)
-	if st.LastRefused == nil || st.LastRefused.WouldRemove != 20 || st.LastRefused.Total != 85 ||
+	if st.LastRefused == nil || st.LastRefused.WouldRemove != 20 || st.LastRefused.Total != 125 ||
 		st.LastRefused.Upstream != fake.URL() || !strings.Contains(st.LastRefused.Reason, "remove 20 of") {
 		t.Errorf("status --json last_refused: %+v", st.LastRefused)
 	}
@@ -128,8 +129,11 @@ func TestSafetyRefusedSync(t *testing.T) {
 		t.Errorf("status text should show the refused sync:\n%s", text)
 	}
 
+	// Both JSON shapes hold with a refusal on record.
+	goldenShape(t, "status.json", runMirror(t, env, "status", "--json", "--db", db).stdout)
 	// --json says the same: outcome refused, and what would have gone.
 	r = runMirror(t, env, "sync", "--json", "--db", db, "--registry", fake.URL())
+	goldenShape(t, "sync.json", r.stdout)
 	var rep struct {
 		Outcome   string `json:"outcome"`
 		Published bool   `json:"published"`
@@ -142,7 +146,7 @@ func TestSafetyRefusedSync(t *testing.T) {
 		} `json:"refusal"`
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != exitRefused || rep.Outcome != "refused" || rep.Published ||
-		rep.Refusal == nil || rep.Refusal.WouldRemove != 20 || rep.Refusal.LostToQuarantine != 0 || rep.Refusal.Total != 85 ||
+		rep.Refusal == nil || rep.Refusal.WouldRemove != 20 || rep.Refusal.LostToQuarantine != 0 || rep.Refusal.Total != 125 ||
 		rep.Refusal.Limit != "10%" || !strings.Contains(rep.Refusal.Reason, "remove 20 of") {
 		t.Errorf("sync --json of a refused sync (%v): %+v\n%s", err, rep.Refusal, r)
 	}
@@ -154,12 +158,12 @@ func TestSafetyRefusedSync(t *testing.T) {
 	}
 	none := startFake(t, "--stages", empty)
 	r = runMirror(t, env, "sync", "-q", "--db", db, "--registry", none.URL)
-	if r.code != exitRefused || !strings.Contains(r.stderr, "would remove 85 of the mirror's 85 stages") ||
+	if r.code != exitRefused || !strings.Contains(r.stderr, "would remove 125 of the mirror's 125 stages") ||
 		!strings.Contains(r.stderr, "synced from "+fake.URL()+" and this sync reads "+none.URL) {
 		t.Errorf("a sync from an empty registry elsewhere: want exit %d naming both upstreams, got %s", exitRefused, r)
 	}
 	sameSnapshot(t, "a refused sync from an empty registry", before, statusOf(t, env, db))
-	if st := statusOf(t, env, db); st.LastRefused == nil || st.LastRefused.Upstream != none.URL || st.LastRefused.WouldRemove != 85 {
+	if st := statusOf(t, env, db); st.LastRefused == nil || st.LastRefused.Upstream != none.URL || st.LastRefused.WouldRemove != 125 {
 		t.Errorf("status --json last_refused after the second refusal: %+v", st.LastRefused)
 	}
 
@@ -174,7 +178,7 @@ func TestSafetyRefusedSync(t *testing.T) {
 		t.Fatalf("sync --max-remove 100%%: %s", r)
 	}
 	st = statusOf(t, env, db)
-	if st.LastRefused != nil || st.Total != 65 || st.Generation != before.Generation+1 {
+	if st.LastRefused != nil || st.Total != 105 || st.Generation != before.Generation+1 {
 		t.Errorf("after accepting the shrink: total %d, generation %d, last_refused %+v", st.Total, st.Generation, st.LastRefused)
 	}
 	if text := runMirror(t, env, "status", "--db", db); strings.Contains(text.stdout, "refused") {
