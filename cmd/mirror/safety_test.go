@@ -227,6 +227,28 @@ func TestSafetyIgnoredOffset(t *testing.T) {
 	}
 }
 
+// TestSafetyHungRegistry: a registry that accepts requests and never
+// answers cannot hang a cron job: --timeout ends the sync (exit 1, saying
+// so) and the last snapshot stays.
+func TestSafetyHungRegistry(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, registrytest.Options{})
+	env := baseEnv(t)
+	db := filepath.Join(t.TempDir(), "m.db")
+	mustSyncBin(t, env, db, fake.URL())
+	before := statusOf(t, env, db)
+	fake.HangNext(1000)
+	start := time.Now()
+	r := runMirror(t, env, "sync", "-q", "--timeout", "1s", "--db", db, "--registry", fake.URL())
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("the sync took %s with --timeout 1s", d)
+	}
+	if r.code != exitError || !strings.Contains(r.stderr, "sync did not finish within --timeout 1s; the last snapshot is intact") {
+		t.Errorf("a hung registry: want exit %d naming --timeout, got %s", exitError, r)
+	}
+	sameSnapshot(t, "a sync of a hung registry", before, statusOf(t, env, db))
+}
+
 // TestSafetyUnresolvedDrift: a listing whose totals never add up and that
 // hides a stage the mirror holds never removes it: exit 3, the summary
 // says drift NOT resolved and the stage kept, and `get` still serves it.
