@@ -15,28 +15,29 @@ import (
 var ErrNoSpace = errors.New("no space left on the mirror's file system")
 
 // NoSpaceError is ErrNoSpace with what was being written: File (and its
-// Size when it failed), the free space left in Dir, and Need, the rough
-// free space a sync of the mirror needs (twice its size: the staging
-// file, then the new snapshot beside the old one; 0 when unknown).
+// Size when it failed), the free space left in Dir (-1 when unknown), and
+// Current, the size of the mirror's current snapshot (0 when unknown): a
+// sync needs room for a staging file and a new snapshot beside it, each
+// about the size of the registry's content.
 type NoSpaceError struct {
-	File string
-	Size int64
-	Dir  string
-	Free int64
-	Need int64
-	Err  error
+	File    string
+	Size    int64
+	Dir     string
+	Free    int64
+	Current int64
+	Err     error
 }
 
 func (e *NoSpaceError) Error() string {
-	need := ""
-	if e.Need > 0 {
-		need = fmt.Sprintf(" (a sync of this mirror needs about %s free)", sizeText(e.Need))
-	}
 	free := ""
 	if e.Free >= 0 {
 		free = fmt.Sprintf("; %s free", sizeText(e.Free))
 	}
-	return fmt.Sprintf("%v: writing %s (%s so far%s): free space in %s%s, or move the mirror elsewhere with --db or MIRROR_DB; "+
+	need := "a sync needs room for its staging file and a new snapshot, each about the size of the registry's content"
+	if e.Current > 0 {
+		need += fmt.Sprintf(" (the current snapshot is %s)", sizeText(e.Current))
+	}
+	return fmt.Sprintf("%v: writing %s (%s when it failed%s): free space in %s, or move the mirror elsewhere with --db or MIRROR_DB (%s); "+
 		"the last snapshot is intact and what this run had staged was removed to give the space back",
 		ErrNoSpace, e.File, sizeText(e.Size), free, e.Dir, need)
 }
@@ -46,13 +47,13 @@ func (e *NoSpaceError) Unwrap() []error { return []error{ErrNoSpace, e.Err} }
 
 // noSpace turns an ENOSPC (or EDQUOT) error met writing file into a
 // NoSpaceError; any other error, or one already converted, is returned
-// as it is. need is the estimate for the message (0: none).
-func noSpace(err error, file string, need int64) error {
+// as it is. current is the current snapshot's size (0: unknown).
+func noSpace(err error, file string, current int64) error {
 	var ns *NoSpaceError
 	if err == nil || errors.As(err, &ns) || !(errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
 		return err
 	}
-	e := &NoSpaceError{File: file, Dir: filepath.Dir(file), Free: freeBytes(filepath.Dir(file)), Need: need, Err: err}
+	e := &NoSpaceError{File: file, Dir: filepath.Dir(file), Free: freeBytes(filepath.Dir(file)), Current: current, Err: err}
 	if fi, serr := os.Stat(file); serr == nil {
 		e.Size = fi.Size()
 	}
@@ -72,10 +73,11 @@ func sizeText(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// syncNeed is the free space a sync of the mirror needs, roughly.
-func (w *Writer) syncNeed() int64 {
+// baseSize is the size of the snapshot the writer began from, for a
+// NoSpaceError's advice.
+func (w *Writer) baseSize() int64 {
 	if w.base == nil {
 		return 0
 	}
-	return 2 * w.base.meta.SizeBytes
+	return w.base.meta.SizeBytes
 }

@@ -34,27 +34,26 @@ type source struct {
 
 // compile writes a new snapshot file next to path from src and returns its
 // name. The file is complete and fsynced; on error it is removed.
-func compile(ctx context.Context, path string, src source, meta Meta, opts Options, need int64) (name string, res compileResult, err error) {
+func compile(ctx context.Context, path string, src source, meta Meta, opts Options, current int64) (name string, res compileResult, err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return "", res, fmt.Errorf("creating the next snapshot next to %s: %w", path, err)
 	}
-	name = f.Name()
+	tmp := f.Name() // the returns below clear name before the defers run
 	f.Close()
 	defer func() {
 		if err != nil {
-			err = noSpace(err, name, need) // before the file goes: its size
-			os.Remove(name)
-			name = ""
+			err = noSpace(err, tmp, current) // before the file goes: its size
+			os.Remove(tmp)
 		}
 	}()
-	l, err := newBoltLoader(name, pageSize, append(digestBuckets(), bucketMeta))
+	l, err := newBoltLoader(tmp, pageSize, append(digestBuckets(), bucketMeta))
 	if err != nil {
-		return "", res, fmt.Errorf("creating snapshot %s: %w", name, err)
+		return "", res, fmt.Errorf("creating snapshot %s: %w", tmp, err)
 	}
 	defer func() {
 		if cerr := l.close(); cerr != nil && err == nil {
-			err = fmt.Errorf("closing snapshot %s: %w", name, cerr)
+			err = fmt.Errorf("closing snapshot %s: %w", tmp, cerr)
 		}
 	}()
 	c := &compiler{out: l, dir: filepath.Dir(path), dg: newDigester(), counts: map[string]int{}, byEffect: map[string]int{}, effects: map[string]string{}}
@@ -81,16 +80,16 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 		}
 	}
 	if err = l.finish(); err != nil {
-		return "", res, fmt.Errorf("writing snapshot %s: %w", name, err)
+		return "", res, fmt.Errorf("writing snapshot %s: %w", tmp, err)
 	}
-	if err = checkCompiled(name, l, &meta, opts); err != nil {
+	if err = checkCompiled(tmp, l, &meta, opts); err != nil {
 		return "", res, err
 	}
-	if err = os.Chmod(name, 0o644); err != nil {
+	if err = os.Chmod(tmp, 0o644); err != nil {
 		return "", res, err
 	}
 	res.meta = meta
-	return name, res, nil
+	return tmp, res, nil
 }
 
 // checkCompiled opens the snapshot l wrote at name as a reader would and

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"unsafe"
 )
@@ -145,7 +146,12 @@ func (s *Scratch[T]) reserve(n int) error {
 		size := min(max(need, s.size+s.size/4, 1<<20), int64(len(s.mem)))
 		size = (size + 4095) &^ 4095
 		if err := growScratch(s.f, s.size, size); err != nil {
-			return noSpace(fmt.Errorf("growing a scratch file to %d bytes: %w", size, err), s.f.Name(), 0)
+			err = noSpace(fmt.Errorf("growing a scratch file to %d bytes: %w", size, err), filepath.Dir(s.f.Name())+string(filepath.Separator)+"(an unlinked scratch file)", 0)
+			var ns *NoSpaceError
+			if errors.As(err, &ns) {
+				ns.Size = size
+			}
+			return err
 		}
 		s.size = size
 	}

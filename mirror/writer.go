@@ -80,7 +80,7 @@ func (m *Mirror) BeginLocal(ctx context.Context) (*Writer, error) {
 	return m.begin(ctx, modeLocal)
 }
 
-func (m *Mirror) begin(ctx context.Context, mode string) (w *Writer, err error) {
+func (m *Mirror) begin(ctx context.Context, mode string) (*Writer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -88,47 +88,66 @@ func (m *Mirror) begin(ctx context.Context, mode string) (w *Writer, err error) 
 	if err != nil {
 		return nil, err
 	}
-	w = &Writer{m: m, lock: lock, mode: mode, verifier: m.newVerifier()}
-	defer func() {
-		if err != nil {
-			w.release()
-		}
-	}()
+	w := &Writer{m: m, lock: lock, mode: mode, verifier: m.newVerifier()}
+	if err := w.start(); err != nil {
+		w.release()
+		return nil, err
+	}
+	return w, nil
+}
+
+// start prepares a new writer's staging file: a killed sync's, resumed,
+// or a fresh one. On error a fresh staging file is removed again; the
+// caller releases the writer.
+func (w *Writer) start() error {
+	m := w.m
 	m.removeTemps()
 	if _, err := m.Reload(); err != nil {
-		return nil, err
+		return err
 	}
+	var err error
 	if w.base, err = m.acquire(); err != nil {
-		return nil, err
+		return err
 	}
 	next := m.nextPath()
-	if mode == modeSync {
+	if w.mode == modeSync {
 		if ok := w.resume(); ok {
-			return w, nil
+			return nil
 		}
 	} else if _, err := os.Stat(next); err == nil {
 		m.log.Warn("mirror: discarding the staging file of an interrupted sync for a local write", "path", next)
 	}
 	if err := os.Remove(next); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("removing old staging file %s: %w", next, err)
+		return fmt.Errorf("removing old staging file %s: %w", next, err)
 	}
-	if mode == modeLocal {
+	if err := w.createStaging(); err != nil {
+		w.closeStaging()
+		os.Remove(next)
+		return err
+	}
+	return nil
+}
+
+// createStaging makes a fresh staging file: an empty log for a sync, a
+// copy of the base snapshot for a local writer.
+func (w *Writer) createStaging() error {
+	m, next := w.m, w.m.nextPath()
+	if w.mode == modeLocal {
 		if err := w.base.view(func(tx *bolt.Tx) error { return tx.CopyFile(next, 0o644) }); err != nil {
-			os.Remove(next)
-			return nil, noSpace(fmt.Errorf("copying %s to the staging file %s: %w", m.path, next, err), next, 0)
+			return noSpace(fmt.Errorf("copying %s to the staging file %s: %w", m.path, next, err), next, 0)
 		}
 	}
 	if err := w.openStaging(); err != nil {
-		os.Remove(next)
-		return nil, err
+		return noSpace(err, next, w.baseSize())
 	}
-	if mode == modeSync {
+	if w.mode == modeSync {
+		var err error
 		if w.log, err = newStageLog(m.dir()); err != nil {
-			return nil, fmt.Errorf("starting the staging index: %w", err)
+			return fmt.Errorf("starting the staging index: %w", err)
 		}
 		w.synced = time.Now()
 	}
-	return w, nil
+	return nil
 }
 
 // resume opens a staging file left by a killed sync; on any problem it is
@@ -357,7 +376,7 @@ func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 		return wb.Put(wkProgress, progress)
 	})
 	if err != nil {
-		return noSpace(fmt.Errorf("staging a batch of %d stages in %s: %w", len(entries), w.m.nextPath(), err), w.m.nextPath(), w.syncNeed())
+		return noSpace(fmt.Errorf("staging a batch of %d stages in %s: %w", len(entries), w.m.nextPath(), err), w.m.nextPath(), w.baseSize())
 	}
 	if w.log != nil && time.Since(w.synced) >= stagingSyncInterval {
 		if err := w.syncStaging(); err != nil {
@@ -586,10 +605,10 @@ func (w *Writer) Abort(keepStaging bool) error {
 	return err
 }
 
-// Refuse ends the writer without publishing, as Abort(true) does, and
+// Refuse ends the writer without publishing, as Abort(false) does, and
 // records r in PATH.state, where Meta().Refused reports it until a sync
-// publishes (or finds nothing new). The staged work is kept for the next
-// run.
+// publishes (or finds nothing new). The staging file is removed: the next
+// sync is a new one, not a resumption (it lists everything again anyway).
 func (w *Writer) Refuse(r SyncRefusal) error {
 	if err := w.check(); err != nil {
 		return err
@@ -604,7 +623,7 @@ func (w *Writer) Refuse(r SyncRefusal) error {
 	sc.Refused = &r
 	err := writeSidecar(m.path, sc)
 	w.base.forgetSidecar()
-	if aerr := w.Abort(true); err == nil {
+	if aerr := w.Abort(false); err == nil {
 		err = aerr
 	}
 	if err != nil {
@@ -655,7 +674,7 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("reading the staging file: %w", err)
 	}
-	tmp, res, err := compile(ctx, m.path, source{tx: src, log: w.log}, meta, m.opts, w.syncNeed())
+	tmp, res, err := compile(ctx, m.path, source{tx: src, log: w.log}, meta, m.opts, w.baseSize())
 	_ = src.Rollback()
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("building the next snapshot of %s: %w", m.path, err)

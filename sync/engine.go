@@ -1234,4 +1234,7 @@ func (r *Report) normalize() {
 	if r.ByLifecycle == nil {
 		r.ByLifecycle = map[string]int{}
 	}
+	for _, k := range store.AllLifecycleKinds() {
+		r.ByLifecycle[k.Name()] += 0 // every lifecycle, 0 when empty
+	}
 }

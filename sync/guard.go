@@ -119,10 +119,10 @@ func (e *engine) guardLoss(fs *finalSet) *Refusal {
 		why = fmt.Sprintf("the mirror was synced from %s and this sync reads %s", e.switched, e.reg.BaseURL())
 	case fs.ids.len() == 0 && e.listedNothing(fs):
 		why = fmt.Sprintf("%s answered no stages at all (total 0 for every lifecycle): an empty or freshly restarted registry, or the wrong URL", e.reg.BaseURL())
+	case e.lostToQuarantine > 0:
+		why = fmt.Sprintf("%d stages the mirror serves now fail verification or the trust policy (--trusted-keys): tampered upstream bytes, or a policy that leaves out signers the mirror relied on", e.lostToQuarantine)
 	case fs.ids.len() == 0:
 		why = "nothing would be left"
-	case e.lostToQuarantine > 0:
-		why = fmt.Sprintf("%d stages the mirror serves now fail verification or the trust policy upstream", e.lostToQuarantine)
 	default:
 		why = "a registry rarely loses that much between two syncs"
 	}
@@ -144,14 +144,21 @@ func (e *engine) listedNothing(fs *finalSet) bool {
 func (e *engine) refuse(r *Refusal) error {
 	e.report.Outcome = OutcomeRefused
 	e.report.Refusal = r
+	// What is still served: the snapshot the sync began from.
+	meta := e.m.Meta()
+	e.report.Generation, e.report.Total = meta.Generation, meta.Total
 	err := e.w.Refuse(mirror.SyncRefusal{
 		At: e.opts.Now(), Upstream: e.reg.BaseURL(), Reason: r.Reason, WouldRemove: r.WouldRemove, Total: r.Total,
 	})
 	if err != nil {
 		e.log.Warn("could not record the refused sync", "err", err)
 	}
-	return fmt.Errorf("%w: %s. The last snapshot is intact. If the registry really shrank, run again with --max-remove %d (or --max-remove 100%%) to accept it",
-		ErrRefused, r.Reason, r.WouldRemove)
+	accept := "If the registry really shrank"
+	if r.LostToQuarantine > 0 {
+		accept = "If those stages really must go (the policy is right, or the upstream really changed them)"
+	}
+	return fmt.Errorf("%w: %s. The last snapshot is intact. %s, run again with --max-remove %d (or --max-remove 100%%) to accept it",
+		ErrRefused, r.Reason, accept, r.WouldRemove)
 }
 
 // keepUnproven keeps, from the current snapshot, every stage that drift

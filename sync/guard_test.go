@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 
@@ -72,6 +73,12 @@ func TestLossGuard(t *testing.T) {
 			}
 			if rep.Refusal.WouldRemove != tt.remove || rep.Removed != tt.remove || rep.Published {
 				t.Errorf("refusal %+v, removed %d, published %v", rep.Refusal, rep.Removed, rep.Published)
+			}
+			if rep.Generation != before.Generation || rep.Total != 50 || rep.Resumed {
+				t.Errorf("a refused report says generation %d, total %d, resumed %v; want what is still served: %d, 50", rep.Generation, rep.Total, rep.Resumed, before.Generation)
+			}
+			if _, err := os.Stat(m.Path() + ".next"); !os.IsNotExist(err) {
+				t.Errorf("a refused sync left its staging file: %v", err)
 			}
 			for _, want := range []string{fmt.Sprintf("remove %d of the mirror's 50", tt.remove), "--max-remove", "last snapshot is intact"} {
 				if !strings.Contains(err.Error(), want) {

@@ -285,7 +285,7 @@ const exitCodeHelp = `Exit codes:
   0    ok
   1    error
   2    usage: bad command line
-  3    partial: quarantined stages or verify failures
+  3    partial: quarantined stages, unresolved drift, or verify failures
   4    stale: the mirror is older than status --max-age, never synced, or
        its last sync is in the future (check the clock)
   5    busy: another sync holds the mirror
