@@ -50,9 +50,6 @@ func (e *Entry) Err() error {
 	return e.err
 }
 
-// Stage is the decoded stage, nil when the bytes did not decode.
-func (e *Entry) Stage() *store.Stage { return e.stage }
-
 // ID is the stage's id when the bytes carry a well-formed one, else "".
 func (e *Entry) ID() store.StageID {
 	if e.stage != nil && store.ValidID(string(e.stage.ID)) {
@@ -109,8 +106,9 @@ func (e *Entry) QuarantineKey() string {
 // snapshot the writer began from, are not verified again, but the trust
 // policy is always applied.
 //
-// Admit only judges: it stores nothing (PutBatch does). It may run on any
-// number of goroutines at once, concurrently with one other Writer call.
+// Admit only judges: it stores nothing (PutBatch does), and it keeps raw,
+// which the caller must not modify afterwards. It may run on any number
+// of goroutines at once, concurrently with one other Writer call.
 func (w *Writer) Admit(raw []byte) Entry {
 	s, err := store.DecodeStage(raw)
 	if err != nil {

@@ -113,7 +113,7 @@ func benchMemory(b *testing.B, n int) *store.MemoryStore {
 	defer m.Close()
 	ms := store.NewMemoryStore()
 	for _, e := range decodedEntries(b, m) {
-		ms.Upsert(context.Background(), e.Stage())
+		ms.Upsert(context.Background(), e.stage)
 	}
 	memCache[n] = ms
 	return ms
