@@ -120,7 +120,8 @@ func (w *Writer) Admit(raw []byte) Entry {
 }
 
 // AdmitStage is Admit of a decoded stage (its Raw bytes are what is
-// stored). A nil stage is refused.
+// stored); the entry keeps s, which the caller must not modify
+// afterwards. A nil stage is refused.
 func (w *Writer) AdmitStage(s *store.Stage) Entry {
 	if s == nil {
 		err := fmt.Errorf("%w: no stage", store.ErrVerification)
