@@ -28,6 +28,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -307,9 +308,9 @@ func openSnap(path string, opts Options) (s *snap, err error) {
 		}
 		return nil, corruptf(path, "not a readable bbolt file: %v", err)
 	}
-	// Before any bucket is read: see checkBoltRoots.
+	// Before any bucket is read: see boltfile.CheckRoots.
 	if fi, err = file.Stat(); err == nil {
-		err = checkBoltRoots(file, fi.Size())
+		err = boltfile.CheckRoots(file, fi.Size(), pageSize)
 	}
 	if err != nil {
 		_ = db.Close()
@@ -332,6 +333,10 @@ func openSnap(path string, opts Options) (s *snap, err error) {
 	s.refs.Store(1)
 	return s, nil
 }
+
+// checkBoltFile checks the root pages of the bbolt file at path (see
+// boltfile.CheckRoots) before any of its buckets is read.
+func checkBoltFile(path string) error { return boltfile.CheckFile(path, pageSize) }
 
 func corruptf(path, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s: move it aside and run `mirror sync` to rebuild it (or `mirror verify` for details)", ErrCorrupt, path, fmt.Sprintf(format, args...))

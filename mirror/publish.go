@@ -16,6 +16,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -48,12 +49,12 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 			name = ""
 		}
 	}()
-	l, err := newBoltLoader(name, pageSize, append(digestBuckets(), bucketMeta))
+	l, err := boltfile.NewPageLoader(name, pageSize, append(digestBuckets(), bucketMeta))
 	if err != nil {
 		return "", res, fmt.Errorf("creating snapshot %s: %w", name, err)
 	}
 	defer func() {
-		if cerr := l.close(); cerr != nil && err == nil {
+		if cerr := l.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("closing snapshot %s: %w", name, cerr)
 		}
 	}()
@@ -76,11 +77,11 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 		return "", res, fmt.Errorf("writing snapshot meta: %w", err)
 	}
 	for _, e := range entries {
-		if err = l.put(bucketMeta, []byte(e.k), e.v); err != nil {
+		if err = l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
 			return "", res, fmt.Errorf("writing snapshot meta: %w", err)
 		}
 	}
-	if err = l.finish(); err != nil {
+	if err = l.Finish(); err != nil {
 		return "", res, fmt.Errorf("writing snapshot %s: %w", name, err)
 	}
 	if err = checkCompiled(name, l, &meta, opts); err != nil {
@@ -94,8 +95,8 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 }
 
 // checkCompiled opens the snapshot l wrote at name as a reader would and
-// checks its meta and the edges of every bucket's tree (boltLoader.check).
-func checkCompiled(name string, l *boltLoader, meta *Meta, opts Options) (err error) {
+// checks its meta and the edges of every bucket's tree (CheckEdges).
+func checkCompiled(name string, l *boltfile.PageLoader, meta *Meta, opts Options) (err error) {
 	s, err := openSnap(name, opts)
 	if err != nil {
 		return fmt.Errorf("the snapshot just written does not open: %w", err)
@@ -111,14 +112,14 @@ func checkCompiled(name string, l *boltLoader, meta *Meta, opts Options) (err er
 		return fmt.Errorf("%w: the snapshot just written reads back %d stages with digest %s, want %d with %s",
 			ErrCorrupt, s.meta.Total, s.meta.Digest, meta.Total, meta.Digest)
 	}
-	if err := l.check(s.db); err != nil {
+	if err := l.CheckEdges(s.db); err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return nil
 }
 
 type compiler struct {
-	out         *boltLoader
+	out         *boltfile.PageLoader
 	dir         string // for scratch files
 	dg          *digester
 	total       int
@@ -133,7 +134,7 @@ type compiler struct {
 // it into the digest.
 func (c *compiler) put(bucket, k, v []byte) error {
 	c.dg.add(bucket, k, v)
-	return c.out.put(bucket, k, v)
+	return c.out.Put(bucket, k, v)
 }
 
 func (c *compiler) run(ctx context.Context, s source) (err error) {
@@ -209,7 +210,7 @@ func (c *compiler) placeStage(ctx context.Context, k, v []byte, rec *Record) err
 			return err
 		}
 	}
-	if err := c.out.put(bucketStages, k, v); err != nil {
+	if err := c.out.Put(bucketStages, k, v); err != nil {
 		return err
 	}
 	kinds := []store.LifecycleKind{store.LifecycleUnknown}

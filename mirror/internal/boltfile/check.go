@@ -1,4 +1,4 @@
-package mirror
+package boltfile
 
 import (
 	"encoding/binary"
@@ -8,8 +8,10 @@ import (
 	"os"
 )
 
-// checkBoltRoots checks the parts of a bbolt file that bbolt would turn
-// into Go heap pointers, before anything reads a bucket.
+// CheckRoots checks the parts of a bbolt file of size bytes that bbolt
+// would turn into Go heap pointers, before anything reads a bucket.
+// pageSize is where to look for the second meta page when the first is
+// damaged: the page size the file is opened with.
 //
 // bbolt reads pages straight from its memory map, so a damaged page in the
 // middle of a tree yields slices into the map (or a fault, which
@@ -21,18 +23,18 @@ import (
 // damaged offset, or a damaged header that claims an inline page, makes
 // bbolt hand out slices into arbitrary heap memory, and the garbage
 // collector aborts the process ("found bad pointer in Go heap"), which no
-// recover can catch. A corrupted mirror must fail with ErrCorrupt instead.
+// recover can catch. A corrupted file must fail with an error instead.
 //
 // So the root bucket of each valid meta page is checked here, page by page: each
 // entry lies within its page, each bucket header is 16 bytes naming a page
 // below the high-water mark, and each inline bucket's entries lie within
 // its value, recursively. The trees of the other buckets are not read:
-// the mirror's buckets are all top-level, and it never opens a bucket
-// nested in another, so their pages never reach the heap. This is a few
+// a caller whose buckets are all top-level, and which never opens a bucket
+// nested in another, never has their pages reach the heap. This is a few
 // kilobytes of reads at open. The layout is bbolt's on-disk format (version 2), which
 // bbolt keeps stable across releases; values are in the machine's byte
 // order, as bbolt writes them.
-func checkBoltRoots(r io.ReaderAt, size int64) error {
+func CheckRoots(r io.ReaderAt, size int64, pageSize int) error {
 	var hdr [boltPageHeader + boltMetaSize]byte
 	if _, err := r.ReadAt(hdr[:], 0); err != nil {
 		return fmt.Errorf("reading the first meta page: %w", err)
@@ -41,8 +43,8 @@ func checkBoltRoots(r io.ReaderAt, size int64) error {
 	// when one is damaged (a torn write after a power loss), so one bad
 	// meta page is no error: the root of every valid one is checked. The
 	// second is found at the page size the first states, or, when the
-	// first is damaged, at the mirror's page size (which the mirror passes
-	// to bbolt, and bbolt then uses too).
+	// first is damaged, at the page size the caller opens the file with
+	// (which bbolt then uses too).
 	m0, err0 := parseBoltMeta(hdr[boltPageHeader:])
 	at := int64(pageSize)
 	if err0 == nil {
@@ -77,8 +79,8 @@ func checkBoltRoots(r io.ReaderAt, size int64) error {
 	return nil
 }
 
-// checkBoltFile runs checkBoltRoots on the file at path.
-func checkBoltFile(path string) error {
+// CheckFile runs CheckRoots on the file at path.
+func CheckFile(path string, pageSize int) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -88,7 +90,7 @@ func checkBoltFile(path string) error {
 	if err != nil {
 		return err
 	}
-	return checkBoltRoots(f, fi.Size())
+	return CheckRoots(f, fi.Size(), pageSize)
 }
 
 const (
@@ -107,7 +109,7 @@ const (
 	// inline buckets: far beyond any real file, short of a cycle.
 	boltMaxDepth = 16
 	// boltMaxPageBytes bounds one page with its overflow: a top-level
-	// page of the mirror is a few kilobytes.
+	// page is a few kilobytes.
 	boltMaxPageBytes = 64 << 20
 )
 
@@ -274,4 +276,29 @@ func (c *boltChecker) bucket(v []byte, depth int) error {
 		return fmt.Errorf("inline bucket without a leaf page")
 	}
 	return c.entries(inline, depth)
+}
+
+// RootPage returns the byte offset and the page size of the root bucket's
+// page of the newer meta page of a bbolt file image whose meta pages are
+// both valid: for tests that damage it.
+func RootPage(image []byte) (off, pageSize int, err error) {
+	var metas [2]boltMeta
+	var txids [2]uint64
+	at := 0
+	for i := range metas {
+		if len(image) < at+boltPageHeader+boltMetaSize {
+			return 0, 0, fmt.Errorf("an image of %d bytes has no meta page %d", len(image), i)
+		}
+		b := image[at+boltPageHeader:]
+		if metas[i], err = parseBoltMeta(b); err != nil {
+			return 0, 0, fmt.Errorf("meta page %d: %w", i, err)
+		}
+		txids[i] = ne.Uint64(b[48:])
+		at = int(metas[0].pageSize)
+	}
+	m := metas[0]
+	if txids[1] > txids[0] {
+		m = metas[1]
+	}
+	return int(m.root) * int(m.pageSize), int(m.pageSize), nil
 }

@@ -1,4 +1,8 @@
-package mirror
+// Package boltfile writes and checks bbolt files at the level of bbolt's
+// page layout, below bbolt's own API: PageLoader writes a complete file in
+// one sequential pass, CheckRoots checks the pages bbolt would copy to the
+// Go heap before anything reads a bucket.
+package boltfile
 
 import (
 	"bytes"
@@ -12,9 +16,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// boltLoader writes a complete bbolt file in one sequential pass, from
-// entries that arrive in key order per bucket. It is how compile writes a
-// snapshot.
+// PageLoader writes a complete bbolt file in one sequential pass, from
+// entries that arrive in key order per bucket. It is how the mirror writes
+// a snapshot.
 //
 // A snapshot is written once and never changed, and its entries come
 // sorted, so none of bbolt's transaction machinery is needed: no node
@@ -27,17 +31,17 @@ import (
 // fresh page-cache memory), and writes the branch pages, the root bucket,
 // an empty freelist and the two meta pages at the end.
 //
-// The file is bbolt's on-disk format version 2 (the layout boltcheck.go
+// The file is bbolt's on-disk format version 2 (the layout check.go
 // checks), in the machine's byte order as bbolt writes it: every bucket is
 // a top-level bucket with its own root page (none inline), leaves hold as
 // many entries as fit in a page (a single bigger entry gets overflow
 // pages), branch pages hold at least two. The tests open what it writes
 // with bbolt and run bbolt's own consistency check.
 //
-// A boltLoader is used by one goroutine; the slices passed to put are
-// copied before it returns. Close releases the file; finish must come
+// A PageLoader is used by one goroutine; the slices passed to Put are
+// copied before it returns. Close releases the file; Finish must come
 // first for the file to be valid.
-type boltLoader struct {
+type PageLoader struct {
 	w        *pageWriter
 	pageSize int
 	next     uint64 // the next page id to allocate
@@ -64,24 +68,26 @@ type branchRef struct {
 	page uint64
 }
 
-// maxLoadKey and maxLoadValue are bbolt's maximum key and value sizes.
+// bbolt's limits on a key and a value.
 const (
-	maxLoadKey   = 32768
-	maxLoadValue = 1<<31 - 2
+	// MaxKeySize is bbolt's largest key.
+	MaxKeySize = 32768
+	// MaxValueSize is bbolt's largest value.
+	MaxValueSize = 1<<31 - 2
 )
 
 // errLoadOrder reports a key that is not above the previous key of its
-// bucket: a bug in the caller, since snapshot buckets are written sorted.
+// bucket: a bug in the caller, since every bucket is written sorted.
 var errLoadOrder = errors.New("keys out of order")
 
-// newBoltLoader starts a bbolt file at path (which must not hold anything
+// NewPageLoader starts a bbolt file at path (which must not hold anything
 // the caller wants kept) with the given buckets, all empty.
-func newBoltLoader(path string, pageSize int, buckets [][]byte) (*boltLoader, error) {
+func NewPageLoader(path string, pageSize int, buckets [][]byte) (*PageLoader, error) {
 	w, err := newPageWriter(path, pageSize)
 	if err != nil {
 		return nil, err
 	}
-	l := &boltLoader{w: w, pageSize: pageSize, next: 2, buckets: map[string]*loadBucket{}}
+	l := &PageLoader{w: w, pageSize: pageSize, next: 2, buckets: map[string]*loadBucket{}}
 	for _, b := range buckets {
 		if _, dup := l.buckets[string(b)]; dup {
 			w.close()
@@ -93,18 +99,18 @@ func newBoltLoader(path string, pageSize int, buckets [][]byte) (*boltLoader, er
 	return l, nil
 }
 
-// put appends k → v to bucket, whose previous key must sort below k.
-func (l *boltLoader) put(bucket, k, v []byte) error {
+// Put appends k → v to bucket, whose previous key must sort below k.
+func (l *PageLoader) Put(bucket, k, v []byte) error {
 	b := l.buckets[string(bucket)]
 	switch {
 	case b == nil:
-		return fmt.Errorf("snapshot bucket %q is missing", bucket)
+		return fmt.Errorf("bucket %q is missing", bucket)
 	case len(k) == 0:
 		return fmt.Errorf("bucket %q: empty key", bucket)
-	case len(k) > maxLoadKey:
-		return fmt.Errorf("bucket %q: key of %d bytes, bbolt's limit is %d", bucket, len(k), maxLoadKey)
-	case len(v) > maxLoadValue:
-		return fmt.Errorf("bucket %q: value of %d bytes, bbolt's limit is %d", bucket, len(v), maxLoadValue)
+	case len(k) > MaxKeySize:
+		return fmt.Errorf("bucket %q: key of %d bytes, bbolt's limit is %d", bucket, len(k), MaxKeySize)
+	case len(v) > MaxValueSize:
+		return fmt.Errorf("bucket %q: value of %d bytes, bbolt's limit is %d", bucket, len(v), MaxValueSize)
 	case b.hasKey && bytes.Compare(k, b.last) <= 0:
 		return fmt.Errorf("bucket %q: key %q after %q: %w", bucket, k, b.last, errLoadOrder)
 	}
@@ -129,7 +135,7 @@ func (l *boltLoader) put(bucket, k, v []byte) error {
 func leafSize(n, data int) int { return boltPageHeader + n*boltElemSize + data }
 
 // flushLeaf writes b's pending leaf page.
-func (l *boltLoader) flushLeaf(b *loadBucket) error {
+func (l *PageLoader) flushLeaf(b *loadBucket) error {
 	id, err := l.writeLeaf(b.elems, b.data, 0)
 	if err != nil {
 		return err
@@ -145,7 +151,7 @@ func (l *boltLoader) flushLeaf(b *loadBucket) error {
 
 // writeLeaf writes a leaf page of elems, whose keys and values are data,
 // each flagged with flags, and returns its page id.
-func (l *boltLoader) writeLeaf(elems []loadElem, data []byte, flags uint32) (uint64, error) {
+func (l *PageLoader) writeLeaf(elems []loadElem, data []byte, flags uint32) (uint64, error) {
 	return l.writePage(boltLeafPage, len(elems), len(data), func(p []byte) {
 		ep, start := p[boltPageHeader:], len(elems)*boltElemSize
 		off := 0
@@ -165,7 +171,7 @@ func (l *boltLoader) writeLeaf(elems []loadElem, data []byte, flags uint32) (uin
 // writePage allocates the pages for one page of the given type, count and
 // data size (plus overflow pages as needed), lets fill write its body
 // after the header, and appends it to the file. It returns the page id.
-func (l *boltLoader) writePage(flags uint16, count, data int, fill func(p []byte)) (uint64, error) {
+func (l *PageLoader) writePage(flags uint16, count, data int, fill func(p []byte)) (uint64, error) {
 	size := leafSize(count, data)
 	pages := (size + l.pageSize - 1) / l.pageSize
 	p, err := l.w.page(pages * l.pageSize)
@@ -185,7 +191,7 @@ func (l *boltLoader) writePage(flags uint16, count, data int, fill func(p []byte
 
 // root finishes b's tree and returns its root page: the leaf if there is
 // only one, else the branch page above every level.
-func (l *boltLoader) root(b *loadBucket) (uint64, error) {
+func (l *PageLoader) root(b *loadBucket) (uint64, error) {
 	if len(b.elems) > 0 || len(b.level) == 0 {
 		if err := l.flushLeaf(b); err != nil {
 			return 0, err
@@ -224,10 +230,10 @@ func (l *boltLoader) root(b *loadBucket) (uint64, error) {
 	return level[0].page, nil
 }
 
-// finish writes every bucket's remaining pages, the root bucket, an empty
+// Finish writes every bucket's remaining pages, the root bucket, an empty
 // freelist and the meta pages, and syncs the file. The loader is done
 // after it, whatever it returns.
-func (l *boltLoader) finish() error {
+func (l *PageLoader) Finish() error {
 	names := slices.Clone(l.names)
 	slices.SortFunc(names, bytes.Compare)
 	rootBucket := &loadBucket{}
@@ -278,13 +284,13 @@ func (l *boltLoader) finish() error {
 	return l.w.sync()
 }
 
-// check opens the finished file with bbolt and compares each bucket's
-// first and last key with what was put: a few pages read per bucket, down
-// the left and right edges of every tree, from the root bucket's page
-// through the branch pages. compile runs it before a snapshot can replace
-// the current one, so a layout bug gives an error instead of a published
-// file that readers cannot use.
-func (l *boltLoader) check(db *bolt.DB) error {
+// CheckEdges compares each bucket's first and last key in db, the
+// finished file opened with bbolt, with what was put: a few pages read per
+// bucket, down the left and right edges of every tree, from the root
+// bucket's page through the branch pages. The mirror runs it before a
+// snapshot can replace the current one, so a layout bug gives an error
+// instead of a published file that readers cannot use.
+func (l *PageLoader) CheckEdges(db *bolt.DB) error {
 	return db.View(func(tx *bolt.Tx) error {
 		for _, name := range l.names {
 			want := l.buckets[string(name)]
@@ -303,8 +309,8 @@ func (l *boltLoader) check(db *bolt.DB) error {
 	})
 }
 
-// close releases the file. It may be called more than once.
-func (l *boltLoader) close() error { return l.w.close() }
+// Close releases the file. It may be called more than once.
+func (l *PageLoader) Close() error { return l.w.close() }
 
 // pageWriter appends pages to a file through aligned buffers, which a
 // background goroutine writes while the next one fills, with O_DIRECT when

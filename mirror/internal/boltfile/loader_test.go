@@ -1,7 +1,8 @@
-package mirror
+package boltfile
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,10 +16,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// loadKV is one entry for a boltLoader test.
+// loadKV is one entry for a loader test.
 type loadKV struct{ k, v []byte }
 
-// loadFile writes buckets (each sorted by key) with a boltLoader at
+// loadFile writes buckets (each sorted by key) with a PageLoader at
 // pageSize, putting entries round-robin across the buckets as compile
 // interleaves them, and returns the file's path.
 func loadFile(t testing.TB, pageSize int, buckets map[string][]loadKV) string {
@@ -35,17 +36,17 @@ func loadFileIn(t testing.TB, dir string, pageSize int, buckets map[string][]loa
 		names = append(names, []byte(name))
 	}
 	slices.SortFunc(names, bytes.Compare)
-	l, err := newBoltLoader(p, pageSize, names)
+	l, err := NewPageLoader(p, pageSize, names)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.close()
+	defer l.Close()
 	for i := 0; ; i++ {
 		more := false
 		for _, name := range names {
 			if es := buckets[string(name)]; i < len(es) {
 				more = true
-				if err := l.put(name, es[i].k, es[i].v); err != nil {
+				if err := l.Put(name, es[i].k, es[i].v); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -54,10 +55,10 @@ func loadFileIn(t testing.TB, dir string, pageSize int, buckets map[string][]loa
 			break
 		}
 	}
-	if err := l.finish(); err != nil {
+	if err := l.Finish(); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.close(); err != nil {
+	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -67,8 +68,8 @@ func loadFileIn(t testing.TB, dir string, pageSize int, buckets map[string][]loa
 // compares every bucket with want, by cursor and by Get.
 func checkLoaded(t testing.TB, p string, want map[string][]loadKV, readOnly bool) {
 	t.Helper()
-	if err := checkBoltFile(p); err != nil {
-		t.Fatalf("checkBoltFile: %v", err)
+	if err := CheckFile(p, 4096); err != nil {
+		t.Fatalf("CheckFile: %v", err)
 	}
 	db, err := bolt.Open(p, 0o644, &bolt.Options{ReadOnly: readOnly, Timeout: time.Second})
 	if err != nil {
@@ -171,8 +172,8 @@ func TestBoltLoader(t *testing.T) {
 		{"three levels", 4096, map[string][]loadKV{"small": genKVs(r, 20000, 24, 40), "empty": nil}},
 		{"overflow pages", 4096, map[string][]loadKV{"big": genKVs(r, 300, 64, 20000), "tiny": genKVs(r, 3, 4, 4)}},
 		{"outsized page", 65536, map[string][]loadKV{"x": {{[]byte("a"), []byte("1")}, {[]byte("b"), huge}, {[]byte("c"), []byte("3")}}}},
-		{"largest keys", 4096, map[string][]loadKV{"k": genKVs(r, 40, maxLoadKey, 10)}},
-		{"snapshot shape", pageSize, map[string][]loadKV{
+		{"largest keys", 4096, map[string][]loadKV{"k": genKVs(r, 40, MaxKeySize, 10)}},
+		{"snapshot shape", 64 << 10, map[string][]loadKV{
 			"stages":  genKVs(r, 3000, 64, 6000),
 			"by_name": genKVs(r, 3000, 100, 0),
 			"meta":    genKVs(r, 10, 20, 50),
@@ -211,17 +212,17 @@ func TestBoltLoaderRefuses(t *testing.T) {
 		{"out of order", []loadKV{{[]byte("b"), nil}, {[]byte("a"), nil}}, "out of order"},
 		{"duplicate", []loadKV{{[]byte("a"), nil}, {[]byte("a"), nil}}, "out of order"},
 		{"empty key", []loadKV{{[]byte{}, nil}}, "empty key"},
-		{"key too long", []loadKV{{bytes.Repeat([]byte("k"), maxLoadKey+1), nil}}, "bbolt's limit"},
+		{"key too long", []loadKV{{bytes.Repeat([]byte("k"), MaxKeySize+1), nil}}, "bbolt's limit"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			l, err := newBoltLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+			l, err := NewPageLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer l.close()
+			defer l.Close()
 			for i, kv := range c.puts {
-				err := l.put([]byte("a"), kv.k, kv.v)
+				err := l.Put([]byte("a"), kv.k, kv.v)
 				if i < len(c.puts)-1 && err != nil {
 					t.Fatal(err)
 				}
@@ -231,15 +232,15 @@ func TestBoltLoaderRefuses(t *testing.T) {
 			}
 		})
 	}
-	l, err := newBoltLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+	l, err := NewPageLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.close()
-	if err := l.put([]byte("b"), []byte("k"), nil); err == nil || !strings.Contains(err.Error(), "missing") {
+	defer l.Close()
+	if err := l.Put([]byte("b"), []byte("k"), nil); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("put into an undeclared bucket: %v", err)
 	}
-	if _, err := newBoltLoader(filepath.Join(t.TempDir(), "d.db"), 4096, [][]byte{[]byte("a"), []byte("a")}); err == nil {
+	if _, err := NewPageLoader(filepath.Join(t.TempDir(), "d.db"), 4096, [][]byte{[]byte("a"), []byte("a")}); err == nil {
 		t.Fatal("a bucket declared twice was accepted")
 	}
 }
@@ -279,19 +280,19 @@ func TestPageWriterDirectFallback(t *testing.T) {
 // TestBoltLoaderWriteError checks that a failed write surfaces from put or
 // finish, not as a silently short file.
 func TestBoltLoaderWriteError(t *testing.T) {
-	l, err := newBoltLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+	l, err := NewPageLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.close()
+	defer l.Close()
 	l.w.f.Close() // every write now fails
 	for i := range 5000 {
-		if err = l.put([]byte("a"), beUint64(uint64(i)), make([]byte, 2000)); err != nil {
+		if err = l.Put([]byte("a"), be64(uint64(i)), make([]byte, 2000)); err != nil {
 			break
 		}
 	}
 	if err == nil {
-		err = l.finish()
+		err = l.Finish()
 	}
 	if !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("got %v, want the write error", err)
@@ -339,24 +340,24 @@ func FuzzBoltLoader(f *testing.F) {
 	})
 }
 
-// TestBoltLoaderCheck checks that the read-back check compile runs before
-// publishing finds a tree whose edges are not what was put.
+// TestBoltLoaderCheck checks that the read-back check the mirror runs
+// before publishing finds a tree whose edges are not what was put.
 func TestBoltLoaderCheck(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "l.db")
-	l, err := newBoltLoader(p, 4096, [][]byte{[]byte("a"), []byte("b")})
+	l, err := NewPageLoader(p, 4096, [][]byte{[]byte("a"), []byte("b")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.close()
+	defer l.Close()
 	for _, kv := range genKVs(rand.New(rand.NewPCG(3, 3)), 2000, 16, 100) {
-		if err := l.put([]byte("a"), kv.k, kv.v); err != nil {
+		if err := l.Put([]byte("a"), kv.k, kv.v); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := l.put([]byte("b"), []byte("only"), nil); err != nil {
+	if err := l.Put([]byte("b"), []byte("only"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.finish(); err != nil {
+	if err := l.Finish(); err != nil {
 		t.Fatal(err)
 	}
 	open := func() *bolt.DB {
@@ -367,7 +368,7 @@ func TestBoltLoaderCheck(t *testing.T) {
 		return db
 	}
 	db := open()
-	if err := l.check(db); err != nil {
+	if err := l.CheckEdges(db); err != nil {
 		t.Fatalf("a good file fails the check: %v", err)
 	}
 	db.Close()
@@ -385,7 +386,10 @@ func TestBoltLoaderCheck(t *testing.T) {
 	}
 	db = open()
 	defer db.Close()
-	if err := l.check(db); err == nil || !strings.Contains(err.Error(), `bucket "a"`) {
+	if err := l.CheckEdges(db); err == nil || !strings.Contains(err.Error(), `bucket "a"`) {
 		t.Fatalf("a damaged first key: %v", err)
 	}
 }
+
+// be64 is v as 8 bytes, big-endian.
+func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
