@@ -1,9 +1,7 @@
 package boltfile
 
 import (
-	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"os"
 )
@@ -25,17 +23,15 @@ import (
 // collector aborts the process ("found bad pointer in Go heap"), which no
 // recover can catch. A corrupted file must fail with an error instead.
 //
-// So the root bucket of each valid meta page is checked here, page by page: each
-// entry lies within its page, each bucket header is 16 bytes naming a page
-// below the high-water mark, and each inline bucket's entries lie within
-// its value, recursively. The trees of the other buckets are not read:
-// a caller whose buckets are all top-level, and which never opens a bucket
-// nested in another, never has their pages reach the heap. This is a few
-// kilobytes of reads at open. The layout is bbolt's on-disk format (version 2), which
-// bbolt keeps stable across releases; values are in the machine's byte
-// order, as bbolt writes them.
+// So the root bucket of each valid meta page is checked here, page by
+// page: each entry lies within its page, each bucket header is 16 bytes
+// naming a page below the high-water mark, and each inline bucket's
+// entries lie within its value, recursively. The trees of the other
+// buckets are not read: a caller whose buckets are all top-level, and
+// which never opens a bucket nested in another, never has their pages
+// reach the heap. This is a few kilobytes of reads.
 func CheckRoots(r io.ReaderAt, size int64, pageSize int) error {
-	var hdr [boltPageHeader + boltMetaSize]byte
+	var hdr [pageHeaderSize + metaSize]byte
 	if _, err := r.ReadAt(hdr[:], 0); err != nil {
 		return fmt.Errorf("reading the first meta page: %w", err)
 	}
@@ -45,31 +41,30 @@ func CheckRoots(r io.ReaderAt, size int64, pageSize int) error {
 	// second is found at the page size the first states, or, when the
 	// first is damaged, at the page size the caller opens the file with
 	// (which bbolt then uses too).
-	m0, err0 := parseBoltMeta(hdr[boltPageHeader:])
+	m0, err0 := parseMeta(hdr[pageHeaderSize:])
 	at := int64(pageSize)
 	if err0 == nil {
 		at = int64(m0.pageSize)
 	}
-	var metas []boltMeta
+	var metas []checkedMeta
 	if err0 == nil {
-		metas = append(metas, m0)
+		metas = append(metas, checkedMeta{0, m0})
 	}
-	m1, err1 := boltMeta{}, error(nil)
+	m1, err1 := meta{}, error(nil)
 	if _, err1 = r.ReadAt(hdr[:], at); err1 == nil {
-		m1, err1 = parseBoltMeta(hdr[boltPageHeader:])
+		m1, err1 = parseMeta(hdr[pageHeaderSize:])
 	}
 	switch {
 	case err1 != nil:
 	case int64(m1.pageSize) != at:
 		return fmt.Errorf("meta page 1, found at byte %d, states a page size of %d", at, m1.pageSize)
 	default:
-		m1.page = 1
-		metas = append(metas, m1)
+		metas = append(metas, checkedMeta{1, m1})
 	}
 	if len(metas) == 0 {
 		return fmt.Errorf("both meta pages are damaged: %v; %v", err0, err1)
 	}
-	c := boltChecker{r: r, size: size, pageSize: int64(metas[0].pageSize)}
+	c := checker{r: r, size: size, pageSize: int64(metas[0].pageSize)}
 	for _, m := range metas {
 		c.hwm = m.pgid
 		if err := c.bucketPage(m.root, 0); err != nil {
@@ -93,62 +88,42 @@ func CheckFile(path string, pageSize int) error {
 	return CheckRoots(f, fi.Size(), pageSize)
 }
 
+// Bounds of the check.
 const (
-	boltPageHeader   = 16 // id u64, flags u16, count u16, overflow u32
-	boltMetaSize     = 64 // magic, version, page size, flags, root (16), freelist, pgid, txid, checksum
-	boltElemSize     = 16 // leaf: flags, pos, ksize, vsize; branch: pos, ksize, pgid
-	boltBucketSize   = 16 // root pgid u64, sequence u64
-	boltMagic        = 0xED0CDAED
-	boltVersion      = 2
-	boltBranchPage   = 0x01
-	boltLeafPage     = 0x02
-	boltMetaPage     = 0x04
-	boltFreelistPage = 0x10
-	boltBucketEntry  = 0x01
-	// boltMaxDepth bounds the descent through branch pages and nested
-	// inline buckets: far beyond any real file, short of a cycle.
-	boltMaxDepth = 16
-	// boltMaxPageBytes bounds one page with its overflow: a top-level
-	// page is a few kilobytes.
-	boltMaxPageBytes = 64 << 20
+	// maxDepth bounds the descent through branch pages and nested inline
+	// buckets: far beyond any real file, short of a cycle.
+	maxDepth = 16
+	// maxPageBytes bounds one page with its overflow: a top-level page is
+	// a few kilobytes.
+	maxPageBytes = 64 << 20
 )
 
-var ne = binary.NativeEndian
-
-// boltMetaSum is the checksum bbolt keeps in a meta page body b: FNV-64a
-// of the 56 bytes before it.
-func boltMetaSum(b []byte) uint64 {
-	h := fnv.New64a()
-	h.Write(b[:56])
-	return h.Sum64()
+// checkedMeta is a valid meta page and which one it is (0 or 1).
+type checkedMeta struct {
+	page int
+	meta
 }
 
-type boltMeta struct {
-	page       int // 0 or 1
-	pageSize   uint32
-	root, pgid uint64
-}
-
-// parseBoltMeta reads a meta page body and checks it as bbolt does: magic,
+// parseMeta reads a meta page body and checks it as bbolt does: magic,
 // version and FNV-64a checksum.
-func parseBoltMeta(b []byte) (boltMeta, error) {
-	if ne.Uint32(b[0:]) != boltMagic {
-		return boltMeta{}, fmt.Errorf("not a bbolt meta page (magic %#x)", ne.Uint32(b[0:]))
+func parseMeta(b []byte) (meta, error) {
+	if m := ne.Uint32(b[metaMagicOff:]); m != magic {
+		return meta{}, fmt.Errorf("not a bbolt meta page (magic %#x)", m)
 	}
-	if v := ne.Uint32(b[4:]); v != boltVersion {
-		return boltMeta{}, fmt.Errorf("bbolt format version %d, want %d", v, boltVersion)
+	if v := ne.Uint32(b[metaVersionOff:]); v != version {
+		return meta{}, fmt.Errorf("bbolt format version %d, want %d", v, version)
 	}
-	if boltMetaSum(b) != ne.Uint64(b[56:]) {
-		return boltMeta{}, fmt.Errorf("meta checksum mismatch")
+	if metaSum(b) != ne.Uint64(b[metaChecksumOff:]) {
+		return meta{}, fmt.Errorf("meta checksum mismatch")
 	}
-	m := boltMeta{pageSize: ne.Uint32(b[8:]), root: ne.Uint64(b[16:]), pgid: ne.Uint64(b[40:])}
+	m := readMeta(b)
 	if m.pageSize < 1024 || m.pageSize > 1<<20 || m.pageSize&(m.pageSize-1) != 0 {
-		return boltMeta{}, fmt.Errorf("page size %d", m.pageSize)
+		return meta{}, fmt.Errorf("page size %d", m.pageSize)
 	}
 	return m, nil
 }
 
-type boltChecker struct {
+type checker struct {
 	r        io.ReaderAt
 	size     int64
 	pageSize int64
@@ -157,46 +132,48 @@ type boltChecker struct {
 
 // bucketPage checks a page of the root bucket's tree and every entry
 // below it.
-func (c *boltChecker) bucketPage(id uint64, depth int) error {
-	if depth > boltMaxDepth {
-		return fmt.Errorf("bucket pages nest deeper than %d", boltMaxDepth)
+func (c *checker) bucketPage(id uint64, depth int) error {
+	if depth > maxDepth {
+		return fmt.Errorf("bucket pages nest deeper than %d", maxDepth)
 	}
 	if id < 2 || id >= c.hwm {
 		return fmt.Errorf("page %d is outside the file's pages 2..%d", id, c.hwm-1)
 	}
 	off := int64(id) * c.pageSize
-	var hdr [boltPageHeader]byte
+	var hdr [pageHeaderSize]byte
 	if off+c.pageSize > c.size {
 		return fmt.Errorf("page %d is past the end of the file", id)
 	}
 	if _, err := c.r.ReadAt(hdr[:], off); err != nil {
 		return fmt.Errorf("reading page %d: %w", id, err)
 	}
-	n := (int64(ne.Uint32(hdr[12:])) + 1) * c.pageSize
-	if n > boltMaxPageBytes || off+n > c.size {
-		return fmt.Errorf("page %d claims %d overflow pages", id, ne.Uint32(hdr[12:]))
+	n := (int64(pageOverflow(hdr[:])) + 1) * c.pageSize
+	if n > maxPageBytes || off+n > c.size {
+		return fmt.Errorf("page %d claims %d overflow pages", id, pageOverflow(hdr[:]))
 	}
 	// Read the entry array, then only as much of the page as the entries
 	// use: a root page is 64 KiB, its entries a few KB.
-	elems := int64(boltPageHeader + int(ne.Uint16(hdr[10:]))*boltElemSize)
+	elems := int64(pageSpan(pageCount(hdr[:]), 0))
 	if elems > n {
-		return fmt.Errorf("%d entries do not fit in a %d-byte page", ne.Uint16(hdr[10:]), n)
+		return fmt.Errorf("%d entries do not fit in a %d-byte page", pageCount(hdr[:]), n)
 	}
 	page := make([]byte, elems)
 	if _, err := c.r.ReadAt(page, off); err != nil {
 		return fmt.Errorf("reading page %d: %w", id, err)
 	}
 	used := elems
-	for at := int64(boltPageHeader); at < elems; at += boltElemSize {
+	for at := int64(pageHeaderSize); at < elems; at += elemSize {
 		e := page[at:]
-		end := at + int64(ne.Uint32(e[4:])) + int64(ne.Uint32(e[8:])) // leaf: pos, ksize
-		if ne.Uint16(hdr[8:]) == boltBranchPage {
-			end = at + int64(ne.Uint32(e[0:])) + int64(ne.Uint32(e[4:])) // branch: pos, ksize
+		var end int64
+		if pageFlags(hdr[:]) == branchPage {
+			pos, ksize, _ := branchElem(e)
+			end = at + pos + ksize
 		} else {
-			end += int64(ne.Uint32(e[12:])) // leaf: vsize
+			_, pos, ksize, vsize := leafElem(e)
+			end = at + pos + ksize + vsize
 		}
 		if end > n {
-			return fmt.Errorf("entry %d: key and value end at byte %d of a %d-byte page", (at-boltPageHeader)/boltElemSize, end, n)
+			return fmt.Errorf("entry %d: key and value end at byte %d of a %d-byte page", (at-pageHeaderSize)/elemSize, end, n)
 		}
 		used = max(used, end)
 	}
@@ -209,31 +186,32 @@ func (c *boltChecker) bucketPage(id uint64, depth int) error {
 
 // entries checks the entries of one page (on disk, or an inline bucket's
 // value), following branch children and bucket entries.
-func (c *boltChecker) entries(page []byte, depth int) error {
-	if len(page) < boltPageHeader {
+func (c *checker) entries(page []byte, depth int) error {
+	if len(page) < pageHeaderSize {
 		return fmt.Errorf("a page of %d bytes has no header", len(page))
 	}
-	flags, count := ne.Uint16(page[8:]), int(ne.Uint16(page[10:]))
-	if boltPageHeader+count*boltElemSize > len(page) {
+	flags, count := pageFlags(page), pageCount(page)
+	if pageSpan(count, 0) > len(page) {
 		return fmt.Errorf("%d entries do not fit in a %d-byte page", count, len(page))
 	}
 	for i := range count {
-		at := boltPageHeader + i*boltElemSize
-		e := page[at : at+boltElemSize]
+		at := pageHeaderSize + i*elemSize
+		e := page[at : at+elemSize]
 		switch flags {
-		case boltBranchPage:
-			if err := within(page, at, int64(ne.Uint32(e[0:])), int64(ne.Uint32(e[4:])), 0); err != nil {
+		case branchPage:
+			pos, ksize, pgid := branchElem(e)
+			if err := within(page, at, pos, ksize, 0); err != nil {
 				return fmt.Errorf("branch entry %d: %w", i, err)
 			}
-			if err := c.bucketPage(ne.Uint64(e[8:]), depth+1); err != nil {
+			if err := c.bucketPage(pgid, depth+1); err != nil {
 				return fmt.Errorf("branch entry %d: %w", i, err)
 			}
-		case boltLeafPage:
-			pos, ksize, vsize := int64(ne.Uint32(e[4:])), int64(ne.Uint32(e[8:])), int64(ne.Uint32(e[12:]))
+		case leafPage:
+			eflags, pos, ksize, vsize := leafElem(e)
 			if err := within(page, at, pos, ksize, vsize); err != nil {
 				return fmt.Errorf("entry %d: %w", i, err)
 			}
-			if ne.Uint32(e[0:])&boltBucketEntry == 0 {
+			if eflags&bucketEntry == 0 {
 				continue
 			}
 			v := page[int64(at)+pos+ksize : int64(at)+pos+ksize+vsize]
@@ -258,12 +236,12 @@ func within(page []byte, at int, pos, ksize, vsize int64) error {
 
 // bucket checks a bucket header value: an inline bucket's page lies within
 // it, any other names a page in use.
-func (c *boltChecker) bucket(v []byte, depth int) error {
-	if len(v) < boltBucketSize {
+func (c *checker) bucket(v []byte, depth int) error {
+	if len(v) < bucketHeaderSize {
 		return fmt.Errorf("bucket header of %d bytes", len(v))
 	}
 	if root := ne.Uint64(v); root != 0 {
-		if len(v) != boltBucketSize {
+		if len(v) != bucketHeaderSize {
 			return fmt.Errorf("bucket header of %d bytes for a bucket at page %d", len(v), root)
 		}
 		if root < 2 || root >= c.hwm {
@@ -271,8 +249,8 @@ func (c *boltChecker) bucket(v []byte, depth int) error {
 		}
 		return nil
 	}
-	inline := v[boltBucketSize:]
-	if len(inline) < boltPageHeader || ne.Uint16(inline[8:]) != boltLeafPage {
+	inline := v[bucketHeaderSize:]
+	if len(inline) < pageHeaderSize || pageFlags(inline) != leafPage {
 		return fmt.Errorf("inline bucket without a leaf page")
 	}
 	return c.entries(inline, depth)
@@ -282,22 +260,19 @@ func (c *boltChecker) bucket(v []byte, depth int) error {
 // page of the newer meta page of a bbolt file image whose meta pages are
 // both valid: for tests that damage it.
 func RootPage(image []byte) (off, pageSize int, err error) {
-	var metas [2]boltMeta
-	var txids [2]uint64
+	var metas [2]meta
 	at := 0
 	for i := range metas {
-		if len(image) < at+boltPageHeader+boltMetaSize {
+		if len(image) < at+pageHeaderSize+metaSize {
 			return 0, 0, fmt.Errorf("an image of %d bytes has no meta page %d", len(image), i)
 		}
-		b := image[at+boltPageHeader:]
-		if metas[i], err = parseBoltMeta(b); err != nil {
+		if metas[i], err = parseMeta(image[at+pageHeaderSize:]); err != nil {
 			return 0, 0, fmt.Errorf("meta page %d: %w", i, err)
 		}
-		txids[i] = ne.Uint64(b[48:])
 		at = int(metas[0].pageSize)
 	}
 	m := metas[0]
-	if txids[1] > txids[0] {
+	if metas[1].txid > m.txid {
 		m = metas[1]
 	}
 	return int(m.root) * int(m.pageSize), int(m.pageSize), nil

@@ -95,7 +95,7 @@ func FuzzRootPage(f *testing.F) {
 	}
 	f.Add(uint8(0), uint16(0), images[0][roots[0]:roots[0]+64])
 	f.Add(uint8(1), uint16(0), images[1][roots[1]:roots[1]+64])
-	f.Add(uint8(0), uint16(boltPageHeader), []byte{0xff, 0xff, 0, 0})
+	f.Add(uint8(0), uint16(pageHeaderSize), []byte{0xff, 0xff, 0, 0})
 	f.Add(uint8(1), uint16(40), []byte{1, 2, 3})
 	p := filepath.Join(f.TempDir(), "c.db")
 	f.Fuzz(func(t *testing.T, which uint8, at uint16, data []byte) {
@@ -193,13 +193,13 @@ func TestCheckRoots(t *testing.T) {
 	// holds a bucket with its own page.
 	// The inline one must have entries of its own.
 	inline, paged := -1, -1
-	for i := range int(int(ne.Uint16(orig[root+10:]))) {
-		e := root + boltPageHeader + i*boltElemSize
-		v := e + int(ne.Uint32(orig[e+4:])) + int(ne.Uint32(orig[e+8:]))
+	for i := range int(pageCount(orig[root:])) {
+		e := root + pageHeaderSize + i*elemSize
+		v := e + int(ne.Uint32(orig[e+leafPosOff:])) + int(ne.Uint32(orig[e+leafKsizeOff:]))
 		switch {
 		case ne.Uint64(orig[v:]) != 0:
 			paged = e
-		case ne.Uint16(orig[v+boltBucketSize+10:]) > 0:
+		case ne.Uint16(orig[v+bucketHeaderSize+pageCountOff:]) > 0:
 			inline = e
 		}
 	}
@@ -207,10 +207,10 @@ func TestCheckRoots(t *testing.T) {
 		t.Fatalf("the staging image's root page has no inline bucket (%d) or no paged one (%d)", inline, paged)
 	}
 	value := func(e int) int {
-		return e + int(ne.Uint32(orig[e+4:])) + int(ne.Uint32(orig[e+8:]))
+		return e + int(ne.Uint32(orig[e+leafPosOff:])) + int(ne.Uint32(orig[e+leafKsizeOff:]))
 	}
 	resum := func(b []byte, meta int) {
-		ne.PutUint64(b[meta+boltPageHeader+56:], boltMetaSum(b[meta+boltPageHeader:]))
+		ne.PutUint64(b[meta+pageHeaderSize+metaChecksumOff:], metaSum(b[meta+pageHeaderSize:]))
 	}
 	cases := []struct {
 		name   string
@@ -218,30 +218,30 @@ func TestCheckRoots(t *testing.T) {
 		want   string
 	}{
 		{"both meta checksums", func(b []byte) {
-			b[boltPageHeader+40] ^= 1
-			b[pageSize+boltPageHeader+40] ^= 1
+			b[pageHeaderSize+metaPgidOff] ^= 1
+			b[pageSize+pageHeaderSize+metaPgidOff] ^= 1
 		}, "both meta pages are damaged"},
 		{"root page past the end", func(b []byte) {
 			for i := range 2 {
-				ne.PutUint64(b[i*pageSize+boltPageHeader+16:], 1<<40)
+				ne.PutUint64(b[i*pageSize+pageHeaderSize+metaRootOff:], 1<<40)
 				resum(b, i*pageSize)
 			}
 		}, "outside the file's pages"},
-		{"entry count", func(b []byte) { ne.PutUint16(b[root+10:], 0xffff) }, "do not fit"},
-		{"entry offset", func(b []byte) { ne.PutUint32(b[inline+4:], 1<<30) }, "key and value end at byte"},
+		{"entry count", func(b []byte) { ne.PutUint16(b[root+pageCountOff:], 0xffff) }, "do not fit"},
+		{"entry offset", func(b []byte) { ne.PutUint32(b[inline+leafPosOff:], 1<<30) }, "key and value end at byte"},
 		{"inline entry offset", func(b []byte) {
-			in := value(inline) + boltBucketSize
-			ne.PutUint32(b[in+boltPageHeader+4:], 1<<20)
+			in := value(inline) + bucketHeaderSize
+			ne.PutUint32(b[in+pageHeaderSize+leafPosOff:], 1<<20)
 		}, "key and value end at byte"},
 		{"paged bucket claims to be inline", func(b []byte) { ne.PutUint64(b[value(paged):], 0) }, "inline bucket without a leaf page"},
 		{"bucket page out of range", func(b []byte) { ne.PutUint64(b[value(paged):], 1<<40) }, "outside the file's pages"},
-		{"page flags", func(b []byte) { ne.PutUint16(b[root+8:], 0x10) }, "want a branch or leaf page"},
+		{"page flags", func(b []byte) { ne.PutUint16(b[root+pageFlagsOff:], 0x10) }, "want a branch or leaf page"},
 	}
 	// bbolt falls back to the other meta page when one is damaged (a torn
 	// write): so does the check.
 	for _, meta := range []int{0, pageSize} {
 		torn := bytes.Clone(orig)
-		torn[meta+boltPageHeader+40] ^= 1
+		torn[meta+pageHeaderSize+metaPgidOff] ^= 1
 		if err := checkImage(torn); err != nil {
 			t.Errorf("a damaged meta page at byte %d fails the check: %v", meta, err)
 		}

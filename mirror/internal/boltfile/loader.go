@@ -1,5 +1,5 @@
 // Package boltfile writes and checks bbolt files at the level of bbolt's
-// page layout, below bbolt's own API: PageLoader writes a complete file in
+// page layout (layout.go), below bbolt's own API: PageLoader writes a complete file in
 // one sequential pass, CheckRoots checks the pages bbolt would copy to the
 // Go heap before anything reads a bucket.
 package boltfile
@@ -31,8 +31,8 @@ import (
 // fresh page-cache memory), and writes the branch pages, the root bucket,
 // an empty freelist and the two meta pages at the end.
 //
-// The file is bbolt's on-disk format version 2 (the layout check.go
-// checks), in the machine's byte order as bbolt writes it: every bucket is
+// The file is bbolt's on-disk format version 2 (layout.go), in the
+// machine's byte order as bbolt writes it: every bucket is
 // a top-level bucket with its own root page (none inline), leaves hold as
 // many entries as fit in a page (a single bigger entry gets overflow
 // pages), branch pages hold at least two. The tests open what it writes
@@ -67,14 +67,6 @@ type branchRef struct {
 	key  []byte
 	page uint64
 }
-
-// bbolt's limits on a key and a value.
-const (
-	// MaxKeySize is bbolt's largest key.
-	MaxKeySize = 32768
-	// MaxValueSize is bbolt's largest value.
-	MaxValueSize = 1<<31 - 2
-)
 
 // errLoadOrder reports a key that is not above the previous key of its
 // bucket: a bug in the caller, since every bucket is written sorted.
@@ -115,7 +107,7 @@ func (l *PageLoader) Put(bucket, k, v []byte) error {
 		return fmt.Errorf("bucket %q: key %q after %q: %w", bucket, k, b.last, errLoadOrder)
 	}
 	if len(b.elems) > 0 && (len(b.elems) == 0xFFFF ||
-		leafSize(len(b.elems)+1, len(b.data)+len(k)+len(v)) > l.pageSize) {
+		pageSpan(len(b.elems)+1, len(b.data)+len(k)+len(v)) > l.pageSize) {
 		if err := l.flushLeaf(b); err != nil {
 			return err
 		}
@@ -129,10 +121,6 @@ func (l *PageLoader) Put(bucket, k, v []byte) error {
 	b.hasKey = true
 	return nil
 }
-
-// leafSize is the size of a page of n elements holding data bytes of keys
-// and values (branch pages have the same shape).
-func leafSize(n, data int) int { return boltPageHeader + n*boltElemSize + data }
 
 // flushLeaf writes b's pending leaf page.
 func (l *PageLoader) flushLeaf(b *loadBucket) error {
@@ -152,16 +140,11 @@ func (l *PageLoader) flushLeaf(b *loadBucket) error {
 // writeLeaf writes a leaf page of elems, whose keys and values are data,
 // each flagged with flags, and returns its page id.
 func (l *PageLoader) writeLeaf(elems []loadElem, data []byte, flags uint32) (uint64, error) {
-	return l.writePage(boltLeafPage, len(elems), len(data), func(p []byte) {
-		ep, start := p[boltPageHeader:], len(elems)*boltElemSize
+	return l.writePage(leafPage, len(elems), len(data), func(p []byte) {
+		ep, start := p[pageHeaderSize:], len(elems)*elemSize
 		off := 0
 		for i, e := range elems {
-			el := ep[i*boltElemSize:]
-			ne.PutUint32(el[0:], flags)
-			// pos counts from the element itself.
-			ne.PutUint32(el[4:], uint32(start-i*boltElemSize+off))
-			ne.PutUint32(el[8:], uint32(e.ksize))
-			ne.PutUint32(el[12:], uint32(e.vsize))
+			putLeafElem(ep[i*elemSize:], flags, start-i*elemSize+off, e.ksize, e.vsize)
 			off += e.ksize + e.vsize
 		}
 		copy(ep[start:], data)
@@ -172,7 +155,7 @@ func (l *PageLoader) writeLeaf(elems []loadElem, data []byte, flags uint32) (uin
 // data size (plus overflow pages as needed), lets fill write its body
 // after the header, and appends it to the file. It returns the page id.
 func (l *PageLoader) writePage(flags uint16, count, data int, fill func(p []byte)) (uint64, error) {
-	size := leafSize(count, data)
+	size := pageSpan(count, data)
 	pages := (size + l.pageSize - 1) / l.pageSize
 	p, err := l.w.page(pages * l.pageSize)
 	if err != nil {
@@ -180,10 +163,7 @@ func (l *PageLoader) writePage(flags uint16, count, data int, fill func(p []byte
 	}
 	id := l.next
 	l.next += uint64(pages)
-	ne.PutUint64(p[0:], id)
-	ne.PutUint16(p[8:], flags)
-	ne.PutUint16(p[10:], uint16(count))
-	ne.PutUint32(p[12:], uint32(pages-1))
+	putPageHeader(p, id, flags, count, pages-1)
 	fill(p[:size])
 	clear(p[size:])
 	return id, nil
@@ -202,19 +182,16 @@ func (l *PageLoader) root(b *loadBucket) (uint64, error) {
 		var up []branchRef
 		for len(level) > 0 {
 			n, keys := 0, 0
-			for n < len(level) && n < 0xFFFF && (n < 2 || leafSize(n+1, keys+len(level[n].key)) <= l.pageSize) {
+			for n < len(level) && n < 0xFFFF && (n < 2 || pageSpan(n+1, keys+len(level[n].key)) <= l.pageSize) {
 				keys += len(level[n].key)
 				n++
 			}
 			page := level[:n]
-			id, err := l.writePage(boltBranchPage, n, keys, func(p []byte) {
-				elems, data := p[boltPageHeader:], n*boltElemSize
+			id, err := l.writePage(branchPage, n, keys, func(p []byte) {
+				elems, data := p[pageHeaderSize:], n*elemSize
 				off := 0
 				for i, r := range page {
-					el := elems[i*boltElemSize:]
-					ne.PutUint32(el[0:], uint32(data-i*boltElemSize+off))
-					ne.PutUint32(el[4:], uint32(len(r.key)))
-					ne.PutUint64(el[8:], r.page)
+					putBranchElem(elems[i*elemSize:], data-i*elemSize+off, len(r.key), r.page)
 					copy(elems[data+off:], r.key)
 					off += len(r.key)
 				}
@@ -242,20 +219,20 @@ func (l *PageLoader) Finish() error {
 		if err != nil {
 			return err
 		}
-		var hdr [boltBucketSize]byte
+		var hdr [bucketHeaderSize]byte
 		ne.PutUint64(hdr[0:], id) // root page; the sequence stays 0
 		rootBucket.elems = append(rootBucket.elems, loadElem{len(name), len(hdr)})
 		rootBucket.data = append(append(rootBucket.data, name...), hdr[:]...)
 	}
 	// The root bucket's page: one entry per bucket, flagged as a bucket.
-	if leafSize(len(rootBucket.elems), len(rootBucket.data)) > l.pageSize {
+	if pageSpan(len(rootBucket.elems), len(rootBucket.data)) > l.pageSize {
 		return fmt.Errorf("%d bucket names do not fit in one page", len(rootBucket.elems))
 	}
-	rootID, err := l.writeLeaf(rootBucket.elems, rootBucket.data, boltBucketEntry)
+	rootID, err := l.writeLeaf(rootBucket.elems, rootBucket.data, bucketEntry)
 	if err != nil {
 		return err
 	}
-	freelistID, err := l.writePage(boltFreelistPage, 0, 0, func([]byte) {})
+	freelistID, err := l.writePage(freelistPage, 0, 0, func([]byte) {})
 	if err != nil {
 		return err
 	}
@@ -268,17 +245,14 @@ func (l *PageLoader) Finish() error {
 	clear(metas)
 	for i := range 2 {
 		p := metas[i*l.pageSize : (i+1)*l.pageSize]
-		ne.PutUint64(p[0:], uint64(i))
-		ne.PutUint16(p[8:], boltMetaPage)
-		m := p[boltPageHeader:]
-		ne.PutUint32(m[0:], boltMagic)
-		ne.PutUint32(m[4:], boltVersion)
-		ne.PutUint32(m[8:], uint32(l.pageSize))
-		ne.PutUint64(m[16:], rootID)
-		ne.PutUint64(m[32:], freelistID)
-		ne.PutUint64(m[40:], l.next)
-		ne.PutUint64(m[48:], uint64(i)) // txid, whose parity is the page id
-		ne.PutUint64(m[56:], boltMetaSum(m))
+		putPageHeader(p, uint64(i), metaPage, 0, 0)
+		putMeta(p[pageHeaderSize:], meta{
+			pageSize: uint32(l.pageSize),
+			root:     rootID,
+			freelist: freelistID,
+			pgid:     l.next,
+			txid:     uint64(i), // whose parity is the page id
+		})
 	}
 	l.w.writeMeta(metas)
 	return l.w.sync()

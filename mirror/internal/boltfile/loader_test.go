@@ -379,7 +379,7 @@ func TestBoltLoaderCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	page := b[2*4096:]
-	at := boltPageHeader + int(ne.Uint32(page[boltPageHeader+4:]))
+	at := pageHeaderSize + int(ne.Uint32(page[pageHeaderSize+leafPosOff:]))
 	page[at] ^= 0xff
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
