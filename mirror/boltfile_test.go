@@ -2,11 +2,13 @@ package mirror
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
@@ -92,4 +94,71 @@ func TestRootPageCorruptionNeverCrashes(t *testing.T) {
 	if opened == 0 || refused == 0 {
 		t.Fatalf("%d damaged files opened, %d refused: want some of each", opened, refused)
 	}
+}
+
+// publishedCopy syncs stages into a new mirror and returns a copy of its
+// snapshot file and the snapshot's meta.
+func publishedCopy(t *testing.T, stages []*store.Stage) (string, []byte, Meta) {
+	t.Helper()
+	m := newTemp(t, Options{})
+	syncAll(t, m, stages, PublishInfo{Upstream: "u"})
+	meta := m.Meta()
+	p := filepath.Join(t.TempDir(), "copy.db")
+	b := copyFile(t, m.Path(), p)
+	return p, b, meta
+}
+
+// TestCheckCompiled checks that the full check compile runs before a
+// snapshot can be published passes a healthy file and refuses damage it would otherwise miss: a flipped byte in a record,
+// which only recomputing the digest from the trees finds, and a leaf page
+// header claiming a page it does not own, which only bbolt's consistency
+// walk finds.
+func TestCheckCompiled(t *testing.T) {
+	stages := stdlibStages(t)
+	t.Run("record", func(t *testing.T) {
+		p, orig, meta := publishedCopy(t, stages)
+		if err := checkCompiled(p, &meta, Options{}); err != nil {
+			t.Fatalf("a healthy snapshot fails the check: %v", err)
+		}
+		// A byte inside a record's JSON (a leaf value of "stages").
+		b := bytes.Clone(orig)
+		at := bytes.Index(b, stages[7].Raw)
+		if at < 0 {
+			t.Fatal("the stage's JSON is not in the file")
+		}
+		b[at+len(stages[7].Raw)/2] ^= 0x01
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkCompiled(p, &meta, Options{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "digest to") {
+			t.Fatalf("a flipped byte in a record: %v, want a digest mismatch", err)
+		}
+		// The meta's own counts must match what the compiler counted.
+		want := meta
+		want.Total++
+		if err := os.WriteFile(p, orig, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkCompiled(p, &want, Options{}); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("a total the compiler did not write: %v", err)
+		}
+	})
+	t.Run("page header", func(t *testing.T) {
+		p, b, meta := publishedCopy(t, stages)
+		// bbolt's page header (boltfile/layout.go): flags u16 at byte 8,
+		// overflow u32 at byte 12. The page writer puts the first leaf it
+		// fills at page 2 and the next at page 3.
+		page := b[2*pageSize:]
+		ne := binary.NativeEndian
+		if ne.Uint16(page[8:]) != 0x02 || ne.Uint32(page[12:]) != 0 {
+			t.Fatalf("page 2 is not a one-page leaf")
+		}
+		ne.PutUint32(page[12:], 1)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkCompiled(p, &meta, Options{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "multiple references") {
+			t.Fatalf("a leaf page claiming its neighbour: %v, want bbolt's consistency check to refuse it", err)
+		}
+	})
 }

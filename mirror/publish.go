@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -84,7 +85,7 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 	if err = l.Finish(); err != nil {
 		return "", res, fmt.Errorf("writing snapshot %s: %w", name, err)
 	}
-	if err = checkCompiled(name, l, &meta, opts); err != nil {
+	if err = checkCompiled(name, &meta, opts); err != nil {
 		return "", res, err
 	}
 	if err = os.Chmod(name, 0o644); err != nil {
@@ -94,26 +95,90 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 	return name, res, nil
 }
 
-// checkCompiled opens the snapshot l wrote at name as a reader would and
-// checks its meta and the edges of every bucket's tree (CheckEdges).
-func checkCompiled(name string, l *boltfile.PageLoader, meta *Meta, opts Options) (err error) {
+// checkCompiled fully checks the snapshot just written at name before it
+// can be published: it opens it as a reader would (root pages, meta),
+// compares the meta's digest and counts with what the compiler computed,
+// recomputes the digest from every entry of every digested bucket, and
+// runs bbolt's consistency walk over every page (boltfile.CheckTrees).
+// Any difference is ErrCorrupt, and compile then removes the file. The
+// file is read once sequentially first (readAhead): at 10k stages the
+// whole check costs about as much as writing the file.
+func checkCompiled(name string, meta *Meta, opts Options) (err error) {
+	if err := readAhead(name); err != nil {
+		return err
+	}
 	s, err := openSnap(name, opts)
 	if err != nil {
 		return fmt.Errorf("the snapshot just written does not open: %w", err)
 	}
 	defer s.release()
+	if s.meta.Digest != meta.Digest || s.meta.Total != meta.Total || s.meta.Quarantined != meta.Quarantined {
+		return fmt.Errorf("%w: the snapshot just written reads back %d stages, %d quarantined, with digest %s, want %d, %d with %s",
+			ErrCorrupt, s.meta.Total, s.meta.Quarantined, s.meta.Digest, meta.Total, meta.Quarantined, meta.Digest)
+	}
+	// The digest walk reads every entry under recover and
+	// SetPanicOnFault; tx.Check, whose goroutine has neither, runs only
+	// after it read the whole file cleanly.
+	if err := s.db.View(func(tx *bolt.Tx) error { return checkDigest(tx, meta) }); err != nil {
+		return fmt.Errorf("%w: the snapshot just written: %v", ErrCorrupt, err)
+	}
+	if err := s.db.View(boltfile.CheckTrees); err != nil {
+		return fmt.Errorf("%w: the snapshot just written: %v", ErrCorrupt, err)
+	}
+	return nil
+}
+
+// readAhead reads the file at name once, sequentially, so that the
+// checks after it find its pages in the page cache. bbolt maps a file
+// with MADV_RANDOM, so a walk of a file that is not cached (the page
+// writer writes with O_DIRECT) faults it in one 4 KiB page at a time.
+func readAhead(name string) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		_, err := f.Read(buf)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading the snapshot just written: %w", err)
+		}
+	}
+}
+
+// checkDigest recomputes the digest of the snapshot tx reads from every
+// entry of every digested bucket, and counts its stages and quarantined
+// stages, against meta.
+func checkDigest(tx *bolt.Tx, meta *Meta) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: reading the snapshot just written panicked: %v", ErrCorrupt, r)
+			err = fmt.Errorf("reading it panicked: %v", r)
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	if s.meta.Digest != meta.Digest || s.meta.Total != meta.Total {
-		return fmt.Errorf("%w: the snapshot just written reads back %d stages with digest %s, want %d with %s",
-			ErrCorrupt, s.meta.Total, s.meta.Digest, meta.Total, meta.Digest)
+	dg := newDigester()
+	counts := map[string]int{}
+	for _, name := range digestBuckets() {
+		b := tx.Bucket(name)
+		if b == nil {
+			return fmt.Errorf("bucket %q is missing", name)
+		}
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			dg.add(name, k, v)
+			counts[string(name)]++
+		}
 	}
-	if err := l.CheckEdges(s.db); err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	if got := fmt.Sprintf("%x", dg.sum()); got != meta.Digest {
+		return fmt.Errorf("its entries digest to %s, want %s", got, meta.Digest)
+	}
+	if counts[string(bucketStages)] != meta.Total || counts[string(bucketQuarantine)] != meta.Quarantined {
+		return fmt.Errorf("it holds %d stages and %d quarantined, want %d and %d",
+			counts[string(bucketStages)], counts[string(bucketQuarantine)], meta.Total, meta.Quarantined)
 	}
 	return nil
 }

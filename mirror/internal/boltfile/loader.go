@@ -1,7 +1,8 @@
 // Package boltfile writes and checks bbolt files at the level of bbolt's
 // page layout (layout.go), below bbolt's own API: PageLoader writes a complete file in
 // one sequential pass, CheckRoots checks the pages bbolt would copy to the
-// Go heap before anything reads a bucket.
+// Go heap before anything reads a bucket, and CheckTrees runs bbolt's own
+// consistency walk.
 package boltfile
 
 import (
@@ -12,8 +13,6 @@ import (
 	"slices"
 	gosync "sync"
 	"unsafe"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // PageLoader writes a complete bbolt file in one sequential pass, from
@@ -54,7 +53,6 @@ type PageLoader struct {
 type loadBucket struct {
 	elems  []loadElem
 	data   []byte // keys and values of elems, back to back
-	first  []byte // the first key put
 	last   []byte // the last key put, to check the order
 	hasKey bool
 	level  []branchRef
@@ -114,9 +112,6 @@ func (l *PageLoader) Put(bucket, k, v []byte) error {
 	}
 	b.elems = append(b.elems, loadElem{len(k), len(v)})
 	b.data = append(append(b.data, k...), v...)
-	if !b.hasKey {
-		b.first = slices.Clone(k)
-	}
 	b.last = append(b.last[:0], k...)
 	b.hasKey = true
 	return nil
@@ -256,31 +251,6 @@ func (l *PageLoader) Finish() error {
 	}
 	l.w.writeMeta(metas)
 	return l.w.sync()
-}
-
-// CheckEdges compares each bucket's first and last key in db, the
-// finished file opened with bbolt, with what was put: a few pages read per
-// bucket, down the left and right edges of every tree, from the root
-// bucket's page through the branch pages. The mirror runs it before a
-// snapshot can replace the current one, so a layout bug gives an error
-// instead of a published file that readers cannot use.
-func (l *PageLoader) CheckEdges(db *bolt.DB) error {
-	return db.View(func(tx *bolt.Tx) error {
-		for _, name := range l.names {
-			want := l.buckets[string(name)]
-			b := tx.Bucket(name)
-			if b == nil {
-				return fmt.Errorf("bucket %q is missing from the written file", name)
-			}
-			c := b.Cursor()
-			first, _ := c.First()
-			last, _ := c.Last()
-			if !bytes.Equal(first, want.first) || !bytes.Equal(last, want.last) {
-				return fmt.Errorf("bucket %q of the written file runs from %q to %q, want %q to %q", name, first, last, want.first, want.last)
-			}
-		}
-		return nil
-	})
 }
 
 // Close releases the file. It may be called more than once.
