@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
 	"github.com/noether-mirror/mirror/store"
 )
@@ -96,11 +98,12 @@ func TestRootPageCorruptionNeverCrashes(t *testing.T) {
 	}
 }
 
-// publishedCopy syncs stages into a new mirror and returns a copy of its
-// snapshot file and the snapshot's meta.
-func publishedCopy(t *testing.T, stages []*store.Stage) (string, []byte, Meta) {
+// publishedCopy syncs stages into a new mirror (through bbolt's
+// transactions when tx is set) and returns a copy of its snapshot file
+// and the snapshot's meta.
+func publishedCopy(t *testing.T, tx bool, stages []*store.Stage) (string, []byte, Meta) {
 	t.Helper()
-	m := newTemp(t, Options{})
+	m := newTemp(t, Options{BoltTransactions: tx})
 	syncAll(t, m, stages, PublishInfo{Upstream: "u"})
 	meta := m.Meta()
 	p := filepath.Join(t.TempDir(), "copy.db")
@@ -109,14 +112,15 @@ func publishedCopy(t *testing.T, stages []*store.Stage) (string, []byte, Meta) {
 }
 
 // TestCheckCompiled checks that the full check compile runs before a
-// snapshot can be published passes a healthy file and refuses damage it would otherwise miss: a flipped byte in a record,
+// snapshot can be published passes a healthy file from either writer and
+// refuses damage it would otherwise miss: a flipped byte in a record,
 // which only recomputing the digest from the trees finds, and a leaf page
 // header claiming a page it does not own, which only bbolt's consistency
 // walk finds.
 func TestCheckCompiled(t *testing.T) {
 	stages := stdlibStages(t)
-	t.Run("record", func(t *testing.T) {
-		p, orig, meta := publishedCopy(t, stages)
+	forBothWriters(t, func(t *testing.T, tx bool) {
+		p, orig, meta := publishedCopy(t, tx, stages)
 		if err := checkCompiled(p, &meta, Options{}); err != nil {
 			t.Fatalf("a healthy snapshot fails the check: %v", err)
 		}
@@ -144,7 +148,7 @@ func TestCheckCompiled(t *testing.T) {
 		}
 	})
 	t.Run("page header", func(t *testing.T) {
-		p, b, meta := publishedCopy(t, stages)
+		p, b, meta := publishedCopy(t, false, stages)
 		// bbolt's page header (boltfile/layout.go): flags u16 at byte 8,
 		// overflow u32 at byte 12. The page writer puts the first leaf it
 		// fills at page 2 and the next at page 3.
@@ -161,4 +165,42 @@ func TestCheckCompiled(t *testing.T) {
 			t.Fatalf("a leaf page claiming its neighbour: %v, want bbolt's consistency check to refuse it", err)
 		}
 	})
+}
+
+// TestBoltTransactionsEquivalent checks that a snapshot written through
+// bbolt's transactions holds what the page writer's does: the same
+// digest, meta and reads.
+func TestBoltTransactionsEquivalent(t *testing.T) {
+	stages := stdlibStages(t)
+	var metas []Meta
+	forBothWriters(t, func(t *testing.T, tx bool) {
+		m := newTemp(t, Options{BoltTransactions: tx})
+		syncAll(t, m, stages, PublishInfo{Upstream: "u"})
+		mustVerify(t, m)
+		for _, s := range stages[:10] {
+			if raw, err := m.GetRaw(t.Context(), s.ID); err != nil || !bytes.Equal(raw, s.Raw) {
+				t.Fatalf("GetRaw %s: %v", s.ID, err)
+			}
+		}
+		// The page writer's file is bbolt's transaction 1; bbolt's own
+		// writer commits the buckets, then the entries.
+		s, err := m.acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.release()
+		var txid int
+		_ = s.view(func(tx *bolt.Tx) error { txid = tx.ID(); return nil })
+		if (txid > 1) != tx {
+			t.Fatalf("the snapshot is bbolt transaction %d", txid)
+		}
+		metas = append(metas, m.Meta())
+	})
+	if len(metas) != 2 {
+		t.Fatal("a writer failed")
+	}
+	a, b := metas[0], metas[1]
+	if a.Digest != b.Digest || a.Total != b.Total || a.Quarantined != b.Quarantined || a.Generation != b.Generation || a.FormatVersion != b.FormatVersion {
+		t.Fatalf("page writer %+v, bbolt transactions %+v", a, b)
+	}
 }

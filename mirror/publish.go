@@ -50,7 +50,7 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 			name = ""
 		}
 	}()
-	l, err := boltfile.NewPageLoader(name, pageSize, append(digestBuckets(), bucketMeta))
+	l, err := newLoader(name, opts)
 	if err != nil {
 		return "", res, fmt.Errorf("creating snapshot %s: %w", name, err)
 	}
@@ -93,6 +93,17 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 	}
 	res.meta = meta
 	return name, res, nil
+}
+
+// newLoader starts the snapshot file name with every snapshot bucket, to
+// be written by the page writer or, with opts.BoltTransactions, through
+// bbolt's transactions.
+func newLoader(name string, opts Options) (boltfile.Loader, error) {
+	buckets := append(digestBuckets(), bucketMeta)
+	if opts.BoltTransactions {
+		return boltfile.NewTxLoader(name, pageSize, buckets)
+	}
+	return boltfile.NewPageLoader(name, pageSize, buckets)
 }
 
 // checkCompiled fully checks the snapshot just written at name before it
@@ -184,7 +195,7 @@ func checkDigest(tx *bolt.Tx, meta *Meta) (err error) {
 }
 
 type compiler struct {
-	out         *boltfile.PageLoader
+	out         boltfile.Loader
 	dir         string // for scratch files
 	dg          *digester
 	total       int

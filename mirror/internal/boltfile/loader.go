@@ -1,8 +1,9 @@
 // Package boltfile writes and checks bbolt files at the level of bbolt's
-// page layout (layout.go), below bbolt's own API: PageLoader writes a complete file in
-// one sequential pass, CheckRoots checks the pages bbolt would copy to the
-// Go heap before anything reads a bucket, and CheckTrees runs bbolt's own
-// consistency walk.
+// page layout (layout.go), below bbolt's own API: PageLoader writes a
+// complete file in one sequential pass, CheckRoots checks the pages bbolt
+// would copy to the Go heap before anything reads a bucket. TxLoader
+// writes an equivalent file through bbolt's transactions, and CheckTrees
+// runs bbolt's own consistency walk.
 package boltfile
 
 import (
@@ -15,37 +16,51 @@ import (
 	"unsafe"
 )
 
+// Loader writes a bbolt file whose buckets are all top-level and whose
+// entries arrive in key order per bucket. Put copies what it is given
+// before it returns; Finish completes and fsyncs the file; Close releases
+// it, and may be called more than once. A Loader is used by one goroutine.
+type Loader interface {
+	// Put appends k → v to bucket, whose previous key must sort below k.
+	Put(bucket, k, v []byte) error
+	// Finish writes what is pending and fsyncs the file. The Loader is
+	// done after it, whatever it returns.
+	Finish() error
+	// Close releases the file.
+	Close() error
+}
+
 // PageLoader writes a complete bbolt file in one sequential pass, from
-// entries that arrive in key order per bucket. It is how the mirror writes
-// a snapshot.
+// entries that arrive in key order per bucket.
 //
-// A snapshot is written once and never changed, and its entries come
-// sorted, so none of bbolt's transaction machinery is needed: no node
-// splits, no copy-on-write, no freelist. Through bbolt, a snapshot was
-// written as one transaction per ~2 MB, each rewriting the right-hand path
-// of every tree, page by page, through the page cache. The loader fills
-// each leaf page once, writes the pages in big sequential writes (with
-// O_DIRECT where the file system takes it, so a 640 MB publish does not
-// push 640 MB of other data out of the page cache, and does not pay for
-// fresh page-cache memory), and writes the branch pages, the root bucket,
-// an empty freelist and the two meta pages at the end.
+// A file written once and never changed, from sorted entries, needs none
+// of bbolt's transaction machinery: no node splits, no copy-on-write, no
+// freelist. Through bbolt, a snapshot was written as one transaction per
+// ~2 MB, each rewriting the right-hand path of every tree, page by page,
+// through the page cache. The loader fills each leaf page once, writes the
+// pages in big sequential writes (with O_DIRECT where the file system
+// takes it, so a 640 MB publish does not push 640 MB of other data out of
+// the page cache, and does not pay for fresh page-cache memory), and
+// writes the branch pages, the root bucket, an empty freelist and the two
+// meta pages at the end.
 //
-// The file is bbolt's on-disk format version 2 (layout.go), in the
-// machine's byte order as bbolt writes it: every bucket is
-// a top-level bucket with its own root page (none inline), leaves hold as
-// many entries as fit in a page (a single bigger entry gets overflow
+// The file is bbolt's on-disk format version 2 (layout.go): every bucket
+// is a top-level bucket with its own root page (none inline), leaves hold
+// as many entries as fit in a page (a single bigger entry gets overflow
 // pages), branch pages hold at least two. The tests open what it writes
 // with bbolt and run bbolt's own consistency check.
-//
-// A PageLoader is used by one goroutine; the slices passed to Put are
-// copied before it returns. Close releases the file; Finish must come
-// first for the file to be valid.
 type PageLoader struct {
 	w        *pageWriter
 	pageSize int
 	next     uint64 // the next page id to allocate
-	buckets  map[string]*loadBucket
-	names    [][]byte // bucket names in creation order
+	buckets  loadBuckets
+}
+
+// loadBuckets are a Loader's buckets and the order checks on their keys,
+// the same for both loaders.
+type loadBuckets struct {
+	byName map[string]*loadBucket
+	names  [][]byte // in declaration order
 }
 
 // loadBucket is a bucket being loaded: the leaf page being filled and the
@@ -70,39 +85,59 @@ type branchRef struct {
 // bucket: a bug in the caller, since every bucket is written sorted.
 var errLoadOrder = errors.New("keys out of order")
 
+// newLoadBuckets declares buckets, all empty.
+func newLoadBuckets(buckets [][]byte) (loadBuckets, error) {
+	lb := loadBuckets{byName: map[string]*loadBucket{}}
+	for _, b := range buckets {
+		if _, dup := lb.byName[string(b)]; dup {
+			return lb, fmt.Errorf("bucket %q declared twice", b)
+		}
+		lb.byName[string(b)] = &loadBucket{}
+		lb.names = append(lb.names, slices.Clone(b))
+	}
+	return lb, nil
+}
+
+// accept checks that k → v may follow what bucket holds, records k as its
+// last key and returns the bucket.
+func (lb *loadBuckets) accept(bucket, k, v []byte) (*loadBucket, error) {
+	b := lb.byName[string(bucket)]
+	switch {
+	case b == nil:
+		return nil, fmt.Errorf("bucket %q is missing", bucket)
+	case len(k) == 0:
+		return nil, fmt.Errorf("bucket %q: empty key", bucket)
+	case len(k) > MaxKeySize:
+		return nil, fmt.Errorf("bucket %q: key of %d bytes, bbolt's limit is %d", bucket, len(k), MaxKeySize)
+	case len(v) > MaxValueSize:
+		return nil, fmt.Errorf("bucket %q: value of %d bytes, bbolt's limit is %d", bucket, len(v), MaxValueSize)
+	case b.hasKey && bytes.Compare(k, b.last) <= 0:
+		return nil, fmt.Errorf("bucket %q: key %q after %q: %w", bucket, k, b.last, errLoadOrder)
+	}
+	b.last = append(b.last[:0], k...)
+	b.hasKey = true
+	return b, nil
+}
+
 // NewPageLoader starts a bbolt file at path (which must not hold anything
 // the caller wants kept) with the given buckets, all empty.
 func NewPageLoader(path string, pageSize int, buckets [][]byte) (*PageLoader, error) {
+	lb, err := newLoadBuckets(buckets)
+	if err != nil {
+		return nil, err
+	}
 	w, err := newPageWriter(path, pageSize)
 	if err != nil {
 		return nil, err
 	}
-	l := &PageLoader{w: w, pageSize: pageSize, next: 2, buckets: map[string]*loadBucket{}}
-	for _, b := range buckets {
-		if _, dup := l.buckets[string(b)]; dup {
-			w.close()
-			return nil, fmt.Errorf("bucket %q declared twice", b)
-		}
-		l.buckets[string(b)] = &loadBucket{}
-		l.names = append(l.names, slices.Clone(b))
-	}
-	return l, nil
+	return &PageLoader{w: w, pageSize: pageSize, next: 2, buckets: lb}, nil
 }
 
 // Put appends k → v to bucket, whose previous key must sort below k.
 func (l *PageLoader) Put(bucket, k, v []byte) error {
-	b := l.buckets[string(bucket)]
-	switch {
-	case b == nil:
-		return fmt.Errorf("bucket %q is missing", bucket)
-	case len(k) == 0:
-		return fmt.Errorf("bucket %q: empty key", bucket)
-	case len(k) > MaxKeySize:
-		return fmt.Errorf("bucket %q: key of %d bytes, bbolt's limit is %d", bucket, len(k), MaxKeySize)
-	case len(v) > MaxValueSize:
-		return fmt.Errorf("bucket %q: value of %d bytes, bbolt's limit is %d", bucket, len(v), MaxValueSize)
-	case b.hasKey && bytes.Compare(k, b.last) <= 0:
-		return fmt.Errorf("bucket %q: key %q after %q: %w", bucket, k, b.last, errLoadOrder)
+	b, err := l.buckets.accept(bucket, k, v)
+	if err != nil {
+		return err
 	}
 	if len(b.elems) > 0 && (len(b.elems) == 0xFFFF ||
 		pageSpan(len(b.elems)+1, len(b.data)+len(k)+len(v)) > l.pageSize) {
@@ -112,8 +147,6 @@ func (l *PageLoader) Put(bucket, k, v []byte) error {
 	}
 	b.elems = append(b.elems, loadElem{len(k), len(v)})
 	b.data = append(append(b.data, k...), v...)
-	b.last = append(b.last[:0], k...)
-	b.hasKey = true
 	return nil
 }
 
@@ -203,14 +236,14 @@ func (l *PageLoader) root(b *loadBucket) (uint64, error) {
 }
 
 // Finish writes every bucket's remaining pages, the root bucket, an empty
-// freelist and the meta pages, and syncs the file. The loader is done
+// freelist and the meta pages, and fsyncs the file. The loader is done
 // after it, whatever it returns.
 func (l *PageLoader) Finish() error {
-	names := slices.Clone(l.names)
+	names := slices.Clone(l.buckets.names)
 	slices.SortFunc(names, bytes.Compare)
 	rootBucket := &loadBucket{}
 	for _, name := range names {
-		id, err := l.root(l.buckets[string(name)])
+		id, err := l.root(l.buckets.byName[string(name)])
 		if err != nil {
 			return err
 		}

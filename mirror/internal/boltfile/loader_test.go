@@ -19,16 +19,30 @@ import (
 // loadKV is one entry for a loader test.
 type loadKV struct{ k, v []byte }
 
+// loaderKind is one of the two ways to write a file.
+type loaderKind struct {
+	name string
+	new  func(path string, pageSize int, buckets [][]byte) (Loader, error)
+}
+
+// loaderKinds returns the page writer and the bbolt-transaction writer.
+func loaderKinds() []loaderKind {
+	return []loaderKind{
+		{"pages", func(p string, ps int, b [][]byte) (Loader, error) { return NewPageLoader(p, ps, b) }},
+		{"transactions", func(p string, ps int, b [][]byte) (Loader, error) { return NewTxLoader(p, ps, b) }},
+	}
+}
+
 // loadFile writes buckets (each sorted by key) with a PageLoader at
 // pageSize, putting entries round-robin across the buckets as compile
 // interleaves them, and returns the file's path.
 func loadFile(t testing.TB, pageSize int, buckets map[string][]loadKV) string {
 	t.Helper()
-	return loadFileIn(t, t.TempDir(), pageSize, buckets)
+	return loadFileIn(t, t.TempDir(), loaderKinds()[0], pageSize, buckets)
 }
 
-// loadFileIn is loadFile into dir.
-func loadFileIn(t testing.TB, dir string, pageSize int, buckets map[string][]loadKV) string {
+// loadFileIn is loadFile into dir, with the loader kind.
+func loadFileIn(t testing.TB, dir string, kind loaderKind, pageSize int, buckets map[string][]loadKV) string {
 	t.Helper()
 	p := filepath.Join(dir, "l.db")
 	var names [][]byte
@@ -36,7 +50,7 @@ func loadFileIn(t testing.TB, dir string, pageSize int, buckets map[string][]loa
 		names = append(names, []byte(name))
 	}
 	slices.SortFunc(names, bytes.Compare)
-	l, err := NewPageLoader(p, pageSize, names)
+	l, err := kind.new(p, pageSize, names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,9 +169,11 @@ func genKVs(r *rand.Rand, n, maxKey, maxVal int) []loadKV {
 	return sortedKVs(es)
 }
 
-// TestBoltLoader writes files of every shape the loader has a branch for
-// and checks that bbolt reads back exactly what was put, passes its own
-// consistency check, and can go on writing the file.
+// TestBoltLoader writes files of every shape the page loader has a branch
+// for, with both loaders, and checks that bbolt reads back exactly what
+// was put, passes its own consistency check (so a bbolt release that
+// reads the page layout differently fails here), and can go on writing
+// the file.
 func TestBoltLoader(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	huge := bytes.Repeat([]byte("h"), writeBufBytes+3*4096+17) // bigger than a write buffer
@@ -179,29 +195,37 @@ func TestBoltLoader(t *testing.T) {
 			"meta":    genKVs(r, 10, 20, 50),
 		}},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			p := loadFile(t, c.pageSize, c.buckets)
-			checkLoaded(t, p, c.buckets, true)
-			// bbolt can write to it: its meta, freelist and trees are
-			// what a read-write open needs too.
-			boltUpdate(t, p, 0, func(tx *bolt.Tx) error {
-				b, err := tx.CreateBucket([]byte("added"))
-				if err != nil {
-					return err
-				}
-				return b.Put([]byte("k"), []byte("v"))
+	for _, kind := range loaderKinds() {
+		for _, c := range cases {
+			t.Run(kind.name+"/"+c.name, func(t *testing.T) {
+				testLoad(t, kind, c.pageSize, c.buckets)
 			})
-			want := map[string][]loadKV{"added": {{[]byte("k"), []byte("v")}}}
-			for k, v := range c.buckets {
-				want[k] = v
-			}
-			checkLoaded(t, p, want, false)
-		})
+		}
 	}
 }
 
-// TestBoltLoaderRefuses checks the caller errors the loader reports
+// testLoad loads buckets with kind, checks what bbolt reads back, adds a
+// bucket through bbolt and checks again.
+func testLoad(t *testing.T, kind loaderKind, pageSize int, buckets map[string][]loadKV) {
+	p := loadFileIn(t, t.TempDir(), kind, pageSize, buckets)
+	checkLoaded(t, p, buckets, true)
+	// bbolt can write to it: its meta, freelist and trees are what a
+	// read-write open needs too.
+	boltUpdate(t, p, 0, func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("added"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), []byte("v"))
+	})
+	want := map[string][]loadKV{"added": {{[]byte("k"), []byte("v")}}}
+	for k, v := range buckets {
+		want[k] = v
+	}
+	checkLoaded(t, p, want, false)
+}
+
+// TestBoltLoaderRefuses checks the caller errors both loaders report
 // instead of writing a file bbolt would misread.
 func TestBoltLoaderRefuses(t *testing.T) {
 	cases := []struct {
@@ -214,34 +238,36 @@ func TestBoltLoaderRefuses(t *testing.T) {
 		{"empty key", []loadKV{{[]byte{}, nil}}, "empty key"},
 		{"key too long", []loadKV{{bytes.Repeat([]byte("k"), MaxKeySize+1), nil}}, "bbolt's limit"},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			l, err := NewPageLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			for i, kv := range c.puts {
-				err := l.Put([]byte("a"), kv.k, kv.v)
-				if i < len(c.puts)-1 && err != nil {
+	for _, kind := range loaderKinds() {
+		for _, c := range cases {
+			t.Run(kind.name+"/"+c.name, func(t *testing.T) {
+				l, err := kind.new(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+				if err != nil {
 					t.Fatal(err)
 				}
-				if i == len(c.puts)-1 && (err == nil || !strings.Contains(err.Error(), c.want)) {
-					t.Fatalf("put %d: %v, want an error containing %q", i, err, c.want)
+				defer l.Close()
+				for i, kv := range c.puts {
+					err := l.Put([]byte("a"), kv.k, kv.v)
+					if i < len(c.puts)-1 && err != nil {
+						t.Fatal(err)
+					}
+					if i == len(c.puts)-1 && (err == nil || !strings.Contains(err.Error(), c.want)) {
+						t.Fatalf("put %d: %v, want an error containing %q", i, err, c.want)
+					}
 				}
-			}
-		})
-	}
-	l, err := NewPageLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if err := l.Put([]byte("b"), []byte("k"), nil); err == nil || !strings.Contains(err.Error(), "missing") {
-		t.Fatalf("put into an undeclared bucket: %v", err)
-	}
-	if _, err := NewPageLoader(filepath.Join(t.TempDir(), "d.db"), 4096, [][]byte{[]byte("a"), []byte("a")}); err == nil {
-		t.Fatal("a bucket declared twice was accepted")
+			})
+		}
+		l, err := kind.new(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Put([]byte("b"), []byte("k"), nil); err == nil || !strings.Contains(err.Error(), "missing") {
+			t.Fatalf("%s: put into an undeclared bucket: %v", kind.name, err)
+		}
+		l.Close()
+		if _, err := kind.new(filepath.Join(t.TempDir(), "d.db"), 4096, [][]byte{[]byte("a"), []byte("a")}); err == nil {
+			t.Fatalf("%s: a bucket declared twice was accepted", kind.name)
+		}
 	}
 }
 
@@ -336,7 +362,7 @@ func FuzzBoltLoader(f *testing.F) {
 		for n, es := range buckets {
 			buckets[n] = sortedKVs(es)
 		}
-		checkLoaded(t, loadFileIn(t, dir, 4096, buckets), buckets, true)
+		checkLoaded(t, loadFileIn(t, dir, loaderKinds()[0], 4096, buckets), buckets, true)
 	})
 }
 
