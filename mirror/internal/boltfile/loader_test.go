@@ -271,6 +271,35 @@ func TestBoltLoaderRefuses(t *testing.T) {
 	}
 }
 
+// TestLoaderCopies checks that both loaders copy what Put is given: the
+// caller reuses one buffer for every key and value.
+func TestLoaderCopies(t *testing.T) {
+	want := genKVs(rand.New(rand.NewPCG(4, 4)), 500, 16, 3000)
+	for _, kind := range loaderKinds() {
+		t.Run(kind.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "l.db")
+			l, err := kind.new(p, 4096, [][]byte{[]byte("a")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			var k, v []byte
+			for _, e := range want {
+				k, v = append(k[:0], e.k...), append(v[:0], e.v...)
+				if err := l.Put([]byte("a"), k, v); err != nil {
+					t.Fatal(err)
+				}
+				clear(k)
+				clear(v)
+			}
+			if err := l.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			checkLoaded(t, p, map[string][]loadKV{"a": want}, true)
+		})
+	}
+}
+
 // TestPageWriterDirectFallback checks that a write the file system
 // refuses to do directly (here a misaligned one) is done the ordinary way.
 func TestPageWriterDirectFallback(t *testing.T) {

@@ -1,6 +1,7 @@
 package boltfile
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -69,7 +70,9 @@ func (l *TxLoader) Put(bucket, k, v []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := b.Put(k, v); err != nil {
+	// bbolt copies the key but keeps v until the commit, and a Loader's
+	// caller may reuse v as soon as Put returns.
+	if err := b.Put(k, bytes.Clone(v)); err != nil {
 		return fmt.Errorf("bucket %q: %w", bucket, err)
 	}
 	l.pending += len(k) + len(v)
