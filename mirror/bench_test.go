@@ -367,32 +367,45 @@ func BenchmarkHeap(b *testing.B) {
 	})
 }
 
-// BenchmarkPublish compiles a staged sync of n stages into a snapshot.
+// BenchmarkPublish compiles a local writer's staging (a copy of the
+// snapshot) of n stages into a snapshot, with each writer.
 func BenchmarkPublish(b *testing.B) {
 	for _, n := range benchSizes[:2] {
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			d := benchMirror(b, n)
-			m := openBench(b, d)
-			src, err := m.acquire()
-			if err != nil {
-				b.Fatal(err)
+		for _, tx := range []bool{false, true} {
+			name := fmt.Sprintf("n=%d", n)
+			if tx {
+				name += "/bbolt-transactions"
 			}
-			defer src.release()
-			for b.Loop() {
-				err := src.view(func(tx *bolt.Tx) error {
-					name, _, err := compile(context.Background(), filepath.Join(b.TempDir(), "x.db"), source{tx: tx}, Meta{}, m.opts, 0)
-					if err == nil {
-						os.Remove(name)
-					}
-					return err
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "stages/s")
-		})
+			b.Run(name, func(b *testing.B) { benchPublish(b, n, tx) })
+		}
 	}
+}
+
+// benchPublish times compile of the benchmark mirror of n stages, full
+// check included, through the page writer or (tx) bbolt's transactions.
+func benchPublish(b *testing.B, n int, tx bool) {
+	d := benchMirror(b, n)
+	m := openBench(b, d)
+	src, err := m.acquire()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.release()
+	opts := m.opts
+	opts.BoltTransactions = tx
+	for b.Loop() {
+		err := src.view(func(tx *bolt.Tx) error {
+			name, _, err := compile(context.Background(), filepath.Join(b.TempDir(), "x.db"), source{tx: tx}, Meta{}, opts, 0)
+			if err == nil {
+				os.Remove(name)
+			}
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "stages/s")
 }
 
 // BenchmarkPublishLog times Publish of a sync's staging log holding every

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -16,6 +17,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -47,12 +49,12 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 			os.Remove(tmp)
 		}
 	}()
-	l, err := newBoltLoader(tmp, pageSize, append(digestBuckets(), bucketMeta))
+	l, err := newLoader(tmp, opts)
 	if err != nil {
 		return "", res, fmt.Errorf("creating snapshot %s: %w", tmp, err)
 	}
 	defer func() {
-		if cerr := l.close(); cerr != nil && err == nil {
+		if cerr := l.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("closing snapshot %s: %w", tmp, cerr)
 		}
 	}()
@@ -75,14 +77,14 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 		return "", res, fmt.Errorf("writing snapshot meta: %w", err)
 	}
 	for _, e := range entries {
-		if err = l.put(bucketMeta, []byte(e.k), e.v); err != nil {
+		if err = l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
 			return "", res, fmt.Errorf("writing snapshot meta: %w", err)
 		}
 	}
-	if err = l.finish(); err != nil {
+	if err = l.Finish(); err != nil {
 		return "", res, fmt.Errorf("writing snapshot %s: %w", tmp, err)
 	}
-	if err = checkCompiled(tmp, l, &meta, opts); err != nil {
+	if err = checkCompiled(tmp, &meta, opts); err != nil {
 		return "", res, err
 	}
 	if err = os.Chmod(tmp, 0o644); err != nil {
@@ -92,32 +94,107 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 	return tmp, res, nil
 }
 
-// checkCompiled opens the snapshot l wrote at name as a reader would and
-// checks its meta and the edges of every bucket's tree (boltLoader.check).
-func checkCompiled(name string, l *boltLoader, meta *Meta, opts Options) (err error) {
+// newLoader starts the snapshot file name with every snapshot bucket, to
+// be written by the page writer or, with opts.BoltTransactions, through
+// bbolt's transactions.
+func newLoader(name string, opts Options) (boltfile.Loader, error) {
+	buckets := append(digestBuckets(), bucketMeta)
+	if opts.BoltTransactions {
+		return boltfile.NewTxLoader(name, pageSize, buckets)
+	}
+	return boltfile.NewPageLoader(name, pageSize, buckets)
+}
+
+// checkCompiled fully checks the snapshot just written at name before it
+// can be published: it opens it as a reader would (root pages, meta),
+// compares the meta's digest and counts with what the compiler computed,
+// recomputes the digest from every entry of every digested bucket, and
+// runs bbolt's consistency walk over every page (boltfile.CheckTrees).
+// Any difference is ErrCorrupt, and compile then removes the file. The
+// file is read once sequentially first (readAhead): at 10k stages the
+// whole check costs about as much as writing the file.
+func checkCompiled(name string, meta *Meta, opts Options) (err error) {
+	if err := readAhead(name); err != nil {
+		return err
+	}
 	s, err := openSnap(name, opts)
 	if err != nil {
 		return fmt.Errorf("the snapshot just written does not open: %w", err)
 	}
 	defer s.release()
+	if s.meta.Digest != meta.Digest || s.meta.Total != meta.Total || s.meta.Quarantined != meta.Quarantined {
+		return fmt.Errorf("%w: the snapshot just written reads back %d stages, %d quarantined, with digest %s, want %d, %d with %s",
+			ErrCorrupt, s.meta.Total, s.meta.Quarantined, s.meta.Digest, meta.Total, meta.Quarantined, meta.Digest)
+	}
+	// The digest walk reads every entry under recover and
+	// SetPanicOnFault; tx.Check, whose goroutine has neither, runs only
+	// after it read the whole file cleanly.
+	if err := s.db.View(func(tx *bolt.Tx) error { return checkDigest(tx, meta) }); err != nil {
+		return fmt.Errorf("%w: the snapshot just written: %v", ErrCorrupt, err)
+	}
+	if err := s.db.View(boltfile.CheckTrees); err != nil {
+		return fmt.Errorf("%w: the snapshot just written: %v", ErrCorrupt, err)
+	}
+	return nil
+}
+
+// readAhead reads the file at name once, sequentially, so that the
+// checks after it find its pages in the page cache. bbolt maps a file
+// with MADV_RANDOM, so a walk of a file that is not cached (the page
+// writer writes with O_DIRECT) faults it in one 4 KiB page at a time.
+func readAhead(name string) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		_, err := f.Read(buf)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading the snapshot just written: %w", err)
+		}
+	}
+}
+
+// checkDigest recomputes the digest of the snapshot tx reads from every
+// entry of every digested bucket, and counts its stages and quarantined
+// stages, against meta.
+func checkDigest(tx *bolt.Tx, meta *Meta) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: reading the snapshot just written panicked: %v", ErrCorrupt, r)
+			err = fmt.Errorf("reading it panicked: %v", r)
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	if s.meta.Digest != meta.Digest || s.meta.Total != meta.Total {
-		return fmt.Errorf("%w: the snapshot just written reads back %d stages with digest %s, want %d with %s",
-			ErrCorrupt, s.meta.Total, s.meta.Digest, meta.Total, meta.Digest)
+	dg := newDigester()
+	counts := map[string]int{}
+	for _, name := range digestBuckets() {
+		b := tx.Bucket(name)
+		if b == nil {
+			return fmt.Errorf("bucket %q is missing", name)
+		}
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			dg.add(name, k, v)
+			counts[string(name)]++
+		}
 	}
-	if err := l.check(s.db); err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	if got := fmt.Sprintf("%x", dg.sum()); got != meta.Digest {
+		return fmt.Errorf("its entries digest to %s, want %s", got, meta.Digest)
+	}
+	if counts[string(bucketStages)] != meta.Total || counts[string(bucketQuarantine)] != meta.Quarantined {
+		return fmt.Errorf("it holds %d stages and %d quarantined, want %d and %d",
+			counts[string(bucketStages)], counts[string(bucketQuarantine)], meta.Total, meta.Quarantined)
 	}
 	return nil
 }
 
 type compiler struct {
-	out         *boltLoader
+	out         boltfile.Loader
 	dir         string // for scratch files
 	dg          *digester
 	total       int
@@ -132,7 +209,7 @@ type compiler struct {
 // it into the digest.
 func (c *compiler) put(bucket, k, v []byte) error {
 	c.dg.add(bucket, k, v)
-	return c.out.put(bucket, k, v)
+	return c.out.Put(bucket, k, v)
 }
 
 func (c *compiler) run(ctx context.Context, s source) (err error) {
@@ -208,7 +285,7 @@ func (c *compiler) placeStage(ctx context.Context, k, v []byte, rec *Record) err
 			return err
 		}
 	}
-	if err := c.out.put(bucketStages, k, v); err != nil {
+	if err := c.out.Put(bucketStages, k, v); err != nil {
 		return err
 	}
 	kinds := []store.LifecycleKind{store.LifecycleUnknown}

@@ -35,7 +35,11 @@ func openFDs(t *testing.T, substr string) int {
 }
 
 func TestSnapshotPinnedWhilePublishing(t *testing.T) {
-	m := newTemp(t, Options{ReloadInterval: -1})
+	forBothWriters(t, testSnapshotPinnedWhilePublishing)
+}
+
+func testSnapshotPinnedWhilePublishing(t *testing.T, tx bool) {
+	m := newTemp(t, Options{ReloadInterval: -1, BoltTransactions: tx})
 	ctx := t.Context()
 	key := testKey()
 	var first []*store.Stage
@@ -43,7 +47,7 @@ func TestSnapshotPinnedWhilePublishing(t *testing.T) {
 		first = append(first, genStage(t, i, 300, key))
 	}
 	syncAll(t, m, first, PublishInfo{})
-	other, err := Open(m.Path(), Options{ReloadInterval: -1})
+	other, err := Open(m.Path(), Options{ReloadInterval: -1, BoltTransactions: tx})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,10 +93,12 @@ func TestSnapshotPinnedWhilePublishing(t *testing.T) {
 	}
 }
 
-func TestReloadInterval(t *testing.T) {
-	m := newTemp(t, Options{ReloadInterval: time.Hour})
+func TestReloadInterval(t *testing.T) { forBothWriters(t, testReloadInterval) }
+
+func testReloadInterval(t *testing.T, tx bool) {
+	m := newTemp(t, Options{ReloadInterval: time.Hour, BoltTransactions: tx})
 	ctx := t.Context()
-	writer, err := Open(m.Path(), Options{})
+	writer, err := Open(m.Path(), Options{BoltTransactions: tx})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +122,11 @@ func TestReloadInterval(t *testing.T) {
 }
 
 func TestConcurrentReadersDuringPublish(t *testing.T) {
-	m := newTemp(t, Options{ReloadInterval: -1})
+	forBothWriters(t, testConcurrentReadersDuringPublish)
+}
+
+func testConcurrentReadersDuringPublish(t *testing.T, tx bool) {
+	m := newTemp(t, Options{ReloadInterval: -1, BoltTransactions: tx})
 	ctx := t.Context()
 	key := testKey()
 	base := []*store.Stage{genStage(t, 1, 500, key), genStage(t, 2, 500, key)}
@@ -251,8 +261,10 @@ func TestSecondWriterIsBusy(t *testing.T) {
 	}
 }
 
-func TestResumeAfterAbort(t *testing.T) {
-	m := newTemp(t, Options{})
+func TestResumeAfterAbort(t *testing.T) { forBothWriters(t, testResumeAfterAbort) }
+
+func testResumeAfterAbort(t *testing.T, tx bool) {
+	m := newTemp(t, Options{BoltTransactions: tx})
 	ctx := t.Context()
 	key := testKey()
 	var ss []*store.Stage
@@ -282,7 +294,7 @@ func TestResumeAfterAbort(t *testing.T) {
 	mustVerify(t, m)
 
 	// A new process resumes.
-	m2, err := Open(m.Path(), Options{})
+	m2, err := Open(m.Path(), Options{BoltTransactions: tx})
 	if err != nil {
 		t.Fatal(err)
 	}

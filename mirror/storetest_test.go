@@ -19,17 +19,32 @@ func newTemp(t testing.TB, opts Options) *Mirror {
 	return m
 }
 
-// semanticsOnly is a mirror whose admission gate lets every stage in: the
-// storetest suites generate stages with random ids, to test the
+// forBothWriters runs test once for each way Publish writes a snapshot,
+// as subtests: the page writer, and bbolt's transactions
+// (Options.BoltTransactions, passed as tx).
+func forBothWriters(t *testing.T, test func(t *testing.T, tx bool)) {
+	for _, w := range []struct {
+		name string
+		tx   bool
+	}{{"pages", false}, {"transactions", true}} {
+		t.Run(w.name, func(t *testing.T) { test(t, w.tx) })
+	}
+}
+
+// semanticsOnly returns the factory of a mirror (publishing through bbolt
+// transactions when tx is set) whose admission gate lets every stage in:
+// the storetest suites generate stages with random ids, to test the
 // StageStore semantics alone. TestAdmission* test the gate itself.
-func semanticsOnly(t *testing.T) store.StageStore {
-	m := newTemp(t, Options{})
-	m.rule = func(*store.Stage, store.Report, *store.TrustPolicy) error { return nil }
-	return m
+func semanticsOnly(tx bool) func(t *testing.T) store.StageStore {
+	return func(t *testing.T) store.StageStore {
+		m := newTemp(t, Options{BoltTransactions: tx})
+		m.rule = func(*store.Stage, store.Report, *store.TrustPolicy) error { return nil }
+		return m
+	}
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, semanticsOnly)
+	forBothWriters(t, func(t *testing.T, tx bool) { storetest.Run(t, semanticsOnly(tx)) })
 }
 
 func TestDifferential(t *testing.T) {
@@ -37,10 +52,12 @@ func TestDifferential(t *testing.T) {
 	if testing.Short() {
 		ops = 60
 	}
-	for _, seed := range []int64{1, 2, 3, 42} {
-		t.Run("", func(t *testing.T) {
-			t.Parallel()
-			storetest.Differential(t, semanticsOnly, seed, ops)
-		})
-	}
+	forBothWriters(t, func(t *testing.T, tx bool) {
+		for _, seed := range []int64{1, 2, 3, 42} {
+			t.Run("", func(t *testing.T) {
+				t.Parallel()
+				storetest.Differential(t, semanticsOnly(tx), seed, ops)
+			})
+		}
+	})
 }

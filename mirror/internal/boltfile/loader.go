@@ -1,4 +1,10 @@
-package mirror
+// Package boltfile writes and checks bbolt files at the level of bbolt's
+// page layout (layout.go), below bbolt's own API: PageLoader writes a
+// complete file in one sequential pass, CheckRoots checks the pages bbolt
+// would copy to the Go heap before anything reads a bucket. TxLoader
+// writes an equivalent file through bbolt's transactions, and CheckTrees
+// runs bbolt's own consistency walk.
+package boltfile
 
 import (
 	"bytes"
@@ -8,41 +14,53 @@ import (
 	"slices"
 	gosync "sync"
 	"unsafe"
-
-	bolt "go.etcd.io/bbolt"
 )
 
-// boltLoader writes a complete bbolt file in one sequential pass, from
-// entries that arrive in key order per bucket. It is how compile writes a
-// snapshot.
+// Loader writes a bbolt file whose buckets are all top-level and whose
+// entries arrive in key order per bucket. Put copies what it is given
+// before it returns; Finish completes and fsyncs the file; Close releases
+// it, and may be called more than once. A Loader is used by one goroutine.
+type Loader interface {
+	// Put appends k → v to bucket, whose previous key must sort below k.
+	Put(bucket, k, v []byte) error
+	// Finish writes what is pending and fsyncs the file. The Loader is
+	// done after it, whatever it returns.
+	Finish() error
+	// Close releases the file.
+	Close() error
+}
+
+// PageLoader writes a complete bbolt file in one sequential pass, from
+// entries that arrive in key order per bucket.
 //
-// A snapshot is written once and never changed, and its entries come
-// sorted, so none of bbolt's transaction machinery is needed: no node
-// splits, no copy-on-write, no freelist. Through bbolt, a snapshot was
-// written as one transaction per ~2 MB, each rewriting the right-hand path
-// of every tree, page by page, through the page cache. The loader fills
-// each leaf page once, writes the pages in big sequential writes (with
-// O_DIRECT where the file system takes it, so a 640 MB publish does not
-// push 640 MB of other data out of the page cache, and does not pay for
-// fresh page-cache memory), and writes the branch pages, the root bucket,
-// an empty freelist and the two meta pages at the end.
+// A file written once and never changed, from sorted entries, needs none
+// of bbolt's transaction machinery: no node splits, no copy-on-write, no
+// freelist. Through bbolt, a snapshot was written as one transaction per
+// ~2 MB, each rewriting the right-hand path of every tree, page by page,
+// through the page cache. The loader fills each leaf page once, writes the
+// pages in big sequential writes (with O_DIRECT where the file system
+// takes it, so a 640 MB publish does not push 640 MB of other data out of
+// the page cache, and does not pay for fresh page-cache memory), and
+// writes the branch pages, the root bucket, an empty freelist and the two
+// meta pages at the end.
 //
-// The file is bbolt's on-disk format version 2 (the layout boltcheck.go
-// checks), in the machine's byte order as bbolt writes it: every bucket is
-// a top-level bucket with its own root page (none inline), leaves hold as
-// many entries as fit in a page (a single bigger entry gets overflow
+// The file is bbolt's on-disk format version 2 (layout.go): every bucket
+// is a top-level bucket with its own root page (none inline), leaves hold
+// as many entries as fit in a page (a single bigger entry gets overflow
 // pages), branch pages hold at least two. The tests open what it writes
 // with bbolt and run bbolt's own consistency check.
-//
-// A boltLoader is used by one goroutine; the slices passed to put are
-// copied before it returns. Close releases the file; finish must come
-// first for the file to be valid.
-type boltLoader struct {
+type PageLoader struct {
 	w        *pageWriter
 	pageSize int
 	next     uint64 // the next page id to allocate
-	buckets  map[string]*loadBucket
-	names    [][]byte // bucket names in creation order
+	buckets  loadBuckets
+}
+
+// loadBuckets are a Loader's buckets and the order checks on their keys,
+// the same for both loaders.
+type loadBuckets struct {
+	byName map[string]*loadBucket
+	names  [][]byte // in declaration order
 }
 
 // loadBucket is a bucket being loaded: the leaf page being filled and the
@@ -50,7 +68,6 @@ type boltLoader struct {
 type loadBucket struct {
 	elems  []loadElem
 	data   []byte // keys and values of elems, back to back
-	first  []byte // the first key put
 	last   []byte // the last key put, to check the order
 	hasKey bool
 	level  []branchRef
@@ -64,72 +81,77 @@ type branchRef struct {
 	page uint64
 }
 
-// maxLoadKey and maxLoadValue are bbolt's maximum key and value sizes.
-const (
-	maxLoadKey   = 32768
-	maxLoadValue = 1<<31 - 2
-)
-
 // errLoadOrder reports a key that is not above the previous key of its
-// bucket: a bug in the caller, since snapshot buckets are written sorted.
+// bucket: a bug in the caller, since every bucket is written sorted.
 var errLoadOrder = errors.New("keys out of order")
 
-// newBoltLoader starts a bbolt file at path (which must not hold anything
+// newLoadBuckets declares buckets, all empty.
+func newLoadBuckets(buckets [][]byte) (loadBuckets, error) {
+	lb := loadBuckets{byName: map[string]*loadBucket{}}
+	for _, b := range buckets {
+		if _, dup := lb.byName[string(b)]; dup {
+			return lb, fmt.Errorf("bucket %q declared twice", b)
+		}
+		lb.byName[string(b)] = &loadBucket{}
+		lb.names = append(lb.names, slices.Clone(b))
+	}
+	return lb, nil
+}
+
+// accept checks that k → v may follow what bucket holds, records k as its
+// last key and returns the bucket.
+func (lb *loadBuckets) accept(bucket, k, v []byte) (*loadBucket, error) {
+	b := lb.byName[string(bucket)]
+	switch {
+	case b == nil:
+		return nil, fmt.Errorf("bucket %q is missing", bucket)
+	case len(k) == 0:
+		return nil, fmt.Errorf("bucket %q: empty key", bucket)
+	case len(k) > MaxKeySize:
+		return nil, fmt.Errorf("bucket %q: key of %d bytes, bbolt's limit is %d", bucket, len(k), MaxKeySize)
+	case len(v) > MaxValueSize:
+		return nil, fmt.Errorf("bucket %q: value of %d bytes, bbolt's limit is %d", bucket, len(v), MaxValueSize)
+	case b.hasKey && bytes.Compare(k, b.last) <= 0:
+		return nil, fmt.Errorf("bucket %q: key %q after %q: %w", bucket, k, b.last, errLoadOrder)
+	}
+	b.last = append(b.last[:0], k...)
+	b.hasKey = true
+	return b, nil
+}
+
+// NewPageLoader starts a bbolt file at path (which must not hold anything
 // the caller wants kept) with the given buckets, all empty.
-func newBoltLoader(path string, pageSize int, buckets [][]byte) (*boltLoader, error) {
+func NewPageLoader(path string, pageSize int, buckets [][]byte) (*PageLoader, error) {
+	lb, err := newLoadBuckets(buckets)
+	if err != nil {
+		return nil, err
+	}
 	w, err := newPageWriter(path, pageSize)
 	if err != nil {
 		return nil, err
 	}
-	l := &boltLoader{w: w, pageSize: pageSize, next: 2, buckets: map[string]*loadBucket{}}
-	for _, b := range buckets {
-		if _, dup := l.buckets[string(b)]; dup {
-			w.close()
-			return nil, fmt.Errorf("bucket %q declared twice", b)
-		}
-		l.buckets[string(b)] = &loadBucket{}
-		l.names = append(l.names, slices.Clone(b))
-	}
-	return l, nil
+	return &PageLoader{w: w, pageSize: pageSize, next: 2, buckets: lb}, nil
 }
 
-// put appends k → v to bucket, whose previous key must sort below k.
-func (l *boltLoader) put(bucket, k, v []byte) error {
-	b := l.buckets[string(bucket)]
-	switch {
-	case b == nil:
-		return fmt.Errorf("snapshot bucket %q is missing", bucket)
-	case len(k) == 0:
-		return fmt.Errorf("bucket %q: empty key", bucket)
-	case len(k) > maxLoadKey:
-		return fmt.Errorf("bucket %q: key of %d bytes, bbolt's limit is %d", bucket, len(k), maxLoadKey)
-	case len(v) > maxLoadValue:
-		return fmt.Errorf("bucket %q: value of %d bytes, bbolt's limit is %d", bucket, len(v), maxLoadValue)
-	case b.hasKey && bytes.Compare(k, b.last) <= 0:
-		return fmt.Errorf("bucket %q: key %q after %q: %w", bucket, k, b.last, errLoadOrder)
+// Put appends k → v to bucket, whose previous key must sort below k.
+func (l *PageLoader) Put(bucket, k, v []byte) error {
+	b, err := l.buckets.accept(bucket, k, v)
+	if err != nil {
+		return err
 	}
 	if len(b.elems) > 0 && (len(b.elems) == 0xFFFF ||
-		leafSize(len(b.elems)+1, len(b.data)+len(k)+len(v)) > l.pageSize) {
+		pageSpan(len(b.elems)+1, len(b.data)+len(k)+len(v)) > l.pageSize) {
 		if err := l.flushLeaf(b); err != nil {
 			return err
 		}
 	}
 	b.elems = append(b.elems, loadElem{len(k), len(v)})
 	b.data = append(append(b.data, k...), v...)
-	if !b.hasKey {
-		b.first = slices.Clone(k)
-	}
-	b.last = append(b.last[:0], k...)
-	b.hasKey = true
 	return nil
 }
 
-// leafSize is the size of a page of n elements holding data bytes of keys
-// and values (branch pages have the same shape).
-func leafSize(n, data int) int { return boltPageHeader + n*boltElemSize + data }
-
 // flushLeaf writes b's pending leaf page.
-func (l *boltLoader) flushLeaf(b *loadBucket) error {
+func (l *PageLoader) flushLeaf(b *loadBucket) error {
 	id, err := l.writeLeaf(b.elems, b.data, 0)
 	if err != nil {
 		return err
@@ -145,17 +167,12 @@ func (l *boltLoader) flushLeaf(b *loadBucket) error {
 
 // writeLeaf writes a leaf page of elems, whose keys and values are data,
 // each flagged with flags, and returns its page id.
-func (l *boltLoader) writeLeaf(elems []loadElem, data []byte, flags uint32) (uint64, error) {
-	return l.writePage(boltLeafPage, len(elems), len(data), func(p []byte) {
-		ep, start := p[boltPageHeader:], len(elems)*boltElemSize
+func (l *PageLoader) writeLeaf(elems []loadElem, data []byte, flags uint32) (uint64, error) {
+	return l.writePage(leafPage, len(elems), len(data), func(p []byte) {
+		ep, start := p[pageHeaderSize:], len(elems)*elemSize
 		off := 0
 		for i, e := range elems {
-			el := ep[i*boltElemSize:]
-			ne.PutUint32(el[0:], flags)
-			// pos counts from the element itself.
-			ne.PutUint32(el[4:], uint32(start-i*boltElemSize+off))
-			ne.PutUint32(el[8:], uint32(e.ksize))
-			ne.PutUint32(el[12:], uint32(e.vsize))
+			putLeafElem(ep[i*elemSize:], flags, start-i*elemSize+off, e.ksize, e.vsize)
 			off += e.ksize + e.vsize
 		}
 		copy(ep[start:], data)
@@ -165,8 +182,8 @@ func (l *boltLoader) writeLeaf(elems []loadElem, data []byte, flags uint32) (uin
 // writePage allocates the pages for one page of the given type, count and
 // data size (plus overflow pages as needed), lets fill write its body
 // after the header, and appends it to the file. It returns the page id.
-func (l *boltLoader) writePage(flags uint16, count, data int, fill func(p []byte)) (uint64, error) {
-	size := leafSize(count, data)
+func (l *PageLoader) writePage(flags uint16, count, data int, fill func(p []byte)) (uint64, error) {
+	size := pageSpan(count, data)
 	pages := (size + l.pageSize - 1) / l.pageSize
 	p, err := l.w.page(pages * l.pageSize)
 	if err != nil {
@@ -174,10 +191,7 @@ func (l *boltLoader) writePage(flags uint16, count, data int, fill func(p []byte
 	}
 	id := l.next
 	l.next += uint64(pages)
-	ne.PutUint64(p[0:], id)
-	ne.PutUint16(p[8:], flags)
-	ne.PutUint16(p[10:], uint16(count))
-	ne.PutUint32(p[12:], uint32(pages-1))
+	putPageHeader(p, id, flags, count, pages-1)
 	fill(p[:size])
 	clear(p[size:])
 	return id, nil
@@ -185,7 +199,7 @@ func (l *boltLoader) writePage(flags uint16, count, data int, fill func(p []byte
 
 // root finishes b's tree and returns its root page: the leaf if there is
 // only one, else the branch page above every level.
-func (l *boltLoader) root(b *loadBucket) (uint64, error) {
+func (l *PageLoader) root(b *loadBucket) (uint64, error) {
 	if len(b.elems) > 0 || len(b.level) == 0 {
 		if err := l.flushLeaf(b); err != nil {
 			return 0, err
@@ -196,19 +210,16 @@ func (l *boltLoader) root(b *loadBucket) (uint64, error) {
 		var up []branchRef
 		for len(level) > 0 {
 			n, keys := 0, 0
-			for n < len(level) && n < 0xFFFF && (n < 2 || leafSize(n+1, keys+len(level[n].key)) <= l.pageSize) {
+			for n < len(level) && n < 0xFFFF && (n < 2 || pageSpan(n+1, keys+len(level[n].key)) <= l.pageSize) {
 				keys += len(level[n].key)
 				n++
 			}
 			page := level[:n]
-			id, err := l.writePage(boltBranchPage, n, keys, func(p []byte) {
-				elems, data := p[boltPageHeader:], n*boltElemSize
+			id, err := l.writePage(branchPage, n, keys, func(p []byte) {
+				elems, data := p[pageHeaderSize:], n*elemSize
 				off := 0
 				for i, r := range page {
-					el := elems[i*boltElemSize:]
-					ne.PutUint32(el[0:], uint32(data-i*boltElemSize+off))
-					ne.PutUint32(el[4:], uint32(len(r.key)))
-					ne.PutUint64(el[8:], r.page)
+					putBranchElem(elems[i*elemSize:], data-i*elemSize+off, len(r.key), r.page)
 					copy(elems[data+off:], r.key)
 					off += len(r.key)
 				}
@@ -224,32 +235,32 @@ func (l *boltLoader) root(b *loadBucket) (uint64, error) {
 	return level[0].page, nil
 }
 
-// finish writes every bucket's remaining pages, the root bucket, an empty
-// freelist and the meta pages, and syncs the file. The loader is done
+// Finish writes every bucket's remaining pages, the root bucket, an empty
+// freelist and the meta pages, and fsyncs the file. The loader is done
 // after it, whatever it returns.
-func (l *boltLoader) finish() error {
-	names := slices.Clone(l.names)
+func (l *PageLoader) Finish() error {
+	names := slices.Clone(l.buckets.names)
 	slices.SortFunc(names, bytes.Compare)
 	rootBucket := &loadBucket{}
 	for _, name := range names {
-		id, err := l.root(l.buckets[string(name)])
+		id, err := l.root(l.buckets.byName[string(name)])
 		if err != nil {
 			return err
 		}
-		var hdr [boltBucketSize]byte
+		var hdr [bucketHeaderSize]byte
 		ne.PutUint64(hdr[0:], id) // root page; the sequence stays 0
 		rootBucket.elems = append(rootBucket.elems, loadElem{len(name), len(hdr)})
 		rootBucket.data = append(append(rootBucket.data, name...), hdr[:]...)
 	}
 	// The root bucket's page: one entry per bucket, flagged as a bucket.
-	if leafSize(len(rootBucket.elems), len(rootBucket.data)) > l.pageSize {
+	if pageSpan(len(rootBucket.elems), len(rootBucket.data)) > l.pageSize {
 		return fmt.Errorf("%d bucket names do not fit in one page", len(rootBucket.elems))
 	}
-	rootID, err := l.writeLeaf(rootBucket.elems, rootBucket.data, boltBucketEntry)
+	rootID, err := l.writeLeaf(rootBucket.elems, rootBucket.data, bucketEntry)
 	if err != nil {
 		return err
 	}
-	freelistID, err := l.writePage(boltFreelistPage, 0, 0, func([]byte) {})
+	freelistID, err := l.writePage(freelistPage, 0, 0, func([]byte) {})
 	if err != nil {
 		return err
 	}
@@ -262,49 +273,21 @@ func (l *boltLoader) finish() error {
 	clear(metas)
 	for i := range 2 {
 		p := metas[i*l.pageSize : (i+1)*l.pageSize]
-		ne.PutUint64(p[0:], uint64(i))
-		ne.PutUint16(p[8:], boltMetaPage)
-		m := p[boltPageHeader:]
-		ne.PutUint32(m[0:], boltMagic)
-		ne.PutUint32(m[4:], boltVersion)
-		ne.PutUint32(m[8:], uint32(l.pageSize))
-		ne.PutUint64(m[16:], rootID)
-		ne.PutUint64(m[32:], freelistID)
-		ne.PutUint64(m[40:], l.next)
-		ne.PutUint64(m[48:], uint64(i)) // txid, whose parity is the page id
-		ne.PutUint64(m[56:], boltMetaSum(m))
+		putPageHeader(p, uint64(i), metaPage, 0, 0)
+		putMeta(p[pageHeaderSize:], meta{
+			pageSize: uint32(l.pageSize),
+			root:     rootID,
+			freelist: freelistID,
+			pgid:     l.next,
+			txid:     uint64(i), // whose parity is the page id
+		})
 	}
 	l.w.writeMeta(metas)
 	return l.w.sync()
 }
 
-// check opens the finished file with bbolt and compares each bucket's
-// first and last key with what was put: a few pages read per bucket, down
-// the left and right edges of every tree, from the root bucket's page
-// through the branch pages. compile runs it before a snapshot can replace
-// the current one, so a layout bug gives an error instead of a published
-// file that readers cannot use.
-func (l *boltLoader) check(db *bolt.DB) error {
-	return db.View(func(tx *bolt.Tx) error {
-		for _, name := range l.names {
-			want := l.buckets[string(name)]
-			b := tx.Bucket(name)
-			if b == nil {
-				return fmt.Errorf("bucket %q is missing from the written file", name)
-			}
-			c := b.Cursor()
-			first, _ := c.First()
-			last, _ := c.Last()
-			if !bytes.Equal(first, want.first) || !bytes.Equal(last, want.last) {
-				return fmt.Errorf("bucket %q of the written file runs from %q to %q, want %q to %q", name, first, last, want.first, want.last)
-			}
-		}
-		return nil
-	})
-}
-
-// close releases the file. It may be called more than once.
-func (l *boltLoader) close() error { return l.w.close() }
+// Close releases the file. It may be called more than once.
+func (l *PageLoader) Close() error { return l.w.close() }
 
 // pageWriter appends pages to a file through aligned buffers, which a
 // background goroutine writes while the next one fills, with O_DIRECT when

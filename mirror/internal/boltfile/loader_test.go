@@ -1,7 +1,8 @@
-package mirror
+package boltfile
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,19 +16,33 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// loadKV is one entry for a boltLoader test.
+// loadKV is one entry for a loader test.
 type loadKV struct{ k, v []byte }
 
-// loadFile writes buckets (each sorted by key) with a boltLoader at
+// loaderKind is one of the two ways to write a file.
+type loaderKind struct {
+	name string
+	new  func(path string, pageSize int, buckets [][]byte) (Loader, error)
+}
+
+// loaderKinds returns the page writer and the bbolt-transaction writer.
+func loaderKinds() []loaderKind {
+	return []loaderKind{
+		{"pages", func(p string, ps int, b [][]byte) (Loader, error) { return NewPageLoader(p, ps, b) }},
+		{"transactions", func(p string, ps int, b [][]byte) (Loader, error) { return NewTxLoader(p, ps, b) }},
+	}
+}
+
+// loadFile writes buckets (each sorted by key) with a PageLoader at
 // pageSize, putting entries round-robin across the buckets as compile
 // interleaves them, and returns the file's path.
 func loadFile(t testing.TB, pageSize int, buckets map[string][]loadKV) string {
 	t.Helper()
-	return loadFileIn(t, t.TempDir(), pageSize, buckets)
+	return loadFileIn(t, t.TempDir(), loaderKinds()[0], pageSize, buckets)
 }
 
-// loadFileIn is loadFile into dir.
-func loadFileIn(t testing.TB, dir string, pageSize int, buckets map[string][]loadKV) string {
+// loadFileIn is loadFile into dir, with the loader kind.
+func loadFileIn(t testing.TB, dir string, kind loaderKind, pageSize int, buckets map[string][]loadKV) string {
 	t.Helper()
 	p := filepath.Join(dir, "l.db")
 	var names [][]byte
@@ -35,17 +50,17 @@ func loadFileIn(t testing.TB, dir string, pageSize int, buckets map[string][]loa
 		names = append(names, []byte(name))
 	}
 	slices.SortFunc(names, bytes.Compare)
-	l, err := newBoltLoader(p, pageSize, names)
+	l, err := kind.new(p, pageSize, names)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.close()
+	defer l.Close()
 	for i := 0; ; i++ {
 		more := false
 		for _, name := range names {
 			if es := buckets[string(name)]; i < len(es) {
 				more = true
-				if err := l.put(name, es[i].k, es[i].v); err != nil {
+				if err := l.Put(name, es[i].k, es[i].v); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -54,10 +69,10 @@ func loadFileIn(t testing.TB, dir string, pageSize int, buckets map[string][]loa
 			break
 		}
 	}
-	if err := l.finish(); err != nil {
+	if err := l.Finish(); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.close(); err != nil {
+	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -67,8 +82,8 @@ func loadFileIn(t testing.TB, dir string, pageSize int, buckets map[string][]loa
 // compares every bucket with want, by cursor and by Get.
 func checkLoaded(t testing.TB, p string, want map[string][]loadKV, readOnly bool) {
 	t.Helper()
-	if err := checkBoltFile(p); err != nil {
-		t.Fatalf("checkBoltFile: %v", err)
+	if err := CheckFile(p, 4096); err != nil {
+		t.Fatalf("CheckFile: %v", err)
 	}
 	db, err := bolt.Open(p, 0o644, &bolt.Options{ReadOnly: readOnly, Timeout: time.Second})
 	if err != nil {
@@ -76,8 +91,8 @@ func checkLoaded(t testing.TB, p string, want map[string][]loadKV, readOnly bool
 	}
 	defer db.Close()
 	err = db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			t.Errorf("bbolt check: %v", err)
+		if err := CheckTrees(tx); err != nil {
+			t.Error(err)
 		}
 		var got []string
 		if err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
@@ -154,9 +169,11 @@ func genKVs(r *rand.Rand, n, maxKey, maxVal int) []loadKV {
 	return sortedKVs(es)
 }
 
-// TestBoltLoader writes files of every shape the loader has a branch for
-// and checks that bbolt reads back exactly what was put, passes its own
-// consistency check, and can go on writing the file.
+// TestBoltLoader writes files of every shape the page loader has a branch
+// for, with both loaders, and checks that bbolt reads back exactly what
+// was put, passes its own consistency check (so a bbolt release that
+// reads the page layout differently fails here), and can go on writing
+// the file.
 func TestBoltLoader(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	huge := bytes.Repeat([]byte("h"), writeBufBytes+3*4096+17) // bigger than a write buffer
@@ -171,36 +188,44 @@ func TestBoltLoader(t *testing.T) {
 		{"three levels", 4096, map[string][]loadKV{"small": genKVs(r, 20000, 24, 40), "empty": nil}},
 		{"overflow pages", 4096, map[string][]loadKV{"big": genKVs(r, 300, 64, 20000), "tiny": genKVs(r, 3, 4, 4)}},
 		{"outsized page", 65536, map[string][]loadKV{"x": {{[]byte("a"), []byte("1")}, {[]byte("b"), huge}, {[]byte("c"), []byte("3")}}}},
-		{"largest keys", 4096, map[string][]loadKV{"k": genKVs(r, 40, maxLoadKey, 10)}},
-		{"snapshot shape", pageSize, map[string][]loadKV{
+		{"largest keys", 4096, map[string][]loadKV{"k": genKVs(r, 40, MaxKeySize, 10)}},
+		{"snapshot shape", 64 << 10, map[string][]loadKV{
 			"stages":  genKVs(r, 3000, 64, 6000),
 			"by_name": genKVs(r, 3000, 100, 0),
 			"meta":    genKVs(r, 10, 20, 50),
 		}},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			p := loadFile(t, c.pageSize, c.buckets)
-			checkLoaded(t, p, c.buckets, true)
-			// bbolt can write to it: its meta, freelist and trees are
-			// what a read-write open needs too.
-			boltUpdate(t, p, 0, func(tx *bolt.Tx) error {
-				b, err := tx.CreateBucket([]byte("added"))
-				if err != nil {
-					return err
-				}
-				return b.Put([]byte("k"), []byte("v"))
+	for _, kind := range loaderKinds() {
+		for _, c := range cases {
+			t.Run(kind.name+"/"+c.name, func(t *testing.T) {
+				testLoad(t, kind, c.pageSize, c.buckets)
 			})
-			want := map[string][]loadKV{"added": {{[]byte("k"), []byte("v")}}}
-			for k, v := range c.buckets {
-				want[k] = v
-			}
-			checkLoaded(t, p, want, false)
-		})
+		}
 	}
 }
 
-// TestBoltLoaderRefuses checks the caller errors the loader reports
+// testLoad loads buckets with kind, checks what bbolt reads back, adds a
+// bucket through bbolt and checks again.
+func testLoad(t *testing.T, kind loaderKind, pageSize int, buckets map[string][]loadKV) {
+	p := loadFileIn(t, t.TempDir(), kind, pageSize, buckets)
+	checkLoaded(t, p, buckets, true)
+	// bbolt can write to it: its meta, freelist and trees are what a
+	// read-write open needs too.
+	boltUpdate(t, p, 0, func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("added"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), []byte("v"))
+	})
+	want := map[string][]loadKV{"added": {{[]byte("k"), []byte("v")}}}
+	for k, v := range buckets {
+		want[k] = v
+	}
+	checkLoaded(t, p, want, false)
+}
+
+// TestBoltLoaderRefuses checks the caller errors both loaders report
 // instead of writing a file bbolt would misread.
 func TestBoltLoaderRefuses(t *testing.T) {
 	cases := []struct {
@@ -211,36 +236,67 @@ func TestBoltLoaderRefuses(t *testing.T) {
 		{"out of order", []loadKV{{[]byte("b"), nil}, {[]byte("a"), nil}}, "out of order"},
 		{"duplicate", []loadKV{{[]byte("a"), nil}, {[]byte("a"), nil}}, "out of order"},
 		{"empty key", []loadKV{{[]byte{}, nil}}, "empty key"},
-		{"key too long", []loadKV{{bytes.Repeat([]byte("k"), maxLoadKey+1), nil}}, "bbolt's limit"},
+		{"key too long", []loadKV{{bytes.Repeat([]byte("k"), MaxKeySize+1), nil}}, "bbolt's limit"},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			l, err := newBoltLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+	for _, kind := range loaderKinds() {
+		for _, c := range cases {
+			t.Run(kind.name+"/"+c.name, func(t *testing.T) {
+				l, err := kind.new(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				for i, kv := range c.puts {
+					err := l.Put([]byte("a"), kv.k, kv.v)
+					if i < len(c.puts)-1 && err != nil {
+						t.Fatal(err)
+					}
+					if i == len(c.puts)-1 && (err == nil || !strings.Contains(err.Error(), c.want)) {
+						t.Fatalf("put %d: %v, want an error containing %q", i, err, c.want)
+					}
+				}
+			})
+		}
+		l, err := kind.new(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Put([]byte("b"), []byte("k"), nil); err == nil || !strings.Contains(err.Error(), "missing") {
+			t.Fatalf("%s: put into an undeclared bucket: %v", kind.name, err)
+		}
+		l.Close()
+		if _, err := kind.new(filepath.Join(t.TempDir(), "d.db"), 4096, [][]byte{[]byte("a"), []byte("a")}); err == nil {
+			t.Fatalf("%s: a bucket declared twice was accepted", kind.name)
+		}
+	}
+}
+
+// TestLoaderCopies checks that both loaders copy what Put is given: the
+// caller reuses one buffer for every key and value.
+func TestLoaderCopies(t *testing.T) {
+	want := genKVs(rand.New(rand.NewPCG(4, 4)), 500, 16, 3000)
+	for _, kind := range loaderKinds() {
+		t.Run(kind.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "l.db")
+			l, err := kind.new(p, 4096, [][]byte{[]byte("a")})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer l.close()
-			for i, kv := range c.puts {
-				err := l.put([]byte("a"), kv.k, kv.v)
-				if i < len(c.puts)-1 && err != nil {
+			defer l.Close()
+			var k, v []byte
+			for _, e := range want {
+				k, v = append(k[:0], e.k...), append(v[:0], e.v...)
+				if err := l.Put([]byte("a"), k, v); err != nil {
 					t.Fatal(err)
 				}
-				if i == len(c.puts)-1 && (err == nil || !strings.Contains(err.Error(), c.want)) {
-					t.Fatalf("put %d: %v, want an error containing %q", i, err, c.want)
-				}
+				clear(k)
+				clear(v)
 			}
+			if err := l.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			checkLoaded(t, p, map[string][]loadKV{"a": want}, true)
 		})
-	}
-	l, err := newBoltLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.close()
-	if err := l.put([]byte("b"), []byte("k"), nil); err == nil || !strings.Contains(err.Error(), "missing") {
-		t.Fatalf("put into an undeclared bucket: %v", err)
-	}
-	if _, err := newBoltLoader(filepath.Join(t.TempDir(), "d.db"), 4096, [][]byte{[]byte("a"), []byte("a")}); err == nil {
-		t.Fatal("a bucket declared twice was accepted")
 	}
 }
 
@@ -279,19 +335,19 @@ func TestPageWriterDirectFallback(t *testing.T) {
 // TestBoltLoaderWriteError checks that a failed write surfaces from put or
 // finish, not as a silently short file.
 func TestBoltLoaderWriteError(t *testing.T) {
-	l, err := newBoltLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
+	l, err := NewPageLoader(filepath.Join(t.TempDir(), "l.db"), 4096, [][]byte{[]byte("a")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.close()
+	defer l.Close()
 	l.w.f.Close() // every write now fails
 	for i := range 5000 {
-		if err = l.put([]byte("a"), beUint64(uint64(i)), make([]byte, 2000)); err != nil {
+		if err = l.Put([]byte("a"), be64(uint64(i)), make([]byte, 2000)); err != nil {
 			break
 		}
 	}
 	if err == nil {
-		err = l.finish()
+		err = l.Finish()
 	}
 	if !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("got %v, want the write error", err)
@@ -335,57 +391,47 @@ func FuzzBoltLoader(f *testing.F) {
 		for n, es := range buckets {
 			buckets[n] = sortedKVs(es)
 		}
-		checkLoaded(t, loadFileIn(t, dir, 4096, buckets), buckets, true)
+		checkLoaded(t, loadFileIn(t, dir, loaderKinds()[0], 4096, buckets), buckets, true)
 	})
 }
 
-// TestBoltLoaderCheck checks that the read-back check compile runs before
-// publishing finds a tree whose edges are not what was put.
-func TestBoltLoaderCheck(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "l.db")
-	l, err := newBoltLoader(p, 4096, [][]byte{[]byte("a"), []byte("b")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.close()
-	for _, kv := range genKVs(rand.New(rand.NewPCG(3, 3)), 2000, 16, 100) {
-		if err := l.put([]byte("a"), kv.k, kv.v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := l.put([]byte("b"), []byte("only"), nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.finish(); err != nil {
-		t.Fatal(err)
-	}
-	open := func() *bolt.DB {
+// TestCheckTrees checks that bbolt's consistency walk, which compile runs
+// on every snapshot before it is published, refuses a loaded file with a
+// broken page header: a leaf page that claims an overflow page it does
+// not have, which a cursor reading every entry never notices.
+func TestCheckTrees(t *testing.T) {
+	p := loadFile(t, 4096, map[string][]loadKV{
+		"a": genKVs(rand.New(rand.NewPCG(3, 3)), 2000, 16, 100),
+		"b": {{[]byte("only"), nil}},
+	})
+	check := func() error {
 		db, err := bolt.Open(p, 0o444, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return db
+		defer db.Close()
+		return db.View(CheckTrees)
 	}
-	db := open()
-	if err := l.check(db); err != nil {
+	if err := check(); err != nil {
 		t.Fatalf("a good file fails the check: %v", err)
 	}
-	db.Close()
-	// Damage the first key of the first leaf page written (page 2, the
-	// first entry of bucket "a").
+	// Page 2 is the first leaf page written; page 3 the next.
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	page := b[2*4096:]
-	at := boltPageHeader + int(ne.Uint32(page[boltPageHeader+4:]))
-	page[at] ^= 0xff
+	if pageFlags(page) != leafPage || pageOverflow(page) != 0 {
+		t.Fatalf("page 2 has flags %#x, %d overflow pages: want a one-page leaf", pageFlags(page), pageOverflow(page))
+	}
+	ne.PutUint32(page[pageOverflowOff:], 1)
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	db = open()
-	defer db.Close()
-	if err := l.check(db); err == nil || !strings.Contains(err.Error(), `bucket "a"`) {
-		t.Fatalf("a damaged first key: %v", err)
+	if err := check(); err == nil || !strings.Contains(err.Error(), "multiple references") {
+		t.Fatalf("a leaf page claiming a page it does not have: %v", err)
 	}
 }
+
+// be64 is v as 8 bytes, big-endian.
+func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
