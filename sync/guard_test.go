@@ -138,13 +138,10 @@ func TestLossGuardCountsQuarantine(t *testing.T) {
 	}
 }
 
-// rewriting serves h behind a "proxy" that rewrites each request's query.
-func rewriting(t *testing.T, h http.Handler, rewrite func(q string) string) string {
+// behind serves h on loopback, as a proxy in front of a registry.
+func behind(t *testing.T, h http.Handler) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.URL.RawQuery = rewrite(r.URL.RawQuery)
-		h.ServeHTTP(w, r)
-	}))
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -153,19 +150,11 @@ func rewriting(t *testing.T, h http.Handler, rewrite func(q string) string) stri
 // was "drift repaired" and most of the mirror was removed.
 func TestIgnoredOffsetIsAProtocolError(t *testing.T) {
 	for _, tt := range []struct {
-		name    string
-		rewrite func(string) string
+		name  string
+		proxy func(http.Handler) http.Handler
 	}{
-		{"offset dropped", func(q string) string {
-			var kept []string
-			for _, p := range strings.Split(q, "&") {
-				if !strings.HasPrefix(p, "offset=") {
-					kept = append(kept, p)
-				}
-			}
-			return strings.Join(kept, "&")
-		}},
-		{"query string dropped", func(string) string { return "" }},
+		{"offset dropped", func(h http.Handler) http.Handler { return registrytest.DropQuery(h, "offset") }},
+		{"query string dropped", func(h http.Handler) http.Handler { return registrytest.DropQuery(h) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			raws := genStages(t, 120, 5)
@@ -177,7 +166,7 @@ func TestIgnoredOffsetIsAProtocolError(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer h.Close()
-			url := rewriting(t, h, tt.rewrite)
+			url := behind(t, tt.proxy(h))
 			rep, err := msync.Sync(context.Background(), m, newClient(t, url), msync.Options{PageSize: 20, MaxRemove: msync.MaxRemovePercent(100)})
 			if !errors.Is(err, msync.ErrProtocol) || !strings.Contains(err.Error(), "ignores the offset") || !strings.Contains(err.Error(), "query string") {
 				t.Fatalf("want a protocol error naming the offset: %v", err)
@@ -194,34 +183,6 @@ func TestIgnoredOffsetIsAProtocolError(t *testing.T) {
 			}
 		})
 	}
-}
-
-// unsettled serves h but lists one stage less than it reports for the
-// active lifecycle and hides the stage hidden from listings, for ever:
-// drift that never resolves.
-func unsettled(t *testing.T, h *registrytest.Handler, hidden json.RawMessage) string {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/stages" {
-			h.ServeHTTP(w, r)
-			return
-		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		body := rec.Body.Bytes()
-		body = bytes.Replace(body, append([]byte(nil), hidden...), nil, 1)
-		body = bytes.Replace(body, []byte("[,"), []byte("["), 1)
-		body = bytes.Replace(body, []byte(",,"), []byte(","), 1)
-		body = bytes.Replace(body, []byte(",]"), []byte("]"), 1)
-		if strings.Contains(r.URL.RawQuery, "lifecycle=active") {
-			body = bytes.Replace(body, []byte(`"total":`), []byte(`"total":1`), 1) // 7 → 17: never adds up
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(rec.Code)
-		w.Write(body)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
 }
 
 // TestUnresolvedDriftKeepsUnprovenStages: a stage that a never-settling
@@ -242,7 +203,7 @@ func TestUnresolvedDriftKeepsUnprovenStages(t *testing.T) {
 	}
 	defer h.Close()
 	hidden := stages[3]
-	url := unsettled(t, h, hidden.Raw)
+	url := behind(t, registrytest.NeverSettle(h, hidden.Raw, "active", nil))
 	rep, err := msync.Sync(context.Background(), m, newClient(t, url), msync.Options{PageSize: 20})
 	if err != nil {
 		t.Fatalf("sync: %v (%+v)", err, rep)
