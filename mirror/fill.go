@@ -24,6 +24,13 @@ func (w *Writer) stagedQuarantine(key []byte) bool {
 	return found
 }
 
+// hasStaged reports whether a stage is staged under id (a malformed id
+// never is).
+func (w *Writer) hasStaged(id string) bool {
+	_, ok, err := w.stagedRecord(store.StageID(id))
+	return ok || err != nil
+}
+
 // Dirty reports whether anything is staged: a stage or a quarantine
 // entry. A sync that staged nothing (every listed stage InBase) and
 // removed nothing found the base snapshot current: it calls Refresh
@@ -101,7 +108,7 @@ func (w *Writer) Fill(ctx context.Context, keep func(store.StageID) bool, keepQu
 			// The entry's key is its QuarantineKey, as PutBatch stored it.
 			e := w.Admit(q.Raw)
 			key := e.QuarantineKey()
-			if e.Admitted() || !keepQuarantine(key) || w.stagedQuarantine([]byte(key)) {
+			if e.Admitted() || !keepQuarantine(key) || w.stagedQuarantine([]byte(key)) || w.hasStaged(key) {
 				continue
 			}
 			if err := add(e); err != nil {

@@ -468,6 +468,9 @@ type listing struct {
 	hasTotal   bool
 	duplicates int
 	refused    error
+	// repeatedAt is the offset of a full page that only repeated earlier
+	// pages of this listing (0: none): the listing stopped there.
+	repeatedAt int
 }
 
 func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
@@ -497,7 +500,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		if i+1 < len(e.opts.Lifecycles) {
 			next = e.requestFirst(ctx, e.opts.Lifecycles[i+1])
 		}
-		l, err := e.list(ctx, lc, first)
+		l, err := e.list(ctx, lc, first, false)
 		if err != nil {
 			return nil, err
 		}
@@ -539,7 +542,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		}
 		e.report.Drift.Relists++
 		for _, lc := range drifted {
-			l, err := e.list(ctx, lc, e.requestFirst(ctx, lc))
+			l, err := e.list(ctx, lc, e.requestFirst(ctx, lc), true)
 			if err != nil {
 				return nil, err
 			}
@@ -691,6 +694,10 @@ func (e *engine) detectDrift(passes map[string][]*listing) ([]string, error) {
 			e.driftReason(fmt.Sprintf("%s listing repeated %d stages", lc, l.duplicates))
 			bad = true
 		}
+		if l.repeatedAt > 0 {
+			e.driftReason(fmt.Sprintf("%s listing at offset %d repeated a whole earlier page", lc, l.repeatedAt))
+			bad = true
+		}
 		if bad {
 			out = append(out, lc)
 		}
@@ -785,8 +792,10 @@ func (f *firstPage) stop() {
 // list pages through one lifecycle from its first page (head), staging
 // every stage. The next pages are fetched while the current one is
 // verified and committed. list owns head, and ends its request on every
-// return.
-func (e *engine) list(ctx context.Context, lc string, head *firstPage) (l *listing, err error) {
+// return. relist is true when drift made the sync list lc again: a whole
+// page repeating earlier pages is then a protocol error, where the first
+// time it is drift (a bulk insert ahead of the offset can shift a page).
+func (e *engine) list(ctx context.Context, lc string, head *firstPage, relist bool) (l *listing, err error) {
 	listed, err := e.newKeys()
 	if err != nil {
 		head.stop()
@@ -829,8 +838,9 @@ func (e *engine) list(ctx context.Context, lc string, head *firstPage) (l *listi
 	// end breaks that assumption: the speculative requests are dropped
 	// and paging goes on one page at a time from where it really is.
 	window := 1
-	// The keys of the first and the previous page: a page that only
-	// repeats them is a protocol error (repeatsEarlierPage).
+	// The keys of the first and the previous page: a full page that only
+	// repeats them (repeatsEarlierPage) ends the listing as drift, and is
+	// a protocol error when a relist sees it again.
 	var firstKeys, prevKeys map[key]bool
 	queue = append(queue, pending{0, head.ch})
 	nextFetch := 0
@@ -888,7 +898,11 @@ func (e *engine) list(ctx context.Context, lc string, head *firstPage) (l *listi
 			if first {
 				firstKeys = keys
 			} else if repeatsEarlierPage(l.pageOrder(n), firstKeys, prevKeys, e.opts.PageSize) {
-				return nil, e.protocolError(lc, offset, n)
+				if relist {
+					return nil, e.protocolError(lc, offset, n)
+				}
+				l.repeatedAt = offset
+				return l, nil
 			}
 			prevKeys = keys
 		}
@@ -971,12 +985,13 @@ func (e *engine) stageable(r prepared) bool {
 	} else {
 		e.markQuarantined(r.key)
 	}
-	if !r.entry.InBase() {
-		return true
+	// The latest verdict on the key decides: a refusal the snapshot holds
+	// as it is, or anything else, which supersedes it.
+	if !r.entry.InBase() || r.entry.Admitted() {
+		delete(e.knownRefusals, r.key)
+		return !r.entry.InBase()
 	}
-	if !r.entry.Admitted() {
-		e.knownRefusals[r.key] = true
-	}
+	e.knownRefusals[r.key] = true
 	return false
 }
 

@@ -223,8 +223,10 @@ func (e *engine) keepUnproven(ctx context.Context, fs *finalSet) error {
 // repeatsEarlierPage reports whether a page at a non-zero offset holds
 // only stages of the listing's first page or of the page before it, and
 // as many as a full page: every page is page 0, the mark of an upstream
-// (or a proxy in front of it) that ignores the offset parameter. Real
-// drift repeats a few stages, never a whole page.
+// (or a proxy in front of it) that ignores the offset parameter. Drift
+// can do it once (as many inserts ahead of the offset as a page holds, or
+// one with pages of one stage), so the first time ends the listing as
+// drift, and only a relist that sees it again is a protocol error.
 func repeatsEarlierPage(page []key, first, prev map[key]bool, pageSize int) bool {
 	if len(page) == 0 || (len(page) != pageSize && len(page) != len(first)) {
 		return false

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	gosync "sync"
 	"testing"
 
 	"github.com/noether-mirror/mirror/mirror"
@@ -171,11 +172,12 @@ func TestIgnoredOffsetIsAProtocolError(t *testing.T) {
 			if !errors.Is(err, msync.ErrProtocol) || !strings.Contains(err.Error(), "ignores the offset") || !strings.Contains(err.Error(), "query string") {
 				t.Fatalf("want a protocol error naming the offset: %v", err)
 			}
-			// Caught at the listing's second page (offset 20, or 50 when
+			// Seen at each listing's second page (offset 20, or 50 when
 			// the limit was dropped too and the registry's default of 50
-			// applied), before any third page of it is read.
+			// applied), taken for drift, and caught when the relist sees
+			// it again: no listing reads a third page.
 			second := strings.Contains(err.Error(), "at offset 20 ") || strings.Contains(err.Error(), "at offset 50 ")
-			if !second || rep.Pages > 4 {
+			if !second || rep.Pages > 2*4+2 {
 				t.Errorf("%d pages read: the repeat should be caught at the second page: %v", rep.Pages, err)
 			}
 			if after := m.Meta(); after.Generation != before.Generation || after.Digest != before.Digest {
@@ -245,4 +247,72 @@ func TestUpstreamSwitch(t *testing.T) {
 	b.AddRaw(genStages(t, 11, 2)[10])
 	mustSync(t, m, newClient(t, b.URL()), all)
 	check("after a publish from the same upstream")
+}
+
+// TestSmallPageDriftIsNotAProtocolError: with pages of one stage, a stage
+// entering the listing ahead of the offset makes the next page repeat the
+// previous one. That is drift, relisted and repaired, not an upstream
+// that ignores offset. (Found in review.)
+func TestSmallPageDriftIsNotAProtocolError(t *testing.T) {
+	a := build(t, "a_stage", "a", store.Active)
+	x := build(t, "x_stage", "x", store.Draft)
+	b := build(t, "b_stage", "b", store.Active)
+	c := build(t, "c_stage", "c", store.Active)
+	srv := newServer(t, registrytest.Options{Stages: []json.RawMessage{a.Raw, x.Raw, b.Raw, c.Raw}})
+	m := newMirror(t)
+	opts := msync.Options{PageSize: 1, Prefetch: 1, Lifecycles: []string{"active", "draft"}}
+	var once gosync.Once
+	var hookErr error
+	srv.OnPage(func(lc string, offset int) {
+		if lc == "active" && offset == 1 {
+			once.Do(func() { hookErr = srv.SetLifecycle(x.ID, store.Active) })
+		}
+	})
+	rep, err := msync.Sync(context.Background(), m, newClient(t, srv.URL()), opts)
+	srv.OnPage(nil)
+	if hookErr != nil {
+		t.Fatal(hookErr)
+	}
+	if err != nil {
+		t.Fatalf("a healthy registry with drift: %v (drift %+v)", err, rep.Drift)
+	}
+	if !rep.Drift.Detected {
+		t.Errorf("the shifted page was not taken for drift: %+v", rep.Drift)
+	}
+	assertMirrors(t, m, srv)
+}
+
+// TestKnownRefusalThenGood: a stage the snapshot quarantines, listed
+// with the same bad bytes and then, after drift, with good ones, is
+// published good: the earlier refusal does not come back from the
+// snapshot over it. (Found in review.)
+func TestKnownRefusalThenGood(t *testing.T) {
+	good := build(t, "fixme", "x", store.Active)
+	bad := tamper(t, good.Raw, `"name":"fixme"`, `"name":"broke"`)
+	raws := genStages(t, 30, 5)
+	srv := newServer(t, registrytest.Options{Stages: append([]json.RawMessage{bad}, raws...)})
+	m := newMirror(t)
+	opts := msync.Options{PageSize: 2}
+	if first, _ := msync.Sync(context.Background(), m, newClient(t, srv.URL()), opts); first.Quarantined != 1 {
+		t.Fatalf("first sync: %+v", first)
+	}
+	var once gosync.Once
+	newcomer := build(t, "newcomer", "y", store.Active)
+	srv.OnPage(func(lc string, offset int) {
+		if lc == "active" && offset == 0 {
+			once.Do(func() {
+				srv.AddRaw(good.Raw)     // repaired upstream, same id
+				srv.AddRaw(newcomer.Raw) // and drift: a relist
+			})
+		}
+	})
+	rep, err := msync.Sync(context.Background(), m, newClient(t, srv.URL()), opts)
+	srv.OnPage(nil)
+	if err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if raw, err := m.GetRaw(context.Background(), good.ID); err != nil || !bytes.Equal(raw, good.Raw) {
+		t.Errorf("the repaired stage is not served: %v (report %+v)", err, rep)
+	}
+	assertMirrors(t, m, srv)
 }
