@@ -124,7 +124,10 @@ func readSecretFile(e *env, path string) (string, error) {
 	if len(b) > maxKeyFileBytes {
 		return "", fmt.Errorf("API key file %s is larger than 4 KiB, so it is not a key file: it should hold only the key, on one line; check the path given to --api-key-file", path)
 	}
-	line := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	// Trailing line breaks (one, or blank lines an editor added) are not
+	// lines of their own; a break before the key, or between two lines
+	// of text, is.
+	line := strings.TrimRight(string(b), "\r\n")
 	if strings.ContainsAny(line, "\r\n") {
 		return "", fmt.Errorf("API key file %s holds more than one line; put only the key in it, on one line", path)
 	}

@@ -63,7 +63,7 @@ func TestAPIKeyFileLimits(t *testing.T) {
 	}{
 		{"big", strings.Repeat(marker, 500), "is larger than 4 KiB, so it is not a key file: it should hold only the key, on one line"},
 		{"two-lines", marker + "-one\n" + marker + "-two\n", "holds more than one line; put only the key in it, on one line"},
-		{"blank-second-line", marker + "\n\n", "holds more than one line"},
+		{"two-lines", marker + "\nsecond\n", "holds more than one line"},
 		{"leading-blank-line", "\n" + marker, "holds more than one line"},
 	} {
 		file := filepath.Join(dir, tc.name)
@@ -104,7 +104,8 @@ func TestReadSecretFile(t *testing.T) {
 		{"\n", "", "is empty"},
 		{"a\nb", "", "more than one line"},
 		{"a\rb", "", "more than one line"},
-		{"key\n\n", "", "more than one line"},
+		{"key\n\n", "key", ""}, // a trailing blank line an editor added
+		{"\nkey", "", "more than one line"},
 	} {
 		file := filepath.Join(dir, "key")
 		if err := os.WriteFile(file, []byte(tc.content), 0o600); err != nil {

@@ -58,12 +58,14 @@ const (
 
 // text renders re's response-derived parts for an Error: the envelope's
 // code and message, and for a bad response a cause quoting the start of
-// the body. Everything passes r before it is cut short or sanitized.
+// the body. Everything passes r before it is cut short or sanitized, and
+// again after (sanitizing can spell the key: invalid UTF-8 becomes '?',
+// control characters spaces).
 func (re *respError) text(r redactor) (code, message string, err error) {
-	code = sanitize([]byte(r.Prefix([]byte(re.code), codeLen)), codeLen)
-	message = sanitize([]byte(r.Prefix([]byte(re.message), messageLen)), messageLen)
+	code = r.String(sanitize([]byte(r.Prefix([]byte(re.code), codeLen)), codeLen))
+	message = r.String(sanitize([]byte(r.Prefix([]byte(re.message), messageLen)), messageLen))
 	if re.what != "" {
-		desc := describeBody(re.status, r.String(re.contentType), len(re.body), r.Prefix(re.body, snippetLen))
+		desc := r.String(describeBody(re.status, r.String(re.contentType), len(re.body), r.Prefix(re.body, snippetLen)))
 		err = fmt.Errorf("%s; got %s", re.what, desc)
 	}
 	return code, message, err

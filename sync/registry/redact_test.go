@@ -311,3 +311,25 @@ func TestClientRedact(t *testing.T) {
 		t.Errorf("Redact without a key = %q", got)
 	}
 }
+
+// TestSanitizingNeverSpellsKey: a body that is not the key until it is
+// sanitized (invalid UTF-8 becomes '?', control characters spaces) does
+// not spell it in the error. (Found in review; respError.text and the
+// sealing of every Error each redact after sanitizing.)
+func TestSanitizingNeverSpellsKey(t *testing.T) {
+	const key = "ab?cd ef"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(500)
+		w.Write([]byte(`{"ok":false,"error":{"code":"E","message":"ab` + "\xff" + `cd` + "\t" + `ef"}}`))
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, Options{APIKey: key, MaxAttempts: 1, Sleep: (&sleeper{}).Sleep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ListPage(context.Background(), "", 1, 0)
+	if err == nil || strings.Contains(err.Error(), key) {
+		t.Errorf("the sanitized message spells the key: %v", err)
+	}
+}
