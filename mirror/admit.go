@@ -135,7 +135,7 @@ func (w *Writer) AdmitStage(s *store.Stage) Entry {
 	}
 	e := Entry{stage: s, raw: s.Raw, gated: true}
 	staged, isStaged, _ := w.stagedRecord(s.ID)
-	if rep, ok := passed(s.ID, s.Raw, func() (Record, bool, error) { return staged, isStaged, nil }); ok {
+	if rep, ok := passed(s.ID, s.Raw, staged, isStaged); ok {
 		e.report, e.reused = rep, true
 	} else if rep, ok := w.verifiedBefore(s.ID, s.Raw); ok {
 		e.report, e.known = rep, true
@@ -150,7 +150,7 @@ func (w *Writer) AdmitStage(s *store.Stage) Entry {
 		}
 		return e
 	}
-	e.inBase = e.known && !isStaged && !w.stagedQuarantine([]byte(s.ID))
+	e.inBase = e.known && !w.stagedAt(string(s.ID))
 	return e
 }
 
@@ -162,7 +162,7 @@ func (w *Writer) markRefusalInBase(e *Entry) {
 		return
 	}
 	key := []byte(e.QuarantineKey())
-	if w.stagedQuarantine(key) {
+	if w.stagedAt(string(key)) {
 		return
 	}
 	_ = w.base.view(func(tx *bolt.Tx) error {
@@ -224,11 +224,10 @@ func (w *Writer) redacted(e Entry) Entry {
 	return e
 }
 
-// passed returns the report of the record get finds when its bytes are
-// exactly raw and it passed every check.
-func passed(id store.StageID, raw []byte, get func() (Record, bool, error)) (store.Report, bool) {
-	rec, ok, err := get()
-	if err != nil || !ok || !bytes.Equal(rec.Raw, raw) || len(rec.Report.Checks) == 0 || !rec.Report.OK() {
+// passed returns the report of rec (found: ok) when its bytes are exactly
+// raw and it passed every check.
+func passed(id store.StageID, raw []byte, rec Record, ok bool) (store.Report, bool) {
+	if !ok || !bytes.Equal(rec.Raw, raw) || len(rec.Report.Checks) == 0 || !rec.Report.OK() {
 		return store.Report{}, false
 	}
 	rep := rec.Report
@@ -245,10 +244,8 @@ func (w *Writer) verifiedBefore(id store.StageID, raw []byte) (store.Report, boo
 	if w.base == nil || w.base.meta.Generation == 0 {
 		return store.Report{}, false
 	}
-	return passed(id, raw, func() (Record, bool, error) {
-		rec, err := w.base.getRecord(id)
-		return rec, err == nil, nil
-	})
+	rec, err := w.base.getRecord(id)
+	return passed(id, raw, rec, err == nil)
 }
 
 // record builds the record of an admitted entry.

@@ -12,23 +12,26 @@ import (
 // fillBatch is how many entries Fill stages per transaction.
 const fillBatch = 200
 
-// stagedQuarantine reports whether a quarantine entry is staged under key.
-func (w *Writer) stagedQuarantine(key []byte) bool {
+// stagedAt reports whether anything is staged under key: a stage, or a
+// quarantine entry. A sync's stages are found in its log index without
+// a read of the file. An unreadable staging file counts as holding
+// something, so that nothing is skipped over it.
+func (w *Writer) stagedAt(key string) bool {
+	if w.log != nil {
+		if _, ok := w.log.get(key); ok {
+			return true
+		}
+	}
 	found := false
-	_ = w.db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketQuarantine); b != nil {
-			found = b.Get(key) != nil
+	err := w.db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketStages, bucketQuarantine} {
+			if b := tx.Bucket(name); b != nil && b.Get([]byte(key)) != nil {
+				found = true
+			}
 		}
 		return nil
 	})
-	return found
-}
-
-// hasStaged reports whether a stage is staged under id (a malformed id
-// never is).
-func (w *Writer) hasStaged(id string) bool {
-	_, ok, err := w.stagedRecord(store.StageID(id))
-	return ok || err != nil
+	return found || err != nil
 }
 
 // Dirty reports whether anything is staged: a stage or a quarantine
@@ -87,13 +90,7 @@ func (w *Writer) Fill(ctx context.Context, keep func(store.StageID) bool, keepQu
 		if err != nil {
 			return n, fmt.Errorf("reading the current snapshot: %w", err)
 		}
-		if !keep(rec.ID) {
-			continue
-		}
-		if _, staged, err := w.stagedRecord(rec.ID); err != nil || staged || w.stagedQuarantine([]byte(rec.ID)) {
-			if err != nil {
-				return n, err
-			}
+		if !keep(rec.ID) || w.stagedAt(string(rec.ID)) {
 			continue
 		}
 		if err := add(w.Admit(rec.Raw)); err != nil {
@@ -108,7 +105,7 @@ func (w *Writer) Fill(ctx context.Context, keep func(store.StageID) bool, keepQu
 			// The entry's key is its QuarantineKey, as PutBatch stored it.
 			e := w.Admit(q.Raw)
 			key := e.QuarantineKey()
-			if e.Admitted() || !keepQuarantine(key) || w.stagedQuarantine([]byte(key)) || w.hasStaged(key) {
+			if e.Admitted() || !keepQuarantine(key) || w.stagedAt(key) {
 				continue
 			}
 			if err := add(e); err != nil {

@@ -208,8 +208,6 @@ type engine struct {
 	// lostToQuarantine counts stages of the current snapshot whose
 	// latest bytes were quarantined: served now, not after publish.
 	lostToQuarantine int
-	// switched is the mirror's upstream when it differs from this sync's.
-	switched string
 	// inflight reports the page commit running beside verification.
 	inflight chan error
 	pages    int
@@ -292,7 +290,7 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	}()
 
 	if up := e.m.Meta().Upstream; up != "" && up != e.reg.BaseURL() {
-		e.switched, e.report.PreviousUpstream = up, up
+		e.report.PreviousUpstream = up
 		e.report.Warnings = append(e.report.Warnings, fmt.Sprintf(
 			"the mirror was synced from %s; this sync replaces its content with %s's", up, e.reg.BaseURL()))
 		e.log.Warn("switching upstream", "from", up, "to", e.reg.BaseURL())
@@ -897,7 +895,7 @@ func (e *engine) list(ctx context.Context, lc string, head *firstPage, relist bo
 			keys := pageKeys(l.listed, n)
 			if first {
 				firstKeys = keys
-			} else if repeatsEarlierPage(l.pageOrder(n), firstKeys, prevKeys, e.opts.PageSize) {
+			} else if repeatsEarlierPage(keys, n, firstKeys, prevKeys, e.opts.PageSize) {
 				if relist {
 					return nil, e.protocolError(lc, offset, n)
 				}
@@ -943,9 +941,7 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 			e.report.VerifiedBefore++
 		}
 		if r.entry.Admitted() && r.entry.Reused() {
-			e.markGood(r.key)
 			e.report.Reused++
-			continue
 		}
 		if e.stageable(r) {
 			entries = append(entries, r.entry)
@@ -976,9 +972,10 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 }
 
 // stageable records the verdict on r and reports whether it must be
-// staged: not when the current snapshot holds exactly these bytes with
-// this verdict (mirror.Entry.InBase), which Fill copies only if the sync
-// publishes.
+// staged: not when identical admitted bytes are staged already
+// (mirror.Entry.Reused), nor when the current snapshot holds exactly these
+// bytes with this verdict (mirror.Entry.InBase), which Fill copies only if
+// the sync publishes.
 func (e *engine) stageable(r prepared) bool {
 	if r.entry.Admitted() {
 		e.markGood(r.key)
@@ -989,7 +986,7 @@ func (e *engine) stageable(r prepared) bool {
 	// as it is, or anything else, which supersedes it.
 	if !r.entry.InBase() || r.entry.Admitted() {
 		delete(e.knownRefusals, r.key)
-		return !r.entry.InBase()
+		return !r.entry.InBase() && !(r.entry.Admitted() && r.entry.Reused())
 	}
 	e.knownRefusals[r.key] = true
 	return false
@@ -1155,7 +1152,7 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		if err := fs.ids.set(p.key, p.entry.Lifecycle()); err != nil {
 			return fmt.Errorf("recording refetched stages: %w", err)
 		}
-		if stage && !p.entry.Reused() {
+		if stage {
 			entries = append(entries, p.entry)
 		}
 	}

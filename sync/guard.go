@@ -115,8 +115,8 @@ func (e *engine) guardLoss(fs *finalSet) *Refusal {
 	r.Reason = fmt.Sprintf("this sync would remove %d of the mirror's %d stages (%.0f%%; the limit is %s)", lost, total, 100*float64(lost)/float64(max(total, 1)), r.Limit)
 	var why string
 	switch {
-	case e.switched != "":
-		why = fmt.Sprintf("the mirror was synced from %s and this sync reads %s", e.switched, e.reg.BaseURL())
+	case e.report.PreviousUpstream != "":
+		why = fmt.Sprintf("the mirror was synced from %s and this sync reads %s", e.report.PreviousUpstream, e.reg.BaseURL())
 	case fs.ids.len() == 0 && e.listedNothing(fs):
 		why = fmt.Sprintf("%s answered no stages at all (total 0 for every lifecycle): an empty or freshly restarted registry, or the wrong URL", e.reg.BaseURL())
 	case e.lostToQuarantine > 0:
@@ -226,12 +226,13 @@ func (e *engine) keepUnproven(ctx context.Context, fs *finalSet) error {
 // (or a proxy in front of it) that ignores the offset parameter. Drift
 // can do it once (as many inserts ahead of the offset as a page holds, or
 // one with pages of one stage), so the first time ends the listing as
-// drift, and only a relist that sees it again is a protocol error.
-func repeatsEarlierPage(page []key, first, prev map[key]bool, pageSize int) bool {
-	if len(page) == 0 || (len(page) != pageSize && len(page) != len(first)) {
+// drift, and only a relist that sees it again is a protocol error. page
+// is the set of the keys of the page's n stages.
+func repeatsEarlierPage(page map[key]bool, n int, first, prev map[key]bool, pageSize int) bool {
+	if n == 0 || (n != pageSize && n != len(first)) {
 		return false
 	}
-	for _, k := range page {
+	for k := range page {
 		if !first[k] && !prev[k] {
 			return false
 		}
@@ -252,16 +253,6 @@ func pageKeys(listed *mirror.Scratch[keyKind], n int) map[key]bool {
 	out := make(map[key]bool, n)
 	for _, kk := range all[len(all)-n:] {
 		out[kk.k] = true
-	}
-	return out
-}
-
-// pageOrder is the last n keys listed, in arrival order.
-func (l *listing) pageOrder(n int) []key {
-	all := l.listed.All()
-	out := make([]key, 0, n)
-	for _, kk := range all[len(all)-n:] {
-		out = append(out, kk.k)
 	}
 	return out
 }
