@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/noether-mirror/mirror/store"
 )
@@ -170,5 +171,38 @@ func TestAdmissionKnownReport(t *testing.T) {
 	e := w.Admit(ss[0].Raw)
 	if !e.VerifiedBefore() || e.Admitted() || !errors.Is(e.Err(), store.ErrUntrusted) {
 		t.Errorf("known bytes under a policy that refuses them: known %v admitted %v err %v", e.VerifiedBefore(), e.Admitted(), e.Err())
+	}
+}
+
+// TestRefreshRefusesStagedWork: Refresh records an unchanged sync only
+// when nothing is staged; with a staged stage it refuses and the writer
+// stays open for Fill and Publish.
+func TestRefreshRefusesStagedWork(t *testing.T) {
+	m := newTemp(t, Options{})
+	ss := stdlibStages(t)[:3]
+	syncAll(t, m, ss, PublishInfo{Upstream: "u", SyncTime: time.Now()})
+	w, err := m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort(false)
+	if dirty, err := w.Dirty(); err != nil || dirty {
+		t.Fatalf("a new writer is dirty: %v %v", dirty, err)
+	}
+	if err := w.PutBatch([]Entry{w.AdmitStage(genStage(t, 9, 10, testKey()))}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if dirty, _ := w.Dirty(); !dirty {
+		t.Error("a writer with a staged stage is not dirty")
+	}
+	gen := m.Meta().Generation
+	if _, err := w.Refresh(t.Context(), PublishInfo{SyncTime: time.Now()}); err == nil {
+		t.Fatal("Refresh with a staged stage succeeded")
+	}
+	if _, err := w.Publish(t.Context(), PublishInfo{SyncTime: time.Now()}); err != nil {
+		t.Fatalf("Publish after a refused Refresh: %v", err)
+	}
+	if m.Meta().Generation != gen+1 || m.Meta().Total != 1 {
+		t.Errorf("generation %d, total %d", m.Meta().Generation, m.Meta().Total)
 	}
 }

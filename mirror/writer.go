@@ -134,7 +134,7 @@ func (w *Writer) createStaging() error {
 	m, next := w.m, w.m.nextPath()
 	if w.mode == modeLocal {
 		if err := w.base.view(func(tx *bolt.Tx) error { return tx.CopyFile(next, 0o644) }); err != nil {
-			return noSpace(fmt.Errorf("copying %s to the staging file %s: %w", m.path, next, err), next, 0)
+			return noSpace(fmt.Errorf("copying %s to the staging file %s: %w", m.path, next, err), next, w.baseSize())
 		}
 	}
 	if err := w.openStaging(); err != nil {
