@@ -25,7 +25,8 @@ var ErrNotAdmitted = errors.New("mirror: entry was not made by the admission gat
 // or anything added later, has passed the same checks under the mirror's
 // trust policy (Options.Trust). An Entry is a plain value.
 type Entry struct {
-	stage  *store.Stage // nil when the bytes did not decode
+	stage  *store.Stage // nil when the bytes did not decode, or rec is set
+	rec    *Record      // a stage copied from the base snapshot (admitBase)
 	raw    []byte       // the bytes as received
 	report store.Report
 	// err is why the entry is refused (nil when admitted): it wraps
@@ -52,6 +53,9 @@ func (e *Entry) Err() error {
 
 // ID is the stage's id when the bytes carry a well-formed one, else "".
 func (e *Entry) ID() store.StageID {
+	if e.rec != nil {
+		return e.rec.ID
+	}
 	if e.stage != nil && store.ValidID(string(e.stage.ID)) {
 		return e.stage.ID
 	}
@@ -61,6 +65,9 @@ func (e *Entry) ID() store.StageID {
 // Lifecycle is the lifecycle the bytes declare (LifecycleUnknown when they
 // did not decode).
 func (e *Entry) Lifecycle() store.LifecycleKind {
+	if e.rec != nil {
+		return e.rec.Lifecycle.Kind
+	}
 	if e.stage == nil {
 		return store.LifecycleUnknown
 	}
@@ -249,7 +256,32 @@ func (w *Writer) verifiedBefore(id store.StageID, raw []byte) (store.Report, boo
 }
 
 // record builds the record of an admitted entry.
-func (e *Entry) record() *Record { return recordOf(e.stage, e.report) }
+func (e *Entry) record() *Record {
+	if e.rec != nil {
+		r := *e.rec
+		r.Report = e.report
+		return &r
+	}
+	return recordOf(e.stage, e.report)
+}
+
+// admitBase is the gate for a stage copied from the base snapshot, as
+// Fill copies what a sync skipped. Its record passed the gate when it
+// entered and its bytes are the same, so with no trust policy the record
+// is judged by its stored report under the same rule and staged as it
+// is, without decoding its JSON again; with a policy, whose check needs
+// the signer, it takes the whole gate (Admit).
+func (w *Writer) admitBase(rec Record) Entry {
+	rep, ok := passed(rec.ID, rec.Raw, rec, true)
+	if !ok || w.m.opts.Trust != nil {
+		return w.Admit(rec.Raw)
+	}
+	e := Entry{rec: &rec, raw: rec.Raw, report: rep, known: true, gated: true}
+	if err := w.m.rule(&store.Stage{ID: rec.ID}, rep, nil); err != nil {
+		return w.Admit(rec.Raw)
+	}
+	return e
+}
 
 // checkEntries refuses a batch holding an entry the gate did not make.
 func checkEntries(entries []Entry) error {

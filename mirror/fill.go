@@ -93,7 +93,7 @@ func (w *Writer) Fill(ctx context.Context, keep func(store.StageID) bool, keepQu
 		if !keep(rec.ID) || w.stagedAt(string(rec.ID)) {
 			continue
 		}
-		if err := add(w.Admit(rec.Raw)); err != nil {
+		if err := add(w.admitBase(rec)); err != nil {
 			return n, err
 		}
 	}

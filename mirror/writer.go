@@ -352,7 +352,7 @@ func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 				if err := st.put(e.record()); err != nil {
 					return err
 				}
-				if err := tx.Bucket(bucketQuarantine).Delete([]byte(e.stage.ID)); err != nil {
+				if err := tx.Bucket(bucketQuarantine).Delete([]byte(e.ID())); err != nil {
 					return err
 				}
 				continue
