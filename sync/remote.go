@@ -227,43 +227,19 @@ func (r *RemoteStageStore) GetLive(ctx context.Context, id store.StageID) (*stor
 	return s, nil
 }
 
-// redactErr returns err unchanged when its text holds nothing the client
-// redacts (its API key, in any spelling), and otherwise an error with the
-// redacted text that matches, with errors.Is, the sentinels of keptErrors
-// that err matched, but does not unwrap to err, whose text and causes
-// quote the registry's answer, key included. A decode or verification
-// error quotes the stage's bytes, which a registry echoing the key may
-// have put it in.
+// redactErr is err with the client's API key redacted from its text (see
+// registry.Client.RedactError), still matching keptErrors. A decode or
+// verification error quotes the stage's bytes, which a registry echoing
+// the key may have put it in.
 func (r *RemoteStageStore) redactErr(err error) error {
-	msg := err.Error()
-	red := r.client.Redact(msg)
-	if red == msg {
-		return err
-	}
-	re := &redactedError{msg: red}
-	for _, s := range keptErrors {
-		if errors.Is(err, s) {
-			re.is = append(re.is, s)
-		}
-	}
-	return re
+	return r.client.RedactError(err, keptErrors...)
 }
 
 // keptErrors are the causes an error of redactErr still matches.
 var keptErrors = []error{
 	store.ErrMalformed, store.ErrVerification, store.ErrUntrusted,
 	mirror.ErrNoSpace, mirror.ErrCorrupt, mirror.ErrBusy, mirror.ErrClosed,
-	context.Canceled, context.DeadlineExceeded,
 }
-
-// redactedError is an error whose original text held the API key.
-type redactedError struct {
-	msg string
-	is  []error
-}
-
-func (e *redactedError) Error() string   { return e.msg }
-func (e *redactedError) Unwrap() []error { return e.is }
 
 // offline wraps a registry error for a write that changed nothing.
 func offline(op string, err error) error {

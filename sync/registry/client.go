@@ -194,6 +194,12 @@ func (c *Client) BaseURL() string { return c.baseStr }
 // error, say) into errors or log lines. Without a key it returns s.
 func (c *Client) Redact(s string) string { return c.redact.String(s) }
 
+// RedactError is err when its text holds no spelling of the client's API
+// key, and otherwise an error with the redacted text that still matches,
+// with errors.Is, the context and network sentinels err matched and those
+// of keep (say the caller's own sentinels), but no longer unwraps to err.
+func (c *Client) RedactError(err error, keep ...error) error { return c.redact.Err(err, keep...) }
+
 func defaultTransport() *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,

@@ -134,9 +134,10 @@ func (r redactor) match(p []byte) int {
 
 // Err returns err unchanged when its text holds no spelling of the key,
 // and otherwise an error with the redacted text that unwraps only to the
-// well-known sentinels err matched (not to err itself, whose text or
-// fields hold the key), so that errors.Is keeps working.
-func (r redactor) Err(err error) error {
+// well-known sentinels, and those of keep, that err matched (not to err
+// itself, whose text or fields hold the key), so that errors.Is keeps
+// working.
+func (r redactor) Err(err error, keep ...error) error {
 	if err == nil || r.rep == nil {
 		return err
 	}
@@ -146,7 +147,7 @@ func (r redactor) Err(err error) error {
 		return err
 	}
 	re := &redactedError{msg: red}
-	for _, s := range keptSentinels {
+	for _, s := range slices.Concat(keptSentinels, keep) {
 		if errors.Is(err, s) {
 			re.is = append(re.is, s)
 		}
