@@ -935,10 +935,7 @@ func TestAPIKey(t *testing.T) {
 	const key = "k3y-Zq8w-very-secret-value"
 	fake := newFake(t, registrytest.Options{APIKey: key, ReadAuth: true})
 	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeKeyFile(t, dir, key)
 	db := filepath.Join(dir, "m.db")
 	noLeak := func(what string, r result) {
 		t.Helper()

@@ -16,10 +16,7 @@ func TestQuietKeepsSecurityWarnings(t *testing.T) {
 	t.Parallel()
 	const key = "Qz1-quiet-secret-77"
 	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeKeyFile(t, dir, key)
 	loose := filepath.Join(dir, "loose")
 	if err := os.WriteFile(loose, []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -222,6 +222,17 @@ func readFile(t testing.TB, path string) []byte {
 	return b
 }
 
+// writeKeyFile writes key, newline-terminated and mode 0600, to the file
+// "key" in dir and returns its path.
+func writeKeyFile(t *testing.T, dir, key string) string {
+	t.Helper()
+	path := filepath.Join(dir, "key")
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // copyTo copies src to a new file in a temporary directory.
 func copyTo(t *testing.T, src, name string) string {
 	t.Helper()

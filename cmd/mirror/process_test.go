@@ -166,10 +166,7 @@ func TestAPIKeyNeverPrinted(t *testing.T) {
 	t.Parallel()
 	const key = "Tq7-process-secret-9x"
 	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeKeyFile(t, dir, key)
 	fake := startFake(t, "--api-key-file", keyFile, "--read-auth")
 	env := baseEnv(t)
 	db := filepath.Join(dir, "m.db")

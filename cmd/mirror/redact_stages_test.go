@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -35,10 +34,7 @@ func TestEchoedKeyInStagesNeverPrinted(t *testing.T) {
 	t.Parallel()
 	const key = "sk-Tq7x9/stage-echo+key&1"
 	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeKeyFile(t, dir, key)
 	raws := stdlibRaw(t)
 	stages := append([]json.RawMessage(nil), raws[3:]...)
 	stages = append(stages,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,10 +16,7 @@ func TestEchoedKeyNeverPrinted(t *testing.T) {
 	t.Parallel()
 	const key = "sk-Tq7x9/echo+key&1"
 	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeKeyFile(t, dir, key)
 	forms := []string{key, url.QueryEscape(key), url.PathEscape(key), key[:len(key)/2]}
 	env := baseEnv(t)
 	for _, tc := range []struct {
