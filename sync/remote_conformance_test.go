@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	gosync "sync"
 	"testing"
+	"time"
 
 	"github.com/noether-mirror/mirror/store"
 	"github.com/noether-mirror/mirror/store/storetest"
@@ -30,7 +31,12 @@ func newRemote(t *testing.T) store.StageStore {
 func newRemoteServer(t *testing.T) (*msync.RemoteStageStore, *registrytest.Server) {
 	t.Helper()
 	srv := newServer(t, registrytest.Options{APIKey: apiKey})
-	r, err := msync.Connect(context.Background(), srv.URL(), apiKey, remoteOpts(filepath.Join(t.TempDir(), "mirror.db")))
+	opts := remoteOpts(filepath.Join(t.TempDir(), "mirror.db"))
+	// The suite tests store semantics, not retries: a POST that times out
+	// on a loaded machine and is retried finds its own stage and reports
+	// "already exists", as a real registry would.
+	opts.Registry.RequestTimeout = 30 * time.Second
+	r, err := msync.Connect(context.Background(), srv.URL(), apiKey, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
