@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"slices"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -172,17 +170,10 @@ func (w *Writer) markRefusalInBase(e *Entry) {
 	if w.stagedAt(string(key)) {
 		return
 	}
-	_ = w.base.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketQuarantine)
-		if b == nil {
-			return nil
-		}
-		if v := b.Get(key); v != nil {
-			q, err := decodeQuarantine(key, v)
-			e.inBase = err == nil && bytes.Equal(q.Raw, e.raw) && slices.Equal(q.Reasons, e.reasons)
-		}
-		return nil
-	})
+	if v, ok, err := w.base.quarValue(string(key)); err == nil && ok {
+		q, err := decodeQuarantine(key, v)
+		e.inBase = err == nil && bytes.Equal(q.Raw, e.raw) && slices.Equal(q.Reasons, e.reasons)
+	}
 }
 
 // Admissible reports whether s would pass the admission gate of m's

@@ -103,11 +103,11 @@ func TestRootPageCorruptionNeverCrashes(t *testing.T) {
 // and the snapshot's meta.
 func publishedCopy(t *testing.T, tx bool, stages []*store.Stage) (string, []byte, Meta) {
 	t.Helper()
-	m := newTemp(t, Options{BoltTransactions: tx})
+	m := newTemp(t, Options{BoltTransactions: tx, MaxOverlay: 1})
 	syncAll(t, m, stages, PublishInfo{Upstream: "u"})
-	meta := m.Meta()
+	base, meta := currentBase(t, m)
 	p := filepath.Join(t.TempDir(), "copy.db")
-	b := copyFile(t, m.Path(), p)
+	b := copyFile(t, base, p)
 	return p, b, meta
 }
 

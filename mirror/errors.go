@@ -20,6 +20,12 @@ var (
 	// BeginLocal, and so a sync, an import or a local edit; Create of a new
 	// mirror) fails with it at once, touching no file. Reads work.
 	ErrWriteUnsupported = errors.New("writing a mirror needs flock")
+	// ErrGenerationGone: the generation asked for was collected (see
+	// KeepPolicy); the message names the oldest one kept.
+	ErrGenerationGone = errors.New("generation collected")
+	// ErrNoGeneration: a generation reference names no generation the
+	// mirror keeps (a number not reached yet, or an unknown digest).
+	ErrNoGeneration = errors.New("no such generation")
 	// ErrClosed: the Mirror, Snapshot or Writer was already closed.
 	ErrClosed = errors.New("mirror closed")
 )

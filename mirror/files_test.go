@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -15,13 +16,16 @@ import (
 	"github.com/noether-mirror/mirror/store"
 )
 
-// stdlibMirror returns the path of a closed mirror holding the stdlib.
+// stdlibMirror returns the path of a snapshot file holding the stdlib: the
+// base file of a compacted generation, which opens as a mirror of its own
+// (as a format-1 mirror does).
 func stdlibMirror(t testing.TB) string {
 	t.Helper()
-	m := newTemp(t, Options{})
+	m := newTemp(t, Options{MaxOverlay: 1})
 	syncAll(t, m, stdlibStages(t), PublishInfo{Upstream: "u"})
-	m.Close()
-	return m.Path()
+	defer m.Close()
+	p, _ := currentBase(t, m)
+	return p
 }
 
 func copyFile(t *testing.T, from, to string) []byte {
@@ -76,7 +80,7 @@ func TestOpenBadFiles(t *testing.T) {
 				return tx.Bucket(bucketMeta).Put([]byte(metaFormatVersion), v)
 			})
 			db.Close()
-		}, ErrFormatVersion, "was written by a newer noether-mirror (format 2 > 1): upgrade"},
+		}, ErrFormatVersion, fmt.Sprintf("was written by a newer noether-mirror (format %d > %d): upgrade", FormatVersion+1, FormatVersion)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -89,6 +93,7 @@ func TestOpenBadFiles(t *testing.T) {
 					// Create makes an empty mirror where there is none.
 					m.Close()
 					os.Remove(p)
+					os.RemoveAll(gensDir(p))
 					continue
 				}
 				if !errors.Is(err, c.want) || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), c.msg) {

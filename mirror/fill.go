@@ -13,38 +13,32 @@ import (
 const fillBatch = 200
 
 // stagedAt reports whether anything is staged under key: a stage, or a
-// quarantine entry. A sync's stages are found in its log index without
-// a read of the file. An unreadable staging file counts as holding
-// something, so that nothing is skipped over it.
+// quarantine entry. A stage is found in the log index without a read of
+// the file. An unreadable staging file counts as holding something, so
+// that nothing is skipped over it.
 func (w *Writer) stagedAt(key string) bool {
-	if w.log != nil {
-		if _, ok := w.log.get(key); ok {
-			return true
-		}
+	if _, ok := w.log.get(key); ok {
+		return true
 	}
 	found := false
 	err := w.db.View(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketStages, bucketQuarantine} {
-			if b := tx.Bucket(name); b != nil && b.Get([]byte(key)) != nil {
-				found = true
-			}
-		}
+		found = tx.Bucket(bucketQuarantine).Get([]byte(key)) != nil
 		return nil
 	})
 	return found || err != nil
 }
 
-// Dirty reports whether anything is staged: a stage or a quarantine
-// entry. A sync that staged nothing (every listed stage InBase) and
-// removed nothing found the base snapshot current: it calls Refresh
-// instead of Fill and Publish.
+// Dirty reports whether anything is staged: a stage, a quarantine entry
+// or a removal. A sync that staged nothing (every listed stage InBase)
+// and removed nothing found the current generation current: it calls
+// Refresh instead of Fill and Publish.
 func (w *Writer) Dirty() (bool, error) {
 	if err := w.check(); err != nil {
 		return false, err
 	}
 	dirty := false
 	err := w.db.View(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketLog, bucketStages, bucketQuarantine} {
+		for _, name := range [][]byte{bucketLog, bucketQuarantine, bucketRemoved, bucketQRemoved} {
 			if b := tx.Bucket(name); b != nil {
 				if k, _ := b.Cursor().First(); k != nil {
 					dirty = true
@@ -56,62 +50,117 @@ func (w *Writer) Dirty() (bool, error) {
 	return dirty, err
 }
 
-// Fill stages, from the snapshot the writer began from, every stage for
-// which keep reports true and every quarantine entry for which
-// keepQuarantine reports true (by key), unless something is staged under
-// that key already: what a sync skipped because Entry.InBase said the
-// base holds it, before it publishes. Each passes the admission gate
-// again. It returns how many entries it staged.
+// Fill settles what a sync did not stage: of the current generation's
+// stages, those keep reports true for stay as they are (a sync skipped
+// them because Entry.InBase said the generation holds them already), and
+// every other one not staged goes; likewise quarantine entries by key
+// with keepQuarantine (nil: none stays). Nothing is copied: the removals
+// are recorded, and Publish writes only what differs. It returns how
+// many stages and entries go.
 func (w *Writer) Fill(ctx context.Context, keep func(store.StageID) bool, keepQuarantine func(key string) bool) (int, error) {
 	if err := w.check(); err != nil {
 		return 0, err
 	}
-	n := 0
+	var gone, qgone [][]byte
+	err := w.base.scanRaw(ctx, store.LifecycleUnknown, func(id store.StageID, _ []byte) error {
+		if !keep(id) && !w.stagedAt(string(id)) {
+			gone = append(gone, []byte(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading the current generation: %w", err)
+	}
+	for q, err := range w.base.quarantined(ctx) {
+		if err != nil {
+			return 0, fmt.Errorf("reading the current generation's quarantine: %w", err)
+		}
+		if (keepQuarantine == nil || !keepQuarantine(q.ID)) && !w.stagedAt(q.ID) {
+			qgone = append(qgone, []byte(q.ID))
+		}
+	}
+	err = update(w.db, func(tx *bolt.Tx) error {
+		for _, r := range []struct {
+			bucket []byte
+			keys   [][]byte
+		}{{bucketRemoved, gone}, {bucketQRemoved, qgone}} {
+			b := tx.Bucket(r.bucket)
+			for _, k := range r.keys {
+				if err := b.Put(k, []byte{}); err != nil {
+					return err
+				}
+			}
+		}
+		return tx.Bucket(bucketWriter).Put(wkRetain, []byte{})
+	})
+	if err != nil {
+		return 0, noSpace(fmt.Errorf("recording removals in %s: %w", w.m.nextPath(), err), w.m.nextPath(), w.baseSize())
+	}
+	return len(gone) + len(qgone), nil
+}
+
+// stageRetained stages, from cur, every stage and quarantine entry the
+// staging file retains and does not stage itself, each through the gate
+// again, so that the staging file holds the whole next generation: what
+// a compaction into a new base compiles. A staging file that does not
+// retain (an import) holds it already.
+func (w *Writer) stageRetained(ctx context.Context, cur *snap) error {
+	retain, removed, qremoved := false, map[string]bool{}, map[string]bool{}
+	err := w.db.View(func(tx *bolt.Tx) error {
+		retain = tx.Bucket(bucketWriter).Get(wkRetain) != nil
+		for _, r := range []struct {
+			bucket []byte
+			into   map[string]bool
+		}{{bucketRemoved, removed}, {bucketQRemoved, qremoved}} {
+			if err := tx.Bucket(r.bucket).ForEach(func(k, _ []byte) error { r.into[string(k)] = true; return nil }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || !retain {
+		return err
+	}
 	var batch []Entry
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
 		if err := w.PutBatch(batch, w.progress); err != nil {
-			return fmt.Errorf("staging unchanged stages from the current snapshot: %w", err)
+			return fmt.Errorf("staging unchanged stages from the current generation: %w", err)
 		}
-		n += len(batch)
 		batch = batch[:0]
 		return nil
 	}
 	add := func(e Entry) error {
-		batch = append(batch, e)
-		if len(batch) == fillBatch {
+		if batch = append(batch, e); len(batch) == fillBatch {
 			return flush()
 		}
 		return nil
 	}
-	for rec, err := range w.base.records(ctx, store.LifecycleUnknown, nil) {
+	for rec, err := range cur.records(ctx, store.LifecycleUnknown, nil) {
 		if err != nil {
-			return n, fmt.Errorf("reading the current snapshot: %w", err)
+			return fmt.Errorf("reading the current generation: %w", err)
 		}
-		if !keep(rec.ID) || w.stagedAt(string(rec.ID)) {
+		if removed[string(rec.ID)] || w.stagedAt(string(rec.ID)) {
 			continue
 		}
 		if err := add(w.admitBase(rec)); err != nil {
-			return n, err
+			return err
 		}
 	}
-	if keepQuarantine != nil && w.base.meta.Quarantined > 0 {
-		for q, err := range w.base.quarantined(ctx) {
-			if err != nil {
-				return n, fmt.Errorf("reading the current snapshot's quarantine: %w", err)
-			}
-			// The entry's key is its QuarantineKey, as PutBatch stored it.
-			e := w.Admit(q.Raw)
-			key := e.QuarantineKey()
-			if e.Admitted() || !keepQuarantine(key) || w.stagedAt(key) {
-				continue
-			}
-			if err := add(e); err != nil {
-				return n, err
-			}
+	for q, err := range cur.quarantined(ctx) {
+		if err != nil {
+			return fmt.Errorf("reading the current generation's quarantine: %w", err)
+		}
+		e := w.Admit(q.Raw)
+		key := e.QuarantineKey()
+		if e.Admitted() || qremoved[key] || w.stagedAt(key) {
+			continue
+		}
+		if err := add(e); err != nil {
+			return err
 		}
 	}
-	return n, flush()
+	return flush()
 }

@@ -15,9 +15,11 @@ import (
 	"github.com/noether-mirror/mirror/store"
 )
 
-// FormatVersion is the snapshot file format this version writes and the
-// newest it reads. See FORMAT.md.
-const FormatVersion uint32 = 1
+// FormatVersion is the mirror format this version writes and the newest
+// it reads: 2, generations (a manifest at PATH, bases and deltas in
+// PATH.gens). It reads format 1 (one snapshot file at PATH) too, and the
+// first writer upgrades such a mirror in place. See FORMAT.md.
+const FormatVersion uint32 = 2
 
 // magic identifies a bbolt file as a noether-mirror snapshot.
 const magic = "noether-mirror"
@@ -112,9 +114,19 @@ type Meta struct {
 	// Digest is the hex SHA-256 over every data bucket entry (see
 	// FORMAT.md); equal digests mean equal content.
 	Digest string
-	// Path is the snapshot file and SizeBytes its size.
+	// Path is the mirror file and SizeBytes the size of the files the
+	// generation reads (its base and deltas; for a format-1 mirror, the
+	// one file).
 	Path      string
 	SizeBytes int64
+	// Layers is the number of delta files over the generation's base, and
+	// Overlay the number of stage ids and quarantine keys they touch; both
+	// 0 for a compacted generation.
+	Layers  int
+	Overlay int
+	// Changes is what the generation changed against the one before it
+	// (zero for a format-1 mirror, which keeps no history).
+	Changes Changes
 	// PreviousUpstream is the upstream the mirror was synced from before
 	// Upstream, and UpstreamSince when that changed (both zero when it
 	// never did). From PATH.state.

@@ -157,3 +157,18 @@ func mustVerify(tb testing.TB, m *Mirror) VerifyResult {
 	}
 	return res
 }
+
+// currentBase returns the base file of m's current generation and that
+// file's own meta (for a format-1 mirror, the mirror file itself).
+func currentBase(tb testing.TB, m *Mirror) (string, Meta) {
+	tb.Helper()
+	s, err := m.acquire()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer s.release()
+	if s.gen == nil {
+		return m.Path(), s.base
+	}
+	return filepath.Join(gensDir(m.Path()), s.gen.Base), s.base
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -12,8 +14,8 @@ import (
 
 var errNilStage = errors.New("mirror: nil stage: pass a stage made by store.DecodeStage")
 
-// errSyncWriter: the store.StageStore edits need the whole mirror in
-// staging, which only a BeginLocal writer has.
+// errSyncWriter: the store.StageStore edits keep what they do not touch,
+// which a sync's writer does not promise until Fill.
 var errSyncWriter = errors.New("mirror: Put, Upsert, Remove and UpdateLifecycle edit a BeginLocal writer; a BeginSync writer takes PutBatch and Delete")
 
 // checkLocal is check for the store.StageStore edits.
@@ -24,17 +26,17 @@ func (w *Writer) checkLocal(ctx context.Context) error {
 	if err := w.check(); err != nil {
 		return err
 	}
-	if w.log != nil {
+	if w.mode != modeLocal {
 		return errSyncWriter
 	}
 	return nil
 }
 
-// Put inserts s into staging with store.MemoryStore's rules: an id already
-// staged is ErrAlreadyExists; an Active stage deprecates every other
-// Active stage with its signature id. s must pass the admission gate
-// (AdmitStage): otherwise nothing is staged and the error wraps
-// store.ErrVerification or store.ErrUntrusted.
+// Put inserts s into staging with store.MemoryStore's rules: an id the
+// next generation would hold already is ErrAlreadyExists; an Active stage
+// deprecates every other Active stage with its signature id. s must pass
+// the admission gate (AdmitStage): otherwise nothing is staged and the
+// error wraps store.ErrVerification or store.ErrUntrusted.
 func (w *Writer) Put(ctx context.Context, s *store.Stage) (store.StageID, error) {
 	return w.insert(ctx, s, true)
 }
@@ -66,40 +68,93 @@ func (w *Writer) insert(ctx context.Context, s *store.Stage, failIfExists bool) 
 	if err != nil {
 		return "", err
 	}
-	err = update(w.db, func(tx *bolt.Tx) error {
-		if failIfExists && tx.Bucket(bucketStages).Get([]byte(s.ID)) != nil {
-			return store.AlreadyExistsError(s.ID)
+	if failIfExists {
+		if _, ok, err := w.lookup(ctx, s.ID); err != nil {
+			return "", err
+		} else if ok {
+			return "", store.AlreadyExistsError(s.ID)
 		}
-		return w.insertTx(tx, rec)
-	})
-	if err != nil {
+	}
+	if err := w.insertRecord(ctx, rec); err != nil {
 		return "", err
 	}
 	return s.ID, nil
 }
 
-// insertTx stores r and, if it is Active, deprecates every other Active
-// stage with its signature id in its favour (no transition check).
-func (w *Writer) insertTx(tx *bolt.Tx, r *Record) error {
-	var demoted []*Record
+// lookup returns the record the next generation holds under id so far:
+// staged, removed, or as the current generation has it.
+func (w *Writer) lookup(ctx context.Context, id store.StageID) (Record, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, false, err
+	}
+	if rec, ok, err := w.stagedRecord(id); err != nil || ok {
+		return rec, ok, err
+	}
+	removed := false
+	if err := w.db.View(func(tx *bolt.Tx) error {
+		removed = tx.Bucket(bucketRemoved).Get([]byte(id)) != nil
+		return nil
+	}); err != nil || removed {
+		return Record{}, false, err
+	}
+	rec, err := w.base.getRecord(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return Record{}, false, nil
+	}
+	return rec, err == nil, err
+}
+
+// activeWithSig returns the ids of the stages the next generation holds
+// so far as Active with signature id sig.
+func (w *Writer) activeWithSig(ctx context.Context, sig store.SignatureID) ([]store.StageID, error) {
+	cand := map[store.StageID]bool{}
+	for id := range w.sigs[sig] {
+		cand[id] = true
+	}
+	raws, err := w.base.activeBySig(sig, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, raw := range raws {
+		st, err := store.DecodeStage(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, w.m.path, err)
+		}
+		cand[st.ID] = true
+	}
+	var out []store.StageID
+	for _, id := range slices.Sorted(maps.Keys(cand)) {
+		r, ok, err := w.lookup(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if ok && r.Lifecycle.Kind == store.LifecycleActive && r.SignatureID == sig {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// insertRecord stages r and, if it is Active, deprecates every other
+// Active stage with its signature id in its favour (no transition check).
+func (w *Writer) insertRecord(ctx context.Context, r *Record) error {
+	recs := []*Record{r}
 	if r.Lifecycle.Kind == store.LifecycleActive && r.SignatureID != "" {
-		prefix := indexKey(string(r.SignatureID), "")
-		c := tx.Bucket(bucketBySig).Cursor()
-		for k, v := c.Seek(prefix); k != nil && len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix); k, v = c.Next() {
-			id := k[len(prefix):]
-			if string(id) == string(r.ID) || len(v) != 1 || store.LifecycleKind(v[0]) != store.LifecycleActive {
+		ids, err := w.activeWithSig(ctx, r.SignatureID)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if id == r.ID {
 				continue
 			}
-			old, err := stagedRecord(tx, id)
+			old, _, err := w.lookup(ctx, id)
 			if err != nil {
 				return err
 			}
-			if old.SignatureID != r.SignatureID {
-				continue // a name containing 0x00 shares the prefix
-			}
 			st, err := old.Decode()
 			if err != nil {
-				return fmt.Errorf("%w: staged %v", ErrCorrupt, err)
+				return fmt.Errorf("%w: %v", ErrCorrupt, err)
 			}
 			d, err := st.WithLifecycle(store.Deprecated(r.ID))
 			if err != nil {
@@ -109,75 +164,88 @@ func (w *Writer) insertTx(tx *bolt.Tx, r *Record) error {
 			if err != nil {
 				return fmt.Errorf("auto-deprecating %s in favour of %s: %w", old.ID, r.ID, err)
 			}
-			demoted = append(demoted, rec)
+			recs = append(recs, rec)
 			w.m.log.Warn("auto-deprecated Active stage: another Active stage shares its signature_id",
 				"deprecated", string(old.ID), "successor", string(r.ID), "signature_id", string(r.SignatureID))
 		}
 	}
-	if err := putStage(tx, r); err != nil {
-		return err
+	err := w.stage(func(st stagingTx) error {
+		for _, rec := range recs {
+			if err := st.put(rec); err != nil {
+				return err
+			}
+			if err := st.tx.Bucket(bucketRemoved).Delete([]byte(rec.ID)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return noSpace(fmt.Errorf("staging %s in %s: %w", r.ID, w.m.nextPath(), err), w.m.nextPath(), w.baseSize())
 	}
-	for _, d := range demoted {
-		if err := putStage(tx, d); err != nil {
-			return err
+	for _, rec := range recs {
+		if rec.SignatureID != "" {
+			if w.sigs[rec.SignatureID] == nil {
+				w.sigs[rec.SignatureID] = map[store.StageID]bool{}
+			}
+			w.sigs[rec.SignatureID][rec.ID] = true
 		}
 	}
 	return nil
 }
 
-func stagedRecord(tx *bolt.Tx, id []byte) (Record, error) {
-	v := tx.Bucket(bucketStages).Get(id)
-	if v == nil {
-		return Record{}, store.NotFoundError(store.StageID(id))
-	}
-	r, err := decodeRecord(id, v)
-	if err != nil {
-		return Record{}, fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
-	}
-	return r, nil
-}
-
-// Remove deletes id from staging; an absent id is not an error.
+// Remove takes id out of the next generation; an absent id is not an
+// error.
 func (w *Writer) Remove(ctx context.Context, id store.StageID) error {
 	if err := w.checkLocal(ctx); err != nil {
 		return err
 	}
-	return update(w.db, func(tx *bolt.Tx) error { return deleteStage(tx, []byte(id)) })
+	return w.stage(func(st stagingTx) error {
+		if err := st.delete(string(id)); err != nil {
+			return err
+		}
+		return st.tx.Bucket(bucketRemoved).Put([]byte(id), []byte{})
+	})
 }
 
-// UpdateLifecycle moves staged stage id to l with store.MemoryStore's
-// checks, in order: id exists (ErrNotFound), the transition is allowed
+// UpdateLifecycle moves stage id to l with store.MemoryStore's checks, in
+// order: id exists (ErrNotFound), the transition is allowed
 // (ErrInvalidTransition), a Deprecated successor exists
 // (ErrInvalidSuccessor). Moving to Active applies the invariant.
 func (w *Writer) UpdateLifecycle(ctx context.Context, id store.StageID, l store.Lifecycle) error {
 	if err := w.checkLocal(ctx); err != nil {
 		return err
 	}
-	return update(w.db, func(tx *bolt.Tx) error {
-		cur, err := stagedRecord(tx, []byte(id))
-		if err != nil {
+	cur, ok, err := w.lookup(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return store.NotFoundError(id)
+	}
+	if err := store.ValidateTransition(cur.Lifecycle, l); err != nil {
+		return err
+	}
+	if l.Kind == store.LifecycleDeprecated {
+		if _, ok, err := w.lookup(ctx, l.Successor); err != nil {
 			return err
-		}
-		if err := store.ValidateTransition(cur.Lifecycle, l); err != nil {
-			return err
-		}
-		if l.Kind == store.LifecycleDeprecated && tx.Bucket(bucketStages).Get([]byte(l.Successor)) == nil {
+		} else if !ok {
 			return store.InvalidSuccessorError(l.Successor)
 		}
-		st, err := cur.Decode()
-		if err != nil {
-			return fmt.Errorf("%w: staged %v", ErrCorrupt, err)
-		}
-		next, err := st.WithLifecycle(l)
-		if err != nil {
-			return fmt.Errorf("setting lifecycle of %s: %w", id, err)
-		}
-		rec, err := w.admitLocal(next)
-		if err != nil {
-			return err
-		}
-		return w.insertTx(tx, rec)
-	})
+	}
+	st, err := cur.Decode()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	next, err := st.WithLifecycle(l)
+	if err != nil {
+		return fmt.Errorf("setting lifecycle of %s: %w", id, err)
+	}
+	rec, err := w.admitLocal(next)
+	if err != nil {
+		return err
+	}
+	return w.insertRecord(ctx, rec)
 }
 
 // local runs op on a BeginLocal writer and publishes the result, so that
@@ -201,9 +269,10 @@ func (m *Mirror) local(ctx context.Context, op func(w *Writer) error) error {
 	return nil
 }
 
-// Put inserts s (store.StageStore semantics) and publishes a new snapshot.
-// It copies and recompiles the whole mirror: meant for occasional local
-// edits, not bulk loads (use BeginLocal and one Publish for those).
+// Put inserts s (store.StageStore semantics) and publishes a new
+// generation, which writes a delta of the stages it changed: durable and
+// visible to every process when it returns. For many edits, one
+// BeginLocal writer and one Publish make one generation.
 func (m *Mirror) Put(ctx context.Context, s *store.Stage) (store.StageID, error) {
 	var id store.StageID
 	err := m.local(ctx, func(w *Writer) error {

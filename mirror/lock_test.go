@@ -28,24 +28,35 @@ func snapshotByHand(t *testing.T, path string, ss []*store.Stage) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	l, err := newStageLog(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	var lt *logTx
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketStages, bucketByName, bucketBySig, bucketQuarantine} {
+		for _, b := range [][]byte{bucketLog, bucketQuarantine} {
 			if _, err := tx.CreateBucket(b); err != nil {
 				return err
 			}
 		}
+		var err error
+		if lt, err = l.begin(tx); err != nil {
+			return err
+		}
 		for _, s := range ss {
-			if err := putStage(tx, recordOf(s, store.Verify(s))); err != nil {
+			if err := lt.put(recordOf(s, store.Verify(s))); err != nil {
 				return err
 			}
 		}
-		return nil
+		return lt.prepare()
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	lt.commit()
 	err = db.View(func(tx *bolt.Tx) error {
-		tmp, _, err := compile(t.Context(), path, source{tx: tx}, Meta{Generation: 1, Upstream: "https://registry.example"}, Options{}.normalized(), 0)
+		tmp, _, err := compile(t.Context(), path, source{tx: tx, log: l}, Meta{Generation: 1, Upstream: "https://registry.example"}, Options{}.normalized(), 0)
 		if err != nil {
 			return err
 		}

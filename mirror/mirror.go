@@ -59,6 +59,18 @@ type Options struct {
 	// same entries, meta and digest, and passes the same full check
 	// before it is published; readers cannot tell the difference.
 	BoltTransactions bool
+	// MaxOverlay bounds how many stage ids and quarantine keys the deltas
+	// over a generation's base may touch together (readers hold that
+	// much in memory, a few hundred bytes a key): a publish that would
+	// pass it compacts the generation into a new base instead. 0 means
+	// 4096, or 1/64 of the stages when that is more.
+	MaxOverlay int
+	// MaxLayers bounds the number of deltas over a base: a publish that
+	// would pass it writes one delta that merges the chain. 0 means 16.
+	MaxLayers int
+	// Keep is the history every publish (and GC) keeps; the zero value
+	// keeps the last 30 generations and those of the last 7 days.
+	Keep KeepPolicy
 }
 
 // newVerifier returns the signature verifier the options ask for.
@@ -115,10 +127,19 @@ var (
 // reference while it is current and every reader in flight holds one.
 // The database is closed when the count drops to zero.
 type snap struct {
-	db   *bolt.DB
-	meta Meta
+	db   *bolt.DB    // the base file
+	meta Meta        // the generation's
 	fi   os.FileInfo // PATH as it was just before the open
 	refs atomic.Int64
+
+	// base is the base file's own meta: its counts size the position
+	// buckets. ov is what the generation's deltas change in it, nil when
+	// the generation is its base. mf is the manifest the generation was
+	// opened from (nil for a format-1 file), gen its record there.
+	base Meta
+	ov   *overlay
+	mf   *manifest
+	gen  *genRecord
 
 	// Point reads reuse long-lived read transactions: the file is
 	// immutable, so a transaction never goes stale, and reusing one saves
@@ -230,6 +251,7 @@ func (s *snap) release() {
 		s.readers, s.free = nil, nil
 		s.rmu.Unlock()
 		_ = s.db.Close()
+		s.ov.close()
 	}
 }
 
@@ -266,81 +288,173 @@ func createEmpty(path string, opts Options) error {
 	if err := checkWritable(path + ".lock"); err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
+	dir := gensDir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating the mirror directory %s: %w", dir, err)
 	}
-	tmp, _, err := compile(context.Background(), path, source{}, Meta{}, opts, 0)
+	final := filepath.Join(dir, baseName(0))
+	tmp, res, err := compile(context.Background(), final, source{}, Meta{}, opts, 0)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp)
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("creating %s: %w", final, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	rec := genRecord{Generation: 0, Digest: digestHex(&res.lt), Published: res.meta.Published,
+		Counts: map[string]int{}, ByEffect: map[string]int{}, Base: baseName(0), Bytes: res.meta.SizeBytes}
+	mtmp, err := writeManifest(path, &manifest{current: 0, state: res.lt, gens: []genRecord{rec}}, opts)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(mtmp)
 	// Link, unlike rename, fails if path appeared meanwhile: never clobber.
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := os.Link(mtmp, path); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("creating %s: %w", path, err)
 	}
-	return syncDir(dir)
+	return syncDir(filepath.Dir(path))
 }
 
-// openSnap opens the snapshot currently at path read-only and checks it.
-func openSnap(path string, opts Options) (s *snap, err error) {
-	fi, err := os.Stat(path)
+// openBoltFile opens the bbolt file at path read-only, with the checks
+// every read of a mirror file starts with: a file (not a directory, not
+// empty), a bbolt file, not locked read-write by someone else, and its
+// root pages sound (boltfile.CheckRoots) before any bucket is read. fi is
+// the file as opened.
+func openBoltFile(path string, opts Options) (db *bolt.DB, fi os.FileInfo, err error) {
+	fi, err = os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("%w at %s: run `mirror sync` first (or pass --db)", ErrNoMirror, path)
+		return nil, nil, fmt.Errorf("%w at %s: run `mirror sync` first (or pass --db)", ErrNoMirror, path)
 	case err != nil:
-		return nil, fmt.Errorf("opening mirror %s: %w", path, err)
+		return nil, nil, fmt.Errorf("opening mirror %s: %w", path, err)
 	case fi.IsDir():
-		return nil, fmt.Errorf("%w: %s is a directory, not a mirror file: pass the file path with --db", ErrCorrupt, path)
+		return nil, nil, fmt.Errorf("%w: %s is a directory, not a mirror file: pass the file path with --db", ErrCorrupt, path)
 	case fi.Size() == 0:
-		return nil, fmt.Errorf("%w: %s is empty: remove it and run `mirror sync` to rebuild the mirror", ErrCorrupt, path)
+		return nil, nil, fmt.Errorf("%w: %s is empty: remove it and run `mirror sync` to rebuild the mirror", ErrCorrupt, path)
 	}
+	err = guarded(path, func() error {
+		var file *os.File // the file bbolt opened, whatever path points to by now
+		var err error
+		db, err = bolt.Open(path, 0o444, &bolt.Options{
+			ReadOnly:     true,
+			Timeout:      opts.LockTimeout,
+			FreelistType: bolt.FreelistMapType,
+			OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+				f, err := os.OpenFile(name, flag, perm)
+				file = f
+				return f, err
+			},
+		})
+		if err != nil {
+			if errors.Is(err, berrors.ErrTimeout) {
+				return fmt.Errorf("%w: %s is locked read-write by another process (not noether-mirror's snapshot protocol); waited %s: stop that process", ErrBusy, path, opts.LockTimeout)
+			}
+			return corruptf(path, "not a readable bbolt file: %v", err)
+		}
+		// Before any bucket is read: see boltfile.CheckRoots.
+		if fi, err = file.Stat(); err == nil {
+			err = boltfile.CheckRoots(file, fi.Size(), pageSize)
+		}
+		if err == nil {
+			err = db.View(func(tx *bolt.Tx) error {
+				if tx.Size() > fi.Size() {
+					return fmt.Errorf("truncated: %d bytes, the database needs %d", fi.Size(), tx.Size())
+				}
+				return nil
+			})
+		}
+		if err != nil {
+			_ = db.Close()
+			db = nil
+			return corruptf(path, "%v", err)
+		}
+		return nil
+	})
+	if err != nil && db != nil {
+		_ = db.Close()
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, fi, nil
+}
+
+// guarded runs fn with memory faults turned into panics, and any panic
+// (bbolt panics on some damaged pages) into ErrCorrupt naming path.
+func guarded(path string, fn func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s, err = nil, corruptf(path, "reading it panicked: %v", r)
+			err = corruptf(path, "reading it panicked: %v", r)
 		}
 	}()
-	old := debug.SetPanicOnFault(true)
-	defer debug.SetPanicOnFault(old)
-	var file *os.File // the file bbolt opened, whatever path points to by now
-	db, err := bolt.Open(path, 0o444, &bolt.Options{
-		ReadOnly:     true,
-		Timeout:      opts.LockTimeout,
-		FreelistType: bolt.FreelistMapType,
-		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
-			f, err := os.OpenFile(name, flag, perm)
-			file = f
-			return f, err
-		},
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return fn()
+}
+
+// openSnap opens what PATH holds now: the current generation of a
+// format-2 mirror (its manifest, base and deltas), or a format-1
+// snapshot file as it is.
+func openSnap(path string, opts Options) (*snap, error) {
+	db, fi, err := openBoltFile(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	var mf *manifest
+	err = guarded(path, func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			if !isManifest(tx) {
+				return nil
+			}
+			var err error
+			mf, err = readManifest(tx, path)
+			return err
+		})
 	})
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("%w: %s is locked read-write by another process (not noether-mirror's snapshot protocol); waited %s: stop that process", ErrBusy, path, opts.LockTimeout)
-		}
-		return nil, corruptf(path, "not a readable bbolt file: %v", err)
-	}
-	// Before any bucket is read: see boltfile.CheckRoots.
-	if fi, err = file.Stat(); err == nil {
-		err = boltfile.CheckRoots(file, fi.Size(), pageSize)
-	}
-	if err != nil {
 		_ = db.Close()
-		return nil, corruptf(path, "%v", err)
+		return nil, err
 	}
-	s = &snap{db: db, fi: fi, scEvery: max(opts.ReloadInterval, 0)}
-	err = db.View(func(tx *bolt.Tx) error {
-		if tx.Size() > fi.Size() {
-			return corruptf(path, "truncated: %d bytes, the database needs %d", fi.Size(), tx.Size())
-		}
-		var err error
-		s.meta, err = readMeta(tx, path)
-		return err
+	if mf == nil {
+		return fileSnap(path, db, fi, opts)
+	}
+	_ = db.Close()
+	s, err := openGen(path, mf, mf.current, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.fi = fi
+	return s, nil
+}
+
+// openFile opens one snapshot file (a base, or a format-1 mirror) alone.
+func openFile(path string, opts Options) (*snap, error) {
+	db, fi, err := openBoltFile(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	return fileSnap(path, db, fi, opts)
+}
+
+// fileSnap is the snapshot of one open snapshot file; it closes db on
+// error.
+func fileSnap(path string, db *bolt.DB, fi os.FileInfo, opts Options) (*snap, error) {
+	s := &snap{db: db, fi: fi, scEvery: max(opts.ReloadInterval, 0)}
+	err := guarded(path, func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			var err error
+			s.meta, err = readMeta(tx, path)
+			return err
+		})
 	})
 	if err != nil {
 		_ = db.Close()
 		return nil, err
 	}
 	s.meta.SizeBytes = fi.Size()
+	s.base = s.meta
 	s.refs.Store(1)
 	return s, nil
 }

@@ -18,6 +18,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
+	"github.com/noether-mirror/mirror/mirror/internal/lthash"
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -25,10 +26,12 @@ import (
 type compileResult struct {
 	meta   Meta
 	digest []byte
+	// lt is the content hash of what was compiled (the generation digest).
+	lt lthash.State
 }
 
 // source is what compile reads: a read transaction on a staging file (nil
-// tx: an empty mirror) and, for a sync's staging, its log index.
+// tx: an empty mirror) and its log index.
 type source struct {
 	tx  *bolt.Tx
 	log *stageLog
@@ -58,7 +61,7 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 			err = fmt.Errorf("closing snapshot %s: %w", tmp, cerr)
 		}
 	}()
-	c := &compiler{out: l, dir: filepath.Dir(path), dg: newDigester(), counts: map[string]int{}, byEffect: map[string]int{}, effects: map[string]string{}}
+	c := &compiler{out: l, dir: filepath.Dir(path), dg: newDigester(), lh: lthash.NewHasher(), counts: map[string]int{}, byEffect: map[string]int{}, effects: map[string]string{}}
 	if err = c.run(ctx, src); err != nil {
 		return "", res, err
 	}
@@ -71,6 +74,7 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 		meta.Published = time.Now().UTC()
 	}
 	res.digest = c.dg.sum()
+	res.lt = c.lt
 	meta.Digest = fmt.Sprintf("%x", res.digest)
 	entries, err := metaEntries(&meta, res.digest)
 	if err != nil {
@@ -117,7 +121,7 @@ func checkCompiled(name string, meta *Meta, opts Options) (err error) {
 	if err := readAhead(name); err != nil {
 		return err
 	}
-	s, err := openSnap(name, opts)
+	s, err := openFile(name, opts)
 	if err != nil {
 		return fmt.Errorf("the snapshot just written does not open: %w", err)
 	}
@@ -197,6 +201,8 @@ type compiler struct {
 	out         boltfile.Loader
 	dir         string // for scratch files
 	dg          *digester
+	lh          *lthash.Hasher
+	lt          lthash.State // the content hash (see tagStage)
 	total       int
 	quarantined int
 	counts      map[string]int
@@ -217,53 +223,10 @@ func (c *compiler) run(ctx context.Context, s source) (err error) {
 		return nil
 	}
 	c.pos = map[store.LifecycleKind]uint64{}
-	src := s.tx
-	if s.log != nil {
-		if err := c.fromLog(ctx, src, s.log); err != nil {
-			return err
-		}
-		return c.copyQuarantine(src)
-	}
-	sb := src.Bucket(bucketStages)
-	if sb == nil {
-		return errors.New("the staging file has no stages bucket")
-	}
-	cur := sb.Cursor()
-	for k, v := cur.First(); k != nil; k, v = cur.Next() {
-		if err := c.addStage(ctx, k, v); err != nil {
-			return err
-		}
-	}
-	// A local writer's staging (a copy of the snapshot) keeps the name and
-	// signature indexes up to date with every put and delete, so they are
-	// copied in key order. Verify checks them against the records both ways.
-	for _, name := range [][]byte{bucketByName, bucketBySig} {
-		ib := src.Bucket(name)
-		if ib == nil {
-			return fmt.Errorf("%w: the staging file has no %s bucket; it is discarded, run the sync again", ErrCorrupt, name)
-		}
-		ic := ib.Cursor()
-		for k, v := ic.First(); k != nil; k, v = ic.Next() {
-			if v == nil {
-				v = []byte{}
-			}
-			if err := c.put(name, k, v); err != nil {
-				return err
-			}
-		}
-	}
-	return c.copyQuarantine(src)
-}
-
-// addStage writes the staged record v of stage k (both valid for the whole
-// compile) and its position entries, and counts it.
-func (c *compiler) addStage(ctx context.Context, k, v []byte) error {
-	rec, err := decodeStaged(k, v)
-	if err != nil {
+	if err := c.fromLog(ctx, s.tx, s.log); err != nil {
 		return err
 	}
-	c.dg.add(bucketStages, k, v)
-	return c.placeStage(ctx, k, v, &rec)
+	return c.copyQuarantine(s.tx)
 }
 
 // decodeStaged decodes a staged record in place: only a few fields are
@@ -580,6 +543,7 @@ func (c *compiler) readLog(lb *bolt.Bucket, seqs []uint64, out chan<- []stagedIt
 		it := readStaged(lb, seq)
 		if it.err == nil {
 			c.dg.add(bucketStages, it.id, it.rec)
+			c.lh.Add(&c.lt, tagStage, it.id, it.r.Raw)
 		}
 		batch = append(batch, it)
 		if it.err != nil {
@@ -622,9 +586,11 @@ func (c *compiler) copyQuarantine(src *bolt.Tx) error {
 	if qb := src.Bucket(bucketQuarantine); qb != nil {
 		qc := qb.Cursor()
 		for k, v := qc.First(); k != nil; k, v = qc.Next() {
-			if _, err := decodeQuarantine(k, v); err != nil {
+			q, err := decodeQuarantine(k, v)
+			if err != nil {
 				return fmt.Errorf("%w: staging quarantine entry %q is damaged (%v); it is discarded, run the sync again", ErrCorrupt, k, err)
 			}
+			c.lh.Add(&c.lt, tagQuarantine, k, q.Raw)
 			if err := c.put(bucketQuarantine, k, v); err != nil {
 				return err
 			}

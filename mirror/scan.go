@@ -24,7 +24,26 @@ func (sn *Snapshot) ScanRaw(ctx context.Context, kind store.LifecycleKind, fn fu
 		return err
 	}
 	var fnErr error
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.scanRaw(ctx, kind, func(id store.StageID, raw []byte) error {
+		if err := fn(id, raw); err != nil {
+			fnErr = err
+			return err
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	if err != nil {
+		return fmt.Errorf("scan %s: %w", sn.path, err)
+	}
+	return nil
+}
+
+// scanRaw is ScanRaw on the generation s; fn's error comes back as is.
+func (s *snap) scanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id store.StageID, raw []byte) error) error {
+	var fnErr error
+	err := s.view(func(tx *bolt.Tx) error {
 		sb := tx.Bucket(bucketStages)
 		if sb == nil {
 			return s.missingBucket(bucketStages)
@@ -46,6 +65,25 @@ func (sn *Snapshot) ScanRaw(ctx context.Context, kind store.LifecycleKind, fn fu
 			return nil
 		}
 		n := 0
+		if s.ov != nil {
+			pb := tx.Bucket(posBucket(kind))
+			if pb == nil {
+				return s.missingBucket(posBucket(kind))
+			}
+			return s.mergeFrom(posBucket(kind), pb, sb, 0, s.ov.live[class(kind)], 0, func(id, raw []byte) (bool, error) {
+				if n%4096 == 0 {
+					if err := ctx.Err(); err != nil {
+						return false, err
+					}
+				}
+				n++
+				if err := fn(store.StageID(id), raw); err != nil {
+					fnErr = err
+					return false, err
+				}
+				return true, nil
+			})
+		}
 		if kind == store.LifecycleUnknown {
 			c := sb.Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -76,10 +114,7 @@ func (sn *Snapshot) ScanRaw(ctx context.Context, kind store.LifecycleKind, fn fu
 	if fnErr != nil {
 		return fnErr
 	}
-	if err != nil {
-		return fmt.Errorf("scan %s: %w", sn.path, err)
-	}
-	return nil
+	return err
 }
 
 // ScanRaw is Snapshot.ScanRaw on the current snapshot.

@@ -109,6 +109,9 @@ func keyBytes(s string) []byte {
 
 // getRaw returns a copy of the stage JSON stored under id.
 func (s *snap) getRaw(id store.StageID) ([]byte, error) {
+	if e, ok := s.overlaid(id); ok {
+		return s.ovRaw(e, id)
+	}
 	var out []byte
 	err := s.pointReader(func(r *reader) error {
 		key := keyBytes(string(id))
@@ -127,6 +130,9 @@ func (s *snap) getRaw(id store.StageID) ([]byte, error) {
 }
 
 func (s *snap) getRecord(id store.StageID) (Record, error) {
+	if e, ok := s.overlaid(id); ok {
+		return s.ovRecord(e, id)
+	}
 	var rec Record
 	err := s.pointReader(func(r *reader) error {
 		var err error
@@ -149,6 +155,9 @@ func (s *snap) recordIn(r *reader, id []byte) (Record, error) {
 }
 
 func (s *snap) contains(id store.StageID) (bool, error) {
+	if e, ok := s.overlaid(id); ok {
+		return e.src != nil, nil
+	}
 	var ok bool
 	err := s.pointReader(func(r *reader) error {
 		ok = r.get(keyBytes(string(id))) != nil
@@ -158,6 +167,9 @@ func (s *snap) contains(id store.StageID) (bool, error) {
 }
 
 func (s *snap) page(kind store.LifecycleKind, offset, limit int) ([][]byte, int, error) {
+	if s.ov != nil {
+		return s.ovPage(kind, offset, limit)
+	}
 	if offset < 0 || limit < 0 {
 		return nil, 0, fmt.Errorf("page offset %d and limit %d must not be negative", offset, limit)
 	}
@@ -205,6 +217,14 @@ func (s *snap) page(kind store.LifecycleKind, offset, limit int) ([][]byte, int,
 // records iterates, in id order, over the records of one lifecycle kind
 // (LifecycleUnknown: all) whose id starts with prefix.
 func (s *snap) records(ctx context.Context, kind store.LifecycleKind, prefix []byte) iter.Seq2[Record, error] {
+	if s.ov != nil {
+		return s.ovRecords(ctx, kind, prefix)
+	}
+	return s.baseRecords(ctx, kind, prefix)
+}
+
+// baseRecords is records of the base file alone.
+func (s *snap) baseRecords(ctx context.Context, kind store.LifecycleKind, prefix []byte) iter.Seq2[Record, error] {
 	return func(yield func(Record, error) bool) {
 		var from []byte // next key to seek: a stages key or a position
 		if kind == store.LifecycleUnknown {
@@ -288,6 +308,14 @@ func (s *snap) recordChunk(tx *bolt.Tx, kind store.LifecycleKind, prefix, from [
 }
 
 func (s *snap) quarantined(ctx context.Context) iter.Seq2[QuarantineEntry, error] {
+	if s.ov != nil {
+		return s.ovQuarantined(ctx)
+	}
+	return s.baseQuarantined(ctx)
+}
+
+// baseQuarantined is quarantined of the base file alone.
+func (s *snap) baseQuarantined(ctx context.Context) iter.Seq2[QuarantineEntry, error] {
 	return func(yield func(QuarantineEntry, error) bool) {
 		from := []byte{}
 		for from != nil {
@@ -340,7 +368,8 @@ func (s *snap) quarantined(ctx context.Context) iter.Seq2[QuarantineEntry, error
 // value 0x00, so it is confirmed against its record; any other entry is
 // exactly value's.
 func (s *snap) indexed(sig bool, value string, keep func(v []byte) bool, first bool) ([][]byte, error) {
-	var out [][]byte
+	var out, ids [][]byte
+	baseFirst := first && s.ov == nil // with an overlay, an earlier id may come from it
 	err := s.pointReader(func(r *reader) error {
 		var buf [80]byte // holds a signature id or a typical name without allocating
 		p := append(append(buf[:0], value...), 0)
@@ -350,6 +379,11 @@ func (s *snap) indexed(sig bool, value string, keep func(v []byte) bool, first b
 				continue
 			}
 			id := k[len(p):]
+			if s.ov != nil {
+				if _, t := s.ov.touched(id); t {
+					continue
+				}
+			}
 			ambiguous := bytes.IndexByte(id, 0) >= 0
 			val := r.get(id)
 			if val == nil {
@@ -372,13 +406,19 @@ func (s *snap) indexed(sig bool, value string, keep func(v []byte) bool, first b
 				return s.corruptRecord(id, err)
 			}
 			out = append(out, bytes.Clone(raw))
-			if first {
+			if s.ov != nil {
+				ids = append(ids, bytes.Clone(id))
+			}
+			if baseFirst {
 				return nil
 			}
 		}
 		return nil
 	})
-	return out, err
+	if err != nil || s.ov == nil {
+		return out, err
+	}
+	return s.ovIndexed(sig, value, keep, first, ids, out)
 }
 
 func (s *snap) byName(name string) ([][]byte, error) {

@@ -39,7 +39,9 @@ func TestSnapshotPinnedWhilePublishing(t *testing.T) {
 }
 
 func testSnapshotPinnedWhilePublishing(t *testing.T, tx bool) {
-	m := newTemp(t, Options{ReloadInterval: -1, BoltTransactions: tx})
+	// MaxLayers 1: generation 3 is the base and one delta merging both
+	// Puts, so generation 2's delta is its alone.
+	m := newTemp(t, Options{ReloadInterval: -1, BoltTransactions: tx, MaxLayers: 1})
 	ctx := t.Context()
 	key := testKey()
 	var first []*store.Stage
@@ -47,6 +49,10 @@ func testSnapshotPinnedWhilePublishing(t *testing.T, tx bool) {
 		first = append(first, genStage(t, i, 300, key))
 	}
 	syncAll(t, m, first, PublishInfo{})
+	// Generation 2: the base of generation 1 and a delta.
+	if _, err := m.Put(ctx, genStage(t, 50, 300, key)); err != nil {
+		t.Fatal(err)
+	}
 	other, err := Open(m.Path(), Options{ReloadInterval: -1, BoltTransactions: tx})
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +66,7 @@ func testSnapshotPinnedWhilePublishing(t *testing.T, tx bool) {
 	if _, err := m.Put(ctx, added); err != nil {
 		t.Fatal(err)
 	}
-	if g := sn.Meta().Generation; g != 1 {
+	if g := sn.Meta().Generation; g != 2 {
 		t.Errorf("pinned snapshot moved to generation %d", g)
 	}
 	if _, err := sn.GetRaw(ctx, added.ID); !errors.Is(err, store.ErrNotFound) {
@@ -69,24 +75,31 @@ func testSnapshotPinnedWhilePublishing(t *testing.T, tx bool) {
 	if raw, err := sn.GetRaw(ctx, first[3].ID); err != nil || !bytes.Equal(raw, first[3].Raw) {
 		t.Errorf("pinned snapshot read: %v", err)
 	}
-	if n, _ := sn.Stats(ctx); n.Total != 10 {
+	if n, _ := sn.Stats(ctx); n.Total != 11 {
 		t.Errorf("pinned snapshot total %d", n.Total)
 	}
 	// A long-lived Mirror in another "process" sees N+1 without reopening.
 	if raw, err := other.GetRaw(ctx, added.ID); err != nil || !bytes.Equal(raw, added.Raw) {
 		t.Errorf("other mirror did not pick up the new snapshot: %v", err)
 	}
-	if g := other.Meta().Generation; g != 2 {
-		t.Errorf("other mirror generation %d, want 2", g)
+	if g := other.Meta().Generation; g != 3 {
+		t.Errorf("other mirror generation %d, want 3", g)
 	}
-	// The replaced file stays open only while pinned.
-	deleted := filepath.Base(m.Path()) + " (deleted)"
+	// Collecting generation 2 removes its delta; the file stays open only
+	// while pinned.
+	if _, err := m.GC(ctx, &KeepPolicy{Last: 1, Within: -1}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := deltaName(2) + " (deleted)"
 	if n := openFDs(t, deleted); n != 1 {
-		t.Errorf("%d descriptors on the replaced snapshot while pinned, want 1", n)
+		t.Errorf("%d descriptors on the collected delta while pinned, want 1", n)
+	}
+	if raw, err := sn.GetRaw(ctx, first[3].ID); err != nil || !bytes.Equal(raw, first[3].Raw) {
+		t.Errorf("pinned snapshot read after its generation was collected: %v", err)
 	}
 	sn.Close()
 	if n := openFDs(t, deleted); n != 0 {
-		t.Errorf("%d descriptors on the replaced snapshot after unpinning, want 0", n)
+		t.Errorf("%d descriptors on the collected delta after unpinning, want 0", n)
 	}
 	if _, err := sn.GetRaw(ctx, first[0].ID); !errors.Is(err, ErrClosed) {
 		t.Errorf("read from a closed snapshot: %v", err)

@@ -43,11 +43,14 @@ type Problem struct {
 // maxProblems bounds VerifyResult.Problems.
 const maxProblems = 1000
 
-// Verify re-checks the current snapshot offline: every record's checksum
-// and fields against its JSON, store.Verify on every stage, every index
-// entry against the records in both directions, the meta counts and
-// digest, and finally bbolt's own consistency check (tx.Check). It reads
-// the whole file: O(n). The error is non-nil only when verification could
+// Verify re-checks the current generation offline. Of its base file:
+// every record's checksum and fields against its JSON, store.Verify on
+// every stage, every index entry against the records in both directions,
+// the meta counts and digest, and bbolt's own consistency check
+// (tx.Check). Of each delta: the same for every record, its base_kind
+// entries against the base, and tx.Check. Of the generation: its counts
+// and its content digest recomputed from every stage and quarantine
+// entry, against the manifest. It reads everything: O(n). The error is non-nil only when verification could
 // not run; a damaged mirror gives problems, not an error.
 func (m *Mirror) Verify(ctx context.Context) (VerifyResult, error) {
 	s, err := m.acquire()
@@ -73,6 +76,14 @@ func (m *Mirror) Verify(ctx context.Context) (VerifyResult, error) {
 			}
 			return nil
 		})
+	}
+	if err == nil && !v.structural && s.mf != nil {
+		if err := v.generation(); err != nil {
+			if ctx.Err() != nil {
+				return VerifyResult{}, ctx.Err()
+			}
+			v.problem("", "reading generation %d failed: %v", s.meta.Generation, err)
+		}
 	}
 	v.res.Failed = len(v.failed)
 	return v.res, nil
@@ -265,23 +276,28 @@ func (v *verifier) stages(b *bolt.Bucket) error {
 		if rec.SignatureID != "" {
 			v.bySig[string(indexKey(string(rec.SignatureID), rec.ID))] = byte(rec.Lifecycle.Kind)
 		}
-		st, err := store.DecodeStage(rec.Raw)
-		if err != nil {
-			v.problem(id, "stage JSON: %v", err)
-			continue
-		}
-		v.compare(id, &rec, st)
-		rep := v.sigs.Verify(st)
-		if err := rep.Err(); err != nil {
-			v.problem(id, "%v", err)
-		}
-		for _, c := range rep.Checks {
-			if stored := rec.Report.Check(c.Name); stored.Name != "" && stored.Status != c.Status {
-				v.problem(id, "check %s was stored as %s but is now %s", c.Name, stored.Status, c.Status)
-			}
-		}
+		v.stage(id, &rec)
 	}
 	return nil
+}
+
+// stage checks one record against its own JSON and store.Verify.
+func (v *verifier) stage(id string, rec *Record) {
+	st, err := store.DecodeStage(rec.Raw)
+	if err != nil {
+		v.problem(id, "stage JSON: %v", err)
+		return
+	}
+	v.compare(id, rec, st)
+	rep := v.sigs.Verify(st)
+	if err := rep.Err(); err != nil {
+		v.problem(id, "%v", err)
+	}
+	for _, c := range rep.Checks {
+		if stored := rec.Report.Check(c.Name); stored.Name != "" && stored.Status != c.Status {
+			v.problem(id, "check %s was stored as %s but is now %s", c.Name, stored.Status, c.Status)
+		}
+	}
 }
 
 // compare checks a record's index fields against its own JSON.
@@ -303,9 +319,10 @@ func (v *verifier) compare(id string, r *Record, st *store.Stage) {
 	}
 }
 
-// meta checks the meta bucket's counts and digest against what was read.
+// meta checks the base file's meta counts and digest against what was
+// read.
 func (v *verifier) meta() {
-	m := v.s.meta
+	m := v.s.base
 	if m.Total != v.total {
 		v.problem("", "meta total %d, the file holds %d stages", m.Total, v.total)
 	}

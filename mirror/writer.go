@@ -14,8 +14,11 @@ import (
 	"github.com/noether-mirror/mirror/store"
 )
 
-// Writer prepares the next snapshot in the staging file PATH.next while
+// Writer prepares the next generation in the staging file PATH.next while
 // holding the mirror's writer lock (PATH.lock). Readers are never blocked.
+// A sync and a local edit stage the same way: changed stages go to an
+// append-only log, removals to their own buckets, and Publish writes what
+// differs from the current generation.
 // A Writer is not safe for concurrent use, with one exception: Staged may
 // run on any goroutines while one other call (say PutBatch) is running.
 // Always end it with Publish or Abort; after a failed Publish, call Abort.
@@ -29,9 +32,11 @@ type Writer struct {
 	verifier *store.Verifier
 	redact   func(string) string
 	mode     string
-	// log is a sync's staging layout (see stageLog); nil for a local
-	// writer, whose staging file is a copy of the snapshot.
+	// log indexes the staged stages (see stageLog).
 	log *stageLog
+	// sigs indexes a local writer's staged stages by signature id, for
+	// the Active-per-signature invariant; nil for a sync.
+	sigs map[store.SignatureID]map[store.StageID]bool
 	// synced is when a sync's staging file was last fsynced.
 	synced   time.Time
 	resumed  bool
@@ -39,13 +44,13 @@ type Writer struct {
 	done     bool
 }
 
-// Staging modes, stored in the staging file's writer bucket. A sync
-// stages into an append-only log (stageLog); a local write edits a copy of
-// the snapshot. (Mode "sync" was the id-keyed layout of earlier versions:
-// such a file is not resumed, only discarded.)
+// Staging modes, stored in the staging file's writer bucket. Both stage
+// into the same append-only log (stageLog); only a sync's is resumed.
+// (Mode "sync" was the id-keyed layout, and "local" a copy of the whole
+// snapshot, of earlier versions: such a file is only discarded.)
 const (
 	modeSync  = "sync-log"
-	modeLocal = "local"
+	modeLocal = "local-log"
 )
 
 // stagingSyncInterval is how often a sync's staging file is fsynced. Each
@@ -60,6 +65,11 @@ const stagingSyncInterval = time.Second
 var (
 	wkMode     = []byte("mode")
 	wkProgress = []byte("progress")
+	// wkRetain, when present, means what is not staged stays as the
+	// current generation has it (less the removed buckets); when absent,
+	// the staged content replaces the mirror's (an import). A local
+	// writer starts with it; Fill sets it.
+	wkRetain = []byte("retain")
 )
 
 func (m *Mirror) lockPath() string { return m.path + ".lock" }
@@ -73,9 +83,10 @@ func (m *Mirror) BeginSync(ctx context.Context) (*Writer, error) {
 	return m.begin(ctx, modeSync)
 }
 
-// BeginLocal starts a writer whose staging file starts as a copy of the
-// current snapshot, for local edits. Another writer anywhere gives ErrBusy
-// at once. A staging file a killed sync left behind is discarded.
+// BeginLocal starts a writer for local edits (Put, Upsert, Remove,
+// UpdateLifecycle): what it does not touch stays as the current
+// generation has it. Another writer anywhere gives ErrBusy at once. A
+// staging file a killed sync left behind is discarded.
 func (m *Mirror) BeginLocal(ctx context.Context) (*Writer, error) {
 	return m.begin(ctx, modeLocal)
 }
@@ -109,6 +120,11 @@ func (w *Writer) start() error {
 	if w.base, err = m.acquire(); err != nil {
 		return err
 	}
+	if w.base.mf == nil {
+		if err := w.upgrade(); err != nil {
+			return err
+		}
+	}
 	next := m.nextPath()
 	if w.mode == modeSync {
 		if ok := w.resume(); ok {
@@ -128,25 +144,20 @@ func (w *Writer) start() error {
 	return nil
 }
 
-// createStaging makes a fresh staging file: an empty log for a sync, a
-// copy of the base snapshot for a local writer.
+// createStaging makes a fresh staging file and its log index.
 func (w *Writer) createStaging() error {
 	m, next := w.m, w.m.nextPath()
-	if w.mode == modeLocal {
-		if err := w.base.view(func(tx *bolt.Tx) error { return tx.CopyFile(next, 0o644) }); err != nil {
-			return noSpace(fmt.Errorf("copying %s to the staging file %s: %w", m.path, next, err), next, w.baseSize())
-		}
-	}
 	if err := w.openStaging(); err != nil {
 		return noSpace(err, next, w.baseSize())
 	}
-	if w.mode == modeSync {
-		var err error
-		if w.log, err = newStageLog(m.dir()); err != nil {
-			return fmt.Errorf("starting the staging index: %w", err)
-		}
-		w.synced = time.Now()
+	var err error
+	if w.log, err = newStageLog(m.dir()); err != nil {
+		return fmt.Errorf("starting the staging index: %w", err)
 	}
+	if w.mode == modeLocal {
+		w.sigs = map[store.SignatureID]map[store.StageID]bool{}
+	}
+	w.synced = time.Now()
 	return nil
 }
 
@@ -197,8 +208,7 @@ func (w *Writer) resume() bool {
 }
 
 // openStaging opens (creating if needed) PATH.next read-write and makes
-// sure it has the staging buckets, dropping any published-only bucket a
-// copied snapshot brought along.
+// sure it has the staging buckets.
 func (w *Writer) openStaging() error {
 	next := w.m.nextPath()
 	// A sync's log only grows at its end, so the snapshot's 64 KiB pages
@@ -216,20 +226,7 @@ func (w *Writer) openStaging() error {
 		return fmt.Errorf("opening the staging file %s: %w", next, err)
 	}
 	err = update(db, func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketPosAll,
-			posBucket(store.LifecycleDraft), posBucket(store.LifecycleActive),
-			posBucket(store.LifecycleDeprecated), posBucket(store.LifecycleTombstone)} {
-			if tx.Bucket(b) != nil {
-				if err := tx.DeleteBucket(b); err != nil {
-					return err
-				}
-			}
-		}
-		buckets := [][]byte{bucketStages, bucketByName, bucketBySig, bucketQuarantine}
-		if w.mode == modeSync {
-			buckets = [][]byte{bucketLog, bucketQuarantine}
-		}
-		for _, b := range buckets {
+		for _, b := range [][]byte{bucketLog, bucketQuarantine, bucketRemoved, bucketQRemoved} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -238,10 +235,15 @@ func (w *Writer) openStaging() error {
 		if err != nil {
 			return err
 		}
-		if wb.Get(wkMode) == nil {
-			return wb.Put(wkMode, []byte(w.mode))
+		if wb.Get(wkMode) != nil {
+			return nil
 		}
-		return nil
+		if w.mode == modeLocal {
+			if err := wb.Put(wkRetain, []byte{}); err != nil {
+				return err
+			}
+		}
+		return wb.Put(wkMode, []byte(w.mode))
 	})
 	if err != nil {
 		_ = db.Close()
@@ -355,6 +357,9 @@ func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 				if err := tx.Bucket(bucketQuarantine).Delete([]byte(e.ID())); err != nil {
 					return err
 				}
+				if err := tx.Bucket(bucketRemoved).Delete([]byte(e.ID())); err != nil {
+					return err
+				}
 				continue
 			}
 			key := e.QuarantineKey()
@@ -363,6 +368,9 @@ func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 				q.ID = string(e.stage.ID)
 			}
 			if err := tx.Bucket(bucketQuarantine).Put([]byte(key), encodeQuarantine([]byte(key), &q)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketQRemoved).Delete([]byte(key)); err != nil {
 				return err
 			}
 			if err := st.delete(key); err != nil {
@@ -378,7 +386,7 @@ func (w *Writer) PutBatch(entries []Entry, progress []byte) error {
 	if err != nil {
 		return noSpace(fmt.Errorf("staging a batch of %d stages in %s: %w", len(entries), w.m.nextPath(), err), w.m.nextPath(), w.baseSize())
 	}
-	if w.log != nil && time.Since(w.synced) >= stagingSyncInterval {
+	if w.mode == modeSync && time.Since(w.synced) >= stagingSyncInterval {
 		if err := w.syncStaging(); err != nil {
 			return err
 		}
@@ -396,122 +404,53 @@ func (w *Writer) syncStaging() error {
 	return nil
 }
 
-// stagingTx writes staged stages in one transaction, in whichever layout
-// the writer uses: a sync's log, or a local writer's copy of the snapshot.
+// stagingTx writes staged stages in one transaction: to the log, whose
+// index takes the changes once the transaction has committed.
 type stagingTx struct {
 	tx  *bolt.Tx
-	log *logTx // nil for a local writer
+	log *logTx
 }
 
-// stage runs fn in one read-write transaction on the staging file and,
-// for a sync, applies fn's changes to the log's index once the
-// transaction has committed (room for them is made before it commits).
+// stage runs fn in one read-write transaction on the staging file and
+// applies fn's changes to the log's index once the transaction has
+// committed (room for them is made before it commits).
 func (w *Writer) stage(fn func(st stagingTx) error) error {
 	var lt *logTx
 	err := update(w.db, func(tx *bolt.Tx) error {
-		st := stagingTx{tx: tx}
-		if w.log != nil {
-			var err error
-			if st.log, err = w.log.begin(tx); err != nil {
-				return err
-			}
-			lt = st.log
-		}
-		if err := fn(st); err != nil {
+		var err error
+		if lt, err = w.log.begin(tx); err != nil {
 			return err
 		}
-		if lt != nil {
-			return lt.prepare()
+		if err := fn(stagingTx{tx: tx, log: lt}); err != nil {
+			return err
 		}
-		return nil
+		return lt.prepare()
 	})
-	if err == nil && lt != nil {
+	if err == nil {
 		lt.commit()
 	}
 	return err
 }
 
-func (st stagingTx) put(r *Record) error {
-	if st.log != nil {
-		return st.log.put(r)
-	}
-	return putStage(st.tx, r)
-}
+func (st stagingTx) put(r *Record) error { return st.log.put(r) }
 
-func (st stagingTx) delete(id string) error {
-	if st.log != nil {
-		return st.log.delete(id)
-	}
-	return deleteStage(st.tx, []byte(id))
-}
+func (st stagingTx) delete(id string) error { return st.log.delete(id) }
 
 // firstSeen keeps the first time these exact bytes were quarantined, from
-// the staging file or the published snapshot, so an unchanged upstream
-// gives an unchanged snapshot.
+// the staging file or the current generation, so an unchanged upstream
+// gives an unchanged generation.
 func (w *Writer) firstSeen(tx *bolt.Tx, key string, raw []byte, now time.Time) time.Time {
 	if v := tx.Bucket(bucketQuarantine).Get([]byte(key)); v != nil {
 		if q, err := decodeQuarantine([]byte(key), v); err == nil && bytes.Equal(q.Raw, raw) && !q.FirstSeen.IsZero() {
 			return q.FirstSeen
 		}
 	}
-	var seen time.Time
-	_ = w.base.view(func(btx *bolt.Tx) error {
-		if b := btx.Bucket(bucketQuarantine); b != nil {
-			if v := b.Get([]byte(key)); v != nil {
-				if q, err := decodeQuarantine([]byte(key), v); err == nil && bytes.Equal(q.Raw, raw) {
-					seen = q.FirstSeen
-				}
-			}
-		}
-		return nil
-	})
-	if seen.IsZero() {
-		return now
-	}
-	return seen
-}
-
-// putStage stores r in the staging stages bucket and keeps by_sig in step.
-func putStage(tx *bolt.Tx, r *Record) error {
-	if err := deleteStage(tx, []byte(r.ID)); err != nil {
-		return err
-	}
-	if err := tx.Bucket(bucketStages).Put([]byte(r.ID), encodeRecord(r)); err != nil {
-		return err
-	}
-	if r.HasName {
-		if err := tx.Bucket(bucketByName).Put(indexKey(r.Name, r.ID), []byte{}); err != nil {
-			return err
+	if v, ok, err := w.base.quarValue(key); err == nil && ok {
+		if q, err := decodeQuarantine([]byte(key), v); err == nil && bytes.Equal(q.Raw, raw) && !q.FirstSeen.IsZero() {
+			return q.FirstSeen
 		}
 	}
-	if r.SignatureID != "" {
-		return tx.Bucket(bucketBySig).Put(indexKey(string(r.SignatureID), r.ID), []byte{byte(r.Lifecycle.Kind)})
-	}
-	return nil
-}
-
-// deleteStage removes a stage and its index entries from staging, if there.
-func deleteStage(tx *bolt.Tx, id []byte) error {
-	sb := tx.Bucket(bucketStages)
-	v := sb.Get(id)
-	if v == nil {
-		return nil
-	}
-	old, err := decodeRecord(id, v)
-	if err != nil {
-		return fmt.Errorf("%w: staged record %s: %v", ErrCorrupt, id, err)
-	}
-	if old.HasName {
-		if err := tx.Bucket(bucketByName).Delete(indexKey(old.Name, old.ID)); err != nil {
-			return err
-		}
-	}
-	if old.SignatureID != "" {
-		if err := tx.Bucket(bucketBySig).Delete(indexKey(string(old.SignatureID), old.ID)); err != nil {
-			return err
-		}
-	}
-	return sb.Delete(id)
+	return now
 }
 
 // Staged returns a copy of the JSON staged under id, if any, so a resumed
@@ -549,15 +488,9 @@ func (w *Writer) viewStaged(id store.StageID, fn func(val []byte) error) error {
 		return err
 	}
 	return w.db.View(func(tx *bolt.Tx) error {
-		var v []byte
-		if w.log != nil {
-			var ok bool
-			var err error
-			if v, ok, err = w.log.value(tx, string(id)); err != nil || !ok {
-				return err
-			}
-		} else if v = tx.Bucket(bucketStages).Get([]byte(id)); v == nil {
-			return nil
+		v, ok, err := w.log.value(tx, string(id))
+		if err != nil || !ok {
+			return err
 		}
 		return fn(v)
 	})
@@ -592,7 +525,7 @@ func (w *Writer) Abort(keepStaging bool) error {
 	next := w.m.nextPath()
 	defer w.release() // the lock goes last: nobody else may own PATH.next yet
 	var err error
-	if keepStaging && w.log != nil && w.db != nil {
+	if keepStaging && w.mode == modeSync && w.db != nil {
 		// What this run staged survives a power loss, for the next one.
 		err = w.syncStaging()
 	}
@@ -653,51 +586,6 @@ type PublishResult struct {
 	Digest    string
 }
 
-// Publish compiles the staging file into a new snapshot, fsyncs it,
-// renames it over PATH, fsyncs the directory and records the sync in the
-// sidecar. When the content digest equals the current snapshot's nothing
-// is published (Unchanged) but the sidecar's last-sync time is refreshed.
-// On success the staging file is removed and the lock released; on error
-// the writer stays open: call Abort.
-func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, error) {
-	if err := w.check(); err != nil {
-		return PublishResult{}, err
-	}
-	m := w.m
-	cur, prev, err := w.current()
-	if err != nil {
-		return PublishResult{}, err
-	}
-	defer cur.release()
-	meta := nextMeta(prev, info)
-	src, err := w.db.Begin(false)
-	if err != nil {
-		return PublishResult{}, fmt.Errorf("reading the staging file: %w", err)
-	}
-	tmp, res, err := compile(ctx, m.path, source{tx: src, log: w.log}, meta, m.opts, w.baseSize())
-	_ = src.Rollback()
-	if err != nil {
-		return PublishResult{}, fmt.Errorf("building the next snapshot of %s: %w", m.path, err)
-	}
-	out := PublishResult{Path: m.path, Total: res.meta.Total, Digest: res.meta.Digest}
-	sc := nextSidecar(prev, meta)
-	if res.meta.Digest == cur.meta.Digest {
-		os.Remove(tmp)
-		out.Generation, out.Unchanged = cur.meta.Generation, true
-	} else {
-		if err := os.Rename(tmp, m.path); err != nil {
-			os.Remove(tmp)
-			return PublishResult{}, fmt.Errorf("publishing %s: %w", m.path, err)
-		}
-		if err := syncDir(filepath.Dir(m.path)); err != nil {
-			return PublishResult{}, err
-		}
-		out.Generation = meta.Generation
-	}
-	sc.Generation = out.Generation
-	return out, w.finish(cur, sc)
-}
-
 // Refresh ends a sync that found the snapshot it began from current: it
 // compiles and renames nothing, and only PATH.state records the sync (its
 // time, upstream and totals), as Publish does when the content is
@@ -720,7 +608,7 @@ func (w *Writer) Refresh(ctx context.Context, info PublishInfo) (PublishResult, 
 		return PublishResult{}, err
 	}
 	defer cur.release()
-	if cur.meta.Digest != w.base.meta.Digest {
+	if cur.meta.Generation != w.base.meta.Generation || cur.meta.Digest != w.base.meta.Digest {
 		return PublishResult{}, fmt.Errorf("mirror: %s changed while the sync ran; run it again", w.m.path)
 	}
 	meta := nextMeta(prev, info)

@@ -84,7 +84,7 @@ func TestSafetyDiskFull(t *testing.T) {
 	}{
 		{"start", 700, ""},
 		{"staging", 6 << 10, "mirror.db.next"},
-		{"snapshot", 28 << 10, "mirror.db.tmp-"},
+		{"snapshot", 28 << 10, "mirror.db.gens/g00000000000000000002.base.tmp-"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := mountTmpfs(t, "64m")
@@ -121,7 +121,9 @@ func TestSafetyDiskFull(t *testing.T) {
 			if _, err := os.Stat(db + ".next"); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("the staging file %s.next is still there (%v): its space was not given back", db, err)
 			}
-			if leftovers, _ := filepath.Glob(db + ".tmp-*"); len(leftovers) > 0 {
+			leftovers, _ := filepath.Glob(db + ".tmp-*")
+			inGens, _ := filepath.Glob(filepath.Join(db+".gens", "*.tmp-*"))
+			if leftovers = append(leftovers, inGens...); len(leftovers) > 0 {
 				t.Errorf("a half-written snapshot is left behind: %v", leftovers)
 			}
 			sameSnapshot(t, "a sync that ran out of space", before, statusOf(t, env, db))

@@ -240,7 +240,35 @@ func copyTo(t *testing.T, src, name string) string {
 	if err := os.WriteFile(dst, readFile(t, src), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A format-2 mirror's data files, beside it in PATH.gens.
+	ents, err := os.ReadDir(src + ".gens")
+	if err != nil {
+		return dst
+	}
+	if err := os.Mkdir(dst+".gens", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b := readFile(t, filepath.Join(src+".gens", e.Name()))
+		if err := os.WriteFile(filepath.Join(dst+".gens", e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return dst
+}
+
+// dataFile returns the file of the mirror at db whose bytes hold needle:
+// one of its data files in db.gens (or db itself, for a format-1 mirror).
+func dataFile(t *testing.T, db string, needle []byte) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(db+".gens", "*"))
+	for _, f := range append(files, db) {
+		if bytes.Contains(readFile(t, f), needle) {
+			return f
+		}
+	}
+	t.Fatalf("no file of the mirror %s holds %.40q", db, needle)
+	return ""
 }
 
 // stageField decodes one string field of a stage's JSON.

@@ -62,15 +62,14 @@ func TestExitCodes(t *testing.T) {
 	}
 
 	// A mirror with one bit flipped in a record.
-	flipped := filepath.Join(dir, "flipped.db")
-	b := readFile(t, db)
+	flipped := copyTo(t, db, "flipped.db")
 	victim := stdlibRaw(t)[11]
-	i := bytes.Index(b, []byte(stageField(t, victim, "description")))
-	if i < 0 {
-		t.Fatal("description not found in the mirror file")
-	}
+	desc := []byte(stageField(t, victim, "description"))
+	file := dataFile(t, flipped, desc)
+	b := readFile(t, file)
+	i := bytes.Index(b, desc)
 	b[i+1] ^= 0x04
-	if err := os.WriteFile(flipped, b, 0o644); err != nil {
+	if err := os.WriteFile(file, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 

@@ -23,13 +23,14 @@ import (
 var signatureField = regexp.MustCompile(`"ed25519_signature"\s*:\s*"[0-9a-f]{128}"`)
 
 // forgeSignatures flips one hex digit of the Ed25519 signature of each
-// stage in ids inside the mirror file at db, and re-seals each record
+// stage in ids inside the data file of the mirror at db that holds
+// them, and re-seals each record
 // (mirror/record.go: a version byte, the big-endian CRC-32C of key and
 // payload, then the payload) so that the record still reads: only the
 // signature check can tell. The meta digest no longer matches.
 func forgeSignatures(t *testing.T, db string, ids []string) {
 	t.Helper()
-	bdb, err := bolt.Open(db, 0o644, &bolt.Options{Timeout: time.Second})
+	bdb, err := bolt.Open(dataFile(t, db, []byte(ids[0])), 0o644, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,204 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/noether-mirror/mirror/mirror/internal/lthash"
+)
+
+// Compaction defaults (Options.MaxOverlay, Options.MaxLayers).
+const (
+	defaultMaxOverlay = 4096
+	defaultMaxLayers  = 16
+)
+
+// maxOverlay is how many keys a generation's deltas may touch together
+// before a publish compacts them into a new base, for a mirror of total
+// stages.
+func (o Options) maxOverlay(total int) int {
+	if o.MaxOverlay > 0 {
+		return o.MaxOverlay
+	}
+	return max(defaultMaxOverlay, total/64)
+}
+
+func (o Options) maxLayers() int {
+	if o.MaxLayers > 0 {
+		return o.MaxLayers
+	}
+	return defaultMaxLayers
+}
+
+// Publish makes what the writer staged the mirror's next generation. It
+// writes only what changed: a delta file holding the changed stages (or,
+// when the deltas over the current base would touch more than
+// Options.MaxOverlay keys, or more than half as many as the generation
+// has stages, a new compacted base), then a new manifest
+// listing the generation, fsynced and renamed over PATH: the one step
+// that changes what readers see. Generations the keep policy no longer
+// keeps are dropped from the manifest and their files removed.
+//
+// When nothing changed, nothing is written but the sidecar's last-sync
+// time (Unchanged). On success the staging file is removed and the lock
+// released; on error the writer stays open: call Abort.
+func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, error) {
+	if err := w.check(); err != nil {
+		return PublishResult{}, err
+	}
+	m := w.m
+	cur, prev, err := w.current()
+	if err != nil {
+		return PublishResult{}, err
+	}
+	defer cur.release()
+	if cur.mf == nil {
+		return PublishResult{}, fmt.Errorf("mirror: %s changed to format 1 while the writer ran; run it again", m.path)
+	}
+	meta := nextMeta(prev, info)
+	limit := max(min(m.opts.maxOverlay(cur.meta.Total), cur.meta.Total/2)-cur.ov.size(), 0)
+	cs, err := w.collectChanges(ctx, cur, limit)
+	var rec genRecord
+	var state lthash.State
+	switch {
+	case errors.Is(err, errTooBig):
+		rec, state, err = w.rebase(ctx, cur, meta)
+	case err == nil && cs.size() == 0:
+		sc := nextSidecar(prev, meta)
+		sc.Generation = cur.meta.Generation
+		out := PublishResult{Path: m.path, Total: cur.meta.Total, Digest: cur.meta.Digest, Generation: cur.meta.Generation, Unchanged: true}
+		return out, w.finish(cur, sc)
+	case err == nil:
+		rec, state, err = w.delta(cur, cs, meta.Generation)
+	}
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("building generation %d of %s: %w", meta.Generation, m.path, err)
+	}
+	if digestHex(&state) == cur.meta.Digest && rec.Changes.Zero() {
+		// A compaction that changed nothing: keep the generation there is.
+		if !slices.Contains(cur.gen.files(), rec.Base) {
+			os.Remove(filepath.Join(gensDir(m.path), rec.Base))
+		}
+		sc := nextSidecar(prev, meta)
+		sc.Generation = cur.meta.Generation
+		out := PublishResult{Path: m.path, Total: cur.meta.Total, Digest: cur.meta.Digest, Generation: cur.meta.Generation, Unchanged: true}
+		return out, w.finish(cur, sc)
+	}
+	rec.Generation, rec.Upstream, rec.LastSync = meta.Generation, meta.Upstream, meta.LastSync
+	rec.UpstreamTotals, rec.Published = meta.UpstreamTotals, meta.Published
+	rec.Digest = digestHex(&state)
+	if err := m.commit(cur.mf, rec, state); err != nil {
+		return PublishResult{}, err
+	}
+	sc := nextSidecar(prev, meta)
+	sc.Generation = rec.Generation
+	out := PublishResult{Path: m.path, Total: rec.Total, Digest: rec.Digest, Generation: rec.Generation}
+	return out, w.finish(cur, sc)
+}
+
+// digestHex is a generation's digest: the hex SHA-256 of its content hash.
+func digestHex(s *lthash.State) string {
+	sum := s.Sum()
+	return fmt.Sprintf("%x", sum[:])
+}
+
+// delta writes generation gen as cur plus the delta cs. A chain that
+// would pass Options.MaxLayers becomes one delta merging it.
+func (w *Writer) delta(cur *snap, cs *changeSet, gen uint64) (genRecord, lthash.State, error) {
+	merge := len(cur.gen.Deltas)+1 > w.m.opts.maxLayers()
+	d, err := deltaOf(cur, cs, merge)
+	if err != nil {
+		return genRecord{}, lthash.State{}, err
+	}
+	t := newTally(cur)
+	if err := t.apply(cur, cs); err != nil {
+		return genRecord{}, lthash.State{}, err
+	}
+	size, err := d.write(gensDir(w.m.path), gen, w.m.opts)
+	if err != nil {
+		return genRecord{}, lthash.State{}, err
+	}
+	rec := t.rec
+	rec.Base, rec.Bytes, rec.Overlay = cur.gen.Base, size, d.overlaySize(cur, merge)
+	if merge {
+		rec.Deltas = []string{deltaName(gen)}
+	} else {
+		rec.Deltas = append(slices.Clone(cur.gen.Deltas), deltaName(gen))
+	}
+	return rec, t.state, nil
+}
+
+// rebase compiles the next generation into a new base file: the whole
+// content, as the staging file holds it once every retained stage of cur
+// is staged too.
+func (w *Writer) rebase(ctx context.Context, cur *snap, meta Meta) (genRecord, lthash.State, error) {
+	if err := w.stageRetained(ctx, cur); err != nil {
+		return genRecord{}, lthash.State{}, err
+	}
+	src, err := w.db.Begin(false)
+	if err != nil {
+		return genRecord{}, lthash.State{}, fmt.Errorf("reading the staging file: %w", err)
+	}
+	final := filepath.Join(gensDir(w.m.path), baseName(meta.Generation))
+	tmp, res, err := compile(ctx, final, source{tx: src, log: w.log}, meta, w.m.opts, w.baseSize())
+	_ = src.Rollback()
+	if err != nil {
+		return genRecord{}, lthash.State{}, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return genRecord{}, lthash.State{}, fmt.Errorf("placing the new base %s: %w", final, err)
+	}
+	next, err := openFile(final, w.m.opts)
+	if err != nil {
+		return genRecord{}, lthash.State{}, err
+	}
+	defer next.release()
+	changes, err := countChanges(ctx, cur, next)
+	if err != nil {
+		return genRecord{}, lthash.State{}, err
+	}
+	rec := genRecord{
+		Counts: res.meta.Counts, ByEffect: res.meta.ByEffect, Total: res.meta.Total,
+		Quarantined: res.meta.Quarantined, Base: baseName(meta.Generation), Bytes: next.base.SizeBytes,
+		Changes: changes,
+	}
+	return rec, res.lt, nil
+}
+
+// commit publishes generation rec (content hash state) after the
+// generations of prev: data files durable first, then the new manifest
+// renamed over PATH, then the files of generations the keep policy drops
+// are removed.
+func (m *Mirror) commit(prev *manifest, rec genRecord, state lthash.State) error {
+	mf := &manifest{current: rec.Generation, state: state, gens: append(slices.Clone(prev.gens), rec)}
+	mf.gens = m.opts.Keep.apply(mf.gens, time.Now())
+	if err := m.writeManifestFile(mf); err != nil {
+		return err
+	}
+	if _, err := m.sweep(mf); err != nil {
+		m.log.Warn("mirror: could not remove the files of collected generations", "dir", gensDir(m.path), "err", err)
+	}
+	return nil
+}
+
+// writeManifestFile makes mf the manifest at PATH, durably.
+func (m *Mirror) writeManifestFile(mf *manifest) error {
+	if err := syncDir(gensDir(m.path)); err != nil {
+		return err
+	}
+	tmp, err := writeManifest(m.path, mf, m.opts)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, m.path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("publishing %s: %w", m.path, err)
+	}
+	return syncDir(filepath.Dir(m.path))
+}

@@ -1,0 +1,236 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"iter"
+	"slices"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// DiffEntry is one stage that differs between two generations. A plain
+// value.
+type DiffEntry struct {
+	ID   store.StageID `json:"id"`
+	Name string        `json:"name"`
+	// From and To are its lifecycle in each generation (zero where it is
+	// absent).
+	From store.Lifecycle `json:"-"`
+	To   store.Lifecycle `json:"-"`
+}
+
+// Diff is what changed from one generation to another, by stage id, each
+// list in id order. A plain value.
+type Diff struct {
+	From, To Meta
+	// Added and Removed stages; Changed stages whose bytes differ in more
+	// than their lifecycle; Lifecycle stages whose lifecycle changed.
+	Added, Removed, Changed, Lifecycle []DiffEntry
+	// QuarantineIn and QuarantineOut are quarantine keys that appeared
+	// and went.
+	QuarantineIn, QuarantineOut []string
+}
+
+// Changes counts d.
+func (d *Diff) Changes() Changes {
+	return Changes{Added: len(d.Added), Removed: len(d.Removed), Changed: len(d.Changed),
+		Lifecycle: len(d.Lifecycle), QuarantineIn: len(d.QuarantineIn), QuarantineOut: len(d.QuarantineOut)}
+}
+
+// Diff compares two kept generations (see Resolve for the references):
+// what to has that from has not. Generations on one base compare only
+// the stages their deltas touch; others are compared stage by stage.
+func (m *Mirror) Diff(ctx context.Context, from, to string) (Diff, error) {
+	a, err := m.SnapshotAt(ctx, from)
+	if err != nil {
+		return Diff{}, err
+	}
+	defer a.Close()
+	b, err := m.SnapshotAt(ctx, to)
+	if err != nil {
+		return Diff{}, err
+	}
+	defer b.Close()
+	d := Diff{From: a.Meta(), To: b.Meta()}
+	err = diffSnaps(ctx, a.s, b.s, &d)
+	return d, err
+}
+
+// countChanges counts what differs from a to b.
+func countChanges(ctx context.Context, a, b *snap) (Changes, error) {
+	var d Diff
+	err := diffSnaps(ctx, a, b, &d)
+	return d.Changes(), err
+}
+
+// diffSnaps fills d with what differs from a to b.
+func diffSnaps(ctx context.Context, a, b *snap, d *Diff) error {
+	if err := diffStages(ctx, a, b, d); err != nil {
+		return err
+	}
+	return diffQuarantine(ctx, a, b, d)
+}
+
+// sameBase reports whether a and b read the same base file: then only the
+// keys their deltas touch can differ.
+func sameBase(a, b *snap) bool {
+	return a.gen != nil && b.gen != nil && a.gen.Base == b.gen.Base && a.mf != nil && b.mf != nil
+}
+
+// touchedKeys is the sorted union of the stage ids (or quarantine keys)
+// the overlays of a and b touch.
+func touchedKeys(a, b *snap, quar bool) []string {
+	set := map[string]bool{}
+	for _, s := range []*snap{a, b} {
+		if s.ov == nil {
+			continue
+		}
+		if quar {
+			for _, k := range s.ov.qkeys {
+				set[k] = true
+			}
+			continue
+		}
+		for k := range s.ov.stages {
+			set[k] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// diffStages compares the stages of a and b.
+func diffStages(ctx context.Context, a, b *snap, d *Diff) error {
+	if sameBase(a, b) {
+		for _, id := range touchedKeys(a, b, false) {
+			ra, err := valueRecord(a, id)
+			if err != nil {
+				return err
+			}
+			rb, err := valueRecord(b, id)
+			if err != nil {
+				return err
+			}
+			d.stage(ra, rb)
+		}
+		return nil
+	}
+	na, stopA := iter.Pull2(a.records(ctx, store.LifecycleUnknown, nil))
+	defer stopA()
+	nb, stopB := iter.Pull2(b.records(ctx, store.LifecycleUnknown, nil))
+	defer stopB()
+	next := func(n func() (Record, error, bool)) (*Record, error) {
+		r, err, ok := n()
+		if !ok || err != nil {
+			return nil, err
+		}
+		return &r, nil
+	}
+	ra, err := next(na)
+	if err != nil {
+		return err
+	}
+	rb, err := next(nb)
+	if err != nil {
+		return err
+	}
+	for ra != nil || rb != nil {
+		switch {
+		case ra != nil && (rb == nil || ra.ID < rb.ID):
+			d.stage(ra, nil)
+			ra, err = next(na)
+		case rb != nil && (ra == nil || rb.ID < ra.ID):
+			d.stage(nil, rb)
+			rb, err = next(nb)
+		default:
+			d.stage(ra, rb)
+			if ra, err = next(na); err == nil {
+				rb, err = next(nb)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// valueRecord returns the record of stage id in s, nil when absent.
+func valueRecord(s *snap, id string) (*Record, error) {
+	v, ok, err := s.stageValue(id)
+	if err != nil || !ok {
+		return nil, err
+	}
+	r, err := decodeRecord([]byte(id), v)
+	if err != nil {
+		return nil, s.corruptRecord([]byte(id), err)
+	}
+	return &r, nil
+}
+
+// stage records a stage going from ra to rb (nil: absent).
+func (d *Diff) stage(ra, rb *Record) {
+	switch {
+	case ra == nil && rb == nil:
+	case ra == nil:
+		d.Added = append(d.Added, DiffEntry{ID: rb.ID, Name: rb.Name, To: rb.Lifecycle})
+	case rb == nil:
+		d.Removed = append(d.Removed, DiffEntry{ID: ra.ID, Name: ra.Name, From: ra.Lifecycle})
+	case bytes.Equal(ra.Raw, rb.Raw):
+		// The same bytes: no change of content.
+	case ra.Lifecycle != rb.Lifecycle:
+		d.Lifecycle = append(d.Lifecycle, DiffEntry{ID: rb.ID, Name: rb.Name, From: ra.Lifecycle, To: rb.Lifecycle})
+	default:
+		d.Changed = append(d.Changed, DiffEntry{ID: rb.ID, Name: rb.Name, From: ra.Lifecycle, To: rb.Lifecycle})
+	}
+}
+
+// diffQuarantine compares the quarantine of a and b.
+func diffQuarantine(ctx context.Context, a, b *snap, d *Diff) error {
+	keys := func(s *snap) (map[string]bool, error) {
+		out := map[string]bool{}
+		if sameBase(a, b) {
+			for _, k := range touchedKeys(a, b, true) {
+				if _, ok, err := s.quarValue(k); err != nil {
+					return nil, err
+				} else if ok {
+					out[k] = true
+				}
+			}
+			return out, nil
+		}
+		for q, err := range s.quarantined(ctx) {
+			if err != nil {
+				return nil, err
+			}
+			out[q.ID] = true
+		}
+		return out, nil
+	}
+	ka, err := keys(a)
+	if err != nil {
+		return err
+	}
+	kb, err := keys(b)
+	if err != nil {
+		return err
+	}
+	for k := range kb {
+		if !ka[k] {
+			d.QuarantineIn = append(d.QuarantineIn, k)
+		}
+	}
+	for k := range ka {
+		if !kb[k] {
+			d.QuarantineOut = append(d.QuarantineOut, k)
+		}
+	}
+	slices.Sort(d.QuarantineIn)
+	slices.Sort(d.QuarantineOut)
+	return nil
+}

@@ -1,0 +1,92 @@
+package mirror
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// openGen opens generation g of the manifest mf read at path: its base
+// file and its deltas, folded. The snapshot's FileInfo is the caller's
+// to set.
+func openGen(path string, mf *manifest, g uint64, opts Options) (*snap, error) {
+	rec, ok := mf.get(g)
+	if !ok {
+		return nil, mf.gone(path, strconv.FormatUint(g, 10))
+	}
+	dir := gensDir(path)
+	s, err := openFile(filepath.Join(dir, rec.Base), opts)
+	if err != nil {
+		return nil, fmt.Errorf("generation %d: %w", g, err)
+	}
+	size := s.base.SizeBytes
+	if len(rec.Deltas) > 0 {
+		if s.ov, err = openOverlay(dir, rec.Deltas, opts); err != nil {
+			s.release()
+			return nil, fmt.Errorf("generation %d: %w", g, err)
+		}
+		for _, l := range s.ov.layers {
+			if fi, err := os.Stat(l.path); err == nil {
+				size += fi.Size()
+			}
+		}
+	}
+	s.mf, s.gen = mf, rec
+	s.meta = rec.meta(path)
+	s.meta.SizeBytes = size
+	return s, nil
+}
+
+// meta is the Meta of the generation g records, for the mirror at path.
+func (g *genRecord) meta(path string) Meta {
+	return Meta{
+		FormatVersion: FormatVersion, Generation: g.Generation, Upstream: g.Upstream,
+		LastSync: g.LastSync, Published: g.Published, UpstreamTotals: g.UpstreamTotals,
+		Counts: g.Counts, ByEffect: g.ByEffect, Total: g.Total, Quarantined: g.Quarantined,
+		Digest: g.Digest, Path: path, Layers: len(g.Deltas), Overlay: g.Overlay, Changes: g.Changes,
+	}
+}
+
+// gone is the error for a generation reference (a number or a digest
+// prefix) that names no kept generation.
+func (mf *manifest) gone(path, ref string) error {
+	oldest, newest := mf.gens[0].Generation, mf.gens[len(mf.gens)-1].Generation
+	if n, err := strconv.ParseUint(ref, 10, 64); err == nil && n < oldest {
+		return fmt.Errorf("%w: generation %d of %s was collected; the oldest kept is %d (keep more with --keep)", ErrGenerationGone, n, path, oldest)
+	}
+	return fmt.Errorf("%w: %s has no generation %q; it keeps %d to %d (see `mirror log`)", ErrNoGeneration, path, ref, oldest, newest)
+}
+
+// resolve finds the kept generation ref names: a generation number, or a
+// prefix (at least 4 hex digits) of one digest.
+func (mf *manifest) resolve(path, ref string) (uint64, error) {
+	ref = strings.TrimSpace(ref)
+	if n, err := strconv.ParseUint(ref, 10, 64); err == nil {
+		if _, ok := mf.get(n); ok {
+			return n, nil
+		}
+		if len(ref) < 4 || n < mf.gens[0].Generation {
+			return 0, mf.gone(path, ref)
+		}
+	}
+	ref = strings.ToLower(ref)
+	if len(ref) < 4 {
+		return 0, fmt.Errorf("%w: %q is neither a kept generation number nor a digest prefix of at least 4 hex digits", ErrNoGeneration, ref)
+	}
+	var found []uint64
+	for _, g := range mf.gens {
+		if strings.HasPrefix(g.Digest, ref) {
+			found = append(found, g.Generation)
+		}
+	}
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) > 1:
+		// Equal digests: the content came back; the newest stands for it.
+		return found[len(found)-1], nil
+	}
+	return 0, mf.gone(path, ref)
+}

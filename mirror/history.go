@@ -1,0 +1,260 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// KeepPolicy says which generations a mirror keeps: the Last newest,
+// and every one published Within the given time of now. The current
+// generation is always kept. The zero value keeps the last 30 and those
+// of the last 7 days. A plain value.
+type KeepPolicy struct {
+	// Last is how many of the newest generations are kept; 0 means 30,
+	// and the current one is kept whatever it says.
+	Last int
+	// Within keeps every generation published this recently; 0 means
+	// 7 days, a negative value none by age.
+	Within time.Duration
+}
+
+// Default keep policy.
+const (
+	DefaultKeepLast   = 30
+	DefaultKeepWithin = 7 * 24 * time.Hour
+)
+
+func (p KeepPolicy) normalized() KeepPolicy {
+	if p.Last <= 0 {
+		p.Last = DefaultKeepLast
+	}
+	if p.Within == 0 {
+		p.Within = DefaultKeepWithin
+	}
+	return p
+}
+
+// String renders the policy for a person.
+func (p KeepPolicy) String() string {
+	p = p.normalized()
+	if p.Within < 0 {
+		return fmt.Sprintf("the last %d generations", p.Last)
+	}
+	return fmt.Sprintf("the last %d generations and those of the last %s", p.Last, p.Within)
+}
+
+// apply returns the generations of gens (oldest first, the current one
+// last) that the policy keeps.
+func (p KeepPolicy) apply(gens []genRecord, now time.Time) []genRecord {
+	p = p.normalized()
+	var out []genRecord
+	for i, g := range gens {
+		recent := p.Within > 0 && now.Sub(g.Published) <= p.Within
+		if i >= len(gens)-p.Last || recent {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// GCResult says what GC reclaimed. A plain value.
+type GCResult struct {
+	// Dropped lists the generations the policy no longer keeps.
+	Dropped []uint64
+	// Files and Bytes count the data files removed.
+	Files int
+	Bytes int64
+	// Kept is the number of generations kept, Oldest the oldest of them.
+	Kept   int
+	Oldest uint64
+}
+
+// GC applies policy (nil: Options.Keep) now: generations it does not keep
+// leave the manifest, and every data file no kept generation reads is
+// removed, with leftovers of interrupted publishes. Publish does the
+// same after every generation. GC takes the writer lock (ErrBusy while a
+// sync runs). Readers that hold a collected generation keep reading it.
+func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
+	if err := ctx.Err(); err != nil {
+		return GCResult{}, err
+	}
+	lock, err := lockFile(m.lockPath())
+	if err != nil {
+		return GCResult{}, err
+	}
+	defer func() {
+		_ = lock.Truncate(0)
+		_ = lock.Close() // closing the descriptor releases the flock
+	}()
+	if _, err := m.Reload(); err != nil {
+		return GCResult{}, err
+	}
+	cur, err := m.acquire()
+	if err != nil {
+		return GCResult{}, err
+	}
+	defer cur.release()
+	if cur.mf == nil {
+		return GCResult{Kept: 1, Oldest: cur.meta.Generation}, nil // format 1 keeps no history
+	}
+	p := m.opts.Keep
+	if policy != nil {
+		p = *policy
+	}
+	mf := &manifest{current: cur.mf.current, state: cur.mf.state, gens: p.apply(cur.mf.gens, time.Now())}
+	var res GCResult
+	for _, g := range cur.mf.gens {
+		if _, ok := mf.get(g.Generation); !ok {
+			res.Dropped = append(res.Dropped, g.Generation)
+		}
+	}
+	if len(res.Dropped) > 0 {
+		if err := m.writeManifestFile(mf); err != nil {
+			return GCResult{}, err
+		}
+	}
+	swept, err := m.sweep(mf)
+	res.Files, res.Bytes = swept.Files, swept.Bytes
+	res.Kept, res.Oldest = len(mf.gens), mf.gens[0].Generation
+	return res, err
+}
+
+// sweep removes every file of PATH.gens that no generation of mf reads:
+// files of collected generations, and what interrupted publishes left.
+// Only the holder of the writer lock calls it.
+func (m *Mirror) sweep(mf *manifest) (GCResult, error) {
+	dir := gensDir(m.path)
+	keep := map[string]bool{}
+	for _, g := range mf.gens {
+		for _, f := range g.files() {
+			keep[f] = true
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return GCResult{}, err
+	}
+	var res GCResult
+	var errs []error
+	for _, e := range ents {
+		name := e.Name()
+		ours := strings.HasPrefix(name, "g") && (strings.Contains(name, ".tmp-") ||
+			strings.HasSuffix(name, ".base") || strings.HasSuffix(name, ".delta"))
+		if keep[name] || !ours || e.IsDir() {
+			continue
+		}
+		fi, err := e.Info()
+		if err == nil {
+			err = os.Remove(filepath.Join(dir, name))
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		res.Files++
+		if fi != nil {
+			res.Bytes += fi.Size()
+		}
+	}
+	if res.Files > 0 {
+		_ = syncDir(dir)
+	}
+	return res, errors.Join(errs...)
+}
+
+// Generations describes every generation the mirror keeps, oldest first
+// (the current one last). A format-1 mirror has one.
+func (m *Mirror) Generations(ctx context.Context) ([]Meta, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s, err := m.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer s.release()
+	if s.mf == nil {
+		return []Meta{s.metaWithSidecar(m.path)}, nil
+	}
+	out := make([]Meta, 0, len(s.mf.gens))
+	for i := range s.mf.gens {
+		g := &s.mf.gens[i]
+		meta := g.meta(m.path)
+		if g.Generation == s.meta.Generation {
+			meta = s.metaWithSidecar(m.path)
+		}
+		out = append(out, meta)
+	}
+	return out, nil
+}
+
+// Resolve returns the number of the kept generation ref names: a
+// generation number, or a prefix of at least 4 hex digits of one
+// generation's digest. A collected generation is ErrGenerationGone
+// (naming the oldest kept), anything else unknown ErrNoGeneration.
+func (m *Mirror) Resolve(ctx context.Context, ref string) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s, err := m.acquire()
+	if err != nil {
+		return 0, err
+	}
+	defer s.release()
+	return s.resolve(m.path, ref)
+}
+
+func (s *snap) resolve(path, ref string) (uint64, error) {
+	if s.mf != nil {
+		return s.mf.resolve(path, ref)
+	}
+	// A format-1 mirror: its one generation, by number or digest.
+	ref = strings.ToLower(strings.TrimSpace(ref))
+	if ref == fmt.Sprint(s.meta.Generation) || (len(ref) >= 4 && strings.HasPrefix(s.meta.Digest, ref)) {
+		return s.meta.Generation, nil
+	}
+	return 0, fmt.Errorf("%w: %s is a format-1 mirror, which keeps only generation %d; the first sync upgrades it and keeps history from then on", ErrNoGeneration, path, s.meta.Generation)
+}
+
+// SnapshotAt pins the kept generation ref names (see Resolve): every
+// read through it sees that generation, whatever is published or
+// collected meanwhile. Close it when done.
+func (m *Mirror) SnapshotAt(ctx context.Context, ref string) (*Snapshot, error) {
+	s, err := m.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer s.release()
+	g, err := s.resolve(m.path, ref)
+	if err != nil {
+		return nil, err
+	}
+	if g == s.meta.Generation {
+		s.refs.Add(1)
+		return &Snapshot{s: s, path: m.path}, nil
+	}
+	at, err := openGen(m.path, s.mf, g, m.opts)
+	if errors.Is(err, os.ErrNotExist) {
+		// Collected between our manifest read and the open.
+		return nil, fmt.Errorf("%w: generation %d of %s was collected meanwhile: %v", ErrGenerationGone, g, m.path, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	at.fi = s.fi
+	return &Snapshot{s: at, path: m.path}, nil
+}
+
+// Generation returns the pinned generation's number.
+func (sn *Snapshot) Generation() uint64 { return sn.s.meta.Generation }
+
+// Current reports whether the pinned generation was the mirror's
+// current one when it was opened from the manifest.
+func (sn *Snapshot) Current() bool {
+	return sn.s.mf == nil || sn.s.mf.current == sn.s.meta.Generation
+}

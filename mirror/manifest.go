@@ -1,0 +1,279 @@
+package mirror
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
+	"github.com/noether-mirror/mirror/mirror/internal/lthash"
+)
+
+// A format-2 mirror is a manifest at PATH and immutable data files in the
+// directory PATH.gens: bases (complete snapshots, the format-1 layout) and
+// deltas (what one publish changed). The manifest lists every kept
+// generation with the files that make it up; publishing is writing a new
+// manifest and renaming it over PATH. See FORMAT.md.
+
+// Manifest buckets and meta keys.
+var (
+	bucketGens = []byte("gens")
+
+	metaManifest = "manifest"
+	metaCurrent  = "current"
+	metaLTHash   = "lthash"
+)
+
+// Changes counts what a generation changed against the one before it.
+// Added, Removed and Changed count stages by id (a stage whose bytes
+// changed only in its lifecycle counts in Lifecycle, not Changed);
+// QuarantineIn and QuarantineOut count quarantine entries that appeared
+// and went. It is a plain value.
+type Changes struct {
+	Added         int `json:"added"`
+	Removed       int `json:"removed"`
+	Changed       int `json:"changed"`
+	Lifecycle     int `json:"lifecycle"`
+	QuarantineIn  int `json:"quarantine_in"`
+	QuarantineOut int `json:"quarantine_out"`
+}
+
+// Zero reports whether nothing changed.
+func (c Changes) Zero() bool { return c == Changes{} }
+
+// genRecord is one kept generation as the manifest lists it.
+type genRecord struct {
+	Generation     uint64         `json:"generation"`
+	Digest         string         `json:"digest"`
+	Published      time.Time      `json:"published"`
+	LastSync       time.Time      `json:"last_sync,omitzero"`
+	Upstream       string         `json:"upstream,omitempty"`
+	UpstreamTotals map[string]int `json:"upstream_totals,omitempty"`
+	Counts         map[string]int `json:"counts"`
+	ByEffect       map[string]int `json:"by_effect"`
+	Total          int            `json:"total"`
+	Quarantined    int            `json:"quarantined"`
+	// Base and Deltas are file names in PATH.gens: the generation is the
+	// base with the deltas applied in order.
+	Base   string   `json:"base"`
+	Deltas []string `json:"deltas,omitempty"`
+	// Overlay is the number of keys the deltas touch together (what a
+	// reader holds in memory for this generation).
+	Overlay int     `json:"overlay"`
+	Changes Changes `json:"changes"`
+	// Bytes is the size of the files this generation added (its delta, or
+	// its base when it was compacted).
+	Bytes int64 `json:"bytes"`
+}
+
+// files returns every data file the generation reads.
+func (g *genRecord) files() []string { return append([]string{g.Base}, g.Deltas...) }
+
+// manifest is the content of PATH: the kept generations, oldest first,
+// the current one's number and the LtHash state of its content (from
+// which the next generation's digest is computed in O(change)).
+type manifest struct {
+	current uint64
+	state   lthash.State
+	gens    []genRecord
+}
+
+// get returns the record of generation g.
+func (mf *manifest) get(g uint64) (*genRecord, bool) {
+	i, ok := slices.BinarySearchFunc(mf.gens, g, func(r genRecord, g uint64) int {
+		switch {
+		case r.Generation < g:
+			return -1
+		case r.Generation > g:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return nil, false
+	}
+	return &mf.gens[i], true
+}
+
+// gensDir is the directory of a mirror's data files.
+func gensDir(path string) string { return path + ".gens" }
+
+func baseName(g uint64) string  { return fmt.Sprintf("g%020d.base", g) }
+func deltaName(g uint64) string { return fmt.Sprintf("g%020d.delta", g) }
+
+// isManifest reports whether the meta bucket of the file tx reads marks
+// it as a manifest (format 2) rather than a snapshot.
+func isManifest(tx *bolt.Tx) bool {
+	b := tx.Bucket(bucketMeta)
+	return b != nil && b.Get([]byte(metaManifest)) != nil
+}
+
+// readManifest reads the manifest tx holds.
+func readManifest(tx *bolt.Tx, path string) (*manifest, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: the generation manifest is damaged (%s): move PATH aside and run `mirror sync` to rebuild the mirror", ErrCorrupt, path, fmt.Sprintf(format, args...))
+	}
+	b := tx.Bucket(bucketMeta)
+	if string(b.Get([]byte(metaMagic))) != magic {
+		return nil, bad("no noether-mirror marker")
+	}
+	fv := b.Get([]byte(metaFormatVersion))
+	if len(fv) != 4 {
+		return nil, bad("no format version")
+	}
+	if v := binary.BigEndian.Uint32(fv); v > FormatVersion {
+		return nil, fmt.Errorf("%w: %s was written by a newer noether-mirror (format %d > %d): upgrade", ErrFormatVersion, path, v, FormatVersion)
+	}
+	mf := &manifest{}
+	var ok bool
+	if mf.current, ok = u64(b.Get([]byte(metaCurrent))); !ok {
+		return nil, bad("no current generation")
+	}
+	if !mf.state.Unmarshal(b.Get([]byte(metaLTHash))) {
+		return nil, bad("no content hash")
+	}
+	gb := tx.Bucket(bucketGens)
+	if gb == nil {
+		return nil, bad("no generations")
+	}
+	err := gb.ForEach(func(k, v []byte) error {
+		var g genRecord
+		n, ok := u64(k)
+		if !ok || json.Unmarshal(v, &g) != nil || g.Generation != n || g.Base == "" {
+			return bad("generation entry %x", k)
+		}
+		for _, f := range g.files() {
+			if f != filepath.Base(f) || f == "." || f == ".." {
+				return bad("generation %d names file %q outside its directory", n, f)
+			}
+		}
+		if g.Counts == nil {
+			g.Counts = map[string]int{}
+		}
+		if g.ByEffect == nil {
+			g.ByEffect = map[string]int{}
+		}
+		mf.gens = append(mf.gens, g)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := mf.get(mf.current); !ok {
+		return nil, bad("the current generation %d is not listed", mf.current)
+	}
+	return mf, nil
+}
+
+// writeManifest writes mf to a temporary file next to path, fsyncs and
+// checks it, and returns its name; the caller renames it over path.
+func writeManifest(path string, mf *manifest, opts Options) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("writing the generation manifest next to %s: %w", path, err)
+	}
+	tmp := f.Name()
+	f.Close()
+	err = loadManifest(tmp, mf, opts)
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", noSpace(fmt.Errorf("writing the generation manifest %s: %w", tmp, err), tmp, 0)
+	}
+	return tmp, nil
+}
+
+func loadManifest(name string, mf *manifest, opts Options) (err error) {
+	l, err := newFileLoader(name, opts, bucketGens, bucketMeta)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := l.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	for _, g := range mf.gens {
+		j, err := json.Marshal(g)
+		if err != nil {
+			return err
+		}
+		if err := l.Put(bucketGens, beUint64(g.Generation), j); err != nil {
+			return err
+		}
+	}
+	fv := make([]byte, 4)
+	binary.BigEndian.PutUint32(fv, FormatVersion)
+	for _, e := range []metaEntry{ // in key order
+		{metaCurrent, beUint64(mf.current)},
+		{metaFormatVersion, fv},
+		{metaLTHash, mf.state.Marshal()},
+		{metaMagic, []byte(magic)},
+		{metaManifest, []byte("1")},
+	} {
+		if err := l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
+			return err
+		}
+	}
+	if err := l.Finish(); err != nil {
+		return err
+	}
+	return checkSmallFile(name, opts, func(tx *bolt.Tx) error {
+		got, err := readManifest(tx, name)
+		if err != nil {
+			return err
+		}
+		if got.current != mf.current || len(got.gens) != len(mf.gens) || !got.state.Equal(&mf.state) {
+			return errors.New("the manifest reads back different")
+		}
+		return nil
+	})
+}
+
+// newFileLoader starts a small bbolt file (a manifest or a delta) with
+// the given buckets, through the page writer or bbolt's transactions as
+// opts says.
+func newFileLoader(name string, opts Options, buckets ...[]byte) (boltfile.Loader, error) {
+	if opts.BoltTransactions {
+		return boltfile.NewTxLoader(name, pageSize, buckets)
+	}
+	return boltfile.NewPageLoader(name, pageSize, buckets)
+}
+
+// checkSmallFile fully checks a manifest or delta just written, before
+// anything can point at it: it opens as a reader opens it (root pages
+// first), every page is read under the fault guard by check and by a
+// walk of every bucket, and bbolt's consistency walk runs last.
+func checkSmallFile(name string, opts Options, check func(tx *bolt.Tx) error) error {
+	db, _, err := openBoltFile(name, opts)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	err = guarded(name, func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			if err := check(tx); err != nil {
+				return err
+			}
+			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+				return b.ForEach(func(_, _ []byte) error { return nil })
+			})
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %s just written: %v", ErrCorrupt, name, err)
+	}
+	if err := db.View(boltfile.CheckTrees); err != nil {
+		return fmt.Errorf("%w: %s just written: %v", ErrCorrupt, name, err)
+	}
+	return nil
+}

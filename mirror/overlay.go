@@ -1,0 +1,264 @@
+package mirror
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// Delta file buckets (besides stages, quarantine and meta, as in a
+// snapshot). removed and qremoved list the stage ids and quarantine keys
+// the delta takes away; base_kind says, for every stage id the delta
+// touches, whether the generation's base holds it and in which lifecycle
+// (two bytes: 1 or 0, then the kind), so that readers can page through
+// base and deltas together without looking each one up.
+var (
+	bucketRemoved  = []byte("removed")
+	bucketQRemoved = []byte("qremoved")
+	bucketBaseKind = []byte("base_kind")
+
+	metaDelta = "delta"
+)
+
+// deltaBuckets are a delta file's buckets.
+func deltaBuckets() [][]byte {
+	return [][]byte{bucketStages, bucketRemoved, bucketBaseKind, bucketQuarantine, bucketQRemoved, bucketMeta}
+}
+
+// classes is the number of position classes: every stage (0), then one
+// per lifecycle kind, indexed by store.LifecycleKind.
+const classes = 5
+
+// layer is one open delta file. Its records are read through the file's
+// own transactions; it is closed with the overlay.
+type layer struct {
+	path string
+	db   *bolt.DB
+}
+
+// value returns a copy of the value under key in bucket, or nil.
+func (l *layer) value(bucket, key []byte) (out []byte, err error) {
+	err = guarded(l.path, func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucket)
+			if b == nil {
+				return corruptf(l.path, "bucket %q is missing", bucket)
+			}
+			out = bytes.Clone(b.Get(key))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// record returns the stage record the layer holds under id.
+func (l *layer) record(id []byte) (Record, error) {
+	v, err := l.value(bucketStages, id)
+	if err != nil {
+		return Record{}, err
+	}
+	if v == nil {
+		return Record{}, corruptf(l.path, "stage %s is missing", id)
+	}
+	rec, err := decodeRecord(id, v)
+	if err != nil {
+		return Record{}, fmt.Errorf("%w: %s: stage %s: %v: run `mirror verify`, then `mirror sync` to repair", ErrCorrupt, l.path, id, err)
+	}
+	return rec, nil
+}
+
+// ovEntry is what a generation's deltas say about one stage id: the
+// layer holding its latest record (nil: removed), the fields the indexes
+// need, and where the base had it.
+type ovEntry struct {
+	src      *layer
+	kind     store.LifecycleKind
+	hasName  bool
+	name     string
+	sig      store.SignatureID
+	inBase   bool
+	baseKind store.LifecycleKind
+}
+
+// overlay is the fold of a generation's deltas, oldest first: for every
+// key they touch, the latest word. It is built when the generation is
+// opened and never changes; safe for concurrent reads.
+type overlay struct {
+	layers []*layer
+	stages map[string]*ovEntry
+	quar   map[string]*layer // nil: removed
+	qkeys  []string          // every quarantine key touched, sorted
+	// hidden[c] are the base's stages of class c that the deltas touch
+	// (replaced or removed); live[c] the deltas' live stages of class c;
+	// both sorted by id. Class 0 is every stage, class k lifecycle kind k.
+	hidden [classes][]string
+	live   [classes][]string
+	byName map[string][]string // live ids by name, sorted
+	bySig  map[string][]string // live ids by signature id, sorted
+}
+
+// openOverlay opens the delta files names (in dir, oldest first) and
+// folds them. Nothing is open when it fails.
+func openOverlay(dir string, names []string, opts Options) (ov *overlay, err error) {
+	ov = &overlay{stages: map[string]*ovEntry{}, quar: map[string]*layer{}}
+	defer func() {
+		if err != nil {
+			ov.close()
+		}
+	}()
+	for _, n := range names {
+		path := filepath.Join(dir, n)
+		db, _, err := openBoltFile(path, opts)
+		if err != nil {
+			return nil, err
+		}
+		l := &layer{path: path, db: db}
+		ov.layers = append(ov.layers, l)
+		err = guarded(path, func() error {
+			return db.View(func(tx *bolt.Tx) error { return ov.fold(tx, l) })
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	ov.index()
+	return ov, nil
+}
+
+// close closes every layer; a nil overlay is fine.
+func (ov *overlay) close() {
+	if ov == nil {
+		return
+	}
+	for _, l := range ov.layers {
+		_ = l.db.Close()
+	}
+}
+
+// size is the number of keys the overlay touches.
+func (ov *overlay) size() int {
+	if ov == nil {
+		return 0
+	}
+	return len(ov.stages) + len(ov.quar)
+}
+
+// fold applies one delta file to the overlay.
+func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
+	bk := map[string]*bolt.Bucket{}
+	for _, name := range deltaBuckets() {
+		b := tx.Bucket(name)
+		if b == nil {
+			return corruptf(l.path, "bucket %q is missing", name)
+		}
+		bk[string(name)] = b
+	}
+	meta := bk[string(bucketMeta)]
+	if string(meta.Get([]byte(metaMagic))) != magic || meta.Get([]byte(metaDelta)) == nil {
+		return corruptf(l.path, "not a noether-mirror delta")
+	}
+	entry := func(k []byte) *ovEntry {
+		e, ok := ov.stages[string(k)]
+		if !ok {
+			e = &ovEntry{}
+			ov.stages[string(k)] = e
+		}
+		return e
+	}
+	err := bk[string(bucketBaseKind)].ForEach(func(k, v []byte) error {
+		if len(v) != 2 || v[0] > 1 || v[1] >= classes {
+			return corruptf(l.path, "base_kind entry of %s is damaged", k)
+		}
+		e := entry(k)
+		e.inBase, e.baseKind = v[0] == 1, store.LifecycleKind(v[1])
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = bk[string(bucketRemoved)].ForEach(func(k, _ []byte) error {
+		if _, ok := ov.stages[string(k)]; !ok {
+			return corruptf(l.path, "removed stage %s has no base_kind entry", k)
+		}
+		ov.stages[string(k)].src = nil
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = bk[string(bucketStages)].ForEach(func(k, v []byte) error {
+		e, ok := ov.stages[string(k)]
+		if !ok {
+			return corruptf(l.path, "stage %s has no base_kind entry", k)
+		}
+		rec, err := decodeBorrowed(k, v)
+		if err != nil {
+			return fmt.Errorf("%w: %s: stage %s: %v: run `mirror verify`, then `mirror sync` to repair", ErrCorrupt, l.path, k, err)
+		}
+		e.src, e.kind, e.hasName = l, rec.Lifecycle.Kind, rec.HasName
+		e.name, e.sig = strings.Clone(rec.Name), store.SignatureID(strings.Clone(string(rec.SignatureID)))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := bk[string(bucketQuarantine)].ForEach(func(k, _ []byte) error { ov.quar[string(k)] = l; return nil }); err != nil {
+		return err
+	}
+	return bk[string(bucketQRemoved)].ForEach(func(k, _ []byte) error { ov.quar[string(k)] = nil; return nil })
+}
+
+// index builds the sorted lists reads merge with the base.
+func (ov *overlay) index() {
+	ids := make([]string, 0, len(ov.stages))
+	for id := range ov.stages {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	ov.byName, ov.bySig = map[string][]string{}, map[string][]string{}
+	for _, id := range ids {
+		e := ov.stages[id]
+		if e.inBase {
+			ov.hidden[0] = append(ov.hidden[0], id)
+			if e.baseKind != store.LifecycleUnknown {
+				ov.hidden[e.baseKind] = append(ov.hidden[e.baseKind], id)
+			}
+		}
+		if e.src == nil {
+			continue
+		}
+		ov.live[0] = append(ov.live[0], id)
+		if e.kind != store.LifecycleUnknown {
+			ov.live[e.kind] = append(ov.live[e.kind], id)
+		}
+		if e.hasName {
+			ov.byName[e.name] = append(ov.byName[e.name], id)
+		}
+		if e.sig != "" {
+			ov.bySig[string(e.sig)] = append(ov.bySig[string(e.sig)], id)
+		}
+	}
+	ov.qkeys = make([]string, 0, len(ov.quar))
+	for k := range ov.quar {
+		ov.qkeys = append(ov.qkeys, k)
+	}
+	slices.Sort(ov.qkeys)
+}
+
+// touched returns the overlay's entry for a stage id, if any.
+func (ov *overlay) touched(id []byte) (*ovEntry, bool) {
+	e, ok := ov.stages[string(id)]
+	return e, ok
+}
+
+// countBelow returns how many of the sorted ids sort below id.
+func countBelow(ids []string, id []byte) int {
+	n, _ := slices.BinarySearchFunc(ids, id, func(a string, b []byte) int { return strings.Compare(a, string(b)) })
+	return n
+}
