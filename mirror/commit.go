@@ -20,12 +20,15 @@ const (
 
 // maxOverlay is how many keys a generation's deltas may touch together
 // before a publish compacts them into a new base, for a mirror of total
-// stages.
+// stages: Options.MaxOverlay when set; otherwise 4096 or 1/64 of the
+// stages, whichever is more, but never more than half the stages (a
+// delta that large costs about as much to write as a base, and reads are
+// faster from a base alone).
 func (o Options) maxOverlay(total int) int {
 	if o.MaxOverlay > 0 {
 		return o.MaxOverlay
 	}
-	return max(defaultMaxOverlay, total/64)
+	return min(max(defaultMaxOverlay, total/64), total/2)
 }
 
 func (o Options) maxLayers() int {
@@ -37,9 +40,8 @@ func (o Options) maxLayers() int {
 
 // Publish makes what the writer staged the mirror's next generation. It
 // writes only what changed: a delta file holding the changed stages (or,
-// when the deltas over the current base would touch more than
-// Options.MaxOverlay keys, or more than half as many as the generation
-// has stages, a new compacted base), then a new manifest
+// when the deltas over the current base would touch more keys than
+// Options.MaxOverlay allows, a new compacted base), then a new manifest
 // listing the generation, fsynced and renamed over PATH: the one step
 // that changes what readers see. Generations the keep policy no longer
 // keeps are dropped from the manifest and their files removed.
@@ -61,7 +63,7 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		return PublishResult{}, fmt.Errorf("mirror: %s changed to format 1 while the writer ran; run it again", m.path)
 	}
 	meta := nextMeta(prev, info)
-	limit := max(min(m.opts.maxOverlay(cur.meta.Total), cur.meta.Total/2)-cur.ov.size(), 0)
+	limit := max(m.opts.maxOverlay(cur.meta.Total)-cur.ov.size(), 0)
 	cs, err := w.collectChanges(ctx, cur, limit)
 	var rec genRecord
 	var state lthash.State

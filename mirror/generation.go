@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,13 +20,13 @@ func openGen(path string, mf *manifest, g uint64, opts Options) (*snap, error) {
 	dir := gensDir(path)
 	s, err := openFile(filepath.Join(dir, rec.Base), opts)
 	if err != nil {
-		return nil, fmt.Errorf("generation %d: %w", g, err)
+		return nil, genError(g, err)
 	}
 	size := s.base.SizeBytes
 	if len(rec.Deltas) > 0 {
 		if s.ov, err = openOverlay(dir, rec.Deltas, opts); err != nil {
 			s.release()
-			return nil, fmt.Errorf("generation %d: %w", g, err)
+			return nil, genError(g, err)
 		}
 		for _, l := range s.ov.layers {
 			if fi, err := os.Stat(l.path); err == nil {
@@ -37,6 +38,18 @@ func openGen(path string, mf *manifest, g uint64, opts Options) (*snap, error) {
 	s.meta = rec.meta(path)
 	s.meta.SizeBytes = size
 	return s, nil
+}
+
+// errDataFileGone marks a data file that a manifest names but that is
+// not there: collected meanwhile (see openSnap), or lost.
+var errDataFileGone = errors.New("a data file of the generation is missing")
+
+// genError names generation g in an error opening its files.
+func genError(g uint64, err error) error {
+	if errors.Is(err, ErrNoMirror) {
+		return fmt.Errorf("%w: generation %d: %w: %v: run `mirror verify`, or `mirror sync` to rebuild", ErrCorrupt, g, errDataFileGone, err)
+	}
+	return fmt.Errorf("generation %d: %w", g, err)
 }
 
 // meta is the Meta of the generation g records, for the mirror at path.

@@ -239,7 +239,7 @@ func (m *Mirror) SnapshotAt(ctx context.Context, ref string) (*Snapshot, error) 
 		return &Snapshot{s: s, path: m.path}, nil
 	}
 	at, err := openGen(m.path, s.mf, g, m.opts)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, errDataFileGone) {
 		// Collected between our manifest read and the open.
 		return nil, fmt.Errorf("%w: generation %d of %s was collected meanwhile: %v", ErrGenerationGone, g, m.path, err)
 	}

@@ -63,7 +63,8 @@ type Options struct {
 	// over a generation's base may touch together (readers hold that
 	// much in memory, a few hundred bytes a key): a publish that would
 	// pass it compacts the generation into a new base instead. 0 means
-	// 4096, or 1/64 of the stages when that is more.
+	// 4096, or 1/64 of the stages when that is more, and at most half
+	// the stages.
 	MaxOverlay int
 	// MaxLayers bounds the number of deltas over a base: a publish that
 	// would pass it writes one delta that merges the chain. 0 means 16.
@@ -398,6 +399,18 @@ func guarded(path string, fn func() error) (err error) {
 // format-2 mirror (its manifest, base and deltas), or a format-1
 // snapshot file as it is.
 func openSnap(path string, opts Options) (*snap, error) {
+	// A writer may collect the files of the generation a manifest named
+	// between our read of the manifest and our open of them; by then a
+	// newer manifest is at PATH, so read it again.
+	for attempt := 1; ; attempt++ {
+		s, err := openSnapOnce(path, opts)
+		if err == nil || attempt == 3 || !errors.Is(err, errDataFileGone) {
+			return s, err
+		}
+	}
+}
+
+func openSnapOnce(path string, opts Options) (*snap, error) {
 	db, fi, err := openBoltFile(path, opts)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -60,4 +61,27 @@ func TestDifferential(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestDifferentialLayered runs the differential test on mirrors that keep
+// their edits as deltas: a long chain, and chains merged every few
+// publishes, so that every StageStore read goes through the overlay.
+func TestDifferentialLayered(t *testing.T) {
+	ops := 200
+	if testing.Short() {
+		ops = 60
+	}
+	for _, opts := range []Options{{MaxOverlay: 1 << 20, MaxLayers: 1 << 10}, {MaxOverlay: 1 << 20, MaxLayers: 4}} {
+		t.Run(fmt.Sprintf("layers=%d", opts.MaxLayers), func(t *testing.T) {
+			for _, seed := range []int64{1, 2, 3} {
+				t.Run("", func(t *testing.T) {
+					t.Parallel()
+					storetest.Differential(t, func(t *testing.T) store.StageStore {
+						m := layeredMirror(t, opts)
+						return m
+					}, seed, ops)
+				})
+			}
+		})
+	}
 }

@@ -1,0 +1,204 @@
+package mirror
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/noether-mirror/mirror/store"
+	"github.com/noether-mirror/mirror/store/storetest"
+)
+
+// layeredMirror is a mirror whose admission gate lets every stage in (the
+// generator's stages have random ids) and whose options keep deltas
+// around: opts decides how many and how they merge.
+func layeredMirror(t *testing.T, opts Options) *Mirror {
+	t.Helper()
+	m := newTemp(t, opts)
+	m.rule = func(*store.Stage, store.Report, *store.TrustPolicy) error { return nil }
+	return m
+}
+
+// compactedCopy makes a mirror whose one base holds exactly the stages
+// and quarantine of src's current generation: the reference its layered
+// reads must match.
+func compactedCopy(t *testing.T, src *Mirror) *Mirror {
+	t.Helper()
+	dst := layeredMirror(t, Options{MaxOverlay: 1})
+	w, err := dst.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []Entry
+	for r, err := range src.Records(t.Context(), store.LifecycleUnknown) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, w.Admit(r.Raw))
+	}
+	if err := w.PutBatch(batch, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Publish(t.Context(), PublishInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if l := dst.Meta().Layers; l != 0 {
+		t.Fatalf("the reference has %d layers", l)
+	}
+	return dst
+}
+
+// TestLayeredReadsMatchCompacted applies random local edits to mirrors
+// that keep their changes as deltas (long chains, chains merged often,
+// and the default policy) and checks, every few edits, that every read
+// of the layered generation equals the same read of a compacted copy:
+// positional pages of every lifecycle at every offset, scans, records,
+// name and signature look-ups, stats, and the content digest (the
+// incremental LtHash against one computed from scratch).
+func TestLayeredReadsMatchCompacted(t *testing.T) {
+	configs := []struct {
+		name string
+		opts Options
+	}{
+		{"long-chain", Options{MaxOverlay: 1 << 20, MaxLayers: 64}},
+		{"merged-chains", Options{MaxOverlay: 1 << 20, MaxLayers: 3}},
+		{"compacting", Options{MaxOverlay: 24}},
+	}
+	ops := 120
+	if testing.Short() {
+		ops = 40
+	}
+	for _, c := range configs {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			m := layeredMirror(t, c.opts)
+			g := storetest.NewGen(7)
+			r := rand.New(rand.NewPCG(7, 11))
+			var ids []store.StageID
+			for range 40 {
+				ids = append(ids, g.ID())
+			}
+			sigs := []store.SignatureID{g.SigID(), g.SigID(), g.SigID()}
+			names := []string{"alpha", "beta", "gamma"}
+			lifecycles := []store.Lifecycle{store.Draft, store.Active, store.Active, store.Tombstone}
+			stage := func() *store.Stage {
+				opts := []storetest.Option{storetest.WithID(ids[r.IntN(len(ids))]), storetest.WithSig(sigs[r.IntN(len(sigs))]),
+					storetest.WithLifecycle(lifecycles[r.IntN(len(lifecycles))])}
+				if r.IntN(5) > 0 {
+					opts = append(opts, storetest.WithName(names[r.IntN(len(names))]))
+				}
+				return g.Stage(opts...)
+			}
+			// A base to start from, then edits that become deltas.
+			w, err := m.BeginSync(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var base []Entry
+			for range 25 {
+				base = append(base, w.AdmitStage(stage()))
+			}
+			if err := w.PutBatch(base, nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Publish(t.Context(), PublishInfo{}); err != nil {
+				t.Fatal(err)
+			}
+			maxLayers := 0
+			for i := 1; i <= ops; i++ {
+				ctx := t.Context()
+				switch r.IntN(4) {
+				case 0:
+					_, _ = m.Put(ctx, stage())
+				case 1:
+					_, _ = m.Upsert(ctx, stage())
+				case 2:
+					_ = m.Remove(ctx, ids[r.IntN(len(ids))])
+				case 3:
+					_ = m.UpdateLifecycle(ctx, ids[r.IntN(len(ids))], lifecycles[r.IntN(len(lifecycles))])
+				}
+				maxLayers = max(maxLayers, m.Meta().Layers)
+				if i%10 == 0 || i == ops {
+					sameReads(t, fmt.Sprintf("after %d edits", i), m, compactedCopy(t, m), names, sigs)
+				}
+			}
+			if maxLayers < 2 {
+				t.Errorf("the edits never made more than %d layers: the test did not test layers", maxLayers)
+			}
+		})
+	}
+}
+
+// sameReads compares every read of got with the same read of want.
+func sameReads(t *testing.T, when string, got, want *Mirror, names []string, sigs []store.SignatureID) {
+	t.Helper()
+	ctx := t.Context()
+	gm, wm := got.Meta(), want.Meta()
+	if gm.Digest != wm.Digest || gm.Total != wm.Total || gm.Quarantined != wm.Quarantined {
+		t.Fatalf("%s: generation %d (%d layers) has digest %.12s, %d stages; its content compacted: %.12s, %d",
+			when, gm.Generation, gm.Layers, gm.Digest, gm.Total, wm.Digest, wm.Total)
+	}
+	gs, _ := got.Stats(ctx)
+	ws, _ := want.Stats(ctx)
+	if fmt.Sprint(gs) != fmt.Sprint(ws) {
+		t.Errorf("%s: stats %v, want %v", when, gs, ws)
+	}
+	for _, kind := range append([]store.LifecycleKind{store.LifecycleUnknown}, store.AllLifecycleKinds()...) {
+		all := scanAll(t, want, kind)
+		if g := scanAll(t, got, kind); !slices.EqualFunc(g, all, bytes.Equal) {
+			t.Fatalf("%s: ScanRaw(%s) gives %d stages, want %d", when, kind.Name(), len(g), len(all))
+		}
+		var recs [][]byte
+		for r, err := range got.Records(ctx, kind) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, r.Raw)
+		}
+		if !slices.EqualFunc(recs, all, bytes.Equal) {
+			t.Fatalf("%s: Records(%s) differ from the compacted copy", when, kind.Name())
+		}
+		for offset := 0; offset <= len(all)+1; offset++ {
+			for _, limit := range []int{1, 3, 200} {
+				page, total, err := got.Page(ctx, kind, offset, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantPage := all[min(offset, len(all)):min(offset+limit, len(all))]
+				if total != len(all) || !slices.EqualFunc(page, wantPage, bytes.Equal) {
+					t.Fatalf("%s: Page(%s, %d, %d): %d stages of %d, want %d of %d",
+						when, kind.Name(), offset, limit, len(page), total, len(wantPage), len(all))
+				}
+			}
+		}
+	}
+	for _, name := range names {
+		g, _ := got.FindRawByName(ctx, name)
+		w, _ := want.FindRawByName(ctx, name)
+		if !slices.EqualFunc(g, w, bytes.Equal) {
+			t.Errorf("%s: FindRawByName(%s): %d stages, want %d", when, name, len(g), len(w))
+		}
+	}
+	for _, sig := range sigs {
+		g, gerr := got.GetRawBySignature(ctx, sig)
+		w, werr := want.GetRawBySignature(ctx, sig)
+		if !bytes.Equal(g, w) || (gerr == nil) != (werr == nil) {
+			t.Errorf("%s: GetRawBySignature(%.8s): %v, want %v", when, sig, gerr, werr)
+		}
+	}
+}
+
+func scanAll(t *testing.T, m *Mirror, kind store.LifecycleKind) [][]byte {
+	t.Helper()
+	var out [][]byte
+	err := m.ScanRaw(t.Context(), kind, func(_ store.StageID, raw []byte) error {
+		out = append(out, bytes.Clone(raw))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
