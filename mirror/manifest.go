@@ -239,14 +239,22 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 	})
 }
 
+// smallPageSize is the bbolt page size of manifests and deltas. Each
+// bucket has a root page of its own, so a delta of one stage is about
+// ten pages: 40 KiB at 4 KiB pages, 640 KiB at a base's 64 KiB. A record
+// (about 5.4 KB) takes a leaf and an overflow page, 1.5x its bytes, which
+// matters little in files that hold only what changed. Readers take the
+// page size from the file.
+const smallPageSize = 4 << 10
+
 // newFileLoader starts a small bbolt file (a manifest or a delta) with
 // the given buckets, through the page writer or bbolt's transactions as
 // opts says.
 func newFileLoader(name string, opts Options, buckets ...[]byte) (boltfile.Loader, error) {
 	if opts.BoltTransactions {
-		return boltfile.NewTxLoader(name, pageSize, buckets)
+		return boltfile.NewTxLoader(name, smallPageSize, buckets)
 	}
-	return boltfile.NewPageLoader(name, pageSize, buckets)
+	return boltfile.NewPageLoader(name, smallPageSize, buckets)
 }
 
 // checkSmallFile fully checks a manifest or delta just written, before
