@@ -91,16 +91,22 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		out := PublishResult{Path: m.path, Total: cur.meta.Total, Digest: cur.meta.Digest, Generation: cur.meta.Generation, Unchanged: true}
 		return out, w.finish(cur, sc)
 	}
+	sc := nextSidecar(prev, meta)
 	rec.Generation, rec.Upstream, rec.LastSync = meta.Generation, meta.Upstream, meta.LastSync
 	rec.UpstreamTotals, rec.Published = meta.UpstreamTotals, meta.Published
+	rec.PreviousUpstream, rec.UpstreamSince = sc.PreviousUpstream, sc.UpstreamSince
 	rec.Digest = digestHex(&state)
 	if err := m.commit(cur.mf, rec, state); err != nil {
 		return PublishResult{}, err
 	}
-	sc := nextSidecar(prev, meta)
-	sc.Generation = rec.Generation
 	out := PublishResult{Path: m.path, Total: rec.Total, Digest: rec.Digest, Generation: rec.Generation}
-	return out, w.finish(cur, sc)
+	// The manifest holds what the sidecar would say of the new
+	// generation: no sidecar to write. An older one no longer applies but
+	// for a refused sync it records, which a sync publishing ends.
+	if !info.SyncTime.IsZero() {
+		_ = os.Remove(sidecarPath(m.path))
+	}
+	return out, w.finish(cur, sidecar{})
 }
 
 // digestHex is a generation's digest: the hex SHA-256 of its content hash.

@@ -59,6 +59,7 @@ func (g *genRecord) meta(path string) Meta {
 		LastSync: g.LastSync, Published: g.Published, UpstreamTotals: g.UpstreamTotals,
 		Counts: g.Counts, ByEffect: g.ByEffect, Total: g.Total, Quarantined: g.Quarantined,
 		Digest: g.Digest, Path: path, Layers: len(g.Deltas), Overlay: g.Overlay, Changes: g.Changes,
+		PreviousUpstream: g.PreviousUpstream, UpstreamSince: g.UpstreamSince,
 	}
 }
 

@@ -56,10 +56,14 @@ type genRecord struct {
 	LastSync       time.Time      `json:"last_sync,omitzero"`
 	Upstream       string         `json:"upstream,omitempty"`
 	UpstreamTotals map[string]int `json:"upstream_totals,omitempty"`
-	Counts         map[string]int `json:"counts"`
-	ByEffect       map[string]int `json:"by_effect"`
-	Total          int            `json:"total"`
-	Quarantined    int            `json:"quarantined"`
+	// PreviousUpstream and UpstreamSince record the last change of
+	// upstream (see Meta).
+	PreviousUpstream string         `json:"previous_upstream,omitempty"`
+	UpstreamSince    time.Time      `json:"upstream_since,omitzero"`
+	Counts           map[string]int `json:"counts"`
+	ByEffect         map[string]int `json:"by_effect"`
+	Total            int            `json:"total"`
+	Quarantined      int            `json:"quarantined"`
 	// Base and Deltas are file names in PATH.gens: the generation is the
 	// base with the deltas applied in order.
 	Base   string   `json:"base"`
@@ -254,7 +258,9 @@ func newFileLoader(name string, opts Options, buckets ...[]byte) (boltfile.Loade
 	if opts.BoltTransactions {
 		return boltfile.NewTxLoader(name, smallPageSize, buckets)
 	}
-	return boltfile.NewPageLoader(name, smallPageSize, buckets)
+	// Read back at once by the check, and by readers soon: through the
+	// page cache, in small buffers.
+	return boltfile.NewPageLoaderWith(name, smallPageSize, buckets, boltfile.PageLoaderOptions{BufferBytes: 64 << 10})
 }
 
 // checkSmallFile fully checks a manifest or delta just written, before

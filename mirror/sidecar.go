@@ -61,10 +61,18 @@ func readSidecar(path string) (sidecar, bool) {
 }
 
 // withSidecar refines m with the sidecar when it speaks for m's
-// generation.
+// generation. A refused sync recorded against an older generation still
+// shows while no sync has succeeded since (a local edit published in
+// between).
 func withSidecar(m Meta, path string) Meta {
 	sc, ok := readSidecar(path)
-	if !ok || sc.Generation != m.Generation {
+	if !ok {
+		return m
+	}
+	if sc.Generation != m.Generation {
+		if sc.Generation < m.Generation && sc.Refused != nil && sc.Refused.At.After(m.LastSync) {
+			m.Refused = sc.Refused
+		}
 		return m
 	}
 	if sc.LastSync.After(m.LastSync) {
@@ -76,7 +84,10 @@ func withSidecar(m Meta, path string) Meta {
 	if sc.UpstreamTotals != nil {
 		m.UpstreamTotals = sc.UpstreamTotals
 	}
-	m.PreviousUpstream, m.UpstreamSince, m.Refused = sc.PreviousUpstream, sc.UpstreamSince, sc.Refused
+	if sc.PreviousUpstream != "" {
+		m.PreviousUpstream, m.UpstreamSince = sc.PreviousUpstream, sc.UpstreamSince
+	}
+	m.Refused = sc.Refused
 	return m
 }
 

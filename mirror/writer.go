@@ -11,6 +11,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
+
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -147,6 +149,9 @@ func (w *Writer) start() error {
 // createStaging makes a fresh staging file and its log index.
 func (w *Writer) createStaging() error {
 	m, next := w.m, w.m.nextPath()
+	if err := w.initStaging(); err != nil {
+		return noSpace(fmt.Errorf("creating the staging file %s: %w", next, err), next, w.baseSize())
+	}
 	if err := w.openStaging(); err != nil {
 		return noSpace(err, next, w.baseSize())
 	}
@@ -207,6 +212,38 @@ func (w *Writer) resume() bool {
 	return true
 }
 
+// initStaging writes an empty staging file with its buckets and mode.
+// bbolt would fsync a file it creates; an empty staging file need not
+// survive a crash, so the page writer lays it out without one (a local
+// edit is a few milliseconds, and an fsync is one of them).
+func (w *Writer) initStaging() (err error) {
+	l, err := boltfile.NewPageLoaderWith(w.m.nextPath(), pageSize, stagingBuckets(),
+		boltfile.PageLoaderOptions{BufferBytes: pageSize, NoSync: true})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := l.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	wb := []metaEntry{{string(wkMode), []byte(w.mode)}}
+	if w.mode == modeLocal {
+		wb = append(wb, metaEntry{string(wkRetain), []byte{}})
+	}
+	for _, e := range wb { // mode sorts before retain
+		if err := l.Put(bucketWriter, []byte(e.k), e.v); err != nil {
+			return err
+		}
+	}
+	return l.Finish()
+}
+
+// stagingBuckets are the buckets of a staging file.
+func stagingBuckets() [][]byte {
+	return [][]byte{bucketLog, bucketQuarantine, bucketRemoved, bucketQRemoved, bucketWriter}
+}
+
 // openStaging opens (creating if needed) PATH.next read-write and makes
 // sure it has the staging buckets.
 func (w *Writer) openStaging() error {
@@ -226,7 +263,7 @@ func (w *Writer) openStaging() error {
 		return fmt.Errorf("opening the staging file %s: %w", next, err)
 	}
 	err = update(db, func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketLog, bucketQuarantine, bucketRemoved, bucketQRemoved} {
+		for _, b := range stagingBuckets()[:4] {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -8,7 +8,7 @@ import "os"
 
 // openForLoad opens path for a PageLoader, truncated. Direct I/O is only
 // used on Linux.
-func openForLoad(path string) (f *os.File, direct bool, err error) {
+func openForLoad(path string, _ bool) (f *os.File, direct bool, err error) {
 	f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	return f, false, err
 }

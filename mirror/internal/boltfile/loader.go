@@ -120,13 +120,34 @@ func (lb *loadBuckets) accept(bucket, k, v []byte) (*loadBucket, error) {
 }
 
 // NewPageLoader starts a bbolt file at path (which must not hold anything
-// the caller wants kept) with the given buckets, all empty.
+// the caller wants kept) with the given buckets, all empty. It is the
+// loader of large files: 1 MB writes, O_DIRECT where the file system
+// takes it, an fsync at Finish.
 func NewPageLoader(path string, pageSize int, buckets [][]byte) (*PageLoader, error) {
+	return NewPageLoaderWith(path, pageSize, buckets, PageLoaderOptions{Direct: true, BufferBytes: writeBufBytes})
+}
+
+// PageLoaderOptions tune a PageLoader for the file it writes.
+type PageLoaderOptions struct {
+	// Direct writes with O_DIRECT where the file system takes it: for
+	// large files, which would otherwise push other data out of the page
+	// cache. A small file read back at once is better left cached.
+	Direct bool
+	// BufferBytes is the size of each of the two write buffers (rounded
+	// to whole pages, at least one).
+	BufferBytes int
+	// NoSync skips the fsync at Finish: for a file that need not survive
+	// a crash (a staging file starting out empty).
+	NoSync bool
+}
+
+// NewPageLoaderWith is NewPageLoader with options.
+func NewPageLoaderWith(path string, pageSize int, buckets [][]byte, o PageLoaderOptions) (*PageLoader, error) {
 	lb, err := newLoadBuckets(buckets)
 	if err != nil {
 		return nil, err
 	}
-	w, err := newPageWriter(path, pageSize)
+	w, err := newPageWriter(path, pageSize, o)
 	if err != nil {
 		return nil, err
 	}
@@ -308,6 +329,7 @@ type pageWriter struct {
 	werr   error    // the writer goroutine's first error
 	f      *os.File // owned by the writer goroutine until done
 	direct bool
+	noSync bool
 	closed bool
 }
 
@@ -320,14 +342,14 @@ type writeJob struct {
 // writeBufBytes is the size of each of the writer's two buffers.
 const writeBufBytes = 1 << 20
 
-func newPageWriter(path string, pageSize int) (*pageWriter, error) {
-	f, direct, err := openForLoad(path)
+func newPageWriter(path string, pageSize int, o PageLoaderOptions) (*pageWriter, error) {
+	f, direct, err := openForLoad(path, o.Direct)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	w := &pageWriter{
-		f: f, path: path, direct: direct,
-		size: max(writeBufBytes/pageSize, 1) * pageSize,
+		f: f, path: path, direct: direct, noSync: o.NoSync,
+		size: max(o.BufferBytes/pageSize, 1) * pageSize,
 		off:  2 * int64(pageSize), // after the meta pages
 		free: make(chan []byte, 2),
 		work: make(chan writeJob, 1),
@@ -433,6 +455,9 @@ func (w *pageWriter) sync() error {
 	w.stop()
 	if err := w.err(); err != nil {
 		return err
+	}
+	if w.noSync {
+		return nil
 	}
 	if err := w.f.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", w.path, err)

@@ -304,7 +304,7 @@ func TestLoaderCopies(t *testing.T) {
 // refuses to do directly (here a misaligned one) is done the ordinary way.
 func TestPageWriterDirectFallback(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "w.db")
-	w, err := newPageWriter(p, 4096)
+	w, err := newPageWriter(p, 4096, PageLoaderOptions{Direct: true, BufferBytes: writeBufBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
