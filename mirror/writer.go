@@ -305,6 +305,7 @@ func update(db *bolt.DB, fn func(tx *bolt.Tx) error) (err error) {
 // left. Only the lock holder calls it, so none is in use.
 func (m *Mirror) removeTemps() {
 	for _, pat := range []string{m.path + ".tmp-*", sidecarPath(m.path) + ".tmp-*",
+		filepath.Join(gensDir(m.path), "*.tmp-*"),
 		// A scratch file is unlinked as soon as it is made; one is left
 		// only if a writer died in between. (Another mirror's writer in
 		// the same directory may be in between right now: its file
