@@ -65,6 +65,8 @@ func TestLayeredReadsMatchCompacted(t *testing.T) {
 		{"long-chain", Options{MaxOverlay: 1 << 20, MaxLayers: 64}},
 		{"merged-chains", Options{MaxOverlay: 1 << 20, MaxLayers: 3}},
 		{"compacting", Options{MaxOverlay: 24}},
+		// Deltas, manifests and bases through bbolt's own transactions.
+		{"bbolt-transactions", Options{MaxOverlay: 48, MaxLayers: 5, BoltTransactions: true}},
 	}
 	ops := 120
 	if testing.Short() {
