@@ -1,22 +1,8 @@
 package mirror
 
-// File operations that differ by platform: preallocation for Scratch.
+// File operations that differ by platform: free space for NoSpaceError.
 
-import (
-	"errors"
-	"os"
-	"syscall"
-)
-
-// allocate gives f allocated blocks from size to newSize (fallocate),
-// falling back to writing zeros where the file system cannot.
-func allocate(f *os.File, size, newSize int64) error {
-	err := syscall.Fallocate(int(f.Fd()), 0, size, newSize-size)
-	if errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) {
-		return writeZeros(f, size, newSize)
-	}
-	return err
-}
+import "syscall"
 
 // freeBytes is the space an unprivileged writer may still use on dir's
 // file system, or -1 when it cannot be found.

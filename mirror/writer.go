@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
+	"github.com/noether-mirror/mirror/mirror/internal/scratch"
 
 	"github.com/noether-mirror/mirror/store"
 )
@@ -310,7 +311,7 @@ func (m *Mirror) removeTemps() {
 		// only if a writer died in between. (Another mirror's writer in
 		// the same directory may be in between right now: its file
 		// stays usable through its descriptor, only its own unlink fails.)
-		filepath.Join(m.dir(), scratchPattern)} {
+		filepath.Join(m.dir(), scratch.Pattern)} {
 		names, _ := filepath.Glob(pat)
 		for _, n := range names {
 			if err := os.Remove(n); err == nil {

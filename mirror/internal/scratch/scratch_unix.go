@@ -1,16 +1,16 @@
 //go:build unix && (amd64 || arm64 || riscv64 || ppc64le || s390x || loong64 || mips64 || mips64le || ppc64)
 
-package mirror
+package scratch
 
 import (
 	"os"
 	"syscall"
 )
 
-// scratchMmap reports whether Scratch maps files (64-bit Unix).
+// scratchMmap reports whether Array maps files (64-bit Unix).
 const scratchMmap = true
 
-// scratchReserve is the address space reserved per Scratch, the most it
+// scratchReserve is the address space reserved per Array, the most it
 // can hold. Reserving costs no memory.
 const scratchReserve = 1 << 34
 

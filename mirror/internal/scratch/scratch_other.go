@@ -1,6 +1,6 @@
 //go:build !(unix && (amd64 || arm64 || riscv64 || ppc64le || s390x || loong64 || mips64 || mips64le || ppc64))
 
-package mirror
+package scratch
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 )
 
 // scratchMmap is false where a 64 GiB reservation or mmap is not
-// available: Scratch keeps its elements on the Go heap.
+// available: Array keeps its elements on the Go heap.
 const scratchMmap = false
 
 const scratchReserve = 0
