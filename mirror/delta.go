@@ -80,15 +80,7 @@ func (s *snap) baseKindOf(id string) ([2]byte, error) {
 		}
 		return [2]byte{1, byte(e.baseKind)}, nil
 	}
-	v, ok, err := s.baseValue(bucketStages, id)
-	if err != nil || !ok {
-		return [2]byte{}, err
-	}
-	rec, err := decodeBorrowed([]byte(id), v)
-	if err != nil {
-		return [2]byte{}, s.corruptRecord([]byte(id), err)
-	}
-	return [2]byte{1, byte(rec.Lifecycle.Kind)}, nil
+	return s.baseKindFile(id)
 }
 
 // overlaySize is how many keys a generation made of cur's deltas and d

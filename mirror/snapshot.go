@@ -167,9 +167,6 @@ func (s *snap) contains(id store.StageID) (bool, error) {
 }
 
 func (s *snap) page(kind store.LifecycleKind, offset, limit int) ([][]byte, int, error) {
-	if s.ov != nil {
-		return s.ovPage(kind, offset, limit)
-	}
 	if offset < 0 || limit < 0 {
 		return nil, 0, fmt.Errorf("page offset %d and limit %d must not be negative", offset, limit)
 	}
@@ -178,6 +175,9 @@ func (s *snap) page(kind store.LifecycleKind, offset, limit int) ([][]byte, int,
 		return nil, total, nil
 	}
 	limit = min(limit, total-offset)
+	if s.ov != nil {
+		return s.ovPage(kind, offset, limit, total)
+	}
 	out := make([][]byte, 0, limit)
 	err := s.view(func(tx *bolt.Tx) error {
 		pb, sb := tx.Bucket(posBucket(kind)), tx.Bucket(bucketStages)

@@ -106,7 +106,8 @@ func (v *verifier) layer(l *layer) error {
 	return nil
 }
 
-// baseKindFile is baseKindOf asked of the base file alone.
+// baseKindFile is baseKindOf asked of the base file alone (the overlay
+// aside): what a delta's base_kind entry for id must say.
 func (s *snap) baseKindFile(id string) ([2]byte, error) {
 	val, ok, err := s.baseValue(bucketStages, id)
 	if err != nil || !ok {

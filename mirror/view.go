@@ -62,15 +62,8 @@ func class(kind store.LifecycleKind) int {
 // q-th stage in that order is q less the hidden ids below it plus the
 // live ids below it, which grows with q: a binary search over base
 // positions finds where offset falls, and a merge walks on from there.
-func (s *snap) ovPage(kind store.LifecycleKind, offset, limit int) ([][]byte, int, error) {
-	if offset < 0 || limit < 0 {
-		return nil, 0, fmt.Errorf("page offset %d and limit %d must not be negative", offset, limit)
-	}
-	total := s.meta.count(kind)
-	if offset >= total || limit == 0 {
-		return nil, total, nil
-	}
-	limit = min(limit, total-offset)
+// The caller has checked offset and limit against the total, as page does.
+func (s *snap) ovPage(kind store.LifecycleKind, offset, limit, total int) ([][]byte, int, error) {
 	c := class(kind)
 	hidden, live := s.ov.hidden[c], s.ov.live[c]
 	nb := s.base.count(kind)
