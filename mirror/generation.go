@@ -22,22 +22,27 @@ func openGen(path string, mf *manifest, g uint64, opts Options) (*snap, error) {
 	if err != nil {
 		return nil, genError(g, err)
 	}
-	size := s.base.SizeBytes
 	if len(rec.Deltas) > 0 {
 		if s.ov, err = openOverlay(dir, rec.Deltas, opts); err != nil {
 			s.release()
 			return nil, genError(g, err)
 		}
-		for _, l := range s.ov.layers {
-			if fi, err := os.Stat(l.path); err == nil {
-				size += fi.Size()
-			}
-		}
 	}
 	s.mf, s.gen = mf, rec
 	s.meta = rec.meta(path)
-	s.meta.SizeBytes = size
 	return s, nil
+}
+
+// size is the bytes of the files generation g reads, as they are in dir
+// now (a file missing is not counted).
+func (g *genRecord) size(dir string) int64 {
+	var n int64
+	for _, f := range g.files() {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 // errDataFileGone marks a data file that a manifest names but that is
@@ -52,9 +57,10 @@ func genError(g uint64, err error) error {
 	return fmt.Errorf("generation %d: %w", g, err)
 }
 
-// meta is the Meta of the generation g records, for the mirror at path.
+// meta is the Meta of the generation g records, for the mirror at path
+// (its size from the files there now).
 func (g *genRecord) meta(path string) Meta {
-	return Meta{
+	return Meta{SizeBytes: g.size(gensDir(path)),
 		FormatVersion: FormatVersion, Generation: g.Generation, Upstream: g.Upstream,
 		LastSync: g.LastSync, Published: g.Published, UpstreamTotals: g.UpstreamTotals,
 		Counts: g.Counts, ByEffect: g.ByEffect, Total: g.Total, Quarantined: g.Quarantined,
