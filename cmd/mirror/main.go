@@ -104,7 +104,7 @@ type command struct {
 
 func commands() []*command {
 	cmds := []*command{
-		cmdSync(), cmdStatus(), cmdGet(), cmdList(), cmdFind(), cmdResolve(),
+		cmdSync(), cmdStatus(), cmdLog(), cmdDiff(), cmdGet(), cmdList(), cmdFind(), cmdResolve(),
 		cmdStats(), cmdVerify(), cmdServe(), cmdExport(), cmdImport(), cmdVersion(),
 	}
 	return cmds

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/noether-mirror/mirror/store"
+	"github.com/noether-mirror/mirror/sync/registrytest"
+)
+
+// Tests of the history commands: log, diff, gc, --at and the keep policy.
+
+// history is a mirror with four generations: 0 (empty, made by the first
+// sync), 1 (the first sync), 2 (one stage removed, one changed, one
+// promoted from draft to active, one quarantined) and 3 (the quarantined
+// stage served valid again).
+type history struct {
+	db     string
+	fake   *registrytest.Server
+	stages []*store.Stage // as generation 1 has them
+	// The stages generation 2 changed.
+	removed, changed, promoted, quarantined *store.Stage
+}
+
+// newHistory builds a history; extra flags go to every sync.
+func newHistory(t *testing.T, extra ...string) history {
+	t.Helper()
+	h := history{db: filepath.Join(t.TempDir(), "m.db"), fake: mixedFake(t)}
+	h.stages = fakeStages(t, h.fake)
+	h.pick(t)
+	h.sync(t, exitOK, extra...)
+	h.fake.Remove(h.removed.ID)
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, h.changed.Raw, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	h.fake.AddRaw(indented.Bytes()) // the same stage, other bytes
+	if err := h.fake.SetLifecycle(h.promoted.ID, store.Active); err != nil {
+		t.Fatal(err)
+	}
+	h.fake.AddRaw(tamper(t, h.quarantined.Raw))
+	h.sync(t, exitPartial, extra...)
+	h.fake.AddRaw(h.quarantined.Raw)
+	h.sync(t, exitOK, extra...)
+	return h
+}
+
+// pick chooses the stages generation 2 changes: three Active stages, each
+// the only Active one of its signature, and a draft whose signature has
+// no Active stage (so that promoting it deprecates nothing).
+func (h *history) pick(t *testing.T) {
+	t.Helper()
+	active := map[store.SignatureID]int{}
+	for _, s := range h.stages {
+		if s.Lifecycle.Kind == store.LifecycleActive {
+			active[s.SignatureID]++
+		}
+	}
+	var lone []*store.Stage
+	for _, s := range h.stages {
+		switch {
+		case s.Lifecycle.Kind == store.LifecycleActive && active[s.SignatureID] == 1 && s.Name != "":
+			lone = append(lone, s)
+		case s.Lifecycle.Kind == store.LifecycleDraft && active[s.SignatureID] == 0 && h.promoted == nil:
+			h.promoted = s
+		}
+	}
+	if len(lone) < 3 || h.promoted == nil {
+		t.Fatalf("the fake has %d lone Active stages and draft %v; want 3 and one", len(lone), h.promoted)
+	}
+	h.removed, h.changed, h.quarantined = lone[0], lone[1], lone[2]
+}
+
+func (h *history) sync(t *testing.T, code int, extra ...string) {
+	t.Helper()
+	args := append([]string{"sync", "-q", "--db", h.db, "--registry", h.fake.URL()}, extra...)
+	if r := runIn(t, nil, args...); r.code != code {
+		t.Fatalf("mirror %v: want exit %d, got %s", args, code, r)
+	}
+}
+
+// TestLog: one row per kept generation, newest first, the current one
+// marked, each with what it changed; --json has every key.
+func TestLog(t *testing.T) {
+	t.Parallel()
+	h := newHistory(t)
+	r := runIn(t, nil, "log", "--json", "--db", h.db)
+	if r.code != exitOK {
+		t.Fatalf("log --json: %s", r)
+	}
+	gens := goldenArray(t, "log.json", r.stdout)
+	if len(gens) != 4 {
+		t.Fatalf("log --json: %d generations, want 4:\n%s", len(gens), r.stdout)
+	}
+	for i, g := range gens {
+		if num(t, g, "generation") != 3-i || g["current"] != (i == 0) || len(g["digest"].(string)) != 64 {
+			t.Errorf("log --json[%d]: generation %v, current %v, digest %v; want %d, %v, 64 hex digits", i, g["generation"], g["current"], g["digest"], 3-i, i == 0)
+		}
+	}
+	n := len(h.stages)
+	wantChanges := []map[string]int{
+		{"added": 1, "quarantine_out": 1},
+		{"removed": 2, "changed": 1, "lifecycle": 1, "quarantine_in": 1},
+		{"added": n},
+		{},
+	}
+	for i, want := range wantChanges {
+		for _, k := range []string{"added", "removed", "changed", "lifecycle", "quarantine_in", "quarantine_out"} {
+			if got := num(t, gens[i], "changes", k); got != want[k] {
+				t.Errorf("generation %d: changes.%s = %d, want %d", 3-i, k, got, want[k])
+			}
+		}
+	}
+	if num(t, gens[1], "total") != n-2 || num(t, gens[1], "quarantined") != 1 || num(t, gens[0], "total") != n-1 ||
+		gens[0]["upstream"] != h.fake.URL() || gens[3]["upstream"] != "" || gens[3]["last_sync"] != "" {
+		t.Errorf("log --json counts or upstreams:\n%s", r.stdout)
+	}
+	r = runIn(t, nil, "log", "--db", h.db)
+	lines := strings.Split(strings.TrimSuffix(collapse(r.stdout), "\n"), "\n")
+	if r.code != exitOK || len(lines) != 5 || !strings.HasPrefix(lines[0], "GENERATION DIGEST PUBLISHED UPSTREAM STAGES QUARANTINED LAYERS CHANGES") {
+		t.Fatalf("log: want a header and 4 rows, got %s", r)
+	}
+	for i, want := range []string{
+		fmt.Sprintf("3 (current) %s ", gens[0]["digest"].(string)[:12]),
+		fmt.Sprintf("2 %s ", gens[1]["digest"].(string)[:12]),
+		"1 ", "0 ",
+	} {
+		if !strings.HasPrefix(lines[i+1], want) {
+			t.Errorf("log row %d: want it to start %q, got %q", i+1, want, lines[i+1])
+		}
+	}
+	for i, want := range []string{
+		fmt.Sprintf(" %d 0 %d 1 added, 1 left quarantine", n-1, num(t, gens[0], "layers")),
+		" 2 removed, 1 changed, 1 lifecycle, 1 quarantined",
+		fmt.Sprintf(" %d added", n),
+		" - 0 0 0 none",
+	} {
+		if !strings.HasSuffix(lines[i+1], want) {
+			t.Errorf("log row %d: want it to end %q, got %q", i+1, want, lines[i+1])
+		}
+	}
+}
+
+// TestDiff: the previous generation against the current one by default;
+// one argument against the current one; two by number or digest prefix.
+func TestDiff(t *testing.T) {
+	t.Parallel()
+	h := newHistory(t)
+	id := func(s *store.Stage) string { return string(s.ID) }
+	r := runIn(t, nil, "diff", "--db", h.db)
+	want := fmt.Sprintf("generation 2 → 3: 1 added, 0 removed, 0 changed, 0 lifecycle changed; quarantine: 0 in, 1 out\n+ %s %s\nQ- %s\n",
+		id(h.quarantined), h.quarantined.Name, id(h.quarantined))
+	if r.code != exitOK || r.stdout != want || r.stderr != "" {
+		t.Errorf("diff: want\n%s\ngot %s", want, r)
+	}
+
+	logJSON := runIn(t, nil, "log", "--json", "--db", h.db).stdout
+	gens := goldenArray(t, "log.json", logJSON)
+	prefix1 := gens[2]["digest"].(string)[:8]
+	want = fmt.Sprintf("generation 1 → 2: 0 added, 2 removed, 1 changed, 1 lifecycle changed; quarantine: 1 in, 0 out\n"+
+		"- %s\n- %s\n~ %s %s\nL %s %s draft→active\nQ+ %s\n",
+		sortedPair(h.removed, h.quarantined)[0], sortedPair(h.removed, h.quarantined)[1],
+		id(h.changed), h.changed.Name, id(h.promoted), h.promoted.Name, id(h.quarantined))
+	for _, args := range [][]string{{"1", "2"}, {prefix1, "2"}, {"1", strings.ToUpper(gens[1]["digest"].(string)[:6])}} {
+		if r := runIn(t, nil, append([]string{"diff", "--db", h.db}, args...)...); r.code != exitOK || r.stdout != want {
+			t.Errorf("diff %v: want\n%s\ngot %s", args, want, r)
+		}
+	}
+
+	r = runIn(t, nil, "diff", "--json", "--db", h.db, "1")
+	got := goldenShape(t, "diff.json", r.stdout)
+	if r.code != exitOK || num(t, got, "from", "generation") != 1 || num(t, got, "to", "generation") != 3 ||
+		got["to"].(map[string]any)["current"] != true || got["note"] != "" {
+		t.Fatalf("diff --json 1: %s", r)
+	}
+	// From 1 to 3 the quarantined stage came back unchanged: only the
+	// removal, the new bytes and the promotion remain.
+	entries := func(key string) []string {
+		var out []string
+		for _, e := range got[key].([]any) {
+			e := e.(map[string]any)
+			out = append(out, fmt.Sprintf("%s %s %s→%s", e["id"], e["name"], e["from"], e["to"]))
+		}
+		return out
+	}
+	for key, want := range map[string][]string{
+		"added":     nil,
+		"removed":   {fmt.Sprintf("%s %s active→", id(h.removed), h.removed.Name)},
+		"changed":   {fmt.Sprintf("%s %s active→active", id(h.changed), h.changed.Name)},
+		"lifecycle": {fmt.Sprintf("%s %s draft→active", id(h.promoted), h.promoted.Name)},
+	} {
+		if g := entries(key); !slices.Equal(g, want) {
+			t.Errorf("diff --json 1: %s = %q, want %q", key, g, want)
+		}
+	}
+	if num(t, got, "changes", "removed") != 1 || len(got["quarantine_in"].([]any))+len(got["quarantine_out"].([]any)) != 0 {
+		t.Errorf("diff --json 1: %s", r.stdout)
+	}
+}
+
+// sortedPair returns "ID NAME" of two stages in id order, as diff lists
+// them.
+func sortedPair(a, b *store.Stage) [2]string {
+	x, y := fmt.Sprintf("%s %s", a.ID, a.Name), fmt.Sprintf("%s %s", b.ID, b.Name)
+	if y < x {
+		x, y = y, x
+	}
+	return [2]string{x, y}
+}
+
+// TestDiffOneGeneration: a mirror that keeps one generation compares it
+// with itself, says why, and exits 0.
+func TestDiffOneGeneration(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "m.db")
+	// The failed sync leaves an empty mirror: generation 0 alone.
+	if r := runIn(t, nil, "sync", "--db", db, "--registry", closedPortURL(t)); r.code != exitError {
+		t.Fatalf("sync to a closed port: %s", r)
+	}
+	r := runIn(t, nil, "diff", "--db", db)
+	want := "generation 0 → 0: 0 added, 0 removed, 0 changed, 0 lifecycle changed; quarantine: 0 in, 0 out\n" +
+		"note: the mirror keeps only generation 0, so there is nothing to compare it with; the next publish that changes something adds one\n"
+	if r.code != exitOK || r.stdout != want {
+		t.Errorf("diff of a one-generation mirror: want\n%s\ngot %s", want, r)
+	}
+	r = runIn(t, nil, "diff", "--json", "--db", db)
+	got := goldenShape(t, "diff.json", r.stdout)
+	if r.code != exitOK || !strings.Contains(got["note"].(string), "only generation 0") || num(t, got, "from", "generation") != 0 ||
+		!strings.Contains(r.stdout, `"added": []`) || !strings.Contains(r.stdout, `"quarantine_in": []`) {
+		t.Errorf("diff --json of a one-generation mirror: %s", r)
+	}
+}
