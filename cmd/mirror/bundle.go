@@ -127,9 +127,14 @@ mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noethe
 			force := fs.Bool("force", false, "install a bundle older than the mirror's snapshot (a rollback)")
 			trusted := fs.String("trusted-keys", "", "`FILE` of trusted signer keys (\"NAME HEX\" per line): refuse a bundle not signed by one of them, or holding a stage not signed by one of them")
 			asJSON := fs.Bool("json", false, "print the result as JSON")
+			keep := keepFlags(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usageError("import takes exactly one argument, the bundle FILE; got %d", len(args))
+				}
+				keepPolicy, err := keep(e)
+				if err != nil {
+					return err
 				}
 				opts := bundle.ImportOptions{Force: *force, DryRun: *dryRun, Logger: e.log}
 				if *trusted != "" {
@@ -146,6 +151,7 @@ mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noethe
 				// The mirror's admission gate applies the same policy.
 				mopts := mirrorOptions(e)
 				mopts.Trust = opts.Trust
+				mopts.Keep = keepPolicy
 				var m *mirror.Mirror
 				if *dryRun {
 					m, err = mirror.Open(path, mopts)

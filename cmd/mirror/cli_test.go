@@ -664,6 +664,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sync", "--timeout", "-1s", "--registry", "http://127.0.0.1:1"}, "--timeout -1s: a duration cannot be negative"},
 		{[]string{"log", "extra"}, "log takes no arguments"},
 		{[]string{"diff", "1", "2", "3"}, "diff takes at most two generations, A and B; got 3 arguments"},
+		{[]string{"gc", "extra"}, "gc takes no arguments"},
+		{[]string{"gc", "--keep", "-1"}, `--keep "-1": want a whole number`},
 	} {
 		r := runIn(t, env, tc.args...)
 		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
@@ -823,7 +825,7 @@ func TestMissingMirror(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "absent.db")
 	for _, args := range [][]string{
 		{"status"}, {"get", "x"}, {"list"}, {"find", "x"}, {"resolve", strings.Repeat("a", 64)},
-		{"stats"}, {"verify"}, {"serve", "--addr", "127.0.0.1:0"}, {"log"}, {"diff"},
+		{"stats"}, {"verify"}, {"serve", "--addr", "127.0.0.1:0"}, {"log"}, {"diff"}, {"gc"},
 	} {
 		r := runIn(t, nil, append(args, "--db", db)...)
 		if r.code != exitError || !strings.Contains(r.stderr, db) || !strings.Contains(r.stderr, "mirror sync") {
@@ -862,7 +864,7 @@ func TestBadFiles(t *testing.T) {
 			for _, args := range [][]string{
 				{"status"}, {"status", "--json"}, {"get", "list_length"}, {"list"}, {"list", "--json"},
 				{"find", "list_length"}, {"stats"}, {"sync", "--registry", fake.URL()},
-				{"log"}, {"diff"},
+				{"log"}, {"diff"}, {"gc"},
 			} {
 				r := runIn(t, nil, append(args, "--db", db)...)
 				if r.code != exitError || !strings.Contains(r.stderr, db) || strings.Contains(r.stderr, "panic") {

@@ -275,3 +275,106 @@ func printDiff(e *env, d diffJSON) {
 		fmt.Fprintf(e.stdout, "Q- %s\n", k)
 	}
 }
+
+// gcJSON is `mirror gc --json`. Its field names are a stable contract
+// (documented in the README); every key is always present.
+type gcJSON struct {
+	Dropped      []uint64 `json:"dropped"`
+	FilesRemoved int      `json:"files_removed"`
+	BytesFreed   int64    `json:"bytes_freed"`
+	Kept         int      `json:"kept"`
+	OldestKept   uint64   `json:"oldest_kept"`
+	// KeepLast and KeepWithinSeconds are the policy applied (0 seconds:
+	// none kept for its age).
+	KeepLast          int   `json:"keep_last"`
+	KeepWithinSeconds int64 `json:"keep_within_seconds"`
+}
+
+func cmdGC() *command {
+	return &command{
+		name:    "gc",
+		summary: "drop the generations the keep policy no longer keeps and remove their files now (every publish does it too)",
+		example: `mirror gc
+mirror gc --keep 5 --keep-within none   # keep only the last 5 generations`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+			db := dbFlag(fs)
+			keep := keepFlags(fs)
+			asJSON := fs.Bool("json", false, "print the result as JSON")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) > 0 {
+					return usageError("gc takes no arguments")
+				}
+				policy, err := keep(e)
+				if err != nil {
+					return err
+				}
+				path, err := db(e)
+				if err != nil {
+					return err
+				}
+				mopts := mirrorOptions(e)
+				mopts.Keep = policy
+				m, err := mirror.Open(path, mopts)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				res, err := m.GC(ctx, &policy)
+				if err != nil {
+					return mapMirrorError(err)
+				}
+				return printGC(e, res, policy, *asJSON)
+			}
+		},
+	}
+}
+
+// printGC is gc's report.
+func printGC(e *env, res mirror.GCResult, policy mirror.KeepPolicy, asJSON bool) error {
+	if asJSON {
+		out := gcJSON{
+			Dropped: res.Dropped, FilesRemoved: res.Files, BytesFreed: res.Bytes, Kept: res.Kept,
+			OldestKept: res.Oldest, KeepLast: policy.Last, KeepWithinSeconds: int64(max(policy.Within, 0).Seconds()),
+		}
+		if out.Dropped == nil {
+			out.Dropped = []uint64{}
+		}
+		return writeJSON(e.stdout, out)
+	}
+	if e.quiet {
+		return nil
+	}
+	dropped := "dropped no generation"
+	if n := len(res.Dropped); n > 0 {
+		dropped = fmt.Sprintf("dropped %d generation%s (%s)", n, plural(n), formatRanges(res.Dropped))
+	}
+	fmt.Fprintf(e.stdout, "gc: %s; removed %d file%s, freed %s; kept %d generation%s, the oldest %d (policy: %s)\n",
+		dropped, res.Files, plural(res.Files), humanBytes(res.Bytes), res.Kept, plural(res.Kept), res.Oldest, policy)
+	return nil
+}
+
+// formatRanges renders increasing generation numbers with runs collapsed:
+// "1-3, 7".
+func formatRanges(ns []uint64) string {
+	var parts []string
+	for i := 0; i < len(ns); {
+		j := i
+		for j+1 < len(ns) && ns[j+1] == ns[j]+1 {
+			j++
+		}
+		if j == i {
+			parts = append(parts, fmt.Sprint(ns[i]))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d-%d", ns[i], ns[j]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/noether-mirror/mirror/mirror"
 	"github.com/noether-mirror/mirror/store"
 	"github.com/noether-mirror/mirror/sync/registrytest"
 )
@@ -74,6 +75,11 @@ func (h *history) pick(t *testing.T) {
 		t.Fatalf("the fake has %d lone Active stages and draft %v; want 3 and one", len(lone), h.promoted)
 	}
 	h.removed, h.changed, h.quarantined = lone[0], lone[1], lone[2]
+}
+
+// touched reports whether generation 2 changed s.
+func (h *history) touched(s *store.Stage) bool {
+	return s == h.removed || s == h.changed || s == h.promoted || s == h.quarantined
 }
 
 func (h *history) sync(t *testing.T, code int, extra ...string) {
@@ -233,5 +239,73 @@ func TestDiffOneGeneration(t *testing.T) {
 	if r.code != exitOK || !strings.Contains(got["note"].(string), "only generation 0") || num(t, got, "from", "generation") != 0 ||
 		!strings.Contains(r.stdout, `"added": []`) || !strings.Contains(r.stdout, `"quarantine_in": []`) {
 		t.Errorf("diff --json of a one-generation mirror: %s", r)
+	}
+}
+
+// TestGC: gc applies the policy now and says what it dropped; the files
+// of the dropped generations are gone, the kept ones still read.
+func TestGC(t *testing.T) {
+	t.Parallel()
+	h := newHistory(t)
+	files := func() int {
+		names, _ := filepath.Glob(filepath.Join(h.db+".gens", "*"))
+		return len(names)
+	}
+	before := files()
+	// The default policy keeps everything this young.
+	r := runIn(t, nil, "gc", "--db", h.db)
+	if r.code != exitOK || r.stdout != "gc: dropped no generation; removed 0 files, freed 0 B; kept 4 generations, the oldest 0 (policy: the last 30 generations and those of the last 168h0m0s)\n" {
+		t.Errorf("gc with the default policy: %s", r)
+	}
+	// So does --keep alone: generations of the last 7 days stay.
+	if r := runIn(t, nil, "gc", "--json", "--db", h.db, "--keep", "1"); num(t, goldenShape(t, "gc.json", r.stdout), "kept") != 4 {
+		t.Errorf("gc --keep 1 dropped generations of the last 7 days: %s", r)
+	}
+	r = runIn(t, nil, "gc", "--json", "--db", h.db, "--keep", "2", "--keep-within", "none")
+	got := goldenShape(t, "gc.json", r.stdout)
+	if r.code != exitOK || fmt.Sprint(got["dropped"]) != "[0 1]" || num(t, got, "kept") != 2 || num(t, got, "oldest_kept") != 2 ||
+		num(t, got, "keep_last") != 2 || num(t, got, "keep_within_seconds") != 0 {
+		t.Errorf("gc --keep 2 --keep-within none: %s", r)
+	}
+	if removed := num(t, got, "files_removed"); removed < 1 || files() != before-removed || num(t, got, "bytes_freed") <= 0 {
+		t.Errorf("gc removed %d files, freed %d bytes: %d files left of %d", removed, num(t, got, "bytes_freed"), files(), before)
+	}
+	if r := runIn(t, nil, "verify", "-q", "--db", h.db); r.code != exitOK {
+		t.Errorf("verify after gc: %s", r)
+	}
+	if r := runIn(t, nil, "diff", "--db", h.db, "2"); r.code != exitOK || !strings.HasPrefix(r.stdout, "generation 2 → 3: 1 added") {
+		t.Errorf("diff of the generations kept after gc: %s", r)
+	}
+	r = runIn(t, nil, "gc", "--db", h.db, "--keep", "1", "--keep-within", "none")
+	if want := "gc: dropped 1 generation (2); removed "; r.code != exitOK || !strings.HasPrefix(r.stdout, want) ||
+		!strings.HasSuffix(r.stdout, "kept 1 generation, the oldest 3 (policy: the last 1 generations)\n") {
+		t.Errorf("gc --keep 1: want %q…, got %s", want, r)
+	}
+	if r := runIn(t, nil, "gc", "-q", "--db", h.db); r.code != exitOK || r.stdout+r.stderr != "" {
+		t.Errorf("gc -q: %s", r)
+	}
+}
+
+// TestGCBusy: gc while another writer holds the mirror exits 5 at once
+// and changes nothing.
+func TestGCBusy(t *testing.T) {
+	t.Parallel()
+	h := newHistory(t)
+	m, err := mirror.Open(h.db, mirror.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	w, err := m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort(false)
+	r := runIn(t, nil, "gc", "--db", h.db, "--keep", "1", "--keep-within", "none")
+	if r.code != exitBusy || !strings.Contains(r.stderr, "another process") || r.stdout != "" {
+		t.Errorf("gc during a sync: want exit 5, got %s", r)
+	}
+	if r := runIn(t, nil, "log", "--json", "--db", h.db); len(goldenArray(t, "log.json", r.stdout)) != 4 {
+		t.Errorf("a busy gc dropped generations: %s", r.stdout)
 	}
 }

@@ -191,6 +191,7 @@ func TestInterruptedMessages(t *testing.T) {
 		{[]string{"list", "--json"}, nothing},
 		{[]string{"log"}, nothing},
 		{[]string{"diff"}, nothing},
+		{[]string{"gc", "--keep", "1", "--keep-within", "none"}, nothing},
 		{[]string{"export", filepath.Join(dir, "out.bundle")}, "interrupted; no file was written (one already there is left as it was), and the mirror was not changed"},
 		{[]string{"import", bundleFile, "--force"}, "interrupted; nothing was imported: the mirror's last snapshot is intact"},
 	} {
