@@ -666,6 +666,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"diff", "1", "2", "3"}, "diff takes at most two generations, A and B; got 3 arguments"},
 		{[]string{"gc", "extra"}, "gc takes no arguments"},
 		{[]string{"gc", "--keep", "-1"}, `--keep "-1": want a whole number`},
+		{[]string{"get", "--at", "", "list_length"}, "--at needs a generation"},
+		{[]string{"list", "--at="}, "--at needs a generation"},
+		{[]string{"stats", "--live", "--at", "1", "--registry", "http://127.0.0.1:1"}, "--at reads a generation of the mirror and --live asks the registry"},
+		{[]string{"export", "--at", " ", "out.bundle"}, "--at needs a generation"},
 	} {
 		r := runIn(t, env, tc.args...)
 		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
@@ -786,7 +790,7 @@ func TestReadCommandsOffline(t *testing.T) {
 		{"list"}, {"list", "--json"}, {"list", "--lifecycle", "active"},
 		{"find", name}, {"resolve", sig}, {"resolve", "--all", sig},
 		{"stats"}, {"stats", "--json"}, {"verify"}, {"verify", "--json"},
-		{"log"}, {"log", "--json"}, {"diff"}, {"diff", "--json"},
+		{"log"}, {"log", "--json"}, {"diff"}, {"diff", "--json"}, {"get", "--at", "1", id}, {"list", "--at", "0"},
 	} {
 		if r := runIn(t, env, args...); r.code != exitOK || r.stdout == "" {
 			t.Errorf("offline mirror %v: %s", args, r)
@@ -826,6 +830,7 @@ func TestMissingMirror(t *testing.T) {
 	for _, args := range [][]string{
 		{"status"}, {"get", "x"}, {"list"}, {"find", "x"}, {"resolve", strings.Repeat("a", 64)},
 		{"stats"}, {"verify"}, {"serve", "--addr", "127.0.0.1:0"}, {"log"}, {"diff"}, {"gc"},
+		{"get", "--at", "1", "x"}, {"list", "--at", "1"}, {"stats", "--at", "1"},
 	} {
 		r := runIn(t, nil, append(args, "--db", db)...)
 		if r.code != exitError || !strings.Contains(r.stderr, db) || !strings.Contains(r.stderr, "mirror sync") {
@@ -864,7 +869,7 @@ func TestBadFiles(t *testing.T) {
 			for _, args := range [][]string{
 				{"status"}, {"status", "--json"}, {"get", "list_length"}, {"list"}, {"list", "--json"},
 				{"find", "list_length"}, {"stats"}, {"sync", "--registry", fake.URL()},
-				{"log"}, {"diff"}, {"gc"},
+				{"log"}, {"diff"}, {"gc"}, {"get", "--at", "1", "list_length"},
 			} {
 				r := runIn(t, nil, append(args, "--db", db)...)
 				if r.code != exitError || !strings.Contains(r.stderr, db) || strings.Contains(r.stderr, "panic") {

@@ -276,6 +276,9 @@ func TestGC(t *testing.T) {
 	if r := runIn(t, nil, "diff", "--db", h.db, "2"); r.code != exitOK || !strings.HasPrefix(r.stdout, "generation 2 → 3: 1 added") {
 		t.Errorf("diff of the generations kept after gc: %s", r)
 	}
+	if r := runIn(t, nil, "get", "--db", h.db, "--at", "2", string(h.changed.ID)); r.code != exitOK {
+		t.Errorf("a kept generation after gc: %s", r)
+	}
 	r = runIn(t, nil, "gc", "--db", h.db, "--keep", "1", "--keep-within", "none")
 	if want := "gc: dropped 1 generation (2); removed "; r.code != exitOK || !strings.HasPrefix(r.stdout, want) ||
 		!strings.HasSuffix(r.stdout, "kept 1 generation, the oldest 3 (policy: the last 1 generations)\n") {
@@ -307,5 +310,138 @@ func TestGCBusy(t *testing.T) {
 	}
 	if r := runIn(t, nil, "log", "--json", "--db", h.db); len(goldenArray(t, "log.json", r.stdout)) != 4 {
 		t.Errorf("a busy gc dropped generations: %s", r.stdout)
+	}
+}
+
+// TestHistoryErrors: a generation that was collected, or that never was,
+// is exit 1 with the library's message: for a collected one it names the
+// oldest kept and the fix.
+func TestHistoryErrors(t *testing.T) {
+	t.Parallel()
+	h := newHistory(t)
+	if r := runIn(t, nil, "gc", "-q", "--keep", "2", "--keep-within", "none", "--db", h.db); r.code != exitOK {
+		t.Fatalf("gc: %s", r)
+	}
+	id := string(h.removed.ID)
+	out := filepath.Join(t.TempDir(), "old.bundle")
+	for _, cmd := range [][]string{
+		{"get", id}, {"list"}, {"find", h.removed.Name}, {"resolve", string(h.removed.SignatureID)}, {"stats"}, {"export", out},
+	} {
+		for _, tc := range []struct {
+			at, want string
+		}{
+			{"1", "--at 1: generation collected: generation 1 of " + h.db + " was collected; the oldest kept is 2 (keep more with --keep)"},
+			{"0", "the oldest kept is 2"},
+			{"9", `--at 9: no such generation: ` + h.db + ` has no generation "9"; it keeps 2 to 3`},
+			{"ffffffff", `has no generation "ffffffff"`},
+		} {
+			args := append(append([]string{}, cmd...), "--db", h.db, "--at", tc.at)
+			r := runIn(t, nil, args...)
+			if r.code != exitError || !strings.Contains(r.stderr, tc.want) || r.stdout != "" {
+				t.Errorf("mirror %v: want exit 1 and %q, got %s", args, tc.want, r)
+			}
+		}
+	}
+	if names, _ := filepath.Glob(out + "*"); len(names) > 0 {
+		t.Errorf("a failed export left %v", names)
+	}
+	for _, args := range [][]string{{"diff", "1"}, {"diff", "2", "1"}} {
+		if r := runIn(t, nil, append(args, "--db", h.db)...); r.code != exitError || !strings.Contains(r.stderr, "the oldest kept is 2") {
+			t.Errorf("mirror %v: want exit 1 naming the oldest kept, got %s", args, r)
+		}
+	}
+	if r := runIn(t, nil, "diff", "--db", h.db, "2", "12"); r.code != exitError || !strings.Contains(r.stderr, `no generation "12"`) {
+		t.Errorf("diff to an unknown generation: %s", r)
+	}
+}
+
+// TestAt: every read command with --at reads that generation, not the
+// current one.
+func TestAt(t *testing.T) {
+	t.Parallel()
+	h := newHistory(t)
+	id, name, sig := string(h.removed.ID), h.removed.Name, string(h.removed.SignatureID)
+	n := len(h.stages)
+	// Gone from the current generation...
+	for _, args := range [][]string{{"get", id}, {"find", name}, {"resolve", sig}} {
+		if r := runIn(t, nil, append(args, "--db", h.db)...); r.code != exitError {
+			t.Errorf("mirror %v: the stage was removed, got %s", args, r)
+		}
+	}
+	// ...and there in generation 1, by number and by digest prefix.
+	gens := goldenArray(t, "log.json", runIn(t, nil, "log", "--json", "--db", h.db).stdout)
+	for _, at := range []string{"1", gens[2]["digest"].(string)[:10]} {
+		// get prints the bytes as served, the others compacted.
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, h.removed.Raw); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			args []string
+			want []byte
+		}{
+			{[]string{"get", id}, h.removed.Raw}, {[]string{"get", id[:12]}, h.removed.Raw},
+			{[]string{"find", name}, compact.Bytes()}, {[]string{"resolve", sig}, compact.Bytes()},
+			{[]string{"resolve", "--all", sig}, compact.Bytes()},
+		} {
+			r := runIn(t, nil, append(tc.args, "--db", h.db, "--at", at)...)
+			if r.code != exitOK || r.stdout != string(tc.want)+"\n" {
+				t.Errorf("mirror %v --at %s: want the stage, got %s", tc.args, at, r)
+			}
+		}
+		r := runIn(t, nil, "list", "--json", "--db", h.db, "--at", at)
+		if r.code != exitOK || strings.Count(r.stdout, "\n") != n || !strings.Contains(r.stdout, `"id":"`+id+`"`) {
+			t.Errorf("list --json --at %s: want the %d stages of generation 1, got %d lines", at, n, strings.Count(r.stdout, "\n"))
+		}
+	}
+	// The promoted stage is a draft in generation 1 and active now.
+	pid := shortID(string(h.promoted.ID))
+	for at, want := range map[string]string{"1": "draft", "": "active"} {
+		args := []string{"list", "--db", h.db, "--lifecycle", want}
+		if at != "" {
+			args = append(args, "--at", at)
+		}
+		if r := runIn(t, nil, args...); r.code != exitOK || !strings.Contains(r.stdout, pid+" ") {
+			t.Errorf("mirror %v: %s should be listed, got %s", args, pid, r)
+		}
+	}
+	r := runIn(t, nil, "stats", "--json", "--db", h.db, "--at", "2")
+	if got := goldenShape(t, "stats.json", r.stdout); r.code != exitOK || num(t, got, "total_stages") != n-2 {
+		t.Errorf("stats --at 2: want %d stages, got %s", n-2, r)
+	}
+	if r := runIn(t, nil, "stats", "--db", h.db, "--at", "0"); r.code != exitOK || !strings.Contains(collapse(r.stdout), "total 0\n") {
+		t.Errorf("stats --at 0: %s", r)
+	}
+}
+
+// TestExportAt: export --at writes an older generation, which imports as
+// it was.
+func TestExportAt(t *testing.T) {
+	t.Parallel()
+	h := newHistory(t)
+	file := filepath.Join(t.TempDir(), "g1.bundle")
+	r := runIn(t, nil, "export", "--json", "--db", h.db, "--at", "1", file)
+	var res struct {
+		Manifest struct {
+			Generation uint64 `json:"generation"`
+			Total      int    `json:"total"`
+		} `json:"manifest"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != exitOK || res.Manifest.Generation != 1 || res.Manifest.Total != len(h.stages) {
+		t.Fatalf("export --at 1 (%v): %s", err, r)
+	}
+	dst := filepath.Join(t.TempDir(), "dst.db")
+	if r := runIn(t, nil, "import", "-q", "--db", dst, file); r.code != exitOK {
+		t.Fatalf("import: %s", r)
+	}
+	a := runIn(t, nil, "list", "--json", "--db", h.db, "--at", "1")
+	b := runIn(t, nil, "list", "--json", "--db", dst)
+	if a.code != exitOK || a.stdout != b.stdout {
+		t.Error("the imported bundle of generation 1 differs from generation 1")
+	}
+	storeFile := filepath.Join(t.TempDir(), "store.json")
+	if r := runIn(t, nil, "export", "--format", "noether-store", "--db", h.db, "--at", "2", storeFile); r.code != exitOK ||
+		!strings.Contains(r.stdout, fmt.Sprintf("wrote %d stages", len(h.stages)-2)) {
+		t.Errorf("export --format noether-store --at 2: %s", r)
 	}
 }

@@ -121,6 +121,31 @@ func TestKeepSync(t *testing.T) {
 	}
 }
 
+// TestKeepImportAndGC: import and gc read the policy the same way.
+func TestKeepImportAndGC(t *testing.T) {
+	t.Parallel()
+	h := newHistory(t)
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "dst.db")
+	for g := 1; g <= 3; g++ {
+		file := filepath.Join(dir, fmt.Sprintf("g%d.bundle", g))
+		if r := runIn(t, nil, "export", "-q", "--db", h.db, "--at", fmt.Sprint(g), file); r.code != exitOK {
+			t.Fatalf("export --at %d: %s", g, r)
+		}
+		r := runIn(t, map[string]string{envKeepWithin: "none"}, "import", "-q", "--keep", "2", "--db", dst, file)
+		if r.code != exitOK {
+			t.Fatalf("import of generation %d: %s", g, r)
+		}
+	}
+	if got := keptGenerations(t, dst); got != "3 2" {
+		t.Errorf("import --keep 2 with MIRROR_KEEP_WITHIN=none: kept %s, want 3 2", got)
+	}
+	r := runIn(t, map[string]string{envKeep: "1", envKeepWithin: "none"}, "gc", "--db", dst)
+	if r.code != exitOK || !strings.HasPrefix(r.stdout, "gc: dropped 1 generation (2);") || keptGenerations(t, dst) != "3" {
+		t.Errorf("gc with MIRROR_KEEP=1 MIRROR_KEEP_WITHIN=none: %s", r)
+	}
+}
+
 // TestKeepUsageErrors: a bad --keep, --keep-within or variable is exit 2
 // naming it and the fix, before anything is opened or fetched.
 func TestKeepUsageErrors(t *testing.T) {

@@ -180,19 +180,25 @@ func cmdGet() *command {
 		positional: "REF",
 		summary:    "print one stage's JSON exactly as the registry served it (REF: id, unique id prefix, or name)",
 		example: `mirror get 2308c22f
-mirror get list_length | jq .signature`,
+mirror get list_length | jq .signature
+mirror get list_length --at 40   # as generation 40 had it (see mirror log)`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usageError("get takes exactly one reference (an id, a unique id prefix, or a name)")
 				}
-				m, err := openForRead(e, db)
+				at, err := atRef()
 				if err != nil {
 					return err
 				}
-				defer m.Close()
-				s, err := store.Resolve(ctx, m, args[0])
+				sn, err := openSnapshot(ctx, e, db, at)
+				if err != nil {
+					return err
+				}
+				defer sn.Close()
+				s, err := store.Resolve(ctx, sn, args[0])
 				if err != nil {
 					return err
 				}
@@ -214,6 +220,7 @@ mirror list --json | jq -r .name`,
 			db := dbFlag(fs)
 			lc := fs.String("lifecycle", "", "only this lifecycle `L`: draft, active, deprecated or tombstone")
 			asJSON := fs.Bool("json", false, "print each stage's JSON on its own line")
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("list takes no arguments")
@@ -226,19 +233,23 @@ mirror list --json | jq -r .name`,
 					}
 					f.Kind = k
 				}
-				m, err := openForRead(e, db)
+				at, err := atRef()
 				if err != nil {
 					return err
 				}
-				defer m.Close()
+				sn, err := openSnapshot(ctx, e, db, at)
+				if err != nil {
+					return err
+				}
+				defer sn.Close()
 				if *asJSON {
-					return m.ScanRaw(ctx, f.Kind, func(_ store.StageID, raw []byte) error {
+					return sn.ScanRaw(ctx, f.Kind, func(_ store.StageID, raw []byte) error {
 						return writeJSONLine(e.stdout, raw)
 					})
 				}
 				w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(w, "ID\tNAME\tLIFECYCLE\tDESCRIPTION")
-				for s, err := range m.Stages(ctx, f) {
+				for s, err := range sn.Stages(ctx, f) {
 					if err != nil {
 						return err
 					}
@@ -258,16 +269,21 @@ func cmdFind() *command {
 		example:    `mirror find list_length`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usageError("find takes exactly one name")
 				}
-				m, err := openForRead(e, db)
+				at, err := atRef()
 				if err != nil {
 					return err
 				}
-				defer m.Close()
-				found, err := m.FindByName(ctx, args[0])
+				sn, err := openSnapshot(ctx, e, db, at)
+				if err != nil {
+					return err
+				}
+				defer sn.Close()
+				found, err := sn.FindByName(ctx, args[0])
 				if err != nil {
 					return err
 				}
@@ -289,6 +305,7 @@ func cmdResolve() *command {
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			all := fs.Bool("all", false, "print every Active stage with this signature id, sorted by id")
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usageError("resolve takes exactly one signature id")
@@ -297,13 +314,17 @@ func cmdResolve() *command {
 				if !store.ValidID(args[0]) {
 					return usageError("signature id %q is not 64 lowercase hex characters", args[0])
 				}
-				m, err := openForRead(e, db)
+				at, err := atRef()
 				if err != nil {
 					return err
 				}
-				defer m.Close()
+				sn, err := openSnapshot(ctx, e, db, at)
+				if err != nil {
+					return err
+				}
+				defer sn.Close()
 				if *all {
-					found, err := m.ActiveStagesWithSignature(ctx, sig)
+					found, err := sn.ActiveStagesWithSignature(ctx, sig)
 					if err != nil {
 						return err
 					}
@@ -312,7 +333,7 @@ func cmdResolve() *command {
 					}
 					return printStages(e, found)
 				}
-				s, err := m.GetBySignature(ctx, sig)
+				s, err := sn.GetBySignature(ctx, sig)
 				if err != nil {
 					return err
 				}
@@ -335,69 +356,95 @@ func cmdStats() *command {
 	return &command{
 		name:    "stats",
 		summary: "noether's store stats (total, by lifecycle, by effect); --live asks the registry instead",
-		example: `mirror stats --json`,
+		example: `mirror stats --json
+mirror stats --at 12   # as of generation 12`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			asJSON := fs.Bool("json", false, "print JSON")
 			live := fs.Bool("live", false, "ask the registry's /health (needs --registry or $NOETHER_REGISTRY)")
 			reg := fs.String("registry", "", "registry base `URL` for --live (default $NOETHER_REGISTRY)")
 			keyFile := fs.String("api-key-file", "", "`FILE` holding the API key for --live (default $NOETHER_API_KEY)")
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("stats takes no arguments")
 				}
+				at, err := atRef()
+				if err != nil {
+					return err
+				}
 				var st store.Stats
 				if *live {
-					c, err := registryClient(e, *reg, *keyFile, "--live needs a registry")
-					if err != nil {
-						return err
+					if at != "" {
+						return usageError("--at reads a generation of the mirror and --live asks the registry: pass one of them")
 					}
-					h, err := c.Health(ctx)
-					if err != nil {
-						return err
-					}
-					if !h.HasStore {
-						return errors.New("the registry's /health has no store section")
-					}
-					st = h.Stats
+					st, err = liveStats(ctx, e, *reg, *keyFile)
 				} else {
-					m, err := openForRead(e, db)
-					if err != nil {
-						return err
-					}
-					defer m.Close()
-					if st, err = m.Stats(ctx); err != nil {
-						return err
-					}
+					st, err = mirrorStats(ctx, e, db, at)
 				}
-				// Every key of the JSON contract is present: every
-				// lifecycle, 0 when it has no stage.
-				if st.ByLifecycle == nil {
-					st.ByLifecycle = map[string]int{}
+				if err != nil {
+					return err
 				}
-				for _, k := range store.AllLifecycleKinds() {
-					if _, ok := st.ByLifecycle[k.Name()]; !ok {
-						st.ByLifecycle[k.Name()] = 0
-					}
-				}
-				if st.ByEffect == nil {
-					st.ByEffect = map[string]int{}
-				}
-				if *asJSON {
-					return writeJSON(e.stdout, st)
-				}
-				w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintf(w, "total\t%d\n", st.Total)
-				for _, k := range sortedKeys(st.ByLifecycle) {
-					fmt.Fprintf(w, "lifecycle %s\t%d\n", k, st.ByLifecycle[k])
-				}
-				for _, k := range sortedKeys(st.ByEffect) {
-					fmt.Fprintf(w, "effect %s\t%d\n", k, st.ByEffect[k])
-				}
-				return w.Flush()
+				return printStats(e, st, *asJSON)
 			}
 		},
 	}
+}
+
+// liveStats asks the registry's /health for its store stats.
+func liveStats(ctx context.Context, e *env, reg, keyFile string) (store.Stats, error) {
+	c, err := registryClient(e, reg, keyFile, "--live needs a registry")
+	if err != nil {
+		return store.Stats{}, err
+	}
+	h, err := c.Health(ctx)
+	if err != nil {
+		return store.Stats{}, err
+	}
+	if !h.HasStore {
+		return store.Stats{}, errors.New("the registry's /health has no store section")
+	}
+	return h.Stats, nil
+}
+
+// mirrorStats is the store stats of generation at of the mirror ("": the
+// current one).
+func mirrorStats(ctx context.Context, e *env, db func(*env) (string, error), at string) (store.Stats, error) {
+	sn, err := openSnapshot(ctx, e, db, at)
+	if err != nil {
+		return store.Stats{}, err
+	}
+	defer sn.Close()
+	return sn.Stats(ctx)
+}
+
+// printStats prints stats as JSON or as a table.
+func printStats(e *env, st store.Stats, asJSON bool) error {
+	// Every key of the JSON contract is present: every lifecycle, 0
+	// when it has no stage.
+	if st.ByLifecycle == nil {
+		st.ByLifecycle = map[string]int{}
+	}
+	for _, k := range store.AllLifecycleKinds() {
+		if _, ok := st.ByLifecycle[k.Name()]; !ok {
+			st.ByLifecycle[k.Name()] = 0
+		}
+	}
+	if st.ByEffect == nil {
+		st.ByEffect = map[string]int{}
+	}
+	if asJSON {
+		return writeJSON(e.stdout, st)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "total\t%d\n", st.Total)
+	for _, k := range sortedKeys(st.ByLifecycle) {
+		fmt.Fprintf(w, "lifecycle %s\t%d\n", k, st.ByLifecycle[k])
+	}
+	for _, k := range sortedKeys(st.ByEffect) {
+		fmt.Fprintf(w, "effect %s\t%d\n", k, st.ByEffect[k])
+	}
+	return w.Flush()
 }
 
 func cmdVersion() *command {
