@@ -126,6 +126,21 @@ func TestLog(t *testing.T) {
 		gens[0]["upstream"] != h.fake.URL() || gens[3]["upstream"] != "" || gens[3]["last_sync"] != "" {
 		t.Errorf("log --json counts or upstreams:\n%s", r.stdout)
 	}
+	// status shows the history in brief.
+	st := runIn(t, nil, "status", "--json", "--db", h.db)
+	got := goldenShape(t, "status.json", st.stdout)
+	layers := num(t, gens[0], "layers")
+	if got["digest"] != gens[0]["digest"] || num(t, got, "layers") != layers || layers < 1 ||
+		num(t, got, "generations_kept") != 4 || num(t, got, "oldest_generation") != 0 {
+		t.Errorf("status and log disagree:\n%s\n%s", st.stdout, r.stdout)
+	}
+	st = runIn(t, nil, "status", "--db", h.db)
+	for _, want := range []string{fmt.Sprintf("generation 3 (%d layer%s over its base)\n", layers, plural(layers)), "history 4 generations kept, the oldest 0 (see mirror log)\n"} {
+		if !strings.Contains(collapse(st.stdout), want) {
+			t.Errorf("status text lacks %q:\n%s", want, st.stdout)
+		}
+	}
+
 	r = runIn(t, nil, "log", "--db", h.db)
 	lines := strings.Split(strings.TrimSuffix(collapse(r.stdout), "\n"), "\n")
 	if r.code != exitOK || len(lines) != 5 || !strings.HasPrefix(lines[0], "GENERATION DIGEST PUBLISHED UPSTREAM STAGES QUARANTINED LAYERS CHANGES") {

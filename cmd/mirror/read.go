@@ -37,6 +37,12 @@ type statusJSON struct {
 	// LastRefused is the last sync that refused to publish, until a sync
 	// publishes or finds nothing new (null otherwise).
 	LastRefused *refusedJSON `json:"last_refused"`
+	// Layers is the number of delta files over the current generation's
+	// base; GenerationsKept and OldestGeneration describe the history
+	// (see mirror log).
+	Layers           int    `json:"layers"`
+	GenerationsKept  int    `json:"generations_kept"`
+	OldestGeneration uint64 `json:"oldest_generation"`
 }
 
 // refusedJSON is status's view of mirror.SyncRefusal.
@@ -119,8 +125,13 @@ func gatherStatus(ctx context.Context, m *mirror.Mirror, now time.Time, maxAge t
 		Path: meta.Path, SizeBytes: meta.SizeBytes, FormatVersion: meta.FormatVersion,
 		Upstream: meta.Upstream, Generation: meta.Generation, Total: meta.Total,
 		ByLifecycle: map[string]int{}, Quarantined: meta.Quarantined, Digest: meta.Digest,
-		QuarantineIDs: []string{}, PreviousUpstream: meta.PreviousUpstream,
+		QuarantineIDs: []string{}, PreviousUpstream: meta.PreviousUpstream, Layers: meta.Layers,
 	}
+	gens, err := m.Generations(ctx)
+	if err != nil {
+		return statusJSON{}, freshness{}, err
+	}
+	st.GenerationsKept, st.OldestGeneration = len(gens), gens[0].Generation
 	if !meta.UpstreamSince.IsZero() {
 		st.UpstreamSince = meta.UpstreamSince.UTC().Format(time.RFC3339)
 	}
@@ -160,7 +171,8 @@ func printStatus(e *env, st statusJSON, f freshness) {
 	} else {
 		fmt.Fprintf(w, "last sync\t%s (%s)\n", st.LastSync, formatAge(f.age))
 	}
-	fmt.Fprintf(w, "generation\t%d\n", st.Generation)
+	fmt.Fprintf(w, "generation\t%d (%d layer%s over its base)\n", st.Generation, st.Layers, plural(st.Layers))
+	fmt.Fprintf(w, "history\t%d generation%s kept, the oldest %d (see mirror log)\n", st.GenerationsKept, plural(st.GenerationsKept), st.OldestGeneration)
 	fmt.Fprintf(w, "stages\t%d (draft %d, active %d, deprecated %d, tombstone %d)\n", st.Total,
 		st.ByLifecycle["draft"], st.ByLifecycle["active"], st.ByLifecycle["deprecated"], st.ByLifecycle["tombstone"])
 	fmt.Fprintf(w, "quarantined\t%d\n", st.Quarantined)
