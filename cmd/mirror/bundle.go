@@ -19,14 +19,16 @@ func cmdExport() *command {
 	return &command{
 		name:       "export",
 		positional: "FILE",
-		summary:    "write the current snapshot to a bundle file for an air-gapped mirror (or a noether store.json)",
+		summary:    "write the current snapshot (or, with --at, an older generation) to a bundle file for an air-gapped mirror (or a noether store.json)",
 		example: `mirror export /media/usb/noether-$(date +%F).bundle.gz --sign-key ~/.noether/bundle-key.hex
-mirror export --format noether-store /media/usb/store.json   # then copy to $NOETHER_HOME/store.json`,
+mirror export --format noether-store /media/usb/store.json   # then copy to $NOETHER_HOME/store.json
+mirror export --at 41 /media/usb/generation-41.bundle.gz     # an older generation (see mirror log)`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			format := fs.String("format", "bundle", "output `FORMAT`: bundle (for mirror import) or noether-store (noether's store.json, for the noether CLI with no server)")
 			signKey := fs.String("sign-key", "", "sign the bundle manifest with the Ed25519 key in `FILE` (hex of the 32-byte seed, like ~/.noether/author-key.hex, or of a 64-byte private key)")
 			asJSON := fs.Bool("json", false, "print the result as JSON")
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usageError("export takes exactly one argument, the bundle FILE to write; got %d", len(args))
@@ -37,6 +39,10 @@ mirror export --format noether-store /media/usb/store.json   # then copy to $NOE
 				}
 				if *format == "noether-store" && *signKey != "" {
 					return usageError("--sign-key applies to --format bundle only (noether's store.json has no place for a signature)")
+				}
+				at, err := atRef()
+				if err != nil {
+					return err
 				}
 				var opts bundle.ExportOptions
 				opts.CreatedBy = "noether-mirror " + version
@@ -50,12 +56,7 @@ mirror export --format noether-store /media/usb/store.json   # then copy to $NOE
 					}
 					opts.SignKey = key
 				}
-				m, err := openForRead(e, db)
-				if err != nil {
-					return err
-				}
-				defer m.Close()
-				snap, err := m.Snapshot()
+				snap, err := openSnapshot(ctx, e, db, at)
 				if err != nil {
 					return err
 				}
@@ -127,9 +128,14 @@ mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noethe
 			force := fs.Bool("force", false, "install a bundle older than the mirror's snapshot (a rollback)")
 			trusted := fs.String("trusted-keys", "", "`FILE` of trusted signer keys (\"NAME HEX\" per line): refuse a bundle not signed by one of them, or holding a stage not signed by one of them")
 			asJSON := fs.Bool("json", false, "print the result as JSON")
+			keep := keepFlags(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usageError("import takes exactly one argument, the bundle FILE; got %d", len(args))
+				}
+				keepPolicy, err := keep(e)
+				if err != nil {
+					return err
 				}
 				opts := bundle.ImportOptions{Force: *force, DryRun: *dryRun, Logger: e.log}
 				if *trusted != "" {
@@ -146,6 +152,7 @@ mirror import /media/usb/noether-2025-06-01.bundle.gz --trusted-keys /etc/noethe
 				// The mirror's admission gate applies the same policy.
 				mopts := mirrorOptions(e)
 				mopts.Trust = opts.Trust
+				mopts.Keep = keepPolicy
 				var m *mirror.Mirror
 				if *dryRun {
 					m, err = mirror.Open(path, mopts)

@@ -138,6 +138,29 @@ func goldenShape(t *testing.T, name, stdout string) map[string]any {
 	return got
 }
 
+// goldenArray checks stdout (one JSON array, never null) against
+// testdata/golden/name, which holds an array of one shape that every
+// element must have, and returns the decoded elements.
+func goldenArray(t *testing.T, name, stdout string) []map[string]any {
+	t.Helper()
+	var want []map[string]any
+	if err := json.Unmarshal(readFile(t, filepath.Join("testdata", "golden", name)), &want); err != nil || len(want) != 1 {
+		t.Fatalf("golden %s: want an array of one shape (%v)", name, err)
+	}
+	var got []map[string]any
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	if err := dec.Decode(&got); err != nil || got == nil {
+		t.Fatalf("%s: stdout is not a JSON array of objects: %v\n%s", name, err, stdout)
+	}
+	if dec.More() {
+		t.Errorf("%s: more than one JSON value on stdout:\n%s", name, stdout)
+	}
+	for i, obj := range got {
+		checkShape(t, fmt.Sprintf("%s[%d]", name, i), obj, want[0])
+	}
+	return got
+}
+
 func num(t *testing.T, obj map[string]any, path ...string) int {
 	t.Helper()
 	var v any = obj
@@ -639,6 +662,14 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"status", "--max-age", "-1h"}, "--max-age -1h0m0s: a duration cannot be negative"},
 		{[]string{"status", "--max-age=-1ns"}, "--max-age -1ns: a duration cannot be negative"},
 		{[]string{"sync", "--timeout", "-1s", "--registry", "http://127.0.0.1:1"}, "--timeout -1s: a duration cannot be negative"},
+		{[]string{"log", "extra"}, "log takes no arguments"},
+		{[]string{"diff", "1", "2", "3"}, "diff takes at most two generations, A and B; got 3 arguments"},
+		{[]string{"gc", "extra"}, "gc takes no arguments"},
+		{[]string{"gc", "--keep", "-1"}, `--keep "-1": want a whole number`},
+		{[]string{"get", "--at", "", "list_length"}, "--at needs a generation"},
+		{[]string{"list", "--at="}, "--at needs a generation"},
+		{[]string{"stats", "--live", "--at", "1", "--registry", "http://127.0.0.1:1"}, "--at reads a generation of the mirror and --live asks the registry"},
+		{[]string{"export", "--at", " ", "out.bundle"}, "--at needs a generation"},
 	} {
 		r := runIn(t, env, tc.args...)
 		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
@@ -759,6 +790,7 @@ func TestReadCommandsOffline(t *testing.T) {
 		{"list"}, {"list", "--json"}, {"list", "--lifecycle", "active"},
 		{"find", name}, {"resolve", sig}, {"resolve", "--all", sig},
 		{"stats"}, {"stats", "--json"}, {"verify"}, {"verify", "--json"},
+		{"log"}, {"log", "--json"}, {"diff"}, {"diff", "--json"}, {"get", "--at", "1", id}, {"list", "--at", "0"},
 	} {
 		if r := runIn(t, env, args...); r.code != exitOK || r.stdout == "" {
 			t.Errorf("offline mirror %v: %s", args, r)
@@ -797,7 +829,8 @@ func TestMissingMirror(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "absent.db")
 	for _, args := range [][]string{
 		{"status"}, {"get", "x"}, {"list"}, {"find", "x"}, {"resolve", strings.Repeat("a", 64)},
-		{"stats"}, {"verify"}, {"serve", "--addr", "127.0.0.1:0"},
+		{"stats"}, {"verify"}, {"serve", "--addr", "127.0.0.1:0"}, {"log"}, {"diff"}, {"gc"},
+		{"get", "--at", "1", "x"}, {"list", "--at", "1"}, {"stats", "--at", "1"},
 	} {
 		r := runIn(t, nil, append(args, "--db", db)...)
 		if r.code != exitError || !strings.Contains(r.stderr, db) || !strings.Contains(r.stderr, "mirror sync") {
@@ -836,6 +869,7 @@ func TestBadFiles(t *testing.T) {
 			for _, args := range [][]string{
 				{"status"}, {"status", "--json"}, {"get", "list_length"}, {"list"}, {"list", "--json"},
 				{"find", "list_length"}, {"stats"}, {"sync", "--registry", fake.URL()},
+				{"log"}, {"diff"}, {"gc"}, {"get", "--at", "1", "list_length"},
 			} {
 				r := runIn(t, nil, append(args, "--db", db)...)
 				if r.code != exitError || !strings.Contains(r.stderr, db) || strings.Contains(r.stderr, "panic") {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,39 @@ func openForRead(e *env, db func(*env) (string, error)) (*mirror.Mirror, error) 
 		return nil, err
 	}
 	return mirror.Open(path, mirrorOptions(e))
+}
+
+// atFlag registers --at on fs and returns a resolver for the generation a
+// read command reads: "" for the current one. An empty --at is a usage
+// error, not the current generation: it is an unset variable in a script.
+func atFlag(fs *pflag.FlagSet) func() (string, error) {
+	at := fs.String("at", "", "read generation `G` (a generation number, or 4 or more hex digits of its digest; see mirror log) instead of the current one")
+	return func() (string, error) {
+		ref := strings.TrimSpace(*at)
+		if fs.Changed("at") && ref == "" {
+			return "", usageError("--at needs a generation: a number, or 4 or more hex digits of a digest (see mirror log)")
+		}
+		return ref, nil
+	}
+}
+
+// openSnapshot opens an existing mirror and pins the generation at names
+// ("": the current one). The snapshot outlives the Mirror, which is
+// closed before it returns; the caller closes the snapshot.
+func openSnapshot(ctx context.Context, e *env, db func(*env) (string, error), at string) (*mirror.Snapshot, error) {
+	m, err := openForRead(e, db)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	if at == "" {
+		return m.Snapshot()
+	}
+	sn, err := m.SnapshotAt(ctx, at)
+	if err != nil {
+		return nil, fmt.Errorf("--at %s: %w", at, err)
+	}
+	return sn, nil
 }
 
 // writeJSON prints v as indented JSON followed by a newline.

@@ -15,16 +15,16 @@ import (
 // empty collections included.
 
 // TestGoldenShapesHaveNoOptionalKeys: every key the README lists for
-// status, verify and stats --json is always present, so their golden
-// shapes mark none optional.
+// status, verify, stats, log, diff and gc --json is always present, so
+// their golden shapes mark none optional.
 func TestGoldenShapesHaveNoOptionalKeys(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"status.json", "verify.json", "stats.json"} {
+	for _, name := range []string{"status.json", "verify.json", "stats.json", "log.json", "diff.json", "gc.json"} {
 		b := readFile(t, filepath.Join("testdata", "golden", name))
 		if bytes.Contains(b, []byte(`?"`)) {
 			t.Errorf("%s marks a key optional:\n%s", name, b)
 		}
-		var v map[string]any
+		var v any
 		if err := json.Unmarshal(b, &v); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}

@@ -104,8 +104,8 @@ type command struct {
 
 func commands() []*command {
 	cmds := []*command{
-		cmdSync(), cmdStatus(), cmdGet(), cmdList(), cmdFind(), cmdResolve(),
-		cmdStats(), cmdVerify(), cmdServe(), cmdExport(), cmdImport(), cmdVersion(),
+		cmdSync(), cmdStatus(), cmdLog(), cmdDiff(), cmdGet(), cmdList(), cmdFind(), cmdResolve(),
+		cmdStats(), cmdVerify(), cmdGC(), cmdServe(), cmdExport(), cmdImport(), cmdVersion(),
 	}
 	return cmds
 }
@@ -288,7 +288,7 @@ const exitCodeHelp = `Exit codes:
   3    partial: quarantined stages, unresolved drift, or verify failures
   4    stale: the mirror is older than status --max-age, never synced, or
        its last sync is in the future (check the clock)
-  5    busy: another sync holds the mirror
+  5    busy: another sync (or import, or gc) holds the mirror
   6    refused: the sync would remove more than --max-remove; nothing published
   130  interrupted (Ctrl-C or SIGTERM); the last snapshot is intact
 `
@@ -311,12 +311,16 @@ Common flags:
   -v, --verbose   log debug detail to stderr
 
 Environment:
-  NOETHER_REGISTRY  registry base URL for sync
-  NOETHER_API_KEY   registry API key (never pass keys on the command line)
-  MIRROR_DB         the mirror file
-  COLUMNS           the progress bar's width when the terminal does not say
+  NOETHER_REGISTRY    registry base URL for sync
+  NOETHER_API_KEY     registry API key (never pass keys on the command line)
+  MIRROR_DB           the mirror file
+  MIRROR_KEEP         how many generations sync, import and gc keep (default 30)
+  MIRROR_KEEP_WITHIN  and keep those published this recently: a duration, or none
+                      (default 168h); the flags --keep and --keep-within beat both
+  COLUMNS             the progress bar's width when the terminal does not say
 
-Durations (--timeout, --max-age) are like 90s, 30m or 26h, and never negative.
+Durations (--timeout, --max-age, --keep-within) are like 90s, 30m or 26h, and never
+negative; --keep-within also takes none.
 
 %s
 Run 'mirror help <command>' for a command's flags and an example.

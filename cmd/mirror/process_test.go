@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/noether-mirror/mirror/mirror"
 )
 
 // Subprocess tests: the built binary, its exit codes and its signals.
@@ -425,5 +427,57 @@ func getJSON(t *testing.T, url string, v any) {
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("GET %s: %v\n%s", url, err, b)
+	}
+}
+
+// TestHistoryExitCodes: log, diff, gc and --at through the binary: exit
+// codes, the keep policy read from the process environment, and gc
+// exiting 5 while another process holds the writer lock.
+func TestHistoryExitCodes(t *testing.T) {
+	t.Parallel()
+	h := newHistory(t)
+	env := baseEnv(t)
+	id := string(h.removed.ID)
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		code int
+		// stdout and stderr must contain these ("" for stderr: empty).
+		stdout, stderr string
+	}{
+		{"log", env, []string{"log"}, exitOK, "3 (current)", ""},
+		{"diff", env, []string{"diff"}, exitOK, "generation 2 → 3: 1 added", ""},
+		{"diff of an unknown generation", env, []string{"diff", "7"}, exitError, "", `no generation "7"`},
+		{"diff of three", env, []string{"diff", "1", "2", "3"}, exitUsage, "", "at most two generations"},
+		{"get --at", env, []string{"get", "--at", "1", id}, exitOK, string(h.removed.ID), ""},
+		{"bad MIRROR_KEEP", append(env, "MIRROR_KEEP=many"), []string{"gc"}, exitUsage, "", `MIRROR_KEEP "many": want a whole number`},
+		{"gc by the environment", append(env, "MIRROR_KEEP=2", "MIRROR_KEEP_WITHIN=none"), []string{"gc"}, exitOK, "gc: dropped 2 generations (0-1);", ""},
+		{"get --at a collected generation", env, []string{"get", "--at", "1", id}, exitError, "", "generation 1 of " + h.db + " was collected; the oldest kept is 2 (keep more with --keep)"},
+		{"export --at an unknown generation", env, []string{"export", "--at", "9", filepath.Join(t.TempDir(), "x.bundle")}, exitError, "", "no such generation"},
+		{"empty --at", env, []string{"list", "--at="}, exitUsage, "", "--at needs a generation"},
+	} {
+		r := runMirror(t, tc.env, append(tc.args, "--db", h.db)...)
+		if r.code != tc.code || !strings.Contains(r.stdout, tc.stdout) || (tc.stderr == "") != (r.stderr == "") || !strings.Contains(r.stderr, tc.stderr) {
+			t.Errorf("%s: mirror %q: want exit %d, %q on stdout and %q on stderr, got %s", tc.name, tc.args, tc.code, tc.stdout, tc.stderr, r)
+		}
+	}
+
+	m, err := mirror.Open(h.db, mirror.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	w, err := m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort(false)
+	r := runMirror(t, env, "gc", "--db", h.db, "--keep", "1", "--keep-within", "none")
+	if r.code != exitBusy || !strings.Contains(r.stderr, "mirror busy: another process (pid ") {
+		t.Errorf("gc while another process writes: want exit 5, got %s", r)
+	}
+	if r := runMirror(t, env, "log", "--db", h.db); r.code != exitOK || strings.Count(r.stdout, "\n") != 3 {
+		t.Errorf("log after a busy gc: want the 2 generations still kept, got %s", r)
 	}
 }

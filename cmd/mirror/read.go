@@ -37,6 +37,12 @@ type statusJSON struct {
 	// LastRefused is the last sync that refused to publish, until a sync
 	// publishes or finds nothing new (null otherwise).
 	LastRefused *refusedJSON `json:"last_refused"`
+	// Layers is the number of delta files over the current generation's
+	// base; GenerationsKept and OldestGeneration describe the history
+	// (see mirror log).
+	Layers           int    `json:"layers"`
+	GenerationsKept  int    `json:"generations_kept"`
+	OldestGeneration uint64 `json:"oldest_generation"`
 }
 
 // refusedJSON is status's view of mirror.SyncRefusal.
@@ -119,8 +125,13 @@ func gatherStatus(ctx context.Context, m *mirror.Mirror, now time.Time, maxAge t
 		Path: meta.Path, SizeBytes: meta.SizeBytes, FormatVersion: meta.FormatVersion,
 		Upstream: meta.Upstream, Generation: meta.Generation, Total: meta.Total,
 		ByLifecycle: map[string]int{}, Quarantined: meta.Quarantined, Digest: meta.Digest,
-		QuarantineIDs: []string{}, PreviousUpstream: meta.PreviousUpstream,
+		QuarantineIDs: []string{}, PreviousUpstream: meta.PreviousUpstream, Layers: meta.Layers,
 	}
+	gens, err := m.Generations(ctx)
+	if err != nil {
+		return statusJSON{}, freshness{}, err
+	}
+	st.GenerationsKept, st.OldestGeneration = len(gens), gens[0].Generation
 	if !meta.UpstreamSince.IsZero() {
 		st.UpstreamSince = meta.UpstreamSince.UTC().Format(time.RFC3339)
 	}
@@ -160,7 +171,8 @@ func printStatus(e *env, st statusJSON, f freshness) {
 	} else {
 		fmt.Fprintf(w, "last sync\t%s (%s)\n", st.LastSync, formatAge(f.age))
 	}
-	fmt.Fprintf(w, "generation\t%d\n", st.Generation)
+	fmt.Fprintf(w, "generation\t%d (%d layer%s over its base)\n", st.Generation, st.Layers, plural(st.Layers))
+	fmt.Fprintf(w, "history\t%d generation%s kept, the oldest %d (see mirror log)\n", st.GenerationsKept, plural(st.GenerationsKept), st.OldestGeneration)
 	fmt.Fprintf(w, "stages\t%d (draft %d, active %d, deprecated %d, tombstone %d)\n", st.Total,
 		st.ByLifecycle["draft"], st.ByLifecycle["active"], st.ByLifecycle["deprecated"], st.ByLifecycle["tombstone"])
 	fmt.Fprintf(w, "quarantined\t%d\n", st.Quarantined)
@@ -180,19 +192,25 @@ func cmdGet() *command {
 		positional: "REF",
 		summary:    "print one stage's JSON exactly as the registry served it (REF: id, unique id prefix, or name)",
 		example: `mirror get 2308c22f
-mirror get list_length | jq .signature`,
+mirror get list_length | jq .signature
+mirror get list_length --at 40   # as generation 40 had it (see mirror log)`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usageError("get takes exactly one reference (an id, a unique id prefix, or a name)")
 				}
-				m, err := openForRead(e, db)
+				at, err := atRef()
 				if err != nil {
 					return err
 				}
-				defer m.Close()
-				s, err := store.Resolve(ctx, m, args[0])
+				sn, err := openSnapshot(ctx, e, db, at)
+				if err != nil {
+					return err
+				}
+				defer sn.Close()
+				s, err := store.Resolve(ctx, sn, args[0])
 				if err != nil {
 					return err
 				}
@@ -214,6 +232,7 @@ mirror list --json | jq -r .name`,
 			db := dbFlag(fs)
 			lc := fs.String("lifecycle", "", "only this lifecycle `L`: draft, active, deprecated or tombstone")
 			asJSON := fs.Bool("json", false, "print each stage's JSON on its own line")
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("list takes no arguments")
@@ -226,19 +245,23 @@ mirror list --json | jq -r .name`,
 					}
 					f.Kind = k
 				}
-				m, err := openForRead(e, db)
+				at, err := atRef()
 				if err != nil {
 					return err
 				}
-				defer m.Close()
+				sn, err := openSnapshot(ctx, e, db, at)
+				if err != nil {
+					return err
+				}
+				defer sn.Close()
 				if *asJSON {
-					return m.ScanRaw(ctx, f.Kind, func(_ store.StageID, raw []byte) error {
+					return sn.ScanRaw(ctx, f.Kind, func(_ store.StageID, raw []byte) error {
 						return writeJSONLine(e.stdout, raw)
 					})
 				}
 				w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(w, "ID\tNAME\tLIFECYCLE\tDESCRIPTION")
-				for s, err := range m.Stages(ctx, f) {
+				for s, err := range sn.Stages(ctx, f) {
 					if err != nil {
 						return err
 					}
@@ -258,16 +281,21 @@ func cmdFind() *command {
 		example:    `mirror find list_length`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usageError("find takes exactly one name")
 				}
-				m, err := openForRead(e, db)
+				at, err := atRef()
 				if err != nil {
 					return err
 				}
-				defer m.Close()
-				found, err := m.FindByName(ctx, args[0])
+				sn, err := openSnapshot(ctx, e, db, at)
+				if err != nil {
+					return err
+				}
+				defer sn.Close()
+				found, err := sn.FindByName(ctx, args[0])
 				if err != nil {
 					return err
 				}
@@ -289,6 +317,7 @@ func cmdResolve() *command {
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			all := fs.Bool("all", false, "print every Active stage with this signature id, sorted by id")
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) != 1 {
 					return usageError("resolve takes exactly one signature id")
@@ -297,13 +326,17 @@ func cmdResolve() *command {
 				if !store.ValidID(args[0]) {
 					return usageError("signature id %q is not 64 lowercase hex characters", args[0])
 				}
-				m, err := openForRead(e, db)
+				at, err := atRef()
 				if err != nil {
 					return err
 				}
-				defer m.Close()
+				sn, err := openSnapshot(ctx, e, db, at)
+				if err != nil {
+					return err
+				}
+				defer sn.Close()
 				if *all {
-					found, err := m.ActiveStagesWithSignature(ctx, sig)
+					found, err := sn.ActiveStagesWithSignature(ctx, sig)
 					if err != nil {
 						return err
 					}
@@ -312,7 +345,7 @@ func cmdResolve() *command {
 					}
 					return printStages(e, found)
 				}
-				s, err := m.GetBySignature(ctx, sig)
+				s, err := sn.GetBySignature(ctx, sig)
 				if err != nil {
 					return err
 				}
@@ -335,69 +368,95 @@ func cmdStats() *command {
 	return &command{
 		name:    "stats",
 		summary: "noether's store stats (total, by lifecycle, by effect); --live asks the registry instead",
-		example: `mirror stats --json`,
+		example: `mirror stats --json
+mirror stats --at 12   # as of generation 12`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			asJSON := fs.Bool("json", false, "print JSON")
 			live := fs.Bool("live", false, "ask the registry's /health (needs --registry or $NOETHER_REGISTRY)")
 			reg := fs.String("registry", "", "registry base `URL` for --live (default $NOETHER_REGISTRY)")
 			keyFile := fs.String("api-key-file", "", "`FILE` holding the API key for --live (default $NOETHER_API_KEY)")
+			atRef := atFlag(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("stats takes no arguments")
 				}
+				at, err := atRef()
+				if err != nil {
+					return err
+				}
 				var st store.Stats
 				if *live {
-					c, err := registryClient(e, *reg, *keyFile, "--live needs a registry")
-					if err != nil {
-						return err
+					if at != "" {
+						return usageError("--at reads a generation of the mirror and --live asks the registry: pass one of them")
 					}
-					h, err := c.Health(ctx)
-					if err != nil {
-						return err
-					}
-					if !h.HasStore {
-						return errors.New("the registry's /health has no store section")
-					}
-					st = h.Stats
+					st, err = liveStats(ctx, e, *reg, *keyFile)
 				} else {
-					m, err := openForRead(e, db)
-					if err != nil {
-						return err
-					}
-					defer m.Close()
-					if st, err = m.Stats(ctx); err != nil {
-						return err
-					}
+					st, err = mirrorStats(ctx, e, db, at)
 				}
-				// Every key of the JSON contract is present: every
-				// lifecycle, 0 when it has no stage.
-				if st.ByLifecycle == nil {
-					st.ByLifecycle = map[string]int{}
+				if err != nil {
+					return err
 				}
-				for _, k := range store.AllLifecycleKinds() {
-					if _, ok := st.ByLifecycle[k.Name()]; !ok {
-						st.ByLifecycle[k.Name()] = 0
-					}
-				}
-				if st.ByEffect == nil {
-					st.ByEffect = map[string]int{}
-				}
-				if *asJSON {
-					return writeJSON(e.stdout, st)
-				}
-				w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintf(w, "total\t%d\n", st.Total)
-				for _, k := range sortedKeys(st.ByLifecycle) {
-					fmt.Fprintf(w, "lifecycle %s\t%d\n", k, st.ByLifecycle[k])
-				}
-				for _, k := range sortedKeys(st.ByEffect) {
-					fmt.Fprintf(w, "effect %s\t%d\n", k, st.ByEffect[k])
-				}
-				return w.Flush()
+				return printStats(e, st, *asJSON)
 			}
 		},
 	}
+}
+
+// liveStats asks the registry's /health for its store stats.
+func liveStats(ctx context.Context, e *env, reg, keyFile string) (store.Stats, error) {
+	c, err := registryClient(e, reg, keyFile, "--live needs a registry")
+	if err != nil {
+		return store.Stats{}, err
+	}
+	h, err := c.Health(ctx)
+	if err != nil {
+		return store.Stats{}, err
+	}
+	if !h.HasStore {
+		return store.Stats{}, errors.New("the registry's /health has no store section")
+	}
+	return h.Stats, nil
+}
+
+// mirrorStats is the store stats of generation at of the mirror ("": the
+// current one).
+func mirrorStats(ctx context.Context, e *env, db func(*env) (string, error), at string) (store.Stats, error) {
+	sn, err := openSnapshot(ctx, e, db, at)
+	if err != nil {
+		return store.Stats{}, err
+	}
+	defer sn.Close()
+	return sn.Stats(ctx)
+}
+
+// printStats prints stats as JSON or as a table.
+func printStats(e *env, st store.Stats, asJSON bool) error {
+	// Every key of the JSON contract is present: every lifecycle, 0
+	// when it has no stage.
+	if st.ByLifecycle == nil {
+		st.ByLifecycle = map[string]int{}
+	}
+	for _, k := range store.AllLifecycleKinds() {
+		if _, ok := st.ByLifecycle[k.Name()]; !ok {
+			st.ByLifecycle[k.Name()] = 0
+		}
+	}
+	if st.ByEffect == nil {
+		st.ByEffect = map[string]int{}
+	}
+	if asJSON {
+		return writeJSON(e.stdout, st)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "total\t%d\n", st.Total)
+	for _, k := range sortedKeys(st.ByLifecycle) {
+		fmt.Fprintf(w, "lifecycle %s\t%d\n", k, st.ByLifecycle[k])
+	}
+	for _, k := range sortedKeys(st.ByEffect) {
+		fmt.Fprintf(w, "effect %s\t%d\n", k, st.ByEffect[k])
+	}
+	return w.Flush()
 }
 
 func cmdVersion() *command {

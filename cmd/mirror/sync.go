@@ -19,7 +19,8 @@ func cmdSync() *command {
 		summary: "pull every stage of a registry into the mirror, verify it, publish a new snapshot",
 		example: `NOETHER_REGISTRY=https://registry.example.com mirror sync --db /var/lib/noether/mirror.db -q
 mirror sync --registry http://127.0.0.1:8080 --json
-mirror sync --max-remove 25%   # accept a real shrink the loss guard refused`,
+mirror sync --max-remove 25%   # accept a real shrink the loss guard refused
+mirror sync --keep 10 --keep-within none   # keep only the last 10 generations`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			reg := fs.String("registry", "", "registry base `URL` (default $NOETHER_REGISTRY)")
@@ -28,6 +29,7 @@ mirror sync --max-remove 25%   # accept a real shrink the loss guard refused`,
 			asJSON := fs.Bool("json", false, "print the report as JSON")
 			trusted := fs.String("trusted-keys", "", "`FILE` of trusted signer keys (\"NAME HEX\" per line): quarantine stages signed by anyone else")
 			maxRemove := fs.String("max-remove", "", "refuse to publish a sync that removes more than `N` stages, or N% of the mirror (default 10%, and never all of it)")
+			keep := keepFlags(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("sync takes no arguments, got %q", args)
@@ -40,11 +42,16 @@ mirror sync --max-remove 25%   # accept a real shrink the loss guard refused`,
 					}
 					opts.MaxRemove = limit
 				}
+				keepPolicy, err := keep(e)
+				if err != nil {
+					return err
+				}
 				client, err := registryClient(e, *reg, *keyFile, "no registry")
 				if err != nil {
 					return err
 				}
 				mopts := mirrorOptions(e)
+				mopts.Keep = keepPolicy
 				if *trusted != "" {
 					if mopts.Trust, err = store.LoadTrustPolicy(*trusted); err != nil {
 						return err

@@ -113,7 +113,9 @@ func TestUsageLineListsEveryFlag(t *testing.T) {
 			continue
 		}
 		shown := map[string]int{}
-		for _, m := range group.FindAllStringSubmatch(line, -1) {
+		// The flags follow the positional arguments, which may have
+		// brackets of their own (diff's [A [B]]).
+		for _, m := range group.FindAllStringSubmatch(strings.TrimPrefix(line, prefix), -1) {
 			name, _, _ := strings.Cut(m[1], " ")
 			if short, long, ok := strings.Cut(name, "|"); ok {
 				shown[short]++
@@ -187,6 +189,9 @@ func TestInterruptedMessages(t *testing.T) {
 		{[]string{"sync", "--registry", fake.URL()}, "interrupted; the last snapshot is intact and the next sync resumes where this one stopped"},
 		{[]string{"verify"}, nothing},
 		{[]string{"list", "--json"}, nothing},
+		{[]string{"log"}, nothing},
+		{[]string{"diff"}, nothing},
+		{[]string{"gc", "--keep", "1", "--keep-within", "none"}, nothing},
 		{[]string{"export", filepath.Join(dir, "out.bundle")}, "interrupted; no file was written (one already there is left as it was), and the mirror was not changed"},
 		{[]string{"import", bundleFile, "--force"}, "interrupted; nothing was imported: the mirror's last snapshot is intact"},
 	} {
