@@ -39,13 +39,35 @@ func (p KeepPolicy) normalized() KeepPolicy {
 	return p
 }
 
-// String renders the policy for a person.
+// String renders the policy for a person: "the last 30 generations and
+// those of the last 7 days".
 func (p KeepPolicy) String() string {
 	p = p.normalized()
-	if p.Within < 0 {
-		return fmt.Sprintf("the last %d generations", p.Last)
+	last := "the last generation"
+	if p.Last > 1 {
+		last = fmt.Sprintf("the last %d generations", p.Last)
 	}
-	return fmt.Sprintf("the last %d generations and those of the last %s", p.Last, p.Within)
+	if p.Within < 0 {
+		return last
+	}
+	return last + " and those of the last " + spanText(p.Within)
+}
+
+// spanText renders d in days or hours when it is a whole number of them.
+func spanText(d time.Duration) string {
+	plural := func(n int64, unit string) string {
+		if n == 1 {
+			return "1 " + unit
+		}
+		return fmt.Sprintf("%d %ss", n, unit)
+	}
+	switch {
+	case d%(24*time.Hour) == 0:
+		return plural(int64(d/(24*time.Hour)), "day")
+	case d%time.Hour == 0:
+		return plural(int64(d/time.Hour), "hour")
+	}
+	return d.String()
 }
 
 // apply returns the generations of gens (oldest first, the current one
