@@ -406,7 +406,7 @@ func (s *Server) serveHealth(req *request) {
 	if s.notModified(req, etag) {
 		return
 	}
-	st, err := s.servedStats(req.r.Context(), snap, info, view)
+	st, err := servedStats(req.r.Context(), &s.cur, snap, info, view)
 	if err != nil {
 		req.w.Header().Del("ETag")
 		s.internalError(req, "computing the mirror's stats", err)

@@ -141,13 +141,22 @@ type Server struct {
 	metrics *metrics
 	bufs    sync.Pool // *bytes.Buffer for page bodies
 
-	statsMu sync.Mutex
-	stats   *cachedStats // stats of the last generation asked for
-
-	// With Options.Trust: the trust view of the last snapshot asked for,
-	// and a one-slot semaphore held while one is built.
-	view    atomic.Pointer[trustView]
+	// cur caches what is derived from the current snapshot.
+	cur derived
+	// viewSem is a one-slot semaphore held while a trust view is built,
+	// whatever the snapshot: builds use every CPU already.
 	viewSem chan struct{}
+}
+
+// derived caches what the server computes from one snapshot at a time:
+// its stats and, with Options.Trust, its trust view. Each is recomputed
+// when asked for another snapshot (generation and digest). It is safe for
+// concurrent use; the zero value is empty.
+type derived struct {
+	statsMu sync.Mutex
+	stats   *cachedStats
+
+	view atomic.Pointer[trustView]
 }
 
 type cachedStats struct {
@@ -246,12 +255,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // statsFor returns snap's stats, computing them at most once per
-// generation. Concurrent callers for a new generation wait for the one
-// computing it.
-func (s *Server) statsFor(ctx context.Context, snap Snapshot, info Info) (store.Stats, error) {
-	s.statsMu.Lock()
-	defer s.statsMu.Unlock()
-	if c := s.stats; c != nil && c.gen == info.Generation && c.digest == info.Digest {
+// generation and caching them in d. Concurrent callers for a new
+// generation wait for the one computing it.
+func (d *derived) statsFor(ctx context.Context, snap Snapshot, info Info) (store.Stats, error) {
+	d.statsMu.Lock()
+	defer d.statsMu.Unlock()
+	if c := d.stats; c != nil && c.gen == info.Generation && c.digest == info.Digest {
 		return c.stats, nil
 	}
 	st, err := snap.Stats(ctx)
@@ -264,6 +273,6 @@ func (s *Server) statsFor(ctx context.Context, snap Snapshot, info Info) (store.
 	if st.ByEffect == nil {
 		st.ByEffect = map[string]int{}
 	}
-	s.stats = &cachedStats{gen: info.Generation, digest: info.Digest, stats: st}
+	d.stats = &cachedStats{gen: info.Generation, digest: info.Digest, stats: st}
 	return st, nil
 }
