@@ -181,6 +181,11 @@ func (s *Server) trustViewFor(ctx context.Context, d *derived, snap Snapshot, in
 	if v := d.view.Load(); v.matches(info) {
 		return v, nil
 	}
+	if v := s.cur.view.Load(); d != &s.cur && v.matches(info) {
+		// A pinned request for the current generation.
+		d.view.Store(v)
+		return v, nil
+	}
 	select {
 	case s.viewSem <- struct{}{}:
 	case <-ctx.Done():
@@ -244,7 +249,7 @@ func (s *Server) acquireView(req *request) (snap Snapshot, info Info, view *trus
 	if snap, info, ok = s.acquire(req); !ok {
 		return nil, Info{}, nil, false
 	}
-	view, err := s.viewIfTrusted(req.r.Context(), &s.cur, snap, info)
+	view, err := s.viewIfTrusted(req.r.Context(), req.d, snap, info)
 	if err != nil {
 		s.release(snap)
 		s.internalError(req, "applying the trust policy", err)
