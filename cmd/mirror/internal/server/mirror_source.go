@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -39,6 +40,9 @@ func (s mirrorSource) Resolve(ctx context.Context, ref string) (uint64, error) {
 func (s mirrorSource) AcquireAt(ctx context.Context, gen uint64) (Snapshot, error) {
 	ref := strconv.FormatUint(gen, 10)
 	sn, err := s.m.SnapshotAt(ctx, ref)
+	if errors.Is(err, mirror.ErrNoMirror) {
+		return nil, s.collectedElsewhere(ctx, gen, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -48,6 +52,26 @@ func (s mirrorSource) AcquireAt(ctx context.Context, gen uint64) (Snapshot, erro
 			mirror.ErrGenerationGone, gen, ref, got)
 	}
 	return adaptSnapshot(sn), nil
+}
+
+// collectedElsewhere tells apart, after SnapshotAt failed with err
+// (ErrNoMirror: a file of gen is missing), a generation another process
+// collected since m last read its manifest, which SnapshotAt reports as
+// ErrNoMirror rather than ErrGenerationGone (a library bug, see
+// mirror/history_bug_test.go): it reads the manifest again and returns
+// an error wrapping ErrGenerationGone if gen is no longer kept, else err.
+func (s mirrorSource) collectedElsewhere(ctx context.Context, gen uint64, err error) error {
+	if _, rerr := s.m.Reload(); rerr != nil {
+		return err
+	}
+	got, rerr := s.m.Resolve(ctx, strconv.FormatUint(gen, 10))
+	switch {
+	case errors.Is(rerr, mirror.ErrGenerationGone):
+		return rerr
+	case isNotKept(rerr) || (rerr == nil && got != gen):
+		return fmt.Errorf("%w: generation %d was collected since this server last read the mirror's manifest", mirror.ErrGenerationGone, gen)
+	}
+	return err
 }
 
 func (s mirrorSource) Kept(ctx context.Context) (oldest, newest uint64, err error) {

@@ -339,3 +339,40 @@ func TestPinnedMirrorHistory(t *testing.T) {
 		t.Errorf("%d files under the mirror open, %d before serving", n, fdsBefore)
 	}
 }
+
+// TestPinnedCollectedByAnotherProcess: the server's mirror handle reads
+// the manifest at most every reload interval; a generation another
+// process collected meanwhile still resolves, but its files are gone.
+// That is a 404 NOT_FOUND like any collected generation, not a 503.
+func TestPinnedCollectedByAnotherProcess(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mirror.db")
+	writer, err := mirror.Create(path, mirror.Options{ReloadInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	raws := fixtureRaws(t)
+	var gens []uint64
+	for i := range 3 {
+		gens = append(gens, publishMirror(t, writer, raws[i*20:(i+1)*20+20], 0, fixedNow).Generation)
+	}
+	reader, err := mirror.Open(path, mirror.Options{ReloadInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	s := newTestServer(t, FromMirror(reader), Options{})
+	defer s.ReleasePinned()
+	h := s.Handler()
+	if _, err := writer.GC(ctx, &mirror.KeepPolicy{Last: 1, Within: -1}); err != nil {
+		t.Fatal(err)
+	}
+	msg := wantError(t, do(t, h, "GET", fmt.Sprintf("/at/%d/stages", gens[1])), 404, CodeNotFound)
+	if want := fmt.Sprintf("oldest generation kept is %d", gens[2]); !strings.Contains(msg, want) {
+		t.Errorf("message %q lacks %q", msg, want)
+	}
+	if rec := do(t, h, "GET", fmt.Sprintf("/at/%d/stages", gens[2])); rec.Code != 200 {
+		t.Errorf("the kept generation: %d %s", rec.Code, rec.Body)
+	}
+}
