@@ -389,6 +389,17 @@ func TestServe(t *testing.T) {
 		t.Errorf("/stages: ok %v, %d stages, total %d", page.OK, len(page.Result.Stages), page.Result.Total)
 	}
 
+	// The same page frozen at generation 1, cached as immutable; a
+	// generation not reached yet is 404.
+	root, _ := httpGet(t, url+"/stages?lifecycle=active&limit=10")
+	pinned, resp := httpGet(t, url+"/at/1/stages?lifecycle=active&limit=10")
+	if pinned != root || resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" {
+		t.Errorf("/at/1/stages: %s %q\n%.200s", resp.Status, resp.Header.Get("Cache-Control"), pinned)
+	}
+	if body, resp := httpGet(t, url+"/at/9/health"); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "does not exist yet") {
+		t.Errorf("/at/9/health: %s %s", resp.Status, body)
+	}
+
 	// A second mirror syncs from the served one and ends up identical.
 	copyDB := filepath.Join(dir, "copy.db")
 	if r := runMirror(t, env, "sync", "-q", "--db", copyDB, "--registry", url); r.code != exitOK {
@@ -409,6 +420,21 @@ func TestServe(t *testing.T) {
 	if strings.Contains(stderr.String(), "level=ERROR") {
 		t.Errorf("serve logged errors:\n%s", stderr.String())
 	}
+}
+
+// httpGet returns url's body and response, whatever the status.
+func httpGet(t *testing.T, url string) (string, *http.Response) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), resp
 }
 
 func getJSON(t *testing.T, url string, v any) {

@@ -9,11 +9,14 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/noether-mirror/mirror/mirror"
 	"github.com/noether-mirror/mirror/store"
 	"github.com/noether-mirror/mirror/store/storetest"
 )
@@ -288,4 +291,147 @@ func (l *notifyListener) Close() error {
 	err := l.Listener.Close()
 	l.once.Do(func() { close(l.closed) })
 	return err
+}
+
+// memHistory is a memSource that keeps past generations: a History that
+// resolves refs as mirror.Mirror.Resolve does.
+type memHistory struct {
+	*memSource
+	mu     sync.Mutex
+	gens   map[uint64]*memSnapshot
+	oldest uint64 // generations below it were collected
+
+	opens atomic.Int64 // AcquireAt calls that pinned a generation
+	// gate, when non-nil, makes AcquireAt wait for it to be closed.
+	gate chan struct{}
+	// historyErr, when non-nil, is returned by Resolve and AcquireAt.
+	historyErr atomic.Pointer[error]
+}
+
+// newMemHistory keeps snaps (in increasing generation order); the last
+// is the current one.
+func newMemHistory(snaps ...*memSnapshot) *memHistory {
+	h := &memHistory{memSource: newMemSource(snaps[len(snaps)-1]), gens: map[uint64]*memSnapshot{}}
+	for _, s := range snaps {
+		h.gens[s.info.Generation] = s
+	}
+	h.oldest = snaps[0].info.Generation
+	return h
+}
+
+// publish makes s the current generation, keeping the others.
+func (h *memHistory) publish(s *memSnapshot) {
+	h.mu.Lock()
+	h.gens[s.info.Generation] = s
+	h.mu.Unlock()
+	h.memSource.publish(s)
+}
+
+// collect drops every generation below g, as a keep policy would.
+func (h *memHistory) collect(g uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for n := range h.gens {
+		if n < g {
+			delete(h.gens, n)
+		}
+	}
+	h.oldest = g
+}
+
+func (h *memHistory) Resolve(ctx context.Context, ref string) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if e := h.historyErr.Load(); e != nil {
+		return 0, *e
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	newest := h.cur.Load().info.Generation
+	if n, err := strconv.ParseUint(ref, 10, 64); err == nil {
+		if _, ok := h.gens[n]; ok {
+			return n, nil
+		}
+		if n < h.oldest {
+			return 0, fmt.Errorf("%w: generation %d was collected; the oldest kept is %d", mirror.ErrGenerationGone, n, h.oldest)
+		}
+		if len(ref) < 4 {
+			return 0, fmt.Errorf("%w: no generation %d; kept %d to %d", mirror.ErrNoGeneration, n, h.oldest, newest)
+		}
+	}
+	ref = strings.ToLower(ref)
+	if len(ref) < 4 {
+		return 0, fmt.Errorf("%w: %q is too short", mirror.ErrNoGeneration, ref)
+	}
+	var found uint64
+	var ok bool
+	for n, s := range h.gens {
+		if strings.HasPrefix(s.info.Digest, ref) && (!ok || n > found) {
+			found, ok = n, true
+		}
+	}
+	if !ok {
+		return 0, fmt.Errorf("%w: no generation %q", mirror.ErrNoGeneration, ref)
+	}
+	return found, nil
+}
+
+func (h *memHistory) AcquireAt(ctx context.Context, gen uint64) (Snapshot, error) {
+	if e := h.historyErr.Load(); e != nil {
+		return nil, *e
+	}
+	if h.gate != nil {
+		<-h.gate
+	}
+	h.mu.Lock()
+	s, ok := h.gens[gen]
+	h.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: generation %d was collected meanwhile", mirror.ErrGenerationGone, gen)
+	}
+	h.opens.Add(1)
+	h.open.Add(1)
+	return &memHandle{memSnapshot: s, src: h.memSource}, nil
+}
+
+func (h *memHistory) Kept(context.Context) (uint64, uint64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.oldest, h.cur.Load().info.Generation, nil
+}
+
+// historyFixture is generations 3 to 6 of a registry, 1 and 2 collected:
+// 3 holds the stdlib stages with mixed lifecycles, 4 drops ten of them,
+// 5 adds generated stages, 6 (current) turns every draft active.
+func historyFixture(t testing.TB) (*memHistory, []*memSnapshot) {
+	t.Helper()
+	mixed := mixedRaws(t)
+	g3 := mixed
+	g4 := slices.Clone(mixed[10:])
+	g5 := append(slices.Clone(g4), genRaws(t, 5, 120, 30)...)
+	var g6 [][]byte
+	for _, raw := range g5 {
+		st, err := store.DecodeStage(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Lifecycle.Kind == store.LifecycleDraft {
+			if st, err = st.WithLifecycle(store.Active); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g6 = append(g6, st.Raw)
+	}
+	// Digests with distinct prefixes; 5's is all digits, so /at/1234/
+	// names it by digest although 1234 reads as a number.
+	digests := []string{"c0ffee", "beef40", "123456", "d06e60"}
+	var snaps []*memSnapshot
+	for i, raws := range [][][]byte{g3, g4, g5, g6} {
+		info := testInfo(uint64(3 + i))
+		info.Digest = digests[i] + strings.Repeat(strconv.Itoa(i), 64-len(digests[i]))
+		info.Published = fixedNow.Add(time.Duration(i-4) * time.Hour)
+		snaps = append(snaps, newMemSnapshot(t, info, raws))
+	}
+	return newMemHistory(snaps...), snaps
 }

@@ -36,7 +36,8 @@ func FuzzParseListQuery(f *testing.F) {
 }
 
 // FuzzHandler: whatever the method, path and query, the answer is a JSON
-// envelope (or the metrics text), and writes are always refused.
+// envelope (or the metrics text), writes are always refused, and only
+// the generations cached for /at/G/ stay open.
 func FuzzHandler(f *testing.F) {
 	for _, s := range [][2]string{
 		{"GET", "/stages?lifecycle=active&limit=200&offset=0"},
@@ -46,12 +47,16 @@ func FuzzHandler(f *testing.F) {
 		{"GET", "/stages/%2e%2e/health"},
 		{"PATCH", "/stages/" + strings.Repeat("0", 64) + "/lifecycle"},
 		{"GET", "/stages?limit=%ff%fe"},
+		{"GET", "/at/4/stages?lifecycle=active&limit=200&offset=0"},
+		{"GET", "/at/beef/stages/" + strings.Repeat("a", 64)},
+		{"GET", "/at/1/health"},
+		{"DELETE", "/at/1/stages/x"},
+		{"GET", "/at/%2e%2e/stages"},
 	} {
 		f.Add(s[0], s[1])
 	}
-	snap := newMemSnapshot(f, testInfo(1), fixtureRaws(f))
-	src := newMemSource(snap)
-	s, err := New(src, Options{})
+	src, _ := historyFixture(f)
+	s, err := New(src, Options{PinnedGenerations: 2})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -92,8 +97,8 @@ func FuzzHandler(f *testing.F) {
 		if method != "GET" && method != "HEAD" && bytes.Contains(rec.Body.Bytes(), []byte("already")) {
 			t.Fatalf("error text contains 'already': %s", rec.Body)
 		}
-		if src.open.Load() != 0 {
-			t.Fatal("snapshot left pinned")
+		if n, c := src.open.Load(), s.pins.len(); n != int64(c) || c > 2 {
+			t.Fatalf("%d snapshots pinned for %d cached generations", n, c)
 		}
 	})
 }

@@ -47,6 +47,9 @@ const (
 	routeHealth
 	routeMetrics
 	routeOther
+	routeAtStages
+	routeAtStage
+	routeAtHealth
 	numRoutes
 )
 
@@ -60,6 +63,12 @@ func (r route) String() string {
 		return "/health"
 	case routeMetrics:
 		return "/metrics"
+	case routeAtStages:
+		return "/at/{g}/stages"
+	case routeAtStage:
+		return "/at/{g}/stages/{id}"
+	case routeAtHealth:
+		return "/at/{g}/health"
 	}
 	return "other"
 }
@@ -114,11 +123,18 @@ type request struct {
 	r   *http.Request
 	gen uint64 // generation answered from, for the log
 	has bool   // whether gen is set
+	// pinned marks a /at/G/… request, answered from generation at.
+	pinned bool
+	at     uint64
+	// d caches what is derived from the snapshot answered from; acquire
+	// sets it.
+	d *derived
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rt, id := classify(r.URL.Path)
+	t := parseTarget(r.URL.Path)
+	rt := t.route // for the metrics
 	req := &request{w: &recorder{ResponseWriter: w}, r: r}
 	defer func() {
 		dur := time.Since(start)
@@ -143,23 +159,36 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// Refused before a pinned generation is resolved: a DELETE must
+		// never be answered NOT_FOUND, which noether reads as success.
+		msg := readOnlyMessage
+		if t.ref != "" {
+			msg = pinnedReadOnlyMessage
+		}
 		req.w.Header().Set("Allow", "GET, HEAD")
-		s.writeError(req, http.StatusMethodNotAllowed, CodeReadOnly, readOnlyMessage)
+		s.writeError(req, http.StatusMethodNotAllowed, CodeReadOnly, msg)
+		return
+	}
+	if t.ref != "" && !s.resolvePinned(req, t) {
 		return
 	}
 	switch rt {
-	case routeStages:
+	case routeStages, routeAtStages:
 		s.serveList(req)
-	case routeStage:
-		s.serveStage(req, id)
-	case routeHealth:
+	case routeStage, routeAtStage:
+		s.serveStage(req, t.id)
+	case routeHealth, routeAtHealth:
 		s.serveHealth(req)
 	case routeMetrics:
 		s.serveMetrics(req)
 	default:
+		pinned := ""
+		if s.pins != nil {
+			pinned = ", and /at/G/stages, /at/G/stages/{id} and /at/G/health as of generation G"
+		}
 		s.writeError(req, http.StatusNotFound, CodeNotFound, fmt.Sprintf(
-			"no endpoint %s: this mirror serves GET /stages, /stages/{id}, /health and /metrics",
-			quoteTrunc(r.URL.Path)))
+			"no endpoint %s: this mirror serves GET /stages, /stages/{id}, /health and /metrics%s",
+			quoteTrunc(r.URL.Path), pinned))
 	}
 }
 
@@ -170,8 +199,13 @@ func (s *Server) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(got[:], s.keyHash[:]) == 1
 }
 
-// acquire pins the current snapshot, answering 503 when there is none.
+// acquire pins the snapshot to answer req from: the current one, or for
+// a pinned request its generation. When it cannot, it answers the
+// request itself (503 when there is no snapshot) and returns ok=false.
 func (s *Server) acquire(req *request) (Snapshot, Info, bool) {
+	if req.pinned {
+		return s.acquirePinned(req)
+	}
 	snap, err := s.src.Acquire()
 	if err != nil {
 		s.log.Error("no snapshot to answer from", "err", err)
@@ -182,6 +216,7 @@ func (s *Server) acquire(req *request) (Snapshot, Info, bool) {
 	}
 	info := snap.Info()
 	req.gen, req.has = info.Generation, true
+	req.d = &s.cur
 	return snap, info, true
 }
 
@@ -314,7 +349,7 @@ func (s *Server) serveList(req *request) {
 	buf.WriteString(`],"total":`)
 	buf.Write(strconv.AppendInt(nil, int64(total), 10))
 	buf.WriteString(`}}`)
-	s.setCacheable(req.w.Header(), etag)
+	s.setCacheable(req, etag)
 	s.writeBody(req, http.StatusOK, buf.Bytes())
 }
 
@@ -366,7 +401,7 @@ func (s *Server) serveStage(req *request, id string) {
 	body = append(body, `{"ok":true,"result":`...)
 	body = append(body, raw...)
 	body = append(body, '}')
-	s.setCacheable(req.w.Header(), etag)
+	s.setCacheable(req, etag)
 	s.writeBody(req, http.StatusOK, body)
 }
 
@@ -398,6 +433,10 @@ func (s *Server) serveHealth(req *request) {
 		return
 	}
 	defer s.release(snap)
+	if req.pinned {
+		s.servePinnedHealth(req, snap, info, view)
+		return
+	}
 	// The body's age changes every second while the content stays the
 	// same: a weak validator, and caches must revalidate.
 	etag := "W/" + snapshotETag(info, etagVariant(view, "health-"+strconv.FormatInt(info.LastSync.Unix(), 10)))
@@ -406,7 +445,7 @@ func (s *Server) serveHealth(req *request) {
 	if s.notModified(req, etag) {
 		return
 	}
-	st, err := s.servedStats(req.r.Context(), snap, info, view)
+	st, err := servedStats(req.r.Context(), req.d, snap, info, view)
 	if err != nil {
 		req.w.Header().Del("ETag")
 		s.internalError(req, "computing the mirror's stats", err)
@@ -468,10 +507,10 @@ func (s *Server) notModified(req *request, etag string) bool {
 		return false
 	}
 	h := req.w.Header()
-	h.Set("ETag", etag)
 	if h.Get("Cache-Control") == "" {
-		s.setCacheable(h, etag)
+		s.setCacheable(req, etag)
 	}
+	h.Set("ETag", etag)
 	req.w.WriteHeader(http.StatusNotModified)
 	return true
 }
@@ -489,18 +528,35 @@ func etagMatches(headers []string, etag string) bool {
 	return false
 }
 
-// setCacheable marks a read response cacheable for MaxAge.
-func (s *Server) setCacheable(h http.Header, etag string) {
-	h.Set("ETag", etag)
-	if s.opts.MaxAge < 0 {
-		h.Set("Cache-Control", "no-cache")
-		return
-	}
+// setCacheable marks a read response cacheable, with the strong
+// validator etag: immutable for a pinned generation, else for MaxAge (see
+// setCacheControl).
+func (s *Server) setCacheable(req *request, etag string) {
+	req.w.Header().Set("ETag", etag)
+	s.setCacheControl(req, req.pinned)
+}
+
+// setCacheControl sets how long caches may keep a response. A pinned
+// generation's answers never change: a year, and "immutable". Except
+// under a trust policy: what /at/G/ serves then also depends on the
+// policy, which the operator may change (revoke a key) at a restart, so
+// those answers are cached like the root's. Otherwise MaxAge applies,
+// "no-cache" when it is negative. With an API key, caches are told the
+// answer is private.
+func (s *Server) setCacheControl(req *request, immutable bool) {
+	h := req.w.Header()
 	scope := "public"
 	if s.opts.APIKey != "" {
 		scope = "private"
 	}
-	h.Set("Cache-Control", fmt.Sprintf("%s, max-age=%d", scope, int64(s.opts.MaxAge/time.Second)))
+	switch {
+	case immutable && s.opts.Trust == nil:
+		h.Set("Cache-Control", fmt.Sprintf("%s, max-age=%d, immutable", scope, int64(immutableMaxAge/time.Second)))
+	case s.opts.MaxAge < 0:
+		h.Set("Cache-Control", "no-cache")
+	default:
+		h.Set("Cache-Control", fmt.Sprintf("%s, max-age=%d", scope, int64(s.opts.MaxAge/time.Second)))
+	}
 }
 
 // writeResult writes {"ok":true,"result":v}.

@@ -194,10 +194,10 @@ func (s *Server) serveMetrics(req *request) {
 	} else {
 		info := snap.Info()
 		req.gen, req.has = info.Generation, true
-		view, err := s.viewIfTrusted(req.r.Context(), snap, info)
+		view, err := s.viewIfTrusted(req.r.Context(), &s.cur, snap, info)
 		var st store.Stats
 		if err == nil {
-			st, err = s.servedStats(req.r.Context(), snap, info, view)
+			st, err = servedStats(req.r.Context(), &s.cur, snap, info, view)
 		}
 		s.release(snap)
 		if err != nil {

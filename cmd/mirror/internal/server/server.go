@@ -9,6 +9,13 @@
 // and every write method is refused with 405 READ_ONLY. GET /metrics
 // exposes Prometheus metrics.
 //
+// When the Source keeps history (History; FromMirror's does), the same
+// read API is served frozen at any kept generation G under /at/G/:
+// NOETHER_REGISTRY=http://host/at/G gives noether the registry as it was
+// at G. Those answers never change, so they are marked immutable; a
+// digest prefix for G is redirected to G's number, and a generation that
+// was collected (or never existed) is 404 NOT_FOUND, never cached.
+//
 // Stage bytes are served exactly as mirrored, never re-encoded. Every
 // request pins the source's current snapshot for its whole duration, so a
 // page is always consistent and a snapshot published by a concurrent
@@ -84,6 +91,8 @@ type Info struct {
 	Digest string
 	// Quarantined is the number of upstream stages held back from serving.
 	Quarantined int
+	// Published is when the snapshot was published; zero if unknown.
+	Published time.Time
 }
 
 // Defaults for zero Options fields.
@@ -109,8 +118,14 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxAge is the Cache-Control max-age of stage responses. 0 means
 	// DefaultMaxAge; a negative value sends "no-cache" (always
-	// revalidate, which the ETag makes cheap).
+	// revalidate, which the ETag makes cheap). Answers under /at/G/ are
+	// immutable whatever it says, unless Trust is set.
 	MaxAge time.Duration
+	// PinnedGenerations is how many generations /at/G/ requests keep open
+	// at once (least recently used closed first); 0 or less means
+	// DefaultPinnedGenerations. Each costs a few open files and, with
+	// Trust, its trust view.
+	PinnedGenerations int
 	// ShutdownTimeout bounds how long Serve waits for requests in flight
 	// once its context is done. 0 means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
@@ -131,7 +146,9 @@ type Options struct {
 }
 
 // Server answers registry requests from a Source. It is safe for
-// concurrent use; one Server may back any number of listeners.
+// concurrent use; one Server may back any number of listeners. It keeps
+// up to Options.PinnedGenerations past generations open for /at/G/
+// requests until ReleasePinned (which Serve calls as it returns).
 type Server struct {
 	src     Source
 	opts    Options
@@ -141,13 +158,25 @@ type Server struct {
 	metrics *metrics
 	bufs    sync.Pool // *bytes.Buffer for page bodies
 
-	statsMu sync.Mutex
-	stats   *cachedStats // stats of the last generation asked for
-
-	// With Options.Trust: the trust view of the last snapshot asked for,
-	// and a one-slot semaphore held while one is built.
-	view    atomic.Pointer[trustView]
+	// cur caches what is derived from the current snapshot.
+	cur derived
+	// pins holds the generations open for /at/G/ requests; nil when the
+	// Source keeps no history.
+	pins *pinCache
+	// viewSem is a one-slot semaphore held while a trust view is built,
+	// whatever the snapshot: builds use every CPU already.
 	viewSem chan struct{}
+}
+
+// derived caches what the server computes from one snapshot at a time:
+// its stats and, with Options.Trust, its trust view. Each is recomputed
+// when asked for another snapshot (generation and digest). It is safe for
+// concurrent use; the zero value is empty.
+type derived struct {
+	statsMu sync.Mutex
+	stats   *cachedStats
+
+	view atomic.Pointer[trustView]
 }
 
 type cachedStats struct {
@@ -185,6 +214,13 @@ func New(src Source, opts Options) (*Server, error) {
 	if opts.APIKey != "" {
 		s.keyHash = sha256.Sum256([]byte(opts.APIKey))
 	}
+	if h, ok := src.(History); ok {
+		n := opts.PinnedGenerations
+		if n <= 0 {
+			n = DefaultPinnedGenerations
+		}
+		s.pins = newPinCache(h, n, s.release)
+	}
 	s.handler = http.HandlerFunc(s.serveHTTP)
 	return s, nil
 }
@@ -200,8 +236,10 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // not wait for it; Serve returns only once that work has stopped. An
 // error accepting connections is returned at once; requests still
 // running when the drain times out are cut off and the returned error
-// wraps context.DeadlineExceeded.
+// wraps context.DeadlineExceeded. Serve releases the generations kept
+// open for /at/G/ requests (ReleasePinned) as it returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	defer s.ReleasePinned()
 	hs := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -246,12 +284,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // statsFor returns snap's stats, computing them at most once per
-// generation. Concurrent callers for a new generation wait for the one
-// computing it.
-func (s *Server) statsFor(ctx context.Context, snap Snapshot, info Info) (store.Stats, error) {
-	s.statsMu.Lock()
-	defer s.statsMu.Unlock()
-	if c := s.stats; c != nil && c.gen == info.Generation && c.digest == info.Digest {
+// generation and caching them in d. Concurrent callers for a new
+// generation wait for the one computing it.
+func (d *derived) statsFor(ctx context.Context, snap Snapshot, info Info) (store.Stats, error) {
+	d.statsMu.Lock()
+	defer d.statsMu.Unlock()
+	if c := d.stats; c != nil && c.gen == info.Generation && c.digest == info.Digest {
 		return c.stats, nil
 	}
 	st, err := snap.Stats(ctx)
@@ -264,6 +302,6 @@ func (s *Server) statsFor(ctx context.Context, snap Snapshot, info Info) (store.
 	if st.ByEffect == nil {
 		st.ByEffect = map[string]int{}
 	}
-	s.stats = &cachedStats{gen: info.Generation, digest: info.Digest, stats: st}
+	d.stats = &cachedStats{gen: info.Generation, digest: info.Digest, stats: st}
 	return st, nil
 }

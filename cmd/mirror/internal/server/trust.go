@@ -174,10 +174,16 @@ func decodeAll(raws [][]byte) ([]*store.Stage, []error) {
 }
 
 // trustViewFor returns the trust view of snap, building it at most once
-// per snapshot (generation and digest). Concurrent callers for a new
-// snapshot wait for the one building it, or for their ctx.
-func (s *Server) trustViewFor(ctx context.Context, snap Snapshot, info Info) (*trustView, error) {
-	if v := s.view.Load(); v.matches(info) {
+// per snapshot (generation and digest) and caching it in d. Concurrent
+// callers for a new snapshot wait for the one building it, or for their
+// ctx.
+func (s *Server) trustViewFor(ctx context.Context, d *derived, snap Snapshot, info Info) (*trustView, error) {
+	if v := d.view.Load(); v.matches(info) {
+		return v, nil
+	}
+	if v := s.cur.view.Load(); d != &s.cur && v.matches(info) {
+		// A pinned request for the current generation.
+		d.view.Store(v)
 		return v, nil
 	}
 	select {
@@ -186,7 +192,7 @@ func (s *Server) trustViewFor(ctx context.Context, snap Snapshot, info Info) (*t
 		return nil, ctx.Err()
 	}
 	defer func() { <-s.viewSem }()
-	if v := s.view.Load(); v.matches(info) {
+	if v := d.view.Load(); v.matches(info) {
 		return v, nil
 	}
 	start := time.Now()
@@ -197,7 +203,7 @@ func (s *Server) trustViewFor(ctx context.Context, snap Snapshot, info Info) (*t
 	if err != nil {
 		s.log.Warn("trust policy: holding back stages that do not decode (run `mirror verify`)", "err", err, "generation", info.Generation)
 	}
-	s.view.Store(v)
+	d.view.Store(v)
 	s.log.Info("trust policy applied to the snapshot", "generation", info.Generation,
 		"served", v.served(), "untrusted", v.untrusted, "duration", time.Since(start))
 	return v, nil
@@ -212,28 +218,28 @@ func (s *Server) warmTrustView(ctx context.Context) {
 		return
 	}
 	defer s.release(snap)
-	if _, err := s.trustViewFor(ctx, snap, snap.Info()); err != nil && ctx.Err() == nil {
+	if _, err := s.trustViewFor(ctx, &s.cur, snap, snap.Info()); err != nil && ctx.Err() == nil {
 		s.log.Error("trust policy: could not be applied to the snapshot", "err", err)
 	}
 }
 
 // servedStats returns the stats of what is served from snap: the trust
-// view's when a policy is in force, else the snapshot's (cached per
+// view's when a policy is in force, else the snapshot's (cached in d per
 // generation).
-func (s *Server) servedStats(ctx context.Context, snap Snapshot, info Info, view *trustView) (store.Stats, error) {
+func servedStats(ctx context.Context, d *derived, snap Snapshot, info Info, view *trustView) (store.Stats, error) {
 	if view != nil {
 		return view.stats, nil
 	}
-	return s.statsFor(ctx, snap, info)
+	return d.statsFor(ctx, snap, info)
 }
 
-// viewIfTrusted returns snap's trust view when Options.Trust is set, and
-// nil otherwise.
-func (s *Server) viewIfTrusted(ctx context.Context, snap Snapshot, info Info) (*trustView, error) {
+// viewIfTrusted returns snap's trust view (cached in d) when
+// Options.Trust is set, and nil otherwise.
+func (s *Server) viewIfTrusted(ctx context.Context, d *derived, snap Snapshot, info Info) (*trustView, error) {
 	if s.opts.Trust == nil {
 		return nil, nil
 	}
-	return s.trustViewFor(ctx, snap, info)
+	return s.trustViewFor(ctx, d, snap, info)
 }
 
 // acquireView pins the current snapshot and, under a trust policy, its
@@ -243,7 +249,7 @@ func (s *Server) acquireView(req *request) (snap Snapshot, info Info, view *trus
 	if snap, info, ok = s.acquire(req); !ok {
 		return nil, Info{}, nil, false
 	}
-	view, err := s.viewIfTrusted(req.r.Context(), snap, info)
+	view, err := s.viewIfTrusted(req.r.Context(), req.d, snap, info)
 	if err != nil {
 		s.release(snap)
 		s.internalError(req, "applying the trust policy", err)
