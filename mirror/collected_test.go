@@ -1,5 +1,3 @@
-//go:build librarybugs
-
 package mirror
 
 import (
@@ -9,12 +7,10 @@ import (
 	"time"
 )
 
-// Tests of library bugs found while building `mirror serve`'s /at/G/.
-// They fail until the bug is fixed; run them with
-//
-//	go test -tags librarybugs -run LibraryBug ./mirror/
+// A library bug found while building `mirror serve`'s /at/G/, fixed by
+// openGen naming a missing data file errDataFileGone.
 
-// TestLibraryBugSnapshotAtCollectedElsewhere: a reader whose manifest is
+// TestSnapshotAtCollectedElsewhere: a reader whose manifest is
 // older than a GC another handle (another process) ran still resolves a
 // collected generation, and SnapshotAt then finds its files gone. Its
 // doc and code mean to report ErrGenerationGone ("collected meanwhile":
@@ -25,7 +21,7 @@ import (
 // advice, and `mirror serve` a 503 instead of the 404 a collected
 // generation gets. (A file removed between openBoltFile's Stat and
 // bolt.Open is ErrCorrupt instead, for the same reason.)
-func TestLibraryBugSnapshotAtCollectedElsewhere(t *testing.T) {
+func TestSnapshotAtCollectedElsewhere(t *testing.T) {
 	ctx := t.Context()
 	reader := newTemp(t, Options{ReloadInterval: time.Hour})
 	writer, err := Open(reader.Path(), Options{})
