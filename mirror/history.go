@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -262,7 +263,16 @@ func (m *Mirror) SnapshotAt(ctx context.Context, ref string) (*Snapshot, error) 
 	}
 	at, err := openGen(m.path, s.mf, g, m.opts)
 	if errors.Is(err, errDataFileGone) {
-		// Collected between our manifest read and the open.
+		// Collected since this Mirror read its manifest (by another
+		// process): read the new one, so that what follows sees it too.
+		if _, rerr := m.Reload(); rerr == nil {
+			if now, aerr := m.acquire(); aerr == nil {
+				defer now.release()
+				if now.mf != nil {
+					return nil, now.mf.gone(m.path, strconv.FormatUint(g, 10))
+				}
+			}
+		}
 		return nil, fmt.Errorf("%w: generation %d of %s was collected meanwhile: %v", ErrGenerationGone, g, m.path, err)
 	}
 	if err != nil {

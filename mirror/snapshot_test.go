@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -383,6 +384,9 @@ func childSyncLoop(path string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	// Signing the pool takes a while under the race detector on a busy
+	// machine: the parent's clock starts now.
+	fmt.Println("ready")
 	ctx := context.Background()
 	for round := 0; ; round++ {
 		w, err := m.BeginSync(ctx)
@@ -424,12 +428,19 @@ func TestKillWriterMidSync(t *testing.T) {
 		cmd.Env = append(os.Environ(), childEnv+"="+m.Path())
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// Wait for the child to be ready to write (an EOF means it died,
+		// which the wait below reports).
+		_, _ = bufio.NewReader(stdout).ReadString('\n')
 		time.Sleep(time.Duration(50+r.IntN(400)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
-		err := cmd.Wait()
+		err = cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
 			t.Fatalf("round %d: child exited on its own (%v): %s", round, err, stderr.String())
 		}
