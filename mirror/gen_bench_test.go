@@ -287,6 +287,7 @@ func BenchmarkLayers(b *testing.B) {
 }
 
 func benchLayered(b *testing.B, ld *layered, touched int) {
+	warmFiles(b, ld.path)
 	ctx := context.Background()
 	m, err := Open(ld.path, Options{})
 	if err != nil {
