@@ -39,9 +39,10 @@ var editOps = []string{"Put", "Upsert", "UpdateLifecycle", "Remove"}
 // (merge-p50-ms), the longest compaction (compact-max-ms), how many of
 // each there were, the highest layer count reached, the median size of
 // a plain delta file (delta-bytes-p50) and the manifest's size at the
-// end. Give a fixed count: a compaction comes every MaxOverlay ops
-// (500 at 1k stages, 4096 at 10k and 100k), and Remove and
-// UpdateLifecycle need that many stages:
+// end. Give a fixed count: a compaction comes once the ops pass
+// MaxOverlay (4096 at 10k and 100k stages; at 1k, half the stages, so
+// about 1,000 Puts or 333 Removes), and Remove and UpdateLifecycle need
+// as many stages as ops:
 //
 //	go test ./mirror -run '^$' -bench 'BenchmarkLocalEdit/.*/n=1000$' -benchtime 700x
 //	go test ./mirror -run '^$' -bench 'BenchmarkLocalEdit/.*/n=(10|100)000$' -benchtime 4500x -timeout 60m
@@ -270,7 +271,10 @@ var layerShapes = [][2]int{{0, 0}, {1, 100}, {1, 1000}, {1, 4096}, {4, 100}, {4,
 // GetRaw → Close; and the Go heap a newly opened Mirror holds
 // (heap-bytes: HeapAlloc after a GC, with the mirror open, less before;
 // heap-bytes/key divides it by K). Building a shape takes a few seconds
-// and is not timed.
+// and is not timed; before the point reads, every live stage is read
+// once by id, by name and by signature, so that they measure a warm
+// mapping (the page cache is warmed too, see warmFiles), as a
+// long-running reader sees it; OpenFirstGetRaw measures a fresh one.
 //
 //	go test ./mirror -run '^$' -bench 'BenchmarkLayers' -benchmem -benchtime 300ms -timeout 60m
 func BenchmarkLayers(b *testing.B) {
@@ -294,6 +298,22 @@ func benchLayered(b *testing.B, ld *layered, touched int) {
 		b.Fatal(err)
 	}
 	defer m.Close()
+	// Touch every page the point reads use once: a fresh mapping faults
+	// each page in on first use, which would otherwise dominate short
+	// runs at 100k.
+	for i, id := range ld.live {
+		if _, err := m.GetRaw(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := m.FindRawByName(ctx, ld.names[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, sig := range ld.sigs {
+		if _, err := m.GetRawBySignature(ctx, sig); err != nil {
+			b.Fatal(err)
+		}
+	}
 	getRaw := func(ids []store.StageID) func(b *testing.B) {
 		return func(b *testing.B) {
 			if len(ids) == 0 {
