@@ -1,0 +1,463 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/noether-mirror/mirror/store"
+)
+
+// Benchmarks of generations: single-stage local edits (each a publish),
+// reads of a generation at every layer count the format allows, and GC.
+// Like the others they run only with -bench, on copies of the cached
+// benchmark mirrors (copyBench); see BENCHMARKS.md for the figures.
+
+// editOps are the local edits BenchmarkLocalEdit times.
+var editOps = []string{"Put", "Upsert", "UpdateLifecycle", "Remove"}
+
+// BenchmarkLocalEdit times one Mirror.Put, Upsert, UpdateLifecycle or
+// Remove on a copy of the benchmark mirror of n stages, with the default
+// options: each is a publish, durable and visible when it returns (a
+// delta of the stage and a manifest, fsynced; every Options.MaxLayers
+// publishes a delta merging the chain; once the deltas touch more than
+// MaxOverlay stages, a compaction into a new base). Put adds a new
+// generated stage; Upsert replaces a stage by a copy with new bytes (see
+// bumped); UpdateLifecycle moves an Active stage to Tombstone; Remove
+// removes a stage. Each op touches a different stage. Preparing the
+// stage is not timed.
+//
+// b.N averages hide the merges and compactions, so each op is timed and
+// the benchmark reports percentiles of all ops (p50-ms … max-ms), the
+// median of the plain deltas (delta-p50-ms) and of the merges
+// (merge-p50-ms), the longest compaction (compact-max-ms), how many of
+// each there were, the highest layer count reached, the median size of
+// a plain delta file (delta-bytes-p50) and the manifest's size at the
+// end. Give a fixed count: a compaction comes once the ops pass
+// MaxOverlay (4096 at 10k and 100k stages; at 1k, half the stages, so
+// about 1,000 Puts or 333 Removes), and Remove and UpdateLifecycle need
+// as many stages as ops:
+//
+//	go test ./mirror -run '^$' -bench 'BenchmarkLocalEdit/.*/n=1000$' -benchtime 700x
+//	go test ./mirror -run '^$' -bench 'BenchmarkLocalEdit/.*/n=(10|100)000$' -benchtime 4500x -timeout 60m
+func BenchmarkLocalEdit(b *testing.B) {
+	for _, op := range editOps {
+		b.Run("op="+op, func(b *testing.B) {
+			forSizes(b, func(b *testing.B, n int) { benchLocalEdit(b, n, op) })
+		})
+	}
+}
+
+// opClass says what a publish wrote.
+type opClass int
+
+const (
+	opDelta     opClass = iota // a delta over the chain
+	opMerge                    // one delta merging the chain
+	opCompact                  // a new base
+	opUnchanged                // nothing (no new generation)
+)
+
+// classify says what the publish between the generations prev and next
+// wrote.
+func classify(prev, next Meta) opClass {
+	switch {
+	case next.Generation == prev.Generation:
+		return opUnchanged
+	case next.Layers == 0:
+		return opCompact
+	case next.Layers == 1 && prev.Layers > 0:
+		return opMerge
+	}
+	return opDelta
+}
+
+func benchLocalEdit(b *testing.B, n int, op string) {
+	d := benchMirror(b, n)
+	ctx := context.Background()
+	path := copyBench(b, d)
+	m, err := Open(path, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	key := testKey()
+	r := rand.New(rand.NewPCG(3, uint64(n)))
+	idPerm, activePerm := r.Perm(len(d.ids)), r.Perm(len(d.actives))
+	var (
+		all, delta, merge, compact []time.Duration
+		deltaBytes                 []int64
+		maxLayers                  int
+	)
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		var do func() error
+		switch op {
+		case "Put":
+			s := genStage(b, n+i, benchCodeSize, key)
+			do = func() error { _, err := m.Put(ctx, s); return err }
+		case "Upsert":
+			s := bumped(b, m, d.ids[idPerm[i%len(idPerm)]], i/len(idPerm)+1)
+			do = func() error { _, err := m.Upsert(ctx, s); return err }
+		case "UpdateLifecycle":
+			if i >= len(activePerm) {
+				b.Fatalf("%d ops: the mirror has only %d Active stages to move", i+1, len(activePerm))
+			}
+			id := d.actives[activePerm[i]]
+			do = func() error { return m.UpdateLifecycle(ctx, id, store.Tombstone) }
+		case "Remove":
+			if i >= len(idPerm) {
+				b.Fatalf("%d ops: the mirror has only %d stages to remove", i+1, len(idPerm))
+			}
+			id := d.ids[idPerm[i]]
+			do = func() error { return m.Remove(ctx, id) }
+		}
+		i++
+		prev := m.Meta()
+		b.StartTimer()
+		t0 := time.Now()
+		err := do()
+		took := time.Since(t0)
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		next := m.Meta()
+		all = append(all, took)
+		maxLayers = max(maxLayers, next.Layers)
+		switch classify(prev, next) {
+		case opDelta:
+			delta = append(delta, took)
+			deltaBytes = append(deltaBytes, next.SizeBytes-prev.SizeBytes)
+		case opMerge:
+			merge = append(merge, took)
+		case opCompact:
+			compact = append(compact, took)
+		case opUnchanged:
+			b.Fatalf("op %d (%s) changed nothing", i, op)
+		}
+		b.StartTimer()
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	slices.Sort(all)
+	b.ReportMetric(ms(quantile(all, 0.5)), "p50-ms")
+	b.ReportMetric(ms(quantile(all, 0.9)), "p90-ms")
+	b.ReportMetric(ms(quantile(all, 0.99)), "p99-ms")
+	b.ReportMetric(ms(quantile(all, 1)), "max-ms")
+	slices.Sort(delta)
+	slices.Sort(merge)
+	slices.Sort(compact)
+	slices.Sort(deltaBytes)
+	b.ReportMetric(ms(quantile(delta, 0.5)), "delta-p50-ms")
+	b.ReportMetric(ms(quantile(merge, 0.5)), "merge-p50-ms")
+	b.ReportMetric(ms(quantile(compact, 1)), "compact-max-ms")
+	b.ReportMetric(float64(len(merge)), "merges")
+	b.ReportMetric(float64(len(compact)), "compactions")
+	b.ReportMetric(float64(maxLayers), "layers-max")
+	if len(deltaBytes) > 0 {
+		b.ReportMetric(float64(deltaBytes[len(deltaBytes)/2]), "delta-bytes-p50")
+	}
+	if fi, err := os.Stat(path); err == nil {
+		b.ReportMetric(float64(fi.Size()), "manifest-bytes")
+	}
+}
+
+// quantile returns the q-quantile (0 ≤ q ≤ 1) of sorted ds, 0 for none.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return ds[int(q*float64(len(ds)-1)+0.5)]
+}
+
+// layered is a copy of a benchmark mirror whose current generation has
+// deltas over its base.
+type layered struct {
+	path  string
+	base  []store.StageID // live stages the deltas do not touch
+	delta []store.StageID // stages the deltas replaced
+	live  []store.StageID // every live stage
+	names []string        // of the live stages
+	sigs  []store.SignatureID
+	total int
+}
+
+// buildLayered copies the benchmark mirror of d and publishes layers
+// deltas over its base that together touch `touched` distinct stages,
+// chosen at random: nine in ten replaced by a copy with new bytes
+// (bumped), one in ten removed. Each delta is one local writer's
+// publish.
+func buildLayered(b *testing.B, d *benchData, layers, touched int) *layered {
+	b.Helper()
+	ctx := context.Background()
+	path := copyBench(b, d)
+	m, err := Open(path, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	r := rand.New(rand.NewPCG(4, uint64(layers*1_000_000+touched)))
+	pick := r.Perm(len(d.ids))[:touched]
+	removed := map[int]bool{}
+	replaced := map[int]bool{}
+	for l := range layers {
+		w, err := m.BeginLocal(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for k := l * touched / layers; k < (l+1)*touched/layers; k++ {
+			idx := pick[k]
+			if k%10 == 9 {
+				removed[idx] = true
+				err = w.Remove(ctx, d.ids[idx])
+			} else {
+				replaced[idx] = true
+				_, err = w.Upsert(ctx, bumped(b, m, d.ids[idx], l+1))
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := w.Publish(ctx, PublishInfo{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	meta := m.Meta()
+	if meta.Layers != layers || meta.Overlay != touched {
+		b.Fatalf("built %d deltas touching %d stages, want %d and %d", meta.Layers, meta.Overlay, layers, touched)
+	}
+	out := &layered{path: path, total: meta.Total}
+	active := map[store.StageID]store.SignatureID{}
+	for j, id := range d.actives {
+		active[id] = d.sigs[j]
+	}
+	for i, id := range d.ids {
+		if removed[i] {
+			continue
+		}
+		if replaced[i] {
+			out.delta = append(out.delta, id)
+		} else {
+			out.base = append(out.base, id)
+		}
+		out.live = append(out.live, id)
+		out.names = append(out.names, d.names[i])
+		if sig, ok := active[id]; ok {
+			out.sigs = append(out.sigs, sig)
+		}
+	}
+	return out
+}
+
+// layerShapes are the (deltas, touched stages) pairs BenchmarkLayers
+// reads: a compacted base, then 1, 4 and the default MaxLayers of 16
+// deltas touching from 100 stages up to the default MaxOverlay of 4096.
+var layerShapes = [][2]int{{0, 0}, {1, 100}, {1, 1000}, {1, 4096}, {4, 100}, {4, 1000}, {4, 4096}, {16, 100}, {16, 1000}, {16, 4096}}
+
+// BenchmarkLayers measures reads of a generation made of the benchmark
+// mirror's base of n stages (10k, 100k) and L deltas touching K stages
+// (buildLayered; L=0 is the compacted base alone). For each shape:
+// GetRaw of a random live stage (any), of one the deltas do not touch
+// (base) and of one they replaced (delta); FindRawByName and
+// GetRawBySignature of random live stages; Page of 100 at offset 0 and
+// at total-200; ScanRaw of every stage (warm, stages/s); Open → first
+// GetRaw → Close; and the Go heap a newly opened Mirror holds
+// (heap-bytes: HeapAlloc after a GC, with the mirror open, less before;
+// heap-bytes/key divides it by K). Building a shape takes a few seconds
+// and is not timed; before the point reads, every live stage is read
+// once by id, by name and by signature, so that they measure a warm
+// mapping (the page cache is warmed too, see warmFiles), as a
+// long-running reader sees it; OpenFirstGetRaw measures a fresh one.
+//
+//	go test ./mirror -run '^$' -bench 'BenchmarkLayers' -benchmem -benchtime 300ms -timeout 60m
+func BenchmarkLayers(b *testing.B) {
+	for _, n := range benchSizes[1:] {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			d := benchMirror(b, n)
+			for _, sh := range layerShapes {
+				b.Run(fmt.Sprintf("L=%d/K=%d", sh[0], sh[1]), func(b *testing.B) {
+					benchLayered(b, buildLayered(b, d, sh[0], sh[1]), sh[1])
+				})
+			}
+		})
+	}
+}
+
+func benchLayered(b *testing.B, ld *layered, touched int) {
+	warmFiles(b, ld.path)
+	ctx := context.Background()
+	m, err := Open(ld.path, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	// Touch every page the point reads use once: a fresh mapping faults
+	// each page in on first use, which would otherwise dominate short
+	// runs at 100k.
+	for i, id := range ld.live {
+		if _, err := m.GetRaw(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := m.FindRawByName(ctx, ld.names[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, sig := range ld.sigs {
+		if _, err := m.GetRawBySignature(ctx, sig); err != nil {
+			b.Fatal(err)
+		}
+	}
+	getRaw := func(ids []store.StageID) func(b *testing.B) {
+		return func(b *testing.B) {
+			if len(ids) == 0 {
+				b.Skip("no such stage")
+			}
+			r := rand.New(rand.NewPCG(1, 1))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.GetRaw(ctx, ids[r.IntN(len(ids))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.Run("GetRaw/any", getRaw(ld.live))
+	b.Run("GetRaw/base", getRaw(ld.base))
+	b.Run("GetRaw/delta", getRaw(ld.delta))
+	b.Run("FindRawByName", func(b *testing.B) {
+		r := rand.New(rand.NewPCG(1, 2))
+		b.ReportAllocs()
+		for b.Loop() {
+			if raws, err := m.FindRawByName(ctx, ld.names[r.IntN(len(ld.names))]); err != nil || len(raws) != 1 {
+				b.Fatal(err, len(raws))
+			}
+		}
+	})
+	b.Run("GetRawBySignature", func(b *testing.B) {
+		r := rand.New(rand.NewPCG(1, 3))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := m.GetRawBySignature(ctx, ld.sigs[r.IntN(len(ld.sigs))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, off := range []int{0, ld.total - 200} {
+		name := "Page/offset=0"
+		if off > 0 {
+			name = "Page/offset=end"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if raws, _, err := m.Page(ctx, store.LifecycleUnknown, off, 100); err != nil || len(raws) != 100 {
+					b.Fatal(err, len(raws))
+				}
+			}
+		})
+	}
+	b.Run("ScanRaw", func(b *testing.B) {
+		count := func() int {
+			c := 0
+			if err := m.ScanRaw(ctx, store.LifecycleUnknown, func(store.StageID, []byte) error { c++; return nil }); err != nil {
+				b.Fatal(err)
+			}
+			return c
+		}
+		if c := count(); c != ld.total { // and warm the page cache
+			b.Fatalf("ScanRaw saw %d stages, want %d", c, ld.total)
+		}
+		total := 0
+		for b.Loop() {
+			total += count()
+		}
+		b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "stages/s")
+	})
+	b.Run("OpenFirstGetRaw", func(b *testing.B) {
+		id := ld.live[len(ld.live)/2]
+		if len(ld.delta) > 0 {
+			id = ld.delta[len(ld.delta)/2]
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			m, err := Open(ld.path, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := m.GetRaw(ctx, id); err != nil {
+				b.Fatal(err)
+			}
+			m.Close()
+		}
+	})
+	b.Run("Heap", func(b *testing.B) {
+		var grew uint64
+		for b.Loop() {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			m2, err := Open(ld.path, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			m2.Close()
+			grew = after.HeapAlloc - before.HeapAlloc
+		}
+		b.ReportMetric(float64(grew), "heap-bytes")
+		if touched > 0 {
+			b.ReportMetric(float64(grew)/float64(touched), "heap-bytes/key")
+		}
+	})
+}
+
+// BenchmarkGC times Mirror.GC collecting a history of 40 generations
+// made by Puts on a copy of the benchmark mirror of n stages (default
+// options: a merge every 16 deltas), keeping only the current one
+// (KeepPolicy{Last: 1, Within: -1}). It reports the data files and bytes
+// removed and the generations dropped; the 40 Puts are not timed.
+//
+//	go test ./mirror -run '^$' -bench BenchmarkGC -benchtime 3x
+func BenchmarkGC(b *testing.B) {
+	for _, n := range benchSizes[1:] {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			d := benchMirror(b, n)
+			ctx := context.Background()
+			key := testKey()
+			var res GCResult
+			for b.Loop() {
+				b.StopTimer()
+				path := copyBench(b, d)
+				m, err := Open(path, Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := range 40 {
+					if _, err := m.Put(ctx, genStage(b, n+i, benchCodeSize, key)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				res, err = m.GC(ctx, &KeepPolicy{Last: 1, Within: -1})
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				m.Close()
+				os.RemoveAll(filepath.Dir(path))
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(len(res.Dropped)), "generations-dropped")
+			b.ReportMetric(float64(res.Files), "files-removed")
+			b.ReportMetric(float64(res.Bytes)/(1<<20), "MiB-freed")
+		})
+	}
+}
