@@ -30,10 +30,18 @@ type Diff struct {
 	// QuarantineIn and QuarantineOut are quarantine keys that appeared
 	// and went.
 	QuarantineIn, QuarantineOut []string
+
+	// count, when set, counts the stage changes instead of listing them.
+	count *Changes
 }
 
 // Changes counts d.
 func (d *Diff) Changes() Changes {
+	if d.count != nil {
+		c := *d.count
+		c.QuarantineIn, c.QuarantineOut = len(d.QuarantineIn), len(d.QuarantineOut)
+		return c
+	}
 	return Changes{Added: len(d.Added), Removed: len(d.Removed), Changed: len(d.Changed),
 		Lifecycle: len(d.Lifecycle), QuarantineIn: len(d.QuarantineIn), QuarantineOut: len(d.QuarantineOut)}
 }
@@ -57,9 +65,10 @@ func (m *Mirror) Diff(ctx context.Context, from, to string) (Diff, error) {
 	return d, err
 }
 
-// countChanges counts what differs from a to b.
+// countChanges counts what differs from a to b, keeping no entry (a
+// compaction after a first sync would otherwise hold one per stage).
 func countChanges(ctx context.Context, a, b *snap) (Changes, error) {
-	var d Diff
+	d := Diff{count: &Changes{}}
 	err := diffSnaps(ctx, a, b, &d)
 	return d.Changes(), err
 }
@@ -175,6 +184,10 @@ func valueRecord(s *snap, id string) (*Record, error) {
 
 // stage records a stage going from ra to rb (nil: absent).
 func (d *Diff) stage(ra, rb *Record) {
+	if d.count != nil {
+		d.countStage(ra, rb)
+		return
+	}
 	switch {
 	case ra == nil && rb == nil:
 	case ra == nil:
@@ -187,6 +200,23 @@ func (d *Diff) stage(ra, rb *Record) {
 		d.Lifecycle = append(d.Lifecycle, DiffEntry{ID: rb.ID, Name: rb.Name, From: ra.Lifecycle, To: rb.Lifecycle})
 	default:
 		d.Changed = append(d.Changed, DiffEntry{ID: rb.ID, Name: rb.Name, From: ra.Lifecycle, To: rb.Lifecycle})
+	}
+}
+
+// countStage is stage for a Diff that only counts.
+func (d *Diff) countStage(ra, rb *Record) {
+	c := d.count
+	switch {
+	case ra == nil && rb == nil:
+	case ra == nil:
+		c.Added++
+	case rb == nil:
+		c.Removed++
+	case bytes.Equal(ra.Raw, rb.Raw):
+	case ra.Lifecycle != rb.Lifecycle:
+		c.Lifecycle++
+	default:
+		c.Changed++
 	}
 }
 

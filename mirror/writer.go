@@ -257,8 +257,10 @@ func (w *Writer) openStaging() error {
 		NoFreelistSync: false,
 		PageSize:       pageSize,
 		// No fsync per commit: a sync fsyncs every stagingSyncInterval
-		// (and when it stops), a local write is redone from scratch.
-		NoSync: true,
+		// (and when it stops), a local write is redone from scratch. Nor
+		// when a commit grows the file (bbolt's default).
+		NoSync:     true,
+		NoGrowSync: true,
 	})
 	if err != nil {
 		return fmt.Errorf("opening the staging file %s: %w", next, err)
