@@ -73,6 +73,9 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 	case err == nil && cs.size() == 0:
 		sc := nextSidecar(prev, meta)
 		sc.Generation = cur.meta.Generation
+		if info.SyncTime.IsZero() {
+			sc = sidecar{} // a local edit that changed nothing records nothing
+		}
 		out := PublishResult{Path: m.path, Total: cur.meta.Total, Digest: cur.meta.Digest, Generation: cur.meta.Generation, Unchanged: true}
 		return out, w.finish(cur, sc)
 	case err == nil:

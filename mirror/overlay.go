@@ -57,6 +57,26 @@ func (l *layer) value(bucket, key []byte) (out []byte, err error) {
 	return out, err
 }
 
+// raw returns a copy of the raw JSON of stage id, its record's checksum
+// verified, without decoding the rest of the record.
+func (l *layer) raw(id []byte) (out []byte, err error) {
+	err = guarded(l.path, func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			v := tx.Bucket(bucketStages).Get(id)
+			if v == nil {
+				return corruptf(l.path, "stage %s is missing", id)
+			}
+			r, err := recordRaw(id, v)
+			if err != nil {
+				return fmt.Errorf("%w: %s: stage %s: %v: run `mirror verify`, then `mirror sync` to repair", ErrCorrupt, l.path, id, err)
+			}
+			out = bytes.Clone(r)
+			return nil
+		})
+	})
+	return out, err
+}
+
 // record returns the stage record the layer holds under id.
 func (l *layer) record(id []byte) (Record, error) {
 	v, err := l.value(bucketStages, id)

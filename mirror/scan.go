@@ -66,9 +66,11 @@ func (s *snap) scanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id
 		}
 		n := 0
 		if s.ov != nil {
-			pb := tx.Bucket(posBucket(kind))
-			if pb == nil {
-				return s.missingBucket(posBucket(kind))
+			var pb *bolt.Bucket // every stage: the stages bucket in order
+			if kind != store.LifecycleUnknown {
+				if pb = tx.Bucket(posBucket(kind)); pb == nil {
+					return s.missingBucket(posBucket(kind))
+				}
 			}
 			return s.mergeFrom(posBucket(kind), pb, sb, 0, s.ov.live[class(kind)], 0, func(id, raw []byte) (bool, error) {
 				if n%4096 == 0 {

@@ -23,11 +23,7 @@ func (s *snap) ovRaw(e *ovEntry, id store.StageID) ([]byte, error) {
 	if e.src == nil {
 		return nil, store.NotFoundError(id)
 	}
-	rec, err := e.src.record([]byte(id))
-	if err != nil {
-		return nil, err
-	}
-	return rec.Raw, nil
+	return e.src.raw([]byte(id))
 }
 
 // ovRecord returns the record of a touched stage.
@@ -114,23 +110,23 @@ func (s *snap) ovPage(kind store.LifecycleKind, offset, limit, total int) ([][]b
 // mergeFrom walks, in id order, the base stages of position bucket pb
 // from position q that the overlay does not touch, merged with live[j:],
 // calling fn with each id and raw JSON (valid only during the call) until
-// it returns false.
+// it returns false. With pb nil it walks the stages bucket itself from
+// its start (q must be 0): every stage, without a look-up each.
 func (s *snap) mergeFrom(name []byte, pb, sb *bolt.Bucket, q int, live []string, j int, fn func(id, raw []byte) (bool, error)) error {
-	c := pb.Cursor()
-	k, bid := c.Seek(beUint64(uint64(q)))
+	next := baseWalk(pb, sb, q)
+	bid, v := next()
 	for {
-		for k != nil {
+		for bid != nil {
 			if _, t := s.ov.touched(bid); !t {
 				break
 			}
-			k, bid = c.Next()
+			bid, v = next()
 		}
-		if k == nil && j >= len(live) {
+		if bid == nil && j >= len(live) {
 			return nil
 		}
 		var id, raw []byte
-		if k != nil && (j >= len(live) || string(bid) < live[j]) {
-			v := sb.Get(bid)
+		if bid != nil && (j >= len(live) || string(bid) < live[j]) {
 			if v == nil {
 				return s.missingStage(name, bid)
 			}
@@ -139,20 +135,47 @@ func (s *snap) mergeFrom(name []byte, pb, sb *bolt.Bucket, q int, live []string,
 				return s.corruptRecord(bid, err)
 			}
 			id, raw = bid, r
-			k, bid = c.Next()
+			bid, v = next()
 		} else {
-			e := s.ov.stages[live[j]]
-			rec, err := e.src.record([]byte(live[j]))
+			r, err := s.ov.stages[live[j]].src.raw([]byte(live[j]))
 			if err != nil {
 				return err
 			}
-			id, raw = []byte(live[j]), rec.Raw
+			id, raw = []byte(live[j]), r
 			j++
 		}
 		more, err := fn(id, raw)
 		if err != nil || !more {
 			return err
 		}
+	}
+}
+
+// baseWalk returns an iterator over (id, record value) of the base's
+// stages: from position q of pb (a value is nil when the position lists a
+// missing stage), or, with pb nil, the stages bucket in order. It returns
+// a nil id at the end.
+func baseWalk(pb, sb *bolt.Bucket, q int) func() (id, v []byte) {
+	if pb == nil {
+		c := sb.Cursor()
+		started := false
+		return func() ([]byte, []byte) {
+			if !started {
+				started = true
+				return c.First()
+			}
+			return c.Next()
+		}
+	}
+	c := pb.Cursor()
+	k, id := c.Seek(beUint64(uint64(q)))
+	return func() ([]byte, []byte) {
+		if k == nil {
+			return nil, nil
+		}
+		out := id
+		k, id = c.Next()
+		return out, sb.Get(out)
 	}
 }
 
@@ -275,11 +298,11 @@ func (s *snap) ovIndexed(sig bool, value string, keep func(v []byte) bool, first
 			out = append(out, raws[i])
 			i++
 		}
-		rec, err := e.src.record([]byte(id))
+		raw, err := e.src.raw([]byte(id))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, rec.Raw)
+		out = append(out, raw)
 	}
 	out = append(out, raws[i:]...)
 	if first && len(out) > 1 {
