@@ -159,12 +159,23 @@ func (d *deltaContent) load(name string, gen uint64, opts Options) (err error) {
 	for k, v := range d.baseKind {
 		bk[k] = []byte{v[0], v[1]}
 	}
+	ix := make(map[string][]byte, len(d.stages))
+	for k, v := range d.stages {
+		if v == nil {
+			continue
+		}
+		rec, err := decodeBorrowed([]byte(k), v)
+		if err != nil {
+			return fmt.Errorf("stage %s: %w", k, err)
+		}
+		ix[k] = indexValue(&rec)
+	}
 	for _, p := range []struct {
 		bucket []byte
 		m      map[string][]byte
 		live   bool
 	}{
-		{bucketStages, d.stages, true}, {bucketRemoved, d.stages, false}, {bucketBaseKind, bk, true},
+		{bucketStages, d.stages, true}, {bucketIndex, ix, true}, {bucketRemoved, d.stages, false}, {bucketBaseKind, bk, true},
 		{bucketQuarantine, d.quar, true}, {bucketQRemoved, d.quar, false},
 	} {
 		if err := put(p.bucket, p.m, p.live); err != nil {

@@ -2,6 +2,8 @@ package mirror
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -22,13 +24,45 @@ var (
 	bucketRemoved  = []byte("removed")
 	bucketQRemoved = []byte("qremoved")
 	bucketBaseKind = []byte("base_kind")
+	// bucketIndex holds, for every stage in bucket stages, what the
+	// overlay needs of its record (see indexValue), so that opening a
+	// generation reads a hundred bytes a changed stage, not its record.
+	bucketIndex = []byte("index")
 
 	metaDelta = "delta"
 )
 
 // deltaBuckets are a delta file's buckets.
 func deltaBuckets() [][]byte {
-	return [][]byte{bucketStages, bucketRemoved, bucketBaseKind, bucketQuarantine, bucketQRemoved, bucketMeta}
+	return [][]byte{bucketStages, bucketIndex, bucketRemoved, bucketBaseKind, bucketQuarantine, bucketQRemoved, bucketMeta}
+}
+
+// indexValue encodes what the overlay needs of a record: its lifecycle
+// kind, whether it has a name, the name (uvarint length first) and the
+// signature id (the rest).
+func indexValue(r *Record) []byte {
+	v := []byte{byte(r.Lifecycle.Kind), 0}
+	if r.HasName {
+		v[1] = 1
+	}
+	v = binary.AppendUvarint(v, uint64(len(r.Name)))
+	v = append(v, r.Name...)
+	return append(v, r.SignatureID...)
+}
+
+// parseIndex decodes an indexValue into e.
+func parseIndex(v []byte, e *ovEntry) error {
+	if len(v) < 3 || v[0] >= classes || v[1] > 1 {
+		return errors.New("damaged index entry")
+	}
+	n, w := binary.Uvarint(v[2:])
+	if w <= 0 || n > uint64(len(v)-2-w) {
+		return errors.New("damaged index entry")
+	}
+	name := v[2+w : 2+w+int(n)]
+	e.kind, e.hasName = store.LifecycleKind(v[0]), v[1] == 1
+	e.name, e.sig = string(name), store.SignatureID(v[2+w+int(n):])
+	return nil
 }
 
 // classes is the number of position classes: every stage (0), then one
@@ -212,17 +246,17 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 	if err != nil {
 		return err
 	}
-	err = bk[string(bucketStages)].ForEach(func(k, v []byte) error {
+	// The records themselves are read (and their checksums checked) when
+	// a read asks for them; Verify checks the index against them.
+	err = bk[string(bucketIndex)].ForEach(func(k, v []byte) error {
 		e, ok := ov.stages[string(k)]
 		if !ok {
 			return corruptf(l.path, "stage %s has no base_kind entry", k)
 		}
-		rec, err := decodeBorrowed(k, v)
-		if err != nil {
-			return fmt.Errorf("%w: %s: stage %s: %v: run `mirror verify`, then `mirror sync` to repair", ErrCorrupt, l.path, k, err)
+		if err := parseIndex(v, e); err != nil {
+			return corruptf(l.path, "stage %s: %v", k, err)
 		}
-		e.src, e.kind, e.hasName = l, rec.Lifecycle.Kind, rec.HasName
-		e.name, e.sig = strings.Clone(rec.Name), store.SignatureID(strings.Clone(string(rec.SignatureID)))
+		e.src = l
 		return nil
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"maps"
 
 	bolt "go.etcd.io/bbolt"
@@ -60,16 +61,25 @@ func (v *verifier) generation() error {
 func (v *verifier) layer(l *layer) error {
 	err := guarded(l.path, func() error {
 		return l.db.View(func(tx *bolt.Tx) error {
+			ix := tx.Bucket(bucketIndex)
+			n := 0
 			err := tx.Bucket(bucketStages).ForEach(func(k, val []byte) error {
 				v.res.Checked++
+				n++
 				rec, err := decodeRecord(k, val)
 				if err != nil {
 					v.problem(string(k), "%s: record: %v", l.path, err)
 					return nil
 				}
+				if want := indexValue(&rec); !bytes.Equal(ix.Get(k), want) {
+					v.problem(string(k), "%s: index entry %x, the record says %x", l.path, ix.Get(k), want)
+				}
 				v.stage(string(k), &rec)
 				return v.ctx.Err()
 			})
+			if err == nil && ix.Stats().KeyN != n {
+				v.problem("", "%s: %d index entries for %d stages", l.path, ix.Stats().KeyN, n)
+			}
 			if err != nil {
 				return err
 			}
