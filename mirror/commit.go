@@ -170,9 +170,11 @@ func (w *Writer) rebase(ctx context.Context, cur *snap, meta Meta) (genRecord, l
 		return genRecord{}, lthash.State{}, err
 	}
 	defer next.release()
-	changes, err := countChanges(ctx, cur, next)
-	if err != nil {
-		return genRecord{}, lthash.State{}, err
+	changes := Changes{Added: res.meta.Total, QuarantineIn: res.meta.Quarantined}
+	if cur.meta.Total > 0 || cur.meta.Quarantined > 0 { // else everything is new
+		if changes, err = countChanges(ctx, cur, next); err != nil {
+			return genRecord{}, lthash.State{}, err
+		}
 	}
 	rec := genRecord{
 		Counts: res.meta.Counts, ByEffect: res.meta.ByEffect, Total: res.meta.Total,
