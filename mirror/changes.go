@@ -126,10 +126,10 @@ func replaceAll(ctx context.Context, cur *snap, cs *changeSet, staged func(key s
 		if err != nil {
 			return err
 		}
-		if staged(q.ID) {
+		if staged(q.Key) {
 			continue
 		}
-		cs.quar[q.ID] = nil
+		cs.quar[q.Key] = nil
 		if err := over(); err != nil {
 			return err
 		}

@@ -84,16 +84,6 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("building generation %d of %s: %w", meta.Generation, m.path, err)
 	}
-	if digestHex(&state) == cur.meta.Digest && rec.Changes.Zero() {
-		// A compaction that changed nothing: keep the generation there is.
-		if !slices.Contains(cur.gen.files(), rec.Base) {
-			os.Remove(filepath.Join(gensDir(m.path), rec.Base))
-		}
-		sc := nextSidecar(prev, meta)
-		sc.Generation = cur.meta.Generation
-		out := PublishResult{Path: m.path, Total: cur.meta.Total, Digest: cur.meta.Digest, Generation: cur.meta.Generation, Unchanged: true}
-		return out, w.finish(cur, sc)
-	}
 	sc := nextSidecar(prev, meta)
 	rec.Generation, rec.Upstream, rec.LastSync = meta.Generation, meta.Upstream, meta.LastSync
 	rec.UpstreamTotals, rec.Published = meta.UpstreamTotals, meta.Published

@@ -238,7 +238,7 @@ func diffQuarantine(ctx context.Context, a, b *snap, d *Diff) error {
 			if err != nil {
 				return nil, err
 			}
-			out[q.ID] = true
+			out[q.Key] = true
 		}
 		return out, nil
 	}

@@ -75,8 +75,8 @@ func (w *Writer) Fill(ctx context.Context, keep func(store.StageID) bool, keepQu
 		if err != nil {
 			return 0, fmt.Errorf("reading the current generation's quarantine: %w", err)
 		}
-		if (keepQuarantine == nil || !keepQuarantine(q.ID)) && !w.stagedAt(q.ID) {
-			qgone = append(qgone, []byte(q.ID))
+		if (keepQuarantine == nil || !keepQuarantine(q.Key)) && !w.stagedAt(q.Key) {
+			qgone = append(qgone, []byte(q.Key))
 		}
 	}
 	err = update(w.db, func(tx *bolt.Tx) error {
@@ -84,7 +84,16 @@ func (w *Writer) Fill(ctx context.Context, keep func(store.StageID) bool, keepQu
 			bucket []byte
 			keys   [][]byte
 		}{{bucketRemoved, gone}, {bucketQRemoved, qgone}} {
-			b := tx.Bucket(r.bucket)
+			// The removals are computed afresh against the current
+			// generation: an earlier Fill's (a run that failed after it)
+			// must not outlive what this listing found.
+			if err := tx.DeleteBucket(r.bucket); err != nil {
+				return err
+			}
+			b, err := tx.CreateBucket(r.bucket)
+			if err != nil {
+				return err
+			}
 			for _, k := range r.keys {
 				if err := b.Put(k, []byte{}); err != nil {
 					return err

@@ -327,6 +327,10 @@ type QuarantineEntry struct {
 	// ID is the stage id the entry claims, or, when that is unusable, a
 	// synthetic key: "x" followed by the SHA-256 (hex) of Raw.
 	ID string
+	// Key is the entry's key in the quarantine: the claimed id when it is
+	// a well-formed id, else the synthetic key (see Entry.QuarantineKey).
+	// It is set when an entry is read, and is what removals name.
+	Key string
 	// Raw is the stage JSON exactly as received.
 	Raw []byte
 	// Reasons says why it was quarantined, one line each.
@@ -383,5 +387,6 @@ func decodeQuarantine(key, val []byte) (QuarantineEntry, error) {
 	if q.ID == "" {
 		q.ID = string(key)
 	}
+	q.Key = string(key)
 	return q, nil
 }

@@ -222,6 +222,7 @@ func TestQuarantineRoundTrip(t *testing.T) {
 	q := QuarantineEntry{ID: "abc", Raw: []byte(`{"x":1}`), Reasons: []string{"a", "b"}, FirstSeen: time.Unix(100, 5).UTC()}
 	val := encodeQuarantine([]byte("k"), &q)
 	got, err := decodeQuarantine([]byte("k"), val)
+	q.Key = "k"
 	if err != nil || !reflect.DeepEqual(got, q) {
 		t.Fatalf("%+v %v", got, err)
 	}

@@ -109,7 +109,7 @@ func contentHash(ctx context.Context, s *snap) (lthash.State, error) {
 		if err != nil {
 			return st, err
 		}
-		h.Add(&st, tagQuarantine, []byte(q.ID), q.Raw)
+		h.Add(&st, tagQuarantine, []byte(q.Key), q.Raw)
 	}
 	return st, nil
 }

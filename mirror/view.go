@@ -265,10 +265,10 @@ func (s *snap) ovQuarantined(ctx context.Context) iter.Seq2[QuarantineEntry, err
 				yield(QuarantineEntry{}, err)
 				return
 			}
-			if !emit(q.ID, false) {
+			if !emit(q.Key, false) {
 				return
 			}
-			if _, t := s.ov.quar[q.ID]; t {
+			if _, t := s.ov.quar[q.Key]; t {
 				continue
 			}
 			if !yield(q, nil) {

@@ -208,6 +208,15 @@ func (w *Writer) resume() bool {
 		w.db, w.progress, w.log = nil, nil, nil
 		return false
 	}
+	// What a killed run's Fill decided (removals, retain) was against the
+	// listing of that run: this one lists again and fills again.
+	if err := w.forgetFill(); err != nil {
+		w.m.log.Warn("mirror: discarding a staging file whose removals cannot be reset", "path", next, "err", err)
+		_ = w.db.Close()
+		w.log.close()
+		w.db, w.progress, w.log = nil, nil, nil
+		return false
+	}
 	w.resumed = true
 	w.synced = time.Now()
 	return true
@@ -243,6 +252,28 @@ func (w *Writer) initStaging() (err error) {
 // stagingBuckets are the buckets of a staging file.
 func stagingBuckets() [][]byte {
 	return [][]byte{bucketLog, bucketQuarantine, bucketRemoved, bucketQRemoved, bucketWriter}
+}
+
+// forgetFill empties the staging file's removals and drops its retain
+// mark, as before Fill.
+func (w *Writer) forgetFill() error {
+	return update(w.db, func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketRemoved, bucketQRemoved} {
+			if tx.Bucket(b) == nil {
+				continue
+			}
+			if err := tx.DeleteBucket(b); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		if wb := tx.Bucket(bucketWriter); wb != nil {
+			return wb.Delete(wkRetain)
+		}
+		return nil
+	})
 }
 
 // openStaging opens (creating if needed) PATH.next read-write and makes
