@@ -120,7 +120,9 @@ demo:
 	$(BIN) find list_length --db "$$db" | cut -c 1-100; \
 	echo; echo "=== 9. mirror verify: re-check every stage and index offline (exit 3 on any failure)"; \
 	$(BIN) verify --db "$$db"; \
-	echo; echo "=== 10. mirror status --max-age 1ns: a cron job's freshness check (exit 4 when stale)"; \
+	echo; echo "=== 10. mirror log: the generations kept (each publish writes only what changed; --at G reads an older one)"; \
+	$(BIN) log --db "$$db"; \
+	echo; echo "=== 11. mirror status --max-age 1ns: a cron job's freshness check (exit 4 when stale)"; \
 	code=0; $(BIN) status --db "$$db" -q --max-age 1ns 2>&1 || code=$$?; echo "exit code $$code"; \
 	[ "$$code" -eq 4 ]; \
 	echo; echo "demo OK: the mirror served every read with the registry offline"
