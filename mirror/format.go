@@ -91,7 +91,7 @@ const (
 type Meta struct {
 	FormatVersion uint32
 	// Generation counts publishes: 0 for an empty mirror made by Create,
-	// +1 for every snapshot that changed content.
+	// +1 for every publish that changed content.
 	Generation uint64
 	// Upstream is the registry URL the content came from ("" if none).
 	Upstream string
@@ -111,8 +111,10 @@ type Meta struct {
 	// number of quarantined entries, which Total excludes.
 	Total       int
 	Quarantined int
-	// Digest is the hex SHA-256 over every data bucket entry (see
-	// FORMAT.md); equal digests mean equal content.
+	// Digest is the generation's content digest: the hex SHA-256 of the
+	// LtHash of its stages' and quarantine entries' raw bytes (see
+	// FORMAT.md), so equal digests mean equal content however it was
+	// built. For a format-1 mirror, the file digest it was written with.
 	Digest string
 	// Path is the mirror file and SizeBytes the size of the files the
 	// generation reads (its base and deltas; for a format-1 mirror, the
