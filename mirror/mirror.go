@@ -2,13 +2,16 @@
 // noether stage registry kept in bbolt files, readable by any number of
 // processes while one writer at a time prepares the next version.
 //
-// The file at PATH is an immutable snapshot: nobody ever opens it
-// read-write. A writer (Mirror.BeginSync or Mirror.BeginLocal) builds the
-// next snapshot from a staging file (PATH.next), then Publish writes a
-// fresh compact file, fsyncs it and renames it over PATH. Readers that
-// had the old file open keep reading it until they let go; a Mirror
-// notices the new file on its next read (at most Options.ReloadInterval
-// later) without being reopened. See FORMAT.md for the file layout.
+// A mirror is a sequence of generations. The file at PATH is a manifest
+// listing the kept ones; each is a base snapshot plus the deltas a publish
+// wrote over it, immutable files in PATH.gens that nobody opens
+// read-write. A writer (Mirror.BeginSync or Mirror.BeginLocal) stages
+// into PATH.next, then Publish writes only what changed (a delta, or now
+// and then a compacted base) and renames a new manifest over PATH.
+// Readers keep the generation they opened until they let go; a Mirror
+// notices a new manifest on its next read (at most
+// Options.ReloadInterval later) without being reopened, and
+// Mirror.SnapshotAt pins any kept generation. See FORMAT.md.
 package mirror
 
 import (
