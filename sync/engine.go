@@ -364,11 +364,12 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	return e.report, nil
 }
 
-// publish ends the sync. Stages the current snapshot holds exactly as
+// publish ends the sync. Stages the current generation holds exactly as
 // listed were not staged (mirror.Entry.InBase): when nothing else changed
 // either, only PATH.state records the sync (Writer.Refresh) and nothing
-// else is written; otherwise those stages are staged from the snapshot
-// (Writer.Fill) and the whole snapshot is compiled.
+// else is written; otherwise Writer.Fill records what the registry no
+// longer lists as removals, and Publish writes what changed (a delta, or
+// a compaction).
 func (e *engine) publish(ctx context.Context, fs *finalSet, info mirror.PublishInfo) (mirror.PublishResult, error) {
 	dirty, err := e.w.Dirty()
 	if err != nil {
@@ -974,8 +975,8 @@ func (e *engine) ingest(ctx context.Context, lc string, offset int, raws []json.
 // stageable records the verdict on r and reports whether it must be
 // staged: not when identical admitted bytes are staged already
 // (mirror.Entry.Reused), nor when the current snapshot holds exactly these
-// bytes with this verdict (mirror.Entry.InBase), which Fill copies only if
-// the sync publishes.
+// bytes with this verdict (mirror.Entry.InBase), which the next
+// generation keeps as it is.
 func (e *engine) stageable(r prepared) bool {
 	if r.entry.Admitted() {
 		e.markGood(r.key)
