@@ -164,18 +164,21 @@ func crossRemovals(cur *snap, cs *changeSet) error {
 	return nil
 }
 
-// dropNoOps removes from cs what would not change cur.
+// dropNoOps removes from cs the removals of what cur does not hold. (A
+// staged value equal to cur's never entered cs: collectChanges compared
+// it as it read it.)
 func dropNoOps(cur *snap, cs *changeSet) error {
 	for _, t := range []struct {
 		m   map[string][]byte
 		get func(string) ([]byte, bool, error)
 	}{{cs.stages, cur.stageValue}, {cs.quar, cur.quarValue}} {
 		for k, v := range t.m {
-			old, ok, err := t.get(k)
-			if err != nil {
-				return err
+			if v != nil {
+				continue
 			}
-			if (v == nil && !ok) || (v != nil && ok && bytes.Equal(old, v)) {
+			if _, ok, err := t.get(k); err != nil {
+				return err
+			} else if !ok {
 				delete(t.m, k)
 			}
 		}

@@ -45,9 +45,6 @@ type Changes struct {
 	QuarantineOut int `json:"quarantine_out"`
 }
 
-// Zero reports whether nothing changed.
-func (c Changes) Zero() bool { return c == Changes{} }
-
 // genRecord is one kept generation as the manifest lists it.
 type genRecord struct {
 	Generation     uint64         `json:"generation"`
