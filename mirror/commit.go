@@ -71,6 +71,9 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 	case errors.Is(err, errTooBig):
 		rec, state, err = w.rebase(ctx, cur, meta)
 	case err == nil && cs.size() == 0:
+		if err := info.checkDigest(m.path, cur.meta.Digest); err != nil {
+			return PublishResult{}, err
+		}
 		sc := nextSidecar(prev, meta)
 		sc.Generation = cur.meta.Generation
 		if info.SyncTime.IsZero() {
@@ -88,7 +91,12 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 	rec.Generation, rec.Upstream, rec.LastSync = meta.Generation, meta.Upstream, meta.LastSync
 	rec.UpstreamTotals, rec.Published = meta.UpstreamTotals, meta.Published
 	rec.PreviousUpstream, rec.UpstreamSince = sc.PreviousUpstream, sc.UpstreamSince
+	rec.UpstreamGeneration, rec.UpstreamDigest = meta.UpstreamGeneration, meta.UpstreamDigest
 	rec.Digest = digestHex(&state)
+	if err := info.checkDigest(m.path, rec.Digest); err != nil {
+		m.removeUnlisted(cur.gen, rec)
+		return PublishResult{}, err
+	}
 	if err := m.commit(cur.mf, rec, state); err != nil {
 		return PublishResult{}, err
 	}
@@ -100,6 +108,22 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		_ = os.Remove(sidecarPath(m.path))
 	}
 	return out, w.finish(cur, sidecar{})
+}
+
+// removeUnlisted removes the data files rec reads that cur does not: a
+// generation built but not published.
+func (m *Mirror) removeUnlisted(cur *genRecord, rec genRecord) {
+	have := map[string]bool{}
+	if cur != nil {
+		for _, f := range cur.files() {
+			have[f] = true
+		}
+	}
+	for _, f := range rec.files() {
+		if !have[f] {
+			_ = os.Remove(filepath.Join(gensDir(m.path), f))
+		}
+	}
 }
 
 // digestHex is a generation's digest: the hex SHA-256 of its content hash.

@@ -26,6 +26,10 @@ var (
 	// ErrNoGeneration: a generation reference names no generation the
 	// mirror keeps (a number not reached yet, or an unknown digest).
 	ErrNoGeneration = errors.New("no such generation")
+	// ErrDigestMismatch: a publish told what content digest to expect
+	// (PublishInfo.ExpectDigest) staged different content; nothing was
+	// published.
+	ErrDigestMismatch = errors.New("content digest mismatch")
 	// ErrClosed: the Mirror, Snapshot or Writer was already closed.
 	ErrClosed = errors.New("mirror closed")
 )

@@ -102,6 +102,13 @@ type Meta struct {
 	Published time.Time
 	// UpstreamTotals are the registry's totals by lifecycle at LastSync.
 	UpstreamTotals map[string]int
+	// UpstreamGeneration and UpstreamDigest name the generation of the
+	// upstream mirror this content was proven equal to (its digest then
+	// equalled Digest), when the last sync read another mirror's change
+	// feed; 0 and "" otherwise. A sync from that mirror asks for the
+	// changes since it, as long as Digest still equals UpstreamDigest.
+	UpstreamGeneration uint64
+	UpstreamDigest     string
 	// Counts are this snapshot's stages by lowercase lifecycle name (only
 	// non-zero kinds appear).
 	Counts map[string]int

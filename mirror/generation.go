@@ -66,6 +66,7 @@ func (g *genRecord) meta(path string) Meta {
 		Counts: g.Counts, ByEffect: g.ByEffect, Total: g.Total, Quarantined: g.Quarantined,
 		Digest: g.Digest, Path: path, Layers: len(g.Deltas), Overlay: g.Overlay, Changes: g.Changes,
 		PreviousUpstream: g.PreviousUpstream, UpstreamSince: g.UpstreamSince,
+		UpstreamGeneration: g.UpstreamGeneration, UpstreamDigest: g.UpstreamDigest,
 	}
 }
 

@@ -53,6 +53,9 @@ type genRecord struct {
 	LastSync       time.Time      `json:"last_sync,omitzero"`
 	Upstream       string         `json:"upstream,omitempty"`
 	UpstreamTotals map[string]int `json:"upstream_totals,omitempty"`
+	// UpstreamGeneration and UpstreamDigest: see Meta.
+	UpstreamGeneration uint64 `json:"upstream_generation,omitempty"`
+	UpstreamDigest     string `json:"upstream_digest,omitempty"`
 	// PreviousUpstream and UpstreamSince record the last change of
 	// upstream (see Meta).
 	PreviousUpstream string         `json:"previous_upstream,omitempty"`

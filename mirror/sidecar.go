@@ -16,6 +16,10 @@ type sidecar struct {
 	LastSync       time.Time      `json:"last_sync"`
 	Upstream       string         `json:"upstream,omitempty"`
 	UpstreamTotals map[string]int `json:"upstream_totals,omitempty"`
+	// UpstreamGeneration and UpstreamDigest: the upstream mirror's
+	// generation the content was last proven equal to (see Meta).
+	UpstreamGeneration uint64 `json:"upstream_generation,omitempty"`
+	UpstreamDigest     string `json:"upstream_digest,omitempty"`
 	// PreviousUpstream and UpstreamSince record the last change of
 	// upstream; Refused the last sync that refused to publish, until a
 	// sync publishes.
@@ -83,6 +87,9 @@ func withSidecar(m Meta, path string) Meta {
 	}
 	if sc.UpstreamTotals != nil {
 		m.UpstreamTotals = sc.UpstreamTotals
+	}
+	if sc.Upstream != "" {
+		m.UpstreamGeneration, m.UpstreamDigest = sc.UpstreamGeneration, sc.UpstreamDigest
 	}
 	if sc.PreviousUpstream != "" {
 		m.PreviousUpstream, m.UpstreamSince = sc.PreviousUpstream, sc.UpstreamSince

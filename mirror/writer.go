@@ -643,6 +643,29 @@ type PublishInfo struct {
 	Upstream       string
 	SyncTime       time.Time
 	UpstreamTotals map[string]int
+	// UpstreamGeneration and UpstreamDigest, for a sync from another
+	// mirror, name the upstream generation the staged content was taken
+	// from (recorded as Meta.UpstreamGeneration and UpstreamDigest). A
+	// sync (Upstream set) that leaves them zero records none; a local
+	// edit keeps the current ones.
+	UpstreamGeneration uint64
+	UpstreamDigest     string
+	// ExpectDigest, when set, is the content digest the published
+	// generation must have: Publish and Refresh return ErrDigestMismatch,
+	// and publish nothing, when the staged content's differs. A sync from
+	// another mirror proves with it that it holds everything the upstream
+	// holds.
+	ExpectDigest string
+}
+
+// checkDigest returns ErrDigestMismatch when info expects a digest other
+// than got.
+func (info PublishInfo) checkDigest(path, got string) error {
+	if info.ExpectDigest == "" || info.ExpectDigest == got {
+		return nil
+	}
+	return fmt.Errorf("%w: the content staged for %s has digest %.16s…, not the expected %.16s…; nothing was published",
+		ErrDigestMismatch, path, got, info.ExpectDigest)
 }
 
 // PublishResult says what Publish did.
@@ -683,6 +706,9 @@ func (w *Writer) Refresh(ctx context.Context, info PublishInfo) (PublishResult, 
 	if cur.meta.Generation != w.base.meta.Generation || cur.meta.Digest != w.base.meta.Digest {
 		return PublishResult{}, fmt.Errorf("mirror: %s changed while the sync ran; run it again", w.m.path)
 	}
+	if err := info.checkDigest(w.m.path, cur.meta.Digest); err != nil {
+		return PublishResult{}, err
+	}
 	meta := nextMeta(prev, info)
 	sc := nextSidecar(prev, meta)
 	sc.Generation = cur.meta.Generation
@@ -718,6 +744,10 @@ func nextMeta(prev Meta, info PublishInfo) Meta {
 	if info.UpstreamTotals != nil {
 		meta.UpstreamTotals = info.UpstreamTotals
 	}
+	meta.UpstreamGeneration, meta.UpstreamDigest = prev.UpstreamGeneration, prev.UpstreamDigest
+	if info.Upstream != "" {
+		meta.UpstreamGeneration, meta.UpstreamDigest = info.UpstreamGeneration, info.UpstreamDigest
+	}
 	return meta
 }
 
@@ -726,7 +756,8 @@ func nextMeta(prev Meta, info PublishInfo) Meta {
 // is forgotten.
 func nextSidecar(prev, meta Meta) sidecar {
 	sc := sidecar{LastSync: meta.LastSync, Upstream: meta.Upstream, UpstreamTotals: meta.UpstreamTotals,
-		PreviousUpstream: prev.PreviousUpstream, UpstreamSince: prev.UpstreamSince}
+		PreviousUpstream: prev.PreviousUpstream, UpstreamSince: prev.UpstreamSince,
+		UpstreamGeneration: meta.UpstreamGeneration, UpstreamDigest: meta.UpstreamDigest}
 	if prev.Upstream != "" && meta.Upstream != prev.Upstream {
 		sc.PreviousUpstream, sc.UpstreamSince = prev.Upstream, meta.Published
 	}
