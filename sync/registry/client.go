@@ -258,6 +258,8 @@ type request struct {
 	// idempotent requests are retried after any retryable failure; the
 	// others only when the server certainly did not act on them.
 	idempotent bool
+	// accept is the Accept header; "" means application/json.
+	accept string
 	// newWalker, if set, is called once per response for a walkResult
 	// for decodeEnvelope.
 	newWalker func() func(p []byte, at int) int
@@ -334,23 +336,10 @@ func (c *Client) attempt(ctx context.Context, req request, u string) (res []byte
 	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
 		WroteHeaders: func() { wrote.Store(true) },
 	})
-	var body io.Reader
-	if req.body != nil {
-		body = bytes.NewReader(req.body)
-	}
-	hreq, err := http.NewRequestWithContext(actx, req.method, u, body)
+	hreq, err := c.newRequest(actx, req, u)
 	if err != nil {
-		e.kinds, e.Err = []error{ErrBadRequest}, fmt.Errorf("cannot build request: %v", err)
+		e.kinds, e.Err = []error{ErrBadRequest}, err
 		return nil, e, 0, false
-	}
-	hreq.Header.Set("User-Agent", c.userAgent)
-	hreq.Header.Set("X-Noether-Client-Version", c.version)
-	hreq.Header.Set("Accept", "application/json")
-	if req.body != nil {
-		hreq.Header.Set("Content-Type", "application/json")
-	}
-	if c.apiKey != "" {
-		hreq.Header.Set("X-API-Key", c.apiKey)
 	}
 	start := time.Now()
 	resp, err := c.hc.Do(hreq)
@@ -402,6 +391,33 @@ func (c *Client) attempt(ctx context.Context, req request, u string) (res []byte
 		retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return nil, e, retryAfter, true
+}
+
+// newRequest builds the HTTP request of req at u, with the Client's
+// headers (and the API key).
+func (c *Client) newRequest(ctx context.Context, req request, u string) (*http.Request, error) {
+	var body io.Reader
+	if req.body != nil {
+		body = bytes.NewReader(req.body)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, req.method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("cannot build request: %v", err)
+	}
+	hreq.Header.Set("User-Agent", c.userAgent)
+	hreq.Header.Set("X-Noether-Client-Version", c.version)
+	accept := req.accept
+	if accept == "" {
+		accept = "application/json"
+	}
+	hreq.Header.Set("Accept", accept)
+	if req.body != nil {
+		hreq.Header.Set("Content-Type", "application/json")
+	}
+	if c.apiKey != "" {
+		hreq.Header.Set("X-API-Key", c.apiKey)
+	}
+	return hreq, nil
 }
 
 // transportError fills e for a failure without a response.

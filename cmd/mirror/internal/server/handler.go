@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/noether-mirror/mirror/mirror/feed"
 	"github.com/noether-mirror/mirror/store"
 )
 
@@ -50,6 +51,8 @@ const (
 	routeAtStages
 	routeAtStage
 	routeAtHealth
+	routeFeed
+	routeFeedChanges
 	numRoutes
 )
 
@@ -69,6 +72,10 @@ func (r route) String() string {
 		return "/at/{g}/stages/{id}"
 	case routeAtHealth:
 		return "/at/{g}/health"
+	case routeFeed:
+		return "/mirror/v1/"
+	case routeFeedChanges:
+		return "/mirror/v1/changes"
 	}
 	return "other"
 }
@@ -83,6 +90,11 @@ func classify(path string) (route, string) {
 		return routeHealth, ""
 	case "/metrics":
 		return routeMetrics, ""
+	case feed.BasePath, strings.TrimSuffix(feed.BasePath, "/"):
+		return routeFeed, ""
+	}
+	if rest, ok := strings.CutPrefix(path, feed.ChangesPrefix); ok && (rest == "" || rest[0] == '/') {
+		return routeFeedChanges, rest
 	}
 	if id, ok := strings.CutPrefix(path, "/stages/"); ok && id != "" && !strings.Contains(id, "/") {
 		return routeStage, id
@@ -181,13 +193,17 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveHealth(req)
 	case routeMetrics:
 		s.serveMetrics(req)
+	case routeFeed:
+		s.serveFeedInfo(req)
+	case routeFeedChanges:
+		s.serveChanges(req, t.id)
 	default:
 		pinned := ""
 		if s.pins != nil {
 			pinned = ", and /at/G/stages, /at/G/stages/{id} and /at/G/health as of generation G"
 		}
 		s.writeError(req, http.StatusNotFound, CodeNotFound, fmt.Sprintf(
-			"no endpoint %s: this mirror serves GET /stages, /stages/{id}, /health and /metrics%s",
+			"no endpoint %s: this mirror serves GET /stages, /stages/{id}, /health, /metrics and its change feed under /mirror/v1/%s",
 			quoteTrunc(r.URL.Path), pinned))
 	}
 }
