@@ -10,7 +10,7 @@ FUZZMINIMIZE ?= 2s
 BENCHTIME ?= 1x
 BIN       := bin/mirror
 
-.PHONY: all build cross test bench bench-read fuzz lint fmt-check vet staticcheck check demo clean
+.PHONY: all build cross test test-deps bench bench-read fuzz lint fmt-check vet staticcheck check demo clean
 
 all: build
 
@@ -30,9 +30,20 @@ cross:
 	  GOOS=$$os $(GO) vet $(PKGS); \
 	done
 
-# The cross-builds, then every test, with the race detector.
-test: cross
-	$(GO) test -race -count=1 $(PKGS)
+# The cross-builds, then every test, with the race detector. The change
+# feed's test through docs/nginx.conf needs nginx: installed here from
+# Debian's packages when missing (as root, or with sudo), and required.
+test: cross test-deps
+	MIRROR_REQUIRE_NGINX=1 $(GO) test -race -count=1 $(PKGS)
+
+test-deps:
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+	  echo "installing nginx-light for TestFeedThroughNginx"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get install -y --no-install-recommends nginx-light >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends nginx-light >/dev/null; } || \
+	  { echo "could not install nginx: install it (apt-get install nginx-light), then run make test again"; exit 1; }; \
+	fi
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
