@@ -3,7 +3,6 @@ package sync
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -199,12 +198,12 @@ type engine struct {
 	report Report
 
 	// quarantined holds the keys whose latest bytes failed this sync.
-	quarantined map[key]bool
+	quarantined map[mirror.Key]bool
 	// gone holds the keys a 404 proved deleted during drift repair.
-	gone map[key]bool
+	gone map[mirror.Key]bool
 	// knownRefusals holds the keys quarantined this sync exactly as the
 	// current snapshot quarantines them, and so not staged.
-	knownRefusals map[key]bool
+	knownRefusals map[mirror.Key]bool
 	// lostToQuarantine counts stages of the current snapshot whose
 	// latest bytes were quarantined: served now, not after publish.
 	lostToQuarantine int
@@ -243,7 +242,7 @@ func newEngine(m *mirror.Mirror, reg Registry, opts Options) *engine {
 		redact = r.Redact
 	}
 	return &engine{m: m, reg: reg, redact: redact, opts: opts, log: log,
-		quarantined: map[key]bool{}, gone: map[key]bool{}, knownRefusals: map[key]bool{}}
+		quarantined: map[mirror.Key]bool{}, gone: map[mirror.Key]bool{}, knownRefusals: map[mirror.Key]bool{}}
 }
 
 // scratchDir is where the sync's scratch files go: beside the mirror, on
@@ -274,13 +273,9 @@ func (e *engine) run(ctx context.Context) (rep Report, err error) {
 	published := false
 	defer func() {
 		if !published {
-			// Keep the staged pages: the next run reuses them. Unless
-			// they are what failed: a damaged staging file (say, after a
-			// power loss) is discarded so the next run starts clean.
-			// And after a full disk the staged pages go too, to give the
-			// space back at once: the next run starts clean.
-			keep := !errors.Is(err, mirror.ErrCorrupt) && !errors.Is(err, mirror.ErrNoSpace)
-			if aerr := w.Abort(keep); aerr != nil && err == nil {
+			// The mirror decides whether the staged pages stay for the
+			// next run to reuse (Writer.Fail).
+			if aerr := w.Fail(err); aerr != nil && err == nil {
 				err = aerr
 			}
 		}
@@ -381,15 +376,11 @@ func (e *engine) publish(ctx context.Context, fs *finalSet, info mirror.PublishI
 	if same {
 		return e.w.Refresh(ctx, info)
 	}
-	keep := func(id store.StageID) bool {
-		k, ok := idKey(id)
+	keep := func(k mirror.Key) bool {
 		_, listed := fs.ids.get(k)
-		return ok && listed
+		return listed
 	}
-	keepQ := func(qk string) bool {
-		k, ok := keyOf(qk)
-		return ok && e.knownRefusals[k]
-	}
+	keepQ := func(k mirror.Key) bool { return e.knownRefusals[k] }
 	if _, err := e.w.Fill(ctx, keep, keepQ); err != nil {
 		return mirror.PublishResult{}, err
 	}
@@ -398,53 +389,8 @@ func (e *engine) publish(ctx context.Context, fs *finalSet, info mirror.PublishI
 
 // clearStaging removes everything a foreign interrupted sync staged.
 func (e *engine) clearStaging(ctx context.Context) error {
-	var ids []store.StageID
-	for id, err := range e.w.StagedIDs(ctx) {
-		if err != nil {
-			return err
-		}
-		ids = append(ids, id)
-	}
-	return e.w.Delete(ids...)
-}
-
-// key names a listed stage in 33 bytes rather than a 64-character
-// string, so the per-sync id sets stay small as the registry grows: the
-// decoded id, or (anon) the SHA-256 of bytes that carried no usable id.
-type key struct {
-	sum  [32]byte
-	anon bool
-}
-
-// idKey returns the key of a well-formed stage id.
-func idKey(id store.StageID) (key, bool) {
-	sum, ok := store.IDBytes(string(id))
-	return key{sum: sum}, ok
-}
-
-// keyOf returns the key of a quarantine key or stage id as the mirror
-// stores it: a stage id, or "x" and the hex SHA-256 of the bytes.
-func keyOf(s string) (key, bool) {
-	if k, ok := idKey(store.StageID(s)); ok {
-		return k, true
-	}
-	if len(s) == 65 && s[0] == 'x' {
-		if sum, ok := store.IDBytes(s[1:]); ok {
-			return key{sum: sum, anon: true}, true
-		}
-	}
-	return key{}, false
-}
-
-// id is the stage id of a non-anonymous key.
-func (k key) id() store.StageID { return store.StageID(hex.EncodeToString(k.sum[:])) }
-
-// String is the id, or the mirror's quarantine key for anonymous bytes.
-func (k key) String() string {
-	if k.anon {
-		return "x" + hex.EncodeToString(k.sum[:])
-	}
-	return hex.EncodeToString(k.sum[:])
+	_, err := e.w.Prune(ctx, nil)
+	return err
 }
 
 // finalSet is the outcome of listing: which ids belong in the snapshot.
@@ -558,11 +504,11 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 	// no last pass did, is asked about directly. (No map of all ids is
 	// kept: at 100k stages every such map costs megabytes.)
 	var ask []store.StageID
-	asked := map[key]bool{}
-	askOnce := func(k key) {
+	asked := map[mirror.Key]bool{}
+	askOnce := func(k mirror.Key) {
 		if !asked[k] {
 			asked[k] = true
-			ask = append(ask, k.id())
+			ask = append(ask, k.ID())
 		}
 	}
 	allKeys, err := e.newKeys()
@@ -577,7 +523,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		fs.totals[lc] = last.lastTotal
 		fs.totalsOrder = append(fs.totalsOrder, lc)
 		for _, kk := range last.ids.s {
-			if !kk.k.anon && !e.quarantined[kk.k] {
+			if !kk.k.Anonymous() && !e.quarantined[kk.k] {
 				if err := allKeys.Append(kk); err != nil {
 					_ = allKeys.Close()
 					return nil, fmt.Errorf("collecting listed stages: %w", err)
@@ -588,7 +534,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 	// Stable: of a key listed under two lifecycles, the first listed
 	// stays (until the registry is asked about it).
 	all := allKeys.All()
-	slices.SortStableFunc(all, func(a, b keyKind) int { return compareKeys(a.k, b.k) })
+	slices.SortStableFunc(all, func(a, b keyKind) int { return a.k.Compare(b.k) })
 	kept := all[:0]
 	for i, kk := range all {
 		if i > 0 && all[i-1].k == kk.k {
@@ -609,7 +555,7 @@ func (e *engine) listAll(ctx context.Context) (*finalSet, error) {
 		ps := passes[lc]
 		for _, p := range ps[:max(0, len(ps)-1)] {
 			for _, kk := range p.ids.s {
-				if _, listed := fs.ids.get(kk.k); !listed && !kk.k.anon && !e.quarantined[kk.k] {
+				if _, listed := fs.ids.get(kk.k); !listed && !kk.k.Anonymous() && !e.quarantined[kk.k] {
 					askOnce(kk.k)
 				}
 			}
@@ -645,7 +591,7 @@ func (e *engine) detectDrift(passes map[string][]*listing) ([]string, error) {
 	// lifecycle in e.opts.Lifecycles, sorted: a key listed under two
 	// lifecycles shows up as a run.
 	type seen struct {
-		k  key
+		k  mirror.Key
 		lc uint8
 	}
 	sc, err := mirror.NewScratch[seen](e.scratchDir())
@@ -665,7 +611,7 @@ func (e *engine) detectDrift(passes map[string][]*listing) ([]string, error) {
 		}
 	}
 	all := sc.All()
-	slices.SortStableFunc(all, func(a, b seen) int { return compareKeys(a.k, b.k) })
+	slices.SortStableFunc(all, func(a, b seen) int { return a.k.Compare(b.k) })
 	multi := map[string]bool{}
 	for i := 1; i < len(all); i++ {
 		if all[i].k != all[i-1].k {
@@ -840,7 +786,7 @@ func (e *engine) list(ctx context.Context, lc string, head *firstPage, relist bo
 	// The keys of the first and the previous page: a full page that only
 	// repeats them (repeatsEarlierPage) ends the listing as drift, and is
 	// a protocol error when a relist sees it again.
-	var firstKeys, prevKeys map[key]bool
+	var firstKeys, prevKeys map[mirror.Key]bool
 	queue = append(queue, pending{0, head.ch})
 	nextFetch := 0
 	for first := true; ; first = false {
@@ -1026,7 +972,7 @@ func (e *engine) waitCommit() error {
 }
 
 // markQuarantined records that k's latest bytes were quarantined.
-func (e *engine) markQuarantined(k key) {
+func (e *engine) markQuarantined(k mirror.Key) {
 	if e.quarantined[k] {
 		return
 	}
@@ -1038,7 +984,7 @@ func (e *engine) markQuarantined(k key) {
 // markGood records that key's latest bytes verified: a stage quarantined
 // by an earlier pass of this sync whose bytes have since been fixed
 // upstream is good again (PutBatch replaced its quarantine entry).
-func (e *engine) markGood(k key) {
+func (e *engine) markGood(k mirror.Key) {
 	if !e.quarantined[k] {
 		return
 	}
@@ -1051,7 +997,7 @@ func (e *engine) markGood(k key) {
 
 // prepared is one stage after the admission gate, with its key.
 type prepared struct {
-	key   key // the id, or the SHA-256 of bytes without one
+	key   mirror.Key // the id, or the SHA-256 of bytes without one
 	entry mirror.Entry
 }
 
@@ -1083,11 +1029,7 @@ func (e *engine) prepareAll(raws []json.RawMessage) []prepared {
 // the mirror's trust policy.
 func (e *engine) prepare(raw json.RawMessage) prepared {
 	ent := e.w.Admit(raw)
-	k, ok := idKey(ent.ID())
-	if !ok {
-		k, _ = keyOf(ent.QuarantineKey())
-	}
-	return prepared{key: k, entry: ent}
+	return prepared{key: ent.Key(), entry: ent}
 }
 
 // refetch asks the registry about ids whose listing was inconsistent:
@@ -1120,7 +1062,7 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 		case errors.Is(r.err, store.ErrNotFound):
 			e.report.Drift.Deleted++
 			fs.ids.deleteID(r.id)
-			if k, ok := idKey(r.id); ok {
+			if k, ok := mirror.KeyOfID(r.id); ok {
 				e.gone[k] = true
 			}
 		case r.err != nil:
@@ -1170,20 +1112,11 @@ func (e *engine) refetch(ctx context.Context, ids []store.StageID, fs *finalSet)
 // dropUnlisted removes staged stages the registry no longer lists (left
 // from an interrupted run, or deleted upstream).
 func (e *engine) dropUnlisted(ctx context.Context, fs *finalSet) error {
-	var stale []store.StageID
-	for id, err := range e.w.StagedIDs(ctx) {
-		if err != nil {
-			return err
-		}
-		k, ok := keyOf(string(id))
-		if _, listed := fs.ids.get(k); !ok || (!listed && !e.quarantined[k]) {
-			stale = append(stale, id)
-		}
-	}
-	if len(stale) == 0 {
-		return nil
-	}
-	return e.w.Delete(stale...)
+	_, err := e.w.Prune(ctx, func(k mirror.Key) bool {
+		_, listed := fs.ids.get(k)
+		return listed || e.quarantined[k]
+	})
+	return err
 }
 
 // countChanges compares the staged set with the published snapshot.
@@ -1198,7 +1131,7 @@ func (e *engine) countChanges(ctx context.Context, fs *finalSet) error {
 		if err != nil {
 			return fmt.Errorf("read the current snapshot: %w", err)
 		}
-		k, _ := idKey(rec.ID)
+		k, _ := mirror.KeyOfID(rec.ID)
 		if _, ok := fs.ids.get(k); !ok {
 			if e.quarantined[k] {
 				e.lostToQuarantine++

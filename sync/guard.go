@@ -188,7 +188,7 @@ func (e *engine) keepUnproven(ctx context.Context, fs *finalSet) error {
 		if err != nil {
 			return fmt.Errorf("read the current snapshot: %w", err)
 		}
-		k, ok := idKey(rec.ID)
+		k, ok := mirror.KeyOfID(rec.ID)
 		if _, listed := fs.ids.get(k); !ok || listed || e.quarantined[k] || e.gone[k] {
 			continue
 		}
@@ -228,7 +228,7 @@ func (e *engine) keepUnproven(ctx context.Context, fs *finalSet) error {
 // one with pages of one stage), so the first time ends the listing as
 // drift, and only a relist that sees it again is a protocol error. page
 // is the set of the keys of the page's n stages.
-func repeatsEarlierPage(page map[key]bool, n int, first, prev map[key]bool, pageSize int) bool {
+func repeatsEarlierPage(page map[mirror.Key]bool, n int, first, prev map[mirror.Key]bool, pageSize int) bool {
 	if n == 0 || (n != pageSize && n != len(first)) {
 		return false
 	}
@@ -248,9 +248,9 @@ func (e *engine) protocolError(lc string, offset, n int) error {
 }
 
 // pageKeys is the set of the last n keys listed.
-func pageKeys(listed *mirror.Scratch[keyKind], n int) map[key]bool {
+func pageKeys(listed *mirror.Scratch[keyKind], n int) map[mirror.Key]bool {
 	all := listed.All()
-	out := make(map[key]bool, n)
+	out := make(map[mirror.Key]bool, n)
 	for _, kk := range all[len(all)-n:] {
 		out[kk.k] = true
 	}
