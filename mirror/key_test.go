@@ -3,12 +3,16 @@ package mirror
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"unsafe"
 
 	"github.com/noether-mirror/mirror/store"
+	"github.com/noether-mirror/mirror/store/storetest"
 )
 
 func TestKeyRoundTrip(t *testing.T) {
@@ -103,5 +107,78 @@ func TestKeyScratch(t *testing.T) {
 	}
 	if got := sc.All(); len(got) != 2 || got[0] != k || got[1] != a {
 		t.Errorf("scratch holds %v", got)
+	}
+}
+
+// TestWriterPruneByKey: Prune asks about stages and quarantine entries by
+// Key, anonymous ones included, and removes what keep refuses.
+func TestWriterPruneByKey(t *testing.T) {
+	m := layeredMirror(t, Options{})
+	g, bad := storetest.NewGen(3), storetest.NewGen(4)
+	ctx := t.Context()
+	w, err := m.BeginSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort(false)
+	a, b := g.Stage(), g.Stage()
+	anon := w.AdmitStage(bad.Stage(storetest.WithID("not-a-valid-id")))
+	if err := w.PutBatch([]Entry{w.AdmitStage(a), w.AdmitStage(b), anon}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ka, _ := KeyOfID(a.ID)
+	kb, _ := KeyOfID(b.ID)
+	var asked []Key
+	n, err := w.Prune(ctx, func(k Key) bool { asked = append(asked, k); return k != kb })
+	if err != nil || n != 1 {
+		t.Fatalf("Prune: %d, %v; want 1", n, err)
+	}
+	slices.SortFunc(asked, Key.Compare)
+	want := []Key{ka, kb, anon.Key()}
+	slices.SortFunc(want, Key.Compare)
+	if !slices.Equal(asked, want) {
+		t.Errorf("Prune asked about %v, want %v", asked, want)
+	}
+	if _, ok, _ := w.Staged(b.ID); ok {
+		t.Error("b is still staged")
+	}
+	if _, ok, _ := w.Staged(a.ID); !ok {
+		t.Error("a went")
+	}
+	if n, err := w.Prune(ctx, nil); err != nil || n != 2 {
+		t.Errorf("Prune(nil): %d, %v; want 2", n, err)
+	}
+}
+
+// TestWriterFail: a failed run keeps its staging file for the next one,
+// unless the staging failed itself (ErrCorrupt) or the disk is full.
+func TestWriterFail(t *testing.T) {
+	for _, c := range []struct {
+		cause error
+		keep  bool
+	}{
+		{nil, true},
+		{errors.New("registry unreachable"), true},
+		{fmt.Errorf("staging: %w", ErrCorrupt), false},
+		{&NoSpaceError{Err: errors.New("ENOSPC")}, false},
+	} {
+		m := layeredMirror(t, Options{})
+		w, err := m.BeginSync(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.PutBatch([]Entry{w.AdmitStage(storetest.NewGen(1).Stage())}, []byte("p")); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Fail(c.cause); err != nil {
+			t.Fatalf("Fail(%v): %v", c.cause, err)
+		}
+		_, err = os.Stat(m.nextPath())
+		if kept := err == nil; kept != c.keep {
+			t.Errorf("Fail(%v): staging kept %v, want %v", c.cause, kept, c.keep)
+		}
+		if err := w.Fail(c.cause); err != nil {
+			t.Errorf("a second Fail: %v", err)
+		}
 	}
 }
