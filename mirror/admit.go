@@ -2,8 +2,6 @@ package mirror
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -95,13 +93,7 @@ func (e *Entry) InBase() bool { return e.inBase }
 // QuarantineKey returns the key a refused entry is stored under: its id
 // when that is a well-formed stage id, else "x" and the hex SHA-256 of
 // its bytes.
-func (e *Entry) QuarantineKey() string {
-	if id := e.ID(); id != "" {
-		return string(id)
-	}
-	sum := sha256.Sum256(e.raw)
-	return "x" + hex.EncodeToString(sum[:])
-}
+func (e *Entry) QuarantineKey() string { return e.Key().String() }
 
 // Admit decodes raw and judges it: the mirror's one admission gate. A
 // stage is admitted when store.Admit accepts it: every store.Verify check

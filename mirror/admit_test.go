@@ -225,8 +225,8 @@ func TestFillReproducesTheBase(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		all := func(store.StageID) bool { return true }
-		if n, err := w.Fill(t.Context(), all, func(string) bool { return true }); err != nil || n != 0 {
+		all := func(Key) bool { return true }
+		if n, err := w.Fill(t.Context(), all, all); err != nil || n != 0 {
 			t.Fatalf("Fill: %d, %v", n, err)
 		}
 		res, err := w.Publish(t.Context(), PublishInfo{SyncTime: time.Now()})

@@ -51,19 +51,21 @@ func (w *Writer) Dirty() (bool, error) {
 }
 
 // Fill settles what a sync did not stage: of the current generation's
-// stages, those keep reports true for stay as they are (a sync skipped
-// them because Entry.InBase said the generation holds them already), and
-// every other one not staged goes; likewise quarantine entries by key
-// with keepQuarantine (nil: none stays). Nothing is copied: the removals
-// are recorded, and Publish writes only what differs. It returns how
-// many stages and entries go.
-func (w *Writer) Fill(ctx context.Context, keep func(store.StageID) bool, keepQuarantine func(key string) bool) (int, error) {
+// stages, those keep reports true for (by their Key) stay as they are (a
+// sync skipped them because Entry.InBase said the generation holds them
+// already), and every other one not staged goes; likewise quarantine
+// entries by Key with keepQuarantine (nil: none stays). Nothing is
+// copied: the removals are recorded, and Publish writes only what
+// differs. It returns how many stages and entries go. keep and
+// keepQuarantine are called on the caller's goroutine, never after Fill
+// returns.
+func (w *Writer) Fill(ctx context.Context, keep, keepQuarantine func(Key) bool) (int, error) {
 	if err := w.check(); err != nil {
 		return 0, err
 	}
 	var gone, qgone [][]byte
 	err := w.base.scanRaw(ctx, store.LifecycleUnknown, func(id store.StageID, _ []byte) error {
-		if !keep(id) && !w.stagedAt(string(id)) {
+		if k, ok := KeyOfID(id); !(ok && keep(k)) && !w.stagedAt(string(id)) {
 			gone = append(gone, []byte(id))
 		}
 		return nil
@@ -75,7 +77,7 @@ func (w *Writer) Fill(ctx context.Context, keep func(store.StageID) bool, keepQu
 		if err != nil {
 			return 0, fmt.Errorf("reading the current generation's quarantine: %w", err)
 		}
-		if (keepQuarantine == nil || !keepQuarantine(q.Key)) && !w.stagedAt(q.Key) {
+		if !keptQuarantine(keepQuarantine, q.Key) && !w.stagedAt(q.Key) {
 			qgone = append(qgone, []byte(q.Key))
 		}
 	}
@@ -106,6 +108,16 @@ func (w *Writer) Fill(ctx context.Context, keep func(store.StageID) bool, keepQu
 		return 0, noSpace(fmt.Errorf("recording removals in %s: %w", w.m.nextPath(), err), w.m.nextPath(), w.baseSize())
 	}
 	return len(gone) + len(qgone), nil
+}
+
+// keptQuarantine reports whether keep (nil: none) keeps the quarantine
+// entry stored under key.
+func keptQuarantine(keep func(Key) bool, key string) bool {
+	if keep == nil {
+		return false
+	}
+	k, ok := ParseKey(key)
+	return ok && keep(k)
 }
 
 // stageRetained stages, from cur, every stage and quarantine entry the

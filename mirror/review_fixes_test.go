@@ -55,7 +55,7 @@ func quarantineKeyIsNotTheClaimedID(t *testing.T, opts Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := w.Fill(ctx, func(id store.StageID) bool { return id == good.ID }, nil)
+	n, err := w.Fill(ctx, func(k Key) bool { return k.ID() == good.ID }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestResumedSyncForgetsFillRemovals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Fill(ctx, func(id store.StageID) bool { return id == a.ID }, nil); err != nil {
+	if _, err := w.Fill(ctx, func(k Key) bool { return k.ID() == a.ID }, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Abort(true); err != nil {
@@ -116,7 +116,7 @@ func TestResumedSyncForgetsFillRemovals(t *testing.T) {
 	if dirty, err := w.Dirty(); err != nil || dirty {
 		t.Errorf("a resumed sync starts dirty (%v): the last run's removals came along", err)
 	}
-	if _, err := w.Fill(ctx, func(store.StageID) bool { return true }, nil); err != nil {
+	if _, err := w.Fill(ctx, func(Key) bool { return true }, nil); err != nil {
 		t.Fatal(err)
 	}
 	res, err := w.Publish(ctx, PublishInfo{})

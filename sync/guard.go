@@ -107,7 +107,7 @@ type Refusal struct {
 // opts.MaxRemove allows. It runs after countChanges, before publish.
 func (e *engine) guardLoss(fs *finalSet) *Refusal {
 	total := e.m.Meta().Total
-	lost := e.report.Removed + e.lostToQuarantine
+	lost := e.rep.r.Removed + e.lostToQuarantine
 	if e.opts.MaxRemove.allows(lost, total, fs.ids.len()) {
 		return nil
 	}
@@ -115,8 +115,8 @@ func (e *engine) guardLoss(fs *finalSet) *Refusal {
 	r.Reason = fmt.Sprintf("this sync would remove %d of the mirror's %d stages (%.0f%%; the limit is %s)", lost, total, 100*float64(lost)/float64(max(total, 1)), r.Limit)
 	var why string
 	switch {
-	case e.report.PreviousUpstream != "":
-		why = fmt.Sprintf("the mirror was synced from %s and this sync reads %s", e.report.PreviousUpstream, e.reg.BaseURL())
+	case e.rep.r.PreviousUpstream != "":
+		why = fmt.Sprintf("the mirror was synced from %s and this sync reads %s", e.rep.r.PreviousUpstream, e.reg.BaseURL())
 	case fs.ids.len() == 0 && e.listedNothing(fs):
 		why = fmt.Sprintf("%s answered no stages at all (total 0 for every lifecycle): an empty or freshly restarted registry, or the wrong URL", e.reg.BaseURL())
 	case e.lostToQuarantine > 0:
@@ -142,11 +142,9 @@ func (e *engine) listedNothing(fs *finalSet) bool {
 
 // refuse records the refusal and ends the writer without publishing.
 func (e *engine) refuse(r *Refusal) error {
-	e.report.Outcome = OutcomeRefused
-	e.report.Refusal = r
 	// What is still served: the snapshot the sync began from.
 	meta := e.m.Meta()
-	e.report.Generation, e.report.Total = meta.Generation, meta.Total
+	e.rep.refused(r, meta.Generation, meta.Total)
 	err := e.w.Refuse(mirror.SyncRefusal{
 		At: e.opts.Now(), Upstream: e.reg.BaseURL(), Reason: r.Reason, WouldRemove: r.WouldRemove, Total: r.Total,
 	})
@@ -180,7 +178,7 @@ func (e *engine) keepUnproven(ctx context.Context, fs *finalSet) error {
 		if err := e.w.PutBatch(batch, nil); err != nil {
 			return fmt.Errorf("keeping stages drift could not resolve: %w", err)
 		}
-		e.report.Commits++
+		e.rep.commit()
 		batch = batch[:0]
 		return nil
 	}
@@ -188,8 +186,8 @@ func (e *engine) keepUnproven(ctx context.Context, fs *finalSet) error {
 		if err != nil {
 			return fmt.Errorf("read the current snapshot: %w", err)
 		}
-		k, ok := idKey(rec.ID)
-		if _, listed := fs.ids.get(k); !ok || listed || e.quarantined[k] || e.gone[k] {
+		k, ok := mirror.KeyOfID(rec.ID)
+		if _, listed := fs.ids.get(k); !ok || listed || e.rep.isQuarantined(k) || e.gone[k] {
 			continue
 		}
 		ent := e.w.Admit(rec.Raw)
@@ -212,47 +210,10 @@ func (e *engine) keepUnproven(ctx context.Context, fs *finalSet) error {
 	if err := fs.ids.addAll(keep); err != nil {
 		return fmt.Errorf("keeping stages drift could not resolve: %w", err)
 	}
-	e.report.Drift.Kept = len(keep)
+	e.rep.keptUnproven(len(keep))
 	if len(keep) > 0 {
-		e.report.Warnings = append(e.report.Warnings, fmt.Sprintf(
+		e.rep.warn(fmt.Sprintf(
 			"the registry's listings never settled: %d stages it did not list are kept from the last snapshot, since their removal is not proven; the next sync checks them again", len(keep)))
 	}
 	return nil
-}
-
-// repeatsEarlierPage reports whether a page at a non-zero offset holds
-// only stages of the listing's first page or of the page before it, and
-// as many as a full page: every page is page 0, the mark of an upstream
-// (or a proxy in front of it) that ignores the offset parameter. Drift
-// can do it once (as many inserts ahead of the offset as a page holds, or
-// one with pages of one stage), so the first time ends the listing as
-// drift, and only a relist that sees it again is a protocol error. page
-// is the set of the keys of the page's n stages.
-func repeatsEarlierPage(page map[key]bool, n int, first, prev map[key]bool, pageSize int) bool {
-	if n == 0 || (n != pageSize && n != len(first)) {
-		return false
-	}
-	for k := range page {
-		if !first[k] && !prev[k] {
-			return false
-		}
-	}
-	return true
-}
-
-// protocolError explains a page that repeats an earlier page.
-func (e *engine) protocolError(lc string, offset, n int) error {
-	return fmt.Errorf("%w: %s answered the %s listing at offset %d with %d stages it had already sent at a lower offset: "+
-		"it, or a proxy in front of it, ignores the offset (or limit) query parameter. Check that every proxy passes the query string through unchanged. "+
-		"Nothing was published; the last snapshot is intact", ErrProtocol, e.reg.BaseURL(), lc, offset, n)
-}
-
-// pageKeys is the set of the last n keys listed.
-func pageKeys(listed *mirror.Scratch[keyKind], n int) map[key]bool {
-	all := listed.All()
-	out := make(map[key]bool, n)
-	for _, kk := range all[len(all)-n:] {
-		out[kk.k] = true
-	}
-	return out
 }

@@ -1,7 +1,6 @@
 package sync
 
 import (
-	"bytes"
 	"slices"
 
 	"github.com/noether-mirror/mirror/mirror"
@@ -11,21 +10,8 @@ import (
 // keyKind is one listed stage: its key and the lifecycle its bytes
 // declare. 34 bytes, with no padding.
 type keyKind struct {
-	k    key
+	k    mirror.Key
 	kind store.LifecycleKind
-}
-
-func compareKeys(a, b key) int {
-	if c := bytes.Compare(a.sum[:], b.sum[:]); c != 0 {
-		return c
-	}
-	switch {
-	case a.anon == b.anon:
-		return 0
-	case a.anon:
-		return 1
-	}
-	return -1
 }
 
 // idSet maps keys to lifecycle kinds as a sorted slice of distinct keys:
@@ -57,7 +43,7 @@ func (s *idSet) close() {
 // place: the last entry of a key wins. It also returns how many entries
 // repeated an earlier key.
 func newIDSet(raw []keyKind) (idSet, int) {
-	slices.SortStableFunc(raw, func(a, b keyKind) int { return compareKeys(a.k, b.k) })
+	slices.SortStableFunc(raw, func(a, b keyKind) int { return a.k.Compare(b.k) })
 	out := raw[:0]
 	for i, e := range raw {
 		if i+1 < len(raw) && raw[i+1].k == e.k {
@@ -68,12 +54,12 @@ func newIDSet(raw []keyKind) (idSet, int) {
 	return idSet{s: slices.Clip(out)}, len(raw) - len(out)
 }
 
-func (s *idSet) find(k key) (int, bool) {
-	return slices.BinarySearchFunc(s.s, k, func(e keyKind, k key) int { return compareKeys(e.k, k) })
+func (s *idSet) find(k mirror.Key) (int, bool) {
+	return slices.BinarySearchFunc(s.s, k, func(e keyKind, k mirror.Key) int { return e.k.Compare(k) })
 }
 
 // get returns k's kind and whether k is in the set.
-func (s *idSet) get(k key) (store.LifecycleKind, bool) {
+func (s *idSet) get(k mirror.Key) (store.LifecycleKind, bool) {
 	i, ok := s.find(k)
 	if !ok {
 		return 0, false
@@ -82,7 +68,7 @@ func (s *idSet) get(k key) (store.LifecycleKind, bool) {
 }
 
 // set adds k or changes its kind. Growing a scratch-backed set can fail.
-func (s *idSet) set(k key, kind store.LifecycleKind) error {
+func (s *idSet) set(k mirror.Key, kind store.LifecycleKind) error {
 	i, ok := s.find(k)
 	if ok {
 		s.s[i].kind = kind
@@ -102,7 +88,7 @@ func (s *idSet) set(k key, kind store.LifecycleKind) error {
 }
 
 // delete removes k if present.
-func (s *idSet) delete(k key) {
+func (s *idSet) delete(k mirror.Key) {
 	if i, ok := s.find(k); ok {
 		s.s = slices.Delete(s.s, i, i+1)
 		if s.sc != nil {
@@ -113,7 +99,7 @@ func (s *idSet) delete(k key) {
 
 // deleteID removes the stage id if present.
 func (s *idSet) deleteID(id store.StageID) {
-	if k, ok := idKey(id); ok {
+	if k, ok := mirror.KeyOfID(id); ok {
 		s.delete(k)
 	}
 }
@@ -134,6 +120,6 @@ func (s *idSet) addAll(kks []keyKind) error {
 		}
 		s.s = s.sc.All()
 	}
-	slices.SortFunc(s.s, func(a, b keyKind) int { return compareKeys(a.k, b.k) })
+	slices.SortFunc(s.s, func(a, b keyKind) int { return a.k.Compare(b.k) })
 	return nil
 }

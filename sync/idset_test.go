@@ -14,10 +14,10 @@ func TestIDSet(t *testing.T) {
 }
 
 func testIDSet(t *testing.T, scratch bool) {
-	k := func(b byte, anon bool) key {
-		var x key
-		x.sum[0], x.anon = b, anon
-		return x
+	k := func(b byte, anon bool) mirror.Key {
+		var d [32]byte
+		d[0] = b
+		return mirror.NewKey(d, anon)
 	}
 	raw := []keyKind{
 		{k(3, false), store.LifecycleActive},
@@ -45,7 +45,7 @@ func testIDSet(t *testing.T, scratch bool) {
 		t.Fatalf("newIDSet: %d keys, %d repeats; want 3 and 2", s.len(), dups)
 	}
 	for _, c := range []struct {
-		k    key
+		k    mirror.Key
 		kind store.LifecycleKind
 		ok   bool
 	}{
@@ -59,7 +59,7 @@ func testIDSet(t *testing.T, scratch bool) {
 			t.Errorf("get(%v) = %v, %v; want %v, %v", c.k, kind, ok, c.kind, c.ok)
 		}
 	}
-	for _, kk := range []key{k(2, false), k(1, false)} {
+	for _, kk := range []mirror.Key{k(2, false), k(1, false)} {
 		if err := s.set(kk, store.LifecycleActive); err != nil {
 			t.Fatal(err)
 		}
