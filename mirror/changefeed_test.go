@@ -110,8 +110,8 @@ func TestChangeFeedApplies(t *testing.T) {
 					keep[s.ID] = true
 				}
 				// Every other round keeps last round's refusal.
-				keepQ := func(string) bool { return round%2 == 0 }
-				if _, err := w.Fill(t.Context(), func(id store.StageID) bool { return keep[id] }, keepQ); err != nil {
+				keepQ := func(Key) bool { return round%2 == 0 }
+				if _, err := w.Fill(t.Context(), func(k Key) bool { return keep[k.ID()] }, keepQ); err != nil {
 					t.Fatal(err)
 				}
 				if _, err := w.Publish(t.Context(), PublishInfo{}); err != nil {
@@ -180,7 +180,7 @@ func TestExpectDigest(t *testing.T) {
 		if err := w.PutBatch(entries([]*store.Stage{s}), nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.Fill(t.Context(), func(store.StageID) bool { return true }, nil); err != nil {
+		if _, err := w.Fill(t.Context(), func(Key) bool { return true }, nil); err != nil {
 			t.Fatal(err)
 		}
 		_, err = w.Publish(t.Context(), PublishInfo{Upstream: "http://a", ExpectDigest: expect})
@@ -200,7 +200,7 @@ func TestExpectDigest(t *testing.T) {
 	if err := w.PutBatch(entries([]*store.Stage{s}), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Fill(t.Context(), func(store.StageID) bool { return true }, nil); err != nil {
+	if _, err := w.Fill(t.Context(), func(Key) bool { return true }, nil); err != nil {
 		t.Fatal(err)
 	}
 	res, err := w.Publish(t.Context(), PublishInfo{Upstream: "http://a", UpstreamGeneration: 7, UpstreamDigest: "ab", ExpectDigest: digestWith(t, m, s)})
