@@ -63,6 +63,9 @@ type Options struct {
 	// Progress, when set, is called after every page from the sync's
 	// goroutine; it must return quickly.
 	Progress func(Progress)
+	// NoFeed lists every page even when the upstream is a
+	// noether-mirror serving a change feed (see Sync).
+	NoFeed bool
 	// Logger receives warnings and a summary; nil discards.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
@@ -91,14 +94,33 @@ type progressState struct {
 	Lifecycle string    `json:"lifecycle"`
 	Offset    int       `json:"offset"`
 	Started   time.Time `json:"started"`
+	// Feed names the change stream staged from ("from-to"), "" for a
+	// listing: a run resumes only what the same kind of run staged.
+	Feed string `json:"feed,omitempty"`
 }
 
 // Sync pulls reg into m and publishes a new snapshot when anything
 // changed. It holds m's writer lock for its whole run; a concurrent sync
 // fails fast with mirror.ErrBusy. On error or cancellation the published
 // snapshot is untouched and the staged work is kept for the next run.
+//
+// When reg is also a FeedSource and the upstream is another
+// noether-mirror serving a change feed, Sync pulls only what changed
+// since the upstream generation m last proved equal to, admits it
+// through the same gate, and publishes only if the result has the
+// upstream's digest; otherwise (and for a plain registry) it lists every
+// page. Report.Feed says which, and why.
 func Sync(ctx context.Context, m *mirror.Mirror, reg Registry, opts Options) (Report, error) {
+	var fr FeedReport
+	if src, ok := reg.(FeedSource); ok && !opts.NoFeed {
+		rep, err, next := syncFromFeed(ctx, m, reg, src, opts)
+		if next == feedDone {
+			return rep, err
+		}
+		fr = rep.Feed
+	}
 	e := newEngine(m, reg, opts)
+	e.rep.feedFellBack(fr)
 	return e.run(ctx)
 }
 
@@ -129,6 +151,8 @@ type engine struct {
 	// lostToQuarantine counts stages of the current snapshot whose
 	// latest bytes were quarantined: served now, not after publish.
 	lostToQuarantine int
+	// feedTag is progressState.Feed for this run.
+	feedTag string
 	// inflight reports the page commit running beside verification.
 	inflight chan error
 	stages   int
@@ -245,7 +269,7 @@ func (e *engine) begin(ctx context.Context) error {
 		return nil
 	}
 	var prev progressState
-	if p := e.w.Progress(); p != nil && json.Unmarshal(p, &prev) == nil && prev.Upstream == e.reg.BaseURL() {
+	if p := e.w.Progress(); p != nil && json.Unmarshal(p, &prev) == nil && prev.Upstream == e.reg.BaseURL() && prev.Feed == e.feedTag {
 		e.rep.resumed()
 		e.log.Info("resuming an interrupted sync", "started", prev.Started, "lifecycle", prev.Lifecycle, "offset", prev.Offset)
 		return nil

@@ -63,8 +63,11 @@ type Report struct {
 	PreviousUpstream string `json:"previous_upstream"`
 	// Refusal says what a refused sync would have removed and why that
 	// looks wrong; nil (JSON null) unless Outcome is refused.
-	Refusal    *Refusal `json:"refusal"`
-	DurationMS int64    `json:"duration_ms"`
+	Refusal *Refusal `json:"refusal"`
+	// Feed says whether the content came from the upstream's change
+	// feed, and if not, why.
+	Feed       FeedReport `json:"feed"`
+	DurationMS int64      `json:"duration_ms"`
 	// ListingMS is the time spent listing, verifying and staging, and
 	// PublishMS the time spent comparing and publishing after it.
 	ListingMS int64 `json:"listing_ms"`
@@ -262,6 +265,40 @@ func (b *reportBuilder) published(res mirror.PublishResult) {
 // listedIn and publishedIn record the time the two phases took.
 func (b *reportBuilder) listedIn(d time.Duration)    { b.r.ListingMS = d.Milliseconds() }
 func (b *reportBuilder) publishedIn(d time.Duration) { b.r.PublishMS = d.Milliseconds() }
+
+// feedFellBack starts the report of a sync that follows an attempt to
+// use the change feed (fr: why it could not): a listing, or a read of the
+// upstream's whole content. A fallback after a stream was asked for is a
+// warning; an upstream that serves no feed is not.
+func (b *reportBuilder) feedFellBack(fr FeedReport) {
+	b.r.Feed = fr
+	if fr.Fallback != "" && fr.Requests > 1 {
+		b.warn(fr.Fallback)
+	}
+}
+
+// feedRequest counts a request for the stream from one generation to
+// another.
+func (b *reportBuilder) feedRequest(from, to uint64) {
+	b.r.Feed.Requests++
+	b.r.Feed.From, b.r.Feed.To = from, to
+}
+
+// feedItems records how many items the stream carried, and read its
+// bytes.
+func (b *reportBuilder) feedItems(n int)     { b.r.Feed.Items = n }
+func (b *reportBuilder) feedBytes(n int64)   { b.r.Feed.Bytes += n }
+func (b *reportBuilder) feedUsed()           { b.r.Feed.Used = true }
+func (b *reportBuilder) unchangedFeed(n int) { b.r.Unchanged = n }
+
+// fromFeed records what a sync from a change feed changed: c, as the
+// published generation counts it, and the upstream's counts by
+// lifecycle.
+func (b *reportBuilder) fromFeed(c mirror.Changes, byLifecycle map[string]int, total int) {
+	b.r.Added, b.r.Changed, b.r.LifecycleChanged = c.Added, c.Changed, c.Lifecycle
+	b.r.Unchanged = max(0, total-c.Added-c.Changed-c.Lifecycle)
+	b.r.ByLifecycle = byLifecycle
+}
 
 // finish returns the report of a sync that took d.
 func (b *reportBuilder) finish(d time.Duration) Report {

@@ -90,8 +90,30 @@ func TestEndToEndMirrorOfMirror(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sync B from A's server: %v", err)
 	}
-	if repB.Quarantined != 0 || len(repB.Warnings) != 0 {
-		t.Errorf("B: %d quarantined, warnings %v", repB.Quarantined, repB.Warnings)
+	// B read A's change feed: A's whole content, its refusal included
+	// (B's gate refused it too), proven equal by digest.
+	if !repB.Feed.Used || repB.Feed.From != 0 || repB.Quarantined != 1 || len(repB.Warnings) != 0 {
+		t.Errorf("B: feed %+v, %d quarantined, warnings %v", repB.Feed, repB.Quarantined, repB.Warnings)
+	}
+	if da, db := mA.Meta().Digest, mB.Meta().Digest; da != db {
+		t.Errorf("digests differ: A %s, B %s", da, db)
+	}
+	// Listing every page instead (NoFeed): what A serves, so no
+	// quarantine.
+	mL, err := mirror.Create(filepath.Join(dir, "l.db"), mirror.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mL.Close()
+	repL, err := syncengine.Sync(ctx, mL, clientB, syncengine.Options{NoFeed: true})
+	if err != nil {
+		t.Fatalf("sync L from A's server: %v", err)
+	}
+	if repL.Feed.Used || repL.Quarantined != 0 || len(repL.Warnings) != 0 || repL.Pages == 0 {
+		t.Errorf("L: feed %+v, %d quarantined, %d pages, warnings %v", repL.Feed, repL.Quarantined, repL.Pages, repL.Warnings)
+	}
+	if !maps.EqualFunc(mirrorContents(t, mL), mirrorContents(t, mB), bytes.Equal) {
+		t.Error("a listing and the feed give other stages")
 	}
 
 	a, b := mirrorContents(t, mA), mirrorContents(t, mB)
@@ -113,7 +135,7 @@ func TestEndToEndMirrorOfMirror(t *testing.T) {
 			t.Fatalf("stage %s differs from upstream", id)
 		}
 	}
-	if ma, mb := mA.Meta(), mB.Meta(); ma.Total != mb.Total || ma.Quarantined != 1 || mb.Quarantined != 0 ||
+	if ma, mb := mA.Meta(), mB.Meta(); ma.Total != mb.Total || ma.Quarantined != 1 || mb.Quarantined != 1 ||
 		!maps.Equal(ma.Counts, mb.Counts) || !maps.Equal(ma.ByEffect, mb.ByEffect) {
 		t.Errorf("meta differs: A %+v\nB %+v", ma, mb)
 	}
