@@ -20,6 +20,7 @@ func cmdSync() *command {
 		example: `NOETHER_REGISTRY=https://registry.example.com mirror sync --db /var/lib/noether/mirror.db -q
 mirror sync --registry http://127.0.0.1:8080 --json
 mirror sync --max-remove 25%   # accept a real shrink the loss guard refused
+mirror sync --registry http://site-mirror:8080   # another mirror: only its changes move
 mirror sync --keep 10 --keep-within none   # keep only the last 10 generations`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
@@ -29,12 +30,13 @@ mirror sync --keep 10 --keep-within none   # keep only the last 10 generations`,
 			asJSON := fs.Bool("json", false, "print the report as JSON")
 			trusted := fs.String("trusted-keys", "", "`FILE` of trusted signer keys (\"NAME HEX\" per line): quarantine stages signed by anyone else")
 			maxRemove := fs.String("max-remove", "", "refuse to publish a sync that removes more than `N` stages, or N% of the mirror (default 10%, and never all of it)")
+			noFeed := fs.Bool("no-feed", false, "list every page even when the upstream is a noether-mirror serving a change feed")
 			keep := keepFlags(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
 					return usageError("sync takes no arguments, got %q", args)
 				}
-				var opts msync.Options
+				opts := msync.Options{NoFeed: *noFeed}
 				if *maxRemove != "" {
 					limit, err := msync.ParseRemoveLimit(*maxRemove)
 					if err != nil {
@@ -151,6 +153,13 @@ func summaryLine(r msync.Report) string {
 	}
 	if r.Resumed {
 		s += fmt.Sprintf("; resumed, %d stages reused", r.Reused)
+	}
+	if f := r.Feed; f.Used {
+		s += fmt.Sprintf("; from the upstream mirror's change feed (its generation %d", f.To)
+		if f.From > 0 {
+			s += fmt.Sprintf(", changes since %d", f.From)
+		}
+		s += fmt.Sprintf(": %d items, %d bytes in %d requests)", f.Items, f.Bytes, f.Requests)
 	}
 	return s
 }

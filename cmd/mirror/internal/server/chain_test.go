@@ -349,3 +349,39 @@ func rawSize(raws []json.RawMessage) int64 {
 	}
 	return n
 }
+
+// TestFeedCutResumes: a change stream cut off mid-way fails the sync
+// (nothing published, staging kept); the next sync resumes, reusing what
+// the cut one staged, and ends with the upstream's digest.
+func TestFeedCutResumes(t *testing.T) {
+	reg := chainRegistry(t, 700)
+	a, b := newNode(t, "a"), newNode(t, "b")
+	mustSync(t, a, reg.URL())
+	cut := func(w http.ResponseWriter, r *http.Request, h http.Handler) {
+		if !strings.HasPrefix(r.URL.Path, feed.ChangesPrefix+"/") {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		body := rec.Body.Bytes()
+		_, _ = w.Write(body[:len(body)*3/4])
+		http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	a.wrap.Store(&cut)
+	rep, err := b.syncFrom(t, a.srv.URL, syncengine.Options{})
+	if err == nil || rep.Published || b.m.Meta().Generation != 0 {
+		t.Fatalf("a cut stream: err %v, published %v, generation %d", err, rep.Published, b.m.Meta().Generation)
+	}
+	a.wrap.Store(nil)
+	rep = mustSync(t, b, a.srv.URL)
+	if !rep.Resumed || rep.Reused < 400 || !rep.Feed.Used {
+		t.Errorf("resumed %v, reused %d, feed %+v", rep.Resumed, rep.Reused, rep.Feed)
+	}
+	sameContent(t, a, b)
+}
