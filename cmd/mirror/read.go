@@ -34,6 +34,11 @@ type statusJSON struct {
 	// ("" when there was none).
 	PreviousUpstream string `json:"previous_upstream"`
 	UpstreamSince    string `json:"upstream_since"`
+	// UpstreamGeneration is the upstream mirror's generation the content
+	// equals (0 when the upstream is a registry, or when a local edit
+	// changed the content since): what the next sync's change feed
+	// starts from.
+	UpstreamGeneration uint64 `json:"upstream_generation"`
 	// LastRefused is the last sync that refused to publish, until a sync
 	// publishes or finds nothing new (null otherwise).
 	LastRefused *refusedJSON `json:"last_refused"`
@@ -132,6 +137,9 @@ func gatherStatus(ctx context.Context, m *mirror.Mirror, now time.Time, maxAge t
 		return statusJSON{}, freshness{}, err
 	}
 	st.GenerationsKept, st.OldestGeneration = len(gens), gens[0].Generation
+	if meta.UpstreamDigest != "" && meta.UpstreamDigest == meta.Digest {
+		st.UpstreamGeneration = meta.UpstreamGeneration
+	}
 	if !meta.UpstreamSince.IsZero() {
 		st.UpstreamSince = meta.UpstreamSince.UTC().Format(time.RFC3339)
 	}
@@ -165,6 +173,9 @@ func printStatus(e *env, st statusJSON, f freshness) {
 	fmt.Fprintf(w, "upstream\t%s\n", orDash(st.Upstream))
 	if st.PreviousUpstream != "" {
 		fmt.Fprintf(w, "\tswitched from %s at %s\n", st.PreviousUpstream, st.UpstreamSince)
+	}
+	if st.UpstreamGeneration > 0 {
+		fmt.Fprintf(w, "\tequals its generation %d (the next sync reads its change feed from there)\n", st.UpstreamGeneration)
 	}
 	if f.never {
 		fmt.Fprintf(w, "last sync\tnever\n")
