@@ -113,7 +113,7 @@ type progressState struct {
 func Sync(ctx context.Context, m *mirror.Mirror, reg Registry, opts Options) (Report, error) {
 	var fr FeedReport
 	if src, ok := reg.(FeedSource); ok && !opts.NoFeed {
-		rep, err, next := syncFromFeed(ctx, m, reg, src, opts)
+		rep, next, err := syncFromFeed(ctx, m, reg, src, opts)
 		if next == feedDone {
 			return rep, err
 		}

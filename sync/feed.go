@@ -64,32 +64,32 @@ const (
 // syncFromFeed syncs m from src's change feed. It returns feedDone with
 // the report and error of the sync, or feedList with the report so far
 // (its Feed says why) when the sync must list every page instead.
-func syncFromFeed(ctx context.Context, m *mirror.Mirror, reg Registry, src FeedSource, opts Options) (Report, error, feedNext) {
+func syncFromFeed(ctx context.Context, m *mirror.Mirror, reg Registry, src FeedSource, opts Options) (Report, feedNext, error) {
 	fr := FeedReport{Requests: 1}
 	caps, why, err := capabilities(ctx, src)
 	switch {
 	case why != "":
 		fr.Fallback = why
-		return Report{Feed: fr}, nil, feedList
+		return Report{Feed: fr}, feedList, nil
 	case err != nil:
 		e := newEngine(m, reg, opts)
-		e.rep.r.Feed = fr
-		return e.rep.finish(0), err, feedDone
+		e.rep.feedFellBack(fr)
+		return e.rep.finish(0), feedDone, err
 	}
 	since := resumePoint(m.Meta(), reg.BaseURL(), caps)
 	for {
 		e := newEngine(m, reg, opts)
 		f := &feedSync{engine: e, src: src, caps: caps, since: since}
 		e.rep.feedFellBack(fr)
-		rep, err, next, why := f.run(ctx)
+		rep, next, why, err := f.run(ctx)
 		fr = rep.Feed
 		if next == feedDone {
-			return rep, err, feedDone
+			return rep, feedDone, err
 		}
 		fr.Fallback = why
 		f.log.Warn("the change feed cannot answer", "why", why)
 		if next == feedList || since == 0 {
-			return Report{Feed: fr}, nil, feedList
+			return Report{Feed: fr}, feedList, nil
 		}
 		since = 0
 	}
@@ -157,7 +157,7 @@ type feedSync struct {
 
 // run makes the attempt. next says what is left to do when it could not
 // end the sync, and why.
-func (f *feedSync) run(ctx context.Context) (rep Report, err error, next feedNext, why string) {
+func (f *feedSync) run(ctx context.Context) (rep Report, next feedNext, why string, err error) {
 	f.start, f.clock = f.opts.Now(), time.Now()
 	f.feedTag = fmt.Sprintf("%d-%d", f.since, f.caps.Generation)
 	defer func() {
@@ -166,16 +166,16 @@ func (f *feedSync) run(ctx context.Context) (rep Report, err error, next feedNex
 	}()
 	meta := f.m.Meta()
 	if f.since == f.caps.Generation && meta.Digest == f.caps.Digest {
-		return Report{}, f.refresh(ctx), feedDone, ""
+		return Report{}, feedDone, "", f.refresh(ctx)
 	}
 	body, rd, next, why, err := f.open(ctx, meta)
 	if next != feedDone || err != nil {
-		return Report{}, err, next, why
+		return Report{}, next, why, err
 	}
 	defer body.Close()
 	w, err := f.m.BeginSync(ctx)
 	if err != nil {
-		return Report{}, err, feedDone, ""
+		return Report{}, feedDone, "", err
 	}
 	w.RedactWith(f.redact)
 	f.w = w
@@ -188,10 +188,10 @@ func (f *feedSync) run(ctx context.Context) (rep Report, err error, next feedNex
 		}
 	}()
 	if err := f.begin(ctx); err != nil {
-		return Report{}, err, feedDone, ""
+		return Report{}, feedDone, "", err
 	}
 	if err := f.ingestFeed(ctx, rd); err != nil {
-		return Report{}, err, feedDone, ""
+		return Report{}, feedDone, "", err
 	}
 	f.rep.listedIn(time.Since(f.clock))
 	listed := time.Now()
@@ -199,17 +199,17 @@ func (f *feedSync) run(ctx context.Context) (rep Report, err error, next feedNex
 	if errors.Is(err, mirror.ErrDigestMismatch) {
 		_ = w.Abort(false)
 		next, why := f.mismatch()
-		return Report{}, nil, next, why
+		return Report{}, next, why, nil
 	}
 	if err != nil {
-		return Report{}, err, feedDone, ""
+		return Report{}, feedDone, "", err
 	}
 	published = true
 	f.rep.publishedIn(time.Since(listed))
 	f.rep.fromFeed(f.m.Meta().Changes, f.hdr.Counts, res.Total)
 	f.rep.published(res)
 	f.rep.feedUsed()
-	return Report{}, nil, feedDone, ""
+	return Report{}, feedDone, "", nil
 }
 
 // open requests the stream from f.since to the upstream's current
