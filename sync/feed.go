@@ -480,3 +480,21 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	*c.n += int64(k)
 	return k, err
 }
+
+// WaitForChange long-polls the upstream mirror behind src until its
+// current generation is not since, or for at most wait (the upstream caps
+// it at a minute; keep it under the client's request timeout), and
+// returns the generation it is at. It fails when the upstream serves no
+// change feed.
+func WaitForChange(ctx context.Context, src FeedSource, since uint64, wait time.Duration) (uint64, error) {
+	q := url.Values{"since": {strconv.FormatUint(since, 10)}, "wait": {wait.String()}}
+	raw, err := src.GetResult(ctx, "wait for the upstream's next generation", feed.BasePath, q)
+	if err != nil {
+		return 0, err
+	}
+	var caps feed.Capabilities
+	if err := json.Unmarshal(raw, &caps); err != nil || caps.Mirror != feed.Software {
+		return 0, fmt.Errorf("the upstream's %s is not a noether-mirror change feed", feed.BasePath)
+	}
+	return caps.Generation, nil
+}

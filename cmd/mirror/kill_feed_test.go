@@ -7,8 +7,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/noether-mirror/mirror/sync/registrytest"
 )
 
 // serveMirror starts `mirror serve` over db and returns its URL.
@@ -89,4 +92,44 @@ func TestKill9Feed(t *testing.T) {
 	ref.syncTimes = times
 	t.Logf("a full sync from a feed takes %s (median of %v)", median(times), times)
 	killChain(t, env, ref, killSeed+1, kills)
+}
+
+// TestSyncFollow: `mirror sync --follow` from an upstream mirror picks up
+// a new upstream generation within seconds (a long poll, not
+// --interval), and SIGTERM ends it with exit 0.
+func TestSyncFollow(t *testing.T) {
+	t.Parallel()
+	env := baseEnv(t)
+	dir := t.TempDir()
+	reg := newFake(t, registrytest.Options{Generate: 50})
+	up := filepath.Join(dir, "up.db")
+	if r := runMirror(t, env, "sync", "-q", "--db", up, "--registry", reg.URL()); r.code != exitOK {
+		t.Fatalf("upstream sync: %s", r)
+	}
+	url := serveMirror(t, env, up)
+	down := filepath.Join(dir, "down.db")
+	cmd, stdout, stderr := startMirror(t, env, "sync", "--follow", "--interval", "1h", "--db", down, "--registry", url)
+	waitFor(t, "the first sync", 30*time.Second, func() bool {
+		return exists(down) && statusOf(t, env, down).Digest == statusOf(t, env, up).Digest
+	})
+	gen, _ := registrytest.GenerateStages(3, 77, 300)
+	for _, raw := range gen {
+		reg.AddRaw(raw)
+	}
+	if r := runMirror(t, env, "sync", "-q", "--db", up, "--registry", reg.URL()); r.code != exitOK {
+		t.Fatalf("upstream sync: %s", r)
+	}
+	want := statusOf(t, env, up).Digest
+	waitFor(t, "the follower to pick up the new generation", 20*time.Second, func() bool {
+		return statusOf(t, env, down).Digest == want
+	})
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCode(t, cmd); code != exitOK {
+		t.Fatalf("--follow ended with exit %d; stderr:\n%s", code, stderr.String())
+	}
+	if n := strings.Count(stdout.String(), "sync ok"); n != 2 {
+		t.Errorf("%d sync lines, want 2:\n%s", n, stdout.String())
+	}
 }

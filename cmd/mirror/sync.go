@@ -10,6 +10,7 @@ import (
 	"github.com/noether-mirror/mirror/mirror"
 	"github.com/noether-mirror/mirror/store"
 	msync "github.com/noether-mirror/mirror/sync"
+	"github.com/noether-mirror/mirror/sync/registry"
 	"github.com/spf13/pflag"
 )
 
@@ -31,6 +32,8 @@ mirror sync --keep 10 --keep-within none   # keep only the last 10 generations`,
 			trusted := fs.String("trusted-keys", "", "`FILE` of trusted signer keys (\"NAME HEX\" per line): quarantine stages signed by anyone else")
 			maxRemove := fs.String("max-remove", "", "refuse to publish a sync that removes more than `N` stages, or N% of the mirror (default 10%, and never all of it)")
 			noFeed := fs.Bool("no-feed", false, "list every page even when the upstream is a noether-mirror serving a change feed")
+			follow := fs.Bool("follow", false, "keep running: sync again as soon as an upstream mirror publishes (long poll), or every --interval from a registry; stop with Ctrl-C or SIGTERM")
+			interval := fs.Duration("interval", 5*time.Minute, "with --follow: how often to sync from a registry, and how long to wait after a failed sync")
 			keep := keepFlags(fs)
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) > 0 {
@@ -68,6 +71,12 @@ mirror sync --keep 10 --keep-within none   # keep only the last 10 generations`,
 					return err
 				}
 				defer m.Close()
+				if *follow {
+					if *interval <= 0 {
+						return usageError("--interval must be positive, got %s", *interval)
+					}
+					return followSync(ctx, e, m, client, opts, *interval, *asJSON)
+				}
 				if *timeout > 0 {
 					var cancel context.CancelFunc
 					ctx, cancel = context.WithTimeout(ctx, *timeout)
@@ -80,6 +89,76 @@ mirror sync --keep 10 --keep-within none   # keep only the last 10 generations`,
 				return finishSync(e, rep, err, *asJSON, *timeout)
 			}
 		},
+	}
+}
+
+// followWait is one long poll of --follow: under the client's request
+// timeout.
+const followWait = 25 * time.Second
+
+// followSync is `mirror sync --follow`: sync, then wait for the upstream
+// mirror's next generation (or --interval from a registry, or after a
+// failure), until ctx is done, which ends it with exit 0. Each sync's
+// outcome is printed as a single sync prints it; a failed one is logged
+// and retried, never fatal (but a refused one stops the loop: accepting
+// a loss needs a person).
+func followSync(ctx context.Context, e *env, m *mirror.Mirror, client *registry.Client, opts msync.Options, interval time.Duration, asJSON bool) error {
+	opts.Logger = e.log
+	for {
+		rep, err := msync.Sync(ctx, m, client, opts)
+		if ctx.Err() != nil {
+			return nil
+		}
+		ferr := finishSync(e, rep, err, asJSON, 0)
+		switch {
+		case errors.Is(err, msync.ErrRefused):
+			return ferr
+		case ferr != nil && !isPartial(ferr):
+			fmt.Fprintf(e.stderr, "mirror: %v; retrying in %s\n", ferr, interval)
+			if !sleepCtx(ctx, interval) {
+				return nil
+			}
+		case rep.Feed.Used:
+			for {
+				gen, werr := msync.WaitForChange(ctx, client, rep.Feed.To, followWait)
+				if ctx.Err() != nil {
+					return nil
+				}
+				if werr != nil {
+					e.log.Warn("waiting for the upstream's next generation", "err", werr)
+					if !sleepCtx(ctx, interval) {
+						return nil
+					}
+					break
+				}
+				if gen != rep.Feed.To {
+					break
+				}
+			}
+		default:
+			if !sleepCtx(ctx, interval) {
+				return nil
+			}
+		}
+	}
+}
+
+// isPartial reports whether err is a partial sync's (exit 3): it
+// published, so following goes on as after a success.
+func isPartial(err error) bool {
+	var xe *exitErr
+	return errors.As(err, &xe) && xe.code == exitPartial
+}
+
+// sleepCtx waits d; false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
