@@ -271,32 +271,48 @@ func (c *Client) do(ctx context.Context, req request) ([]byte, error) {
 	if req.query != "" {
 		u += "?" + req.query
 	}
-	for attempt := 1; ; attempt++ {
-		res, e, retryAfter, sent := c.attempt(ctx, req, u)
+	var res []byte
+	if e := c.retry(ctx, req, func() (*Error, time.Duration, bool) {
+		r, e, retryAfter, sent := c.attempt(ctx, req, u)
+		res = r
+		return e, retryAfter, sent
+	}); e != nil {
+		return nil, e
+	}
+	return res, nil
+}
+
+// retry makes attempts of req until one succeeds (nil), one fails for
+// good, or MaxAttempts is reached, backing off between them (honouring
+// Retry-After). attempt reports its failure, the delay the server asked
+// for, and whether the request may have reached the server.
+func (c *Client) retry(ctx context.Context, req request, attempt func() (e *Error, retryAfter time.Duration, sent bool)) *Error {
+	for n := 1; ; n++ {
+		e, retryAfter, sent := attempt()
 		if e == nil {
-			return res, nil
+			return nil
 		}
 		c.redact.seal(e)
-		e.Attempts = attempt
+		e.Attempts = n
 		if ctx.Err() != nil {
-			return nil, c.cancelled(ctx, e)
+			return c.cancelled(ctx, e)
 		}
-		if !e.Retryable || attempt >= c.maxAttempts {
-			return nil, e
+		if !e.Retryable || n >= c.maxAttempts {
+			return e
 		}
 		if !req.idempotent && sent && e.Status != http.StatusTooManyRequests && e.Status != http.StatusServiceUnavailable {
 			// The server may have acted on it: do not repeat it.
-			return nil, e
+			return e
 		}
-		d := c.backoff(attempt)
+		d := c.backoff(n)
 		if retryAfter > 0 {
 			d = min(retryAfter, c.maxRetryAfter)
 		}
 		c.log.LogAttrs(ctx, slog.LevelWarn, "registry request failed; retrying",
-			slog.String("op", req.op), slog.String("url", e.URL), slog.Int("attempt", attempt),
+			slog.String("op", req.op), slog.String("url", e.URL), slog.Int("attempt", n),
 			slog.Duration("delay", d), slog.String("error", e.Error()))
 		if err := c.sleep(ctx, d); err != nil {
-			return nil, c.cancelled(ctx, e)
+			return c.cancelled(ctx, e)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -42,30 +41,15 @@ func (c *Client) Stream(ctx context.Context, op, path, accept string) (io.ReadCl
 	}
 	req := request{op: op, method: http.MethodGet, path: path, accept: accept, idempotent: true}
 	u := c.baseStr + path
-	for attempt := 1; ; attempt++ {
-		body, e, retryAfter := c.attemptStream(ctx, req, u)
-		if e == nil {
-			return body, nil
-		}
-		c.redact.seal(e)
-		e.Attempts = attempt
-		if ctx.Err() != nil {
-			return nil, c.cancelled(ctx, e)
-		}
-		if !e.Retryable || attempt >= c.maxAttempts {
-			return nil, e
-		}
-		d := c.backoff(attempt)
-		if retryAfter > 0 {
-			d = min(retryAfter, c.maxRetryAfter)
-		}
-		c.log.LogAttrs(ctx, slog.LevelWarn, "registry request failed; retrying",
-			slog.String("op", op), slog.String("url", e.URL), slog.Int("attempt", attempt),
-			slog.Duration("delay", d), slog.String("error", e.Error()))
-		if err := c.sleep(ctx, d); err != nil {
-			return nil, c.cancelled(ctx, e)
-		}
+	var body io.ReadCloser
+	if e := c.retry(ctx, req, func() (*Error, time.Duration, bool) {
+		b, e, retryAfter := c.attemptStream(ctx, req, u)
+		body = b
+		return e, retryAfter, true
+	}); e != nil {
+		return nil, e
 	}
+	return body, nil
 }
 
 // attemptStream makes one streaming request: the body of a 2xx answer,
