@@ -59,7 +59,22 @@ func (s *Server) feeder(req *request) Feeder {
 			"this server keeps no generations, so it serves no change feed: downstream mirrors list its stages instead")
 		return nil
 	}
+	if r, ok := f.(interface{ FeedReady() error }); ok {
+		if err := r.FeedReady(); err != nil {
+			s.writeError(req, http.StatusNotFound, CodeNotFound, "this mirror serves no change feed yet: "+err.Error())
+			return nil
+		}
+	}
 	return f
+}
+
+// FeedReady reports why m cannot serve a change feed: a format-1 mirror
+// has no content digest to prove a feed against until a sync upgrades it.
+func (s mirrorSource) FeedReady() error {
+	if v := s.m.Meta().FormatVersion; v < mirror.FormatVersion {
+		return fmt.Errorf("it is a format-%d mirror, whose digest is not a content digest; its next sync upgrades it, and downstream mirrors list its stages until then", v)
+	}
+	return nil
 }
 
 // serveFeedInfo answers GET /mirror/v1/: the feed's Capabilities. With

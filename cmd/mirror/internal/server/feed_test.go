@@ -2,11 +2,14 @@ package server
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/noether-mirror/mirror/mirror"
 	"github.com/noether-mirror/mirror/mirror/feed"
 	"github.com/noether-mirror/mirror/store"
+	syncengine "github.com/noether-mirror/mirror/sync"
 )
 
 // feedMirror is a mirror with three generations: raws[:20], raws[5:30]
@@ -211,5 +215,44 @@ func TestFeedWait(t *testing.T) {
 	}
 	if rec := do(t, h, http.MethodGet, "/mirror/v1/?wait=forever&since=1"); rec.Code != http.StatusBadRequest {
 		t.Errorf("bad wait: %d", rec.Code)
+	}
+}
+
+// TestFeedFormat1: a format-1 mirror (written before generations) has
+// no content digest to prove a feed against: it serves none, and a
+// downstream lists its pages.
+func TestFeedFormat1(t *testing.T) {
+	gz, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "mirror", "testdata", "format1", "mirror.db.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(t.TempDir(), "f1.db")
+	if err := os.WriteFile(db, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := mirror.Open(db, mirror.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	h := newTestServer(t, FromMirror(m), Options{}).Handler()
+	rec := do(t, h, http.MethodGet, "/mirror/v1/")
+	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "format-1") {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	down := newNode(t, "down")
+	rep, err := down.syncFrom(t, srv.URL, syncengine.Options{})
+	if err != nil || rep.Feed.Used || len(rep.Warnings) != 0 || rep.Total != m.Meta().Total {
+		t.Fatalf("sync from a format-1 mirror: err %v, feed %+v, warnings %v, total %d", err, rep.Feed, rep.Warnings, rep.Total)
 	}
 }
