@@ -232,3 +232,58 @@ func digestWith(t *testing.T, m *Mirror, s *store.Stage) string {
 	sn.Close()
 	return syncAll(t, ref, append(ss, s), PublishInfo{}).Digest
 }
+
+// TestDropMatchesFill: Drop, told exactly what leaves, publishes what
+// Fill does after scanning; keys not held, or staged, are ignored.
+func TestDropMatchesFill(t *testing.T) {
+	g, bad := storetest.NewVerifiableGen(21), storetest.NewGen(22)
+	ss := []*store.Stage{g.Stage(), g.Stage(), g.Stage(), g.Stage()}
+	build := func(drop bool) *Mirror {
+		m := layeredMirror(t, Options{})
+		w, err := m.BeginSync(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := w.AdmitStage(bad.Stage(storetest.WithID("refused")))
+		if err := w.PutBatch(append(entries(ss), q), nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Publish(t.Context(), PublishInfo{}); err != nil {
+			t.Fatal(err)
+		}
+		qk := q.Key()
+		w, err = m.BeginSync(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		changed, _ := ss[1].WithLifecycle(store.Lifecycle{Kind: store.LifecycleDeprecated})
+		if err := w.PutBatch(entries([]*store.Stage{changed}), nil); err != nil {
+			t.Fatal(err)
+		}
+		k0, _ := KeyOfID(ss[0].ID)
+		k1, _ := KeyOfID(ss[1].ID)
+		if held, err := w.Holds(k0); err != nil || !held {
+			t.Fatalf("Holds(%s) = %v, %v", k0, held, err)
+		}
+		if drop {
+			unknown, _ := KeyOfID(g.ID())
+			gone, n, err := w.Drop(t.Context(), []Key{k0, k1, unknown}, []Key{qk})
+			if err != nil || len(gone) != 1 || gone[0] != ss[0].ID || n != 1 {
+				t.Fatalf("Drop: %v, %d, %v", gone, n, err)
+			}
+		} else {
+			keep := func(k Key) bool { return k != k0 }
+			if _, err := w.Fill(t.Context(), keep, func(Key) bool { return false }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := w.Publish(t.Context(), PublishInfo{}); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a, b := build(true), build(false)
+	if da, db := a.Meta(), b.Meta(); da.Digest != db.Digest || da.Total != 3 || da.Quarantined != 0 {
+		t.Errorf("Drop: digest %.12s total %d quarantined %d; Fill: %.12s %d %d", da.Digest, da.Total, da.Quarantined, db.Digest, db.Total, db.Quarantined)
+	}
+}

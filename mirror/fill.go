@@ -81,14 +81,24 @@ func (w *Writer) Fill(ctx context.Context, keep, keepQuarantine func(Key) bool) 
 			qgone = append(qgone, []byte(q.Key))
 		}
 	}
-	err = update(w.db, func(tx *bolt.Tx) error {
+	if err := w.recordRemovals(gone, qgone); err != nil {
+		return 0, err
+	}
+	return len(gone) + len(qgone), nil
+}
+
+// recordRemovals replaces the staged removals with gone (stage ids) and
+// qgone (quarantine keys), and marks the staging file as retaining the
+// rest of the current generation.
+func (w *Writer) recordRemovals(gone, qgone [][]byte) error {
+	err := update(w.db, func(tx *bolt.Tx) error {
 		for _, r := range []struct {
 			bucket []byte
 			keys   [][]byte
 		}{{bucketRemoved, gone}, {bucketQRemoved, qgone}} {
 			// The removals are computed afresh against the current
-			// generation: an earlier Fill's (a run that failed after it)
-			// must not outlive what this listing found.
+			// generation: an earlier run's (one that failed after
+			// recording them) must not outlive what this one found.
 			if err := tx.DeleteBucket(r.bucket); err != nil {
 				return err
 			}
@@ -105,9 +115,67 @@ func (w *Writer) Fill(ctx context.Context, keep, keepQuarantine func(Key) bool) 
 		return tx.Bucket(bucketWriter).Put(wkRetain, []byte{})
 	})
 	if err != nil {
-		return 0, noSpace(fmt.Errorf("recording removals in %s: %w", w.m.nextPath(), err), w.m.nextPath(), w.baseSize())
+		return noSpace(fmt.Errorf("recording removals in %s: %w", w.m.nextPath(), err), w.m.nextPath(), w.baseSize())
 	}
-	return len(gone) + len(qgone), nil
+	return nil
+}
+
+// Drop is Fill for a caller that knows exactly what leaves: the next
+// generation is the current one with what is staged, without the stages
+// ids and the quarantine entries quarantine names. Nothing else of the
+// current generation is read, so it costs O(len(ids)+len(quarantine)),
+// where Fill scans every stage. Keys the current generation does not
+// hold, and keys staged (their staged bytes replace them), are ignored.
+// It returns the stages that go, and how many entries.
+func (w *Writer) Drop(ctx context.Context, ids, quarantine []Key) (stages []store.StageID, entries int, err error) {
+	if err := w.check(); err != nil {
+		return nil, 0, err
+	}
+	var gone, qgone [][]byte
+	for _, k := range ids {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		id := string(k.ID())
+		if id == "" || w.stagedAt(id) {
+			continue
+		}
+		if _, ok, err := w.base.stageValue(id); err != nil {
+			return nil, 0, fmt.Errorf("reading the current generation: %w", err)
+		} else if ok {
+			gone = append(gone, []byte(id))
+			stages = append(stages, store.StageID(id))
+		}
+	}
+	for _, k := range quarantine {
+		key := k.String()
+		if w.stagedAt(key) {
+			continue
+		}
+		if _, ok, err := w.base.quarValue(key); err != nil {
+			return nil, 0, fmt.Errorf("reading the current generation's quarantine: %w", err)
+		} else if ok {
+			qgone = append(qgone, []byte(key))
+		}
+	}
+	if err := w.recordRemovals(gone, qgone); err != nil {
+		return nil, 0, err
+	}
+	return stages, len(qgone), nil
+}
+
+// Holds reports whether the generation the writer began from holds
+// stage k (as a stage, not in quarantine).
+func (w *Writer) Holds(k Key) (bool, error) {
+	if err := w.check(); err != nil {
+		return false, err
+	}
+	id := string(k.ID())
+	if id == "" {
+		return false, nil
+	}
+	_, ok, err := w.base.stageValue(id)
+	return ok, err
 }
 
 // keptQuarantine reports whether keep (nil: none) keeps the quarantine

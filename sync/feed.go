@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -404,31 +406,50 @@ func (f *feedSync) stageItems(raws []json.RawMessage, items []feed.Item, done in
 // publishFeed records what the feed removes, refuses a loss past
 // Options.MaxRemove, and publishes, expecting the upstream's digest.
 func (f *feedSync) publishFeed(ctx context.Context) (mirror.PublishResult, error) {
-	full := f.hdr.Full
-	keep := func(k mirror.Key) bool {
-		stays := !f.rep.isQuarantined(k) && ((full && f.received[k]) || (!full && !f.removed[k]))
-		switch {
-		case stays:
-		case f.rep.isQuarantined(k):
-			f.lostToQuarantine++
-		default:
-			f.rep.removed(k.ID())
-		}
-		return stays
-	}
-	keepQ := func(k mirror.Key) bool {
-		if full {
-			return f.knownRefusals[k]
-		}
-		return !f.released[k]
-	}
-	if _, err := f.w.Fill(ctx, keep, keepQ); err != nil {
+	if err := f.recordRemovals(ctx); err != nil {
 		return mirror.PublishResult{}, err
 	}
 	if r := f.guardFeedLoss(); r != nil {
 		return mirror.PublishResult{}, f.refuse(r)
 	}
 	return f.w.Publish(ctx, f.publishInfo(f.hdr.To, f.hdr.Digest, f.hdr.Counts))
+}
+
+// recordRemovals records what leaves the mirror and counts it for the
+// loss guard: for a stream of changes, exactly the stages it removes and
+// the quarantine entries it releases (Writer.Drop, O(changes)); for a
+// whole content, every stage it does not carry (Writer.Fill, a scan).
+// Either way, a stage this mirror serves whose new bytes the gate
+// refused is lost to quarantine.
+func (f *feedSync) recordRemovals(ctx context.Context) error {
+	if f.hdr.Full {
+		keep := func(k mirror.Key) bool {
+			stays := f.received[k] && !f.rep.isQuarantined(k)
+			switch {
+			case stays:
+			case f.rep.isQuarantined(k):
+				f.lostToQuarantine++
+			default:
+				f.rep.removed(k.ID())
+			}
+			return stays
+		}
+		_, err := f.w.Fill(ctx, keep, func(k mirror.Key) bool { return f.knownRefusals[k] })
+		return err
+	}
+	for _, k := range f.rep.quarantinedKeys() {
+		if held, err := f.w.Holds(k); err != nil {
+			return err
+		} else if held {
+			f.lostToQuarantine++
+		}
+	}
+	byKey := func(a, b mirror.Key) int { return a.Compare(b) }
+	gone, _, err := f.w.Drop(ctx, slices.SortedFunc(maps.Keys(f.removed), byKey), slices.SortedFunc(maps.Keys(f.released), byKey))
+	for _, id := range gone {
+		f.rep.removed(id)
+	}
+	return err
 }
 
 // guardFeedLoss is guardLoss for a feed: the upstream's own removals

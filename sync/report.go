@@ -195,6 +195,16 @@ func (b *reportBuilder) good(k mirror.Key) {
 	}
 }
 
+// quarantinedKeys returns the keys whose latest bytes this sync
+// quarantined.
+func (b *reportBuilder) quarantinedKeys() []mirror.Key {
+	out := make([]mirror.Key, 0, len(b.quarantine))
+	for k := range b.quarantine {
+		out = append(out, k)
+	}
+	return out
+}
+
 // isQuarantined reports whether k's latest bytes were quarantined.
 func (b *reportBuilder) isQuarantined(k mirror.Key) bool { return b.quarantine[k] }
 
