@@ -288,6 +288,7 @@ func (f *feedSync) refresh(ctx context.Context) (err error) {
 		return err
 	}
 	done = true
+	f.rep.feedSpan(f.caps.Generation, f.caps.Generation)
 	f.rep.unchangedFeed(res.Total)
 	f.rep.published(res)
 	f.rep.feedUsed()
