@@ -255,6 +255,10 @@ func (f *feedSync) checkHeader(meta mirror.Meta) error {
 		return fmt.Errorf("%w: asked for generations %d to %d, the stream spans %d to %d", feed.ErrFormat, f.since, f.caps.Generation, h.From, h.To)
 	case f.since > 0 && h.FromDigest != meta.UpstreamDigest:
 		return fmt.Errorf("%w: the upstream's generation %d is not the one this mirror was synced from (another digest: was the upstream rebuilt?)", feed.ErrFormat, f.since)
+	case h.Digest == "" || h.Digest != f.caps.Digest:
+		// A stale copy (a cache in front of an upstream rebuilt since):
+		// its content is not the upstream's current generation.
+		return fmt.Errorf("%w: the stream leads to digest %.16s…, the upstream's generation %d has %.16s… (a stale cached copy?)", feed.ErrFormat, h.Digest, h.To, f.caps.Digest)
 	}
 	return nil
 }
