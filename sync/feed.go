@@ -52,6 +52,9 @@ type FeedReport struct {
 // feedBatch is how many items are admitted and staged at a time.
 const feedBatch = 200
 
+// feedBatchBytes bounds the bytes of the items held for one batch.
+const feedBatchBytes = 32 << 20
+
 // feedNext is what a feed attempt leaves to do.
 type feedNext int
 
@@ -321,12 +324,13 @@ func (f *feedSync) ingestFeed(ctx context.Context, rd *feed.Reader) error {
 	f.removed, f.released, f.received = map[mirror.Key]bool{}, map[mirror.Key]bool{}, map[mirror.Key]bool{}
 	var raws []json.RawMessage
 	var kinds []feed.Item
-	items := 0
+	items, batchBytes := 0, 0
 	flush := func() error {
 		if err := f.stageItems(raws, kinds, items); err != nil {
 			return err
 		}
-		raws, kinds = raws[:0], kinds[:0]
+		clear(raws) // let the batch's bytes go
+		raws, kinds, batchBytes = raws[:0], kinds[:0], 0
 		return ctx.Err()
 	}
 	for {
@@ -354,7 +358,8 @@ func (f *feedSync) ingestFeed(ctx context.Context, rd *feed.Reader) error {
 		}
 		raws = append(raws, it.Raw)
 		kinds = append(kinds, feed.Item{Kind: it.Kind, Key: it.Key})
-		if len(raws) == feedBatch {
+		batchBytes += len(it.Raw)
+		if len(raws) == feedBatch || batchBytes >= feedBatchBytes {
 			if err := flush(); err != nil {
 				return err
 			}
