@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/noether-mirror/mirror/store"
@@ -100,6 +101,7 @@ func (m *Mirror) OpenChangeFeed(ctx context.Context, from, to string) (*ChangeFe
 		return nil, err
 	}
 	f.Counts = f.diff.Changes()
+	f.Counts.QuarantineIn += len(f.diff.quarChanged) // carried as Quarantined
 	return f, nil
 }
 
@@ -142,7 +144,7 @@ func (f *ChangeFeed) Walk(ctx context.Context, fn func(Change) error) error {
 			return err
 		}
 	}
-	for _, k := range f.diff.QuarantineIn {
+	for _, k := range slices.Concat(f.diff.QuarantineIn, f.diff.quarChanged) {
 		v, ok, err := s.quarValue(k)
 		if err != nil {
 			return err

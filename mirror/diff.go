@@ -3,6 +3,7 @@ package mirror
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"iter"
 	"slices"
 
@@ -30,6 +31,9 @@ type Diff struct {
 	// QuarantineIn and QuarantineOut are quarantine keys that appeared
 	// and went.
 	QuarantineIn, QuarantineOut []string
+	// quarChanged are quarantine keys in both whose bytes differ (a
+	// change feed carries them as ChangeQuarantined).
+	quarChanged []string
 
 	// count, when set, counts the stage changes instead of listing them.
 	count *Changes
@@ -222,14 +226,20 @@ func (d *Diff) countStage(ra, rb *Record) {
 
 // diffQuarantine compares the quarantine of a and b.
 func diffQuarantine(ctx context.Context, a, b *snap, d *Diff) error {
-	keys := func(s *snap) (map[string]bool, error) {
-		out := map[string]bool{}
+	// keys maps each quarantine key to the SHA-256 of its raw bytes.
+	keys := func(s *snap) (map[string][32]byte, error) {
+		out := map[string][32]byte{}
 		if sameBase(a, b) {
 			for _, k := range touchedKeys(a, b, true) {
-				if _, ok, err := s.quarValue(k); err != nil {
+				v, ok, err := s.quarValue(k)
+				if err != nil {
 					return nil, err
 				} else if ok {
-					out[k] = true
+					q, err := decodeQuarantine([]byte(k), v)
+					if err != nil {
+						return nil, s.corruptRecord([]byte(k), err)
+					}
+					out[k] = sha256.Sum256(q.Raw)
 				}
 			}
 			return out, nil
@@ -238,7 +248,7 @@ func diffQuarantine(ctx context.Context, a, b *snap, d *Diff) error {
 			if err != nil {
 				return nil, err
 			}
-			out[q.Key] = true
+			out[q.Key] = sha256.Sum256(q.Raw)
 		}
 		return out, nil
 	}
@@ -250,17 +260,20 @@ func diffQuarantine(ctx context.Context, a, b *snap, d *Diff) error {
 	if err != nil {
 		return err
 	}
-	for k := range kb {
-		if !ka[k] {
+	for k, hb := range kb {
+		if ha, ok := ka[k]; !ok {
 			d.QuarantineIn = append(d.QuarantineIn, k)
+		} else if ha != hb {
+			d.quarChanged = append(d.quarChanged, k)
 		}
 	}
 	for k := range ka {
-		if !kb[k] {
+		if _, ok := kb[k]; !ok {
 			d.QuarantineOut = append(d.QuarantineOut, k)
 		}
 	}
 	slices.Sort(d.QuarantineIn)
 	slices.Sort(d.QuarantineOut)
+	slices.Sort(d.quarChanged)
 	return nil
 }

@@ -54,6 +54,9 @@ type FeedReport struct {
 // feedBatch is how many items are admitted and staged at a time.
 const feedBatch = 200
 
+// feedBatchBytes bounds the bytes of the items held for one batch.
+const feedBatchBytes = 32 << 20
+
 // feedNext is what a feed attempt leaves to do.
 type feedNext int
 
@@ -257,6 +260,10 @@ func (f *feedSync) checkHeader(meta mirror.Meta) error {
 		return fmt.Errorf("%w: asked for generations %d to %d, the stream spans %d to %d", feed.ErrFormat, f.since, f.caps.Generation, h.From, h.To)
 	case f.since > 0 && h.FromDigest != meta.UpstreamDigest:
 		return fmt.Errorf("%w: the upstream's generation %d is not the one this mirror was synced from (another digest: was the upstream rebuilt?)", feed.ErrFormat, f.since)
+	case h.Digest == "" || h.Digest != f.caps.Digest:
+		// A stale copy (a cache in front of an upstream rebuilt since):
+		// its content is not the upstream's current generation.
+		return fmt.Errorf("%w: the stream leads to digest %.16s…, the upstream's generation %d has %.16s… (a stale cached copy?)", feed.ErrFormat, h.Digest, h.To, f.caps.Digest)
 	}
 	return nil
 }
@@ -290,6 +297,7 @@ func (f *feedSync) refresh(ctx context.Context) (err error) {
 		return err
 	}
 	done = true
+	f.rep.feedSpan(f.caps.Generation, f.caps.Generation)
 	f.rep.unchangedFeed(res.Total)
 	f.rep.published(res)
 	f.rep.feedUsed()
@@ -318,12 +326,13 @@ func (f *feedSync) ingestFeed(ctx context.Context, rd *feed.Reader) error {
 	f.removed, f.released, f.received = map[mirror.Key]bool{}, map[mirror.Key]bool{}, map[mirror.Key]bool{}
 	var raws []json.RawMessage
 	var kinds []feed.Item
-	items := 0
+	items, batchBytes := 0, 0
 	flush := func() error {
 		if err := f.stageItems(raws, kinds, items); err != nil {
 			return err
 		}
-		raws, kinds = raws[:0], kinds[:0]
+		clear(raws) // let the batch's bytes go
+		raws, kinds, batchBytes = raws[:0], kinds[:0], 0
 		return ctx.Err()
 	}
 	for {
@@ -351,7 +360,8 @@ func (f *feedSync) ingestFeed(ctx context.Context, rd *feed.Reader) error {
 		}
 		raws = append(raws, it.Raw)
 		kinds = append(kinds, feed.Item{Kind: it.Kind, Key: it.Key})
-		if len(raws) == feedBatch {
+		batchBytes += len(it.Raw)
+		if len(raws) == feedBatch || batchBytes >= feedBatchBytes {
 			if err := flush(); err != nil {
 				return err
 			}

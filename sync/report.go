@@ -291,8 +291,12 @@ func (b *reportBuilder) feedFellBack(fr FeedReport) {
 // another.
 func (b *reportBuilder) feedRequest(from, to uint64) {
 	b.r.Feed.Requests++
-	b.r.Feed.From, b.r.Feed.To = from, to
+	b.feedSpan(from, to)
 }
+
+// feedSpan records the upstream generations the sync spans: from to to
+// (to to itself when the mirror already equals it).
+func (b *reportBuilder) feedSpan(from, to uint64) { b.r.Feed.From, b.r.Feed.To = from, to }
 
 // feedItems records how many items the stream carried, and read its
 // bytes.

@@ -75,7 +75,7 @@ mirror sync --keep 10 --keep-within none   # keep only the last 10 generations`,
 					if *interval <= 0 {
 						return usageError("--interval must be positive, got %s", *interval)
 					}
-					return followSync(ctx, e, m, client, opts, *interval, *asJSON)
+					return followSync(ctx, e, m, client, opts, *interval, *timeout, *asJSON)
 				}
 				if *timeout > 0 {
 					var cancel context.CancelFunc
@@ -99,17 +99,23 @@ const followWait = 25 * time.Second
 // followSync is `mirror sync --follow`: sync, then wait for the upstream
 // mirror's next generation (or --interval from a registry, or after a
 // failure), until ctx is done, which ends it with exit 0. Each sync's
-// outcome is printed as a single sync prints it; a failed one is logged
+// outcome is printed as a single sync prints it, and each is bounded by
+// --timeout as a single sync is; a failed one is logged
 // and retried, never fatal (but a refused one stops the loop: accepting
 // a loss needs a person).
-func followSync(ctx context.Context, e *env, m *mirror.Mirror, client *registry.Client, opts msync.Options, interval time.Duration, asJSON bool) error {
+func followSync(ctx context.Context, e *env, m *mirror.Mirror, client *registry.Client, opts msync.Options, interval, timeout time.Duration, asJSON bool) error {
 	opts.Logger = e.log
 	for {
-		rep, err := msync.Sync(ctx, m, client, opts)
+		sctx, cancel := ctx, context.CancelFunc(func() {})
+		if timeout > 0 {
+			sctx, cancel = context.WithTimeout(ctx, timeout)
+		}
+		rep, err := msync.Sync(sctx, m, client, opts)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
-		ferr := finishSync(e, rep, err, asJSON, 0)
+		ferr := finishSync(e, rep, err, asJSON, timeout)
 		switch {
 		case errors.Is(err, msync.ErrRefused):
 			return ferr
