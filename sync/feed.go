@@ -195,7 +195,15 @@ func (f *feedSync) run(ctx context.Context) (rep Report, next feedNext, why stri
 	if err := f.begin(ctx); err != nil {
 		return Report{}, feedDone, "", err
 	}
-	if err := f.ingestFeed(ctx, rd); err != nil {
+	if err := f.ingestFeed(ctx, rd); errors.Is(err, feed.ErrFormat) {
+		// Damaged bytes, which asking again (or a cache) would give
+		// again: fall back rather than fail every sync.
+		_ = w.Abort(false)
+		if f.since > 0 {
+			return Report{}, feedFull, fmt.Sprintf("the changes since generation %d were damaged (%v), so the upstream's whole content was read", f.since, err), nil
+		}
+		return Report{}, feedList, fmt.Sprintf("the upstream's change feed was damaged (%v), so every page was listed", err), nil
+	} else if err != nil {
 		return Report{}, feedDone, "", err
 	}
 	f.rep.listedIn(time.Since(f.clock))
@@ -384,6 +392,8 @@ func (f *feedSync) stageItems(raws []json.RawMessage, items []feed.Item, done in
 		wantStage := it.Kind != mirror.ChangeQuarantined
 		if r.entry.Admitted() != wantStage {
 			f.diverged++ // judged otherwise than upstream
+		} else if !wantStage && r.entry.Key().String() != it.Key {
+			f.diverged++ // refused here too, but kept under another key
 		}
 		if r.entry.Admitted() && string(r.entry.ID()) != it.Key {
 			// Never stage what was not announced: the digest check

@@ -110,9 +110,14 @@ type Item struct {
 	Raw  []byte
 }
 
-// ErrFormat: the bytes are not a well-formed, complete change stream of
-// this version (cut off, damaged, or from another version).
+// ErrFormat: the bytes are not a well-formed change stream of this
+// version (damaged, or from another version): asking again gets the same
+// bytes.
 var ErrFormat = errors.New("malformed change feed")
+
+// ErrTruncated: the stream ended before its trailer (the connection was
+// cut): asking again may get all of it.
+var ErrTruncated = errors.New("change feed cut off")
 
 // Limits a Reader enforces.
 const (
@@ -239,7 +244,8 @@ func NewReader(r io.Reader) (*Reader, error) {
 func (r *Reader) Header() Header { return r.hdr }
 
 // Next returns the next item; io.EOF once the trailer was read and
-// checked. Any other error wraps ErrFormat (or is the reader's own).
+// checked. Any other error wraps ErrFormat or ErrTruncated, or is the
+// underlying reader's own.
 func (r *Reader) Next() (Item, error) {
 	if r.done {
 		return Item{}, io.EOF
@@ -339,11 +345,11 @@ func (r *Reader) uvarint(limit int, what string) (int, error) {
 }
 
 // formatErr describes a read that failed: a stream that ended early is
-// ErrFormat (cut off); another error (the connection's) is returned as it
-// is, with where it happened.
+// ErrTruncated; another error (the connection's) is returned as it is,
+// with where it happened.
 func (r *Reader) formatErr(what string, err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w: the stream ends after %d bytes, %s: the answer was cut off", ErrFormat, r.offset, what)
+		return fmt.Errorf("%w: the stream ends after %d bytes, %s: the answer was cut off", ErrTruncated, r.offset, what)
 	}
 	return fmt.Errorf("change feed, %s after %d bytes: %w", what, r.offset, err)
 }

@@ -385,3 +385,33 @@ func TestFeedCutResumes(t *testing.T) {
 	}
 	sameContent(t, a, b)
 }
+
+// TestDamagedStreamFallsBack: a stream damaged the same way at every
+// request (a bad cache entry, a server bug) fails its trailer check; the
+// sync lists every page instead of failing on every run, and says why.
+func TestDamagedStreamFallsBack(t *testing.T) {
+	reg := chainRegistry(t, 100)
+	a, b := newNode(t, "a"), newNode(t, "b")
+	mustSync(t, a, reg.URL())
+	damage := func(w http.ResponseWriter, r *http.Request, h http.Handler) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		body := rec.Body.Bytes()
+		if strings.HasPrefix(r.URL.Path, feed.ChangesPrefix+"/") && len(body) > 100 {
+			body[len(body)-100] ^= 0x01 // inside the last stage's bytes
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(body)
+	}
+	a.wrap.Store(&damage)
+	rep := mustSync(t, b, a.srv.URL)
+	if rep.Feed.Used || !strings.Contains(rep.Feed.Fallback, "damaged") || rep.Pages == 0 || len(rep.Warnings) == 0 {
+		t.Errorf("feed %+v, %d pages, warnings %v", rep.Feed, rep.Pages, rep.Warnings)
+	}
+	if got, want := b.m.Meta().Total, a.m.Meta().Total; got != want {
+		t.Errorf("B holds %d stages, A %d", got, want)
+	}
+}

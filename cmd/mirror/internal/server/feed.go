@@ -29,6 +29,10 @@ type Feeder interface {
 // ChangeStream is one prepared change stream, pinning its generations
 // until Close.
 type ChangeStream interface {
+	// Digest is the content digest of the generation the stream leads
+	// to: part of its ETag, so a cache never revalidates a stream of a
+	// rebuilt mirror whose generation numbers repeat.
+	Digest() string
 	// WriteTo writes the stream in the mirror/feed format.
 	WriteTo(ctx context.Context, w io.Writer) error
 	Close() error
@@ -192,7 +196,7 @@ func (s *Server) serveChanges(req *request, rest string) {
 		return
 	}
 	defer cs.Close()
-	etag := fmt.Sprintf(`"feed-%d-%d"`, from, to)
+	etag := fmt.Sprintf(`"feed-%d-%d-%s"`, from, to, etagSafe(cs.Digest()[:min(len(cs.Digest()), 16)]))
 	h := req.w.Header()
 	h.Set("ETag", etag)
 	s.setCacheControl(req, true)
@@ -289,3 +293,5 @@ func (c mirrorChanges) WriteTo(ctx context.Context, w io.Writer) error {
 }
 
 func (c mirrorChanges) Close() error { return c.cf.Close() }
+
+func (c mirrorChanges) Digest() string { return c.cf.To.Digest }
