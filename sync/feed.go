@@ -120,7 +120,8 @@ func capabilities(ctx context.Context, src FeedSource) (caps feed.Capabilities, 
 	return caps, "", nil
 }
 
-// shortErr is err's message, without what follows its first line.
+// shortErr names err briefly: "HTTP 404" for an answer, else its
+// message.
 func shortErr(err error) string {
 	var re *registry.Error
 	if errors.As(err, &re) && re.Status != 0 {
