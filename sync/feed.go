@@ -153,8 +153,10 @@ type feedSync struct {
 	// removed and released are the stage ids and quarantine keys the
 	// feed removes; received, for a full feed, the stages it carries.
 	removed, released, received map[mirror.Key]bool
-	// read counts the stream's bytes.
-	read int64
+	// read counts the stream's bytes, and batches the batches staged
+	// (shown as pages by a progress bar).
+	read    int64
+	batches int
 	// diverged counts items this mirror's gate judged otherwise than
 	// the upstream's (or that carried another stage than their key): the
 	// content cannot then equal the upstream's.
@@ -412,7 +414,8 @@ func (f *feedSync) stageItems(raws []json.RawMessage, items []feed.Item, done in
 	}
 	f.stages += len(raws)
 	if f.opts.Progress != nil {
-		f.opts.Progress(Progress{Lifecycle: "feed", Stages: done, Expected: f.hdr.Items, Elapsed: time.Since(f.clock)})
+		f.batches++
+		f.opts.Progress(Progress{Lifecycle: "change feed", Pages: f.batches, Stages: done, Expected: f.hdr.Items, Elapsed: time.Since(f.clock)})
 	}
 	if len(entries) == 0 {
 		return nil
