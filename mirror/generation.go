@@ -23,7 +23,7 @@ func openGen(path string, mf *manifest, g uint64, opts Options) (*snap, error) {
 		return nil, genError(g, err)
 	}
 	if len(rec.Deltas) > 0 {
-		if s.ov, err = openOverlay(dir, rec.Deltas, opts); err != nil {
+		if s.ov, err = openOverlay(dir, rec.Deltas, rec.Overlay, opts); err != nil {
 			s.release()
 			return nil, genError(g, err)
 		}

@@ -155,12 +155,31 @@ type overlay struct {
 	live   [classes][]string
 	byName map[string][]string // live ids by name, sorted
 	bySig  map[string][]string // live ids by signature id, sorted
+	// slab holds the entries stages points to, allocated in blocks.
+	slab []ovEntry
+}
+
+// maxOverlayHint bounds the size hint a manifest can make a reader
+// allocate up front.
+const maxOverlayHint = 1 << 16
+
+// newEntry returns a zero entry from the slab. A full block is never
+// grown (stages points into it): a new one is started.
+func (ov *overlay) newEntry() *ovEntry {
+	if len(ov.slab) == cap(ov.slab) {
+		ov.slab = make([]ovEntry, 0, max(256, cap(ov.slab)))
+	}
+	ov.slab = ov.slab[:len(ov.slab)+1]
+	return &ov.slab[len(ov.slab)-1]
 }
 
 // openOverlay opens the delta files names (in dir, oldest first) and
-// folds them. Nothing is open when it fails.
-func openOverlay(dir string, names []string, opts Options) (ov *overlay, err error) {
-	ov = &overlay{stages: map[string]*ovEntry{}, quar: map[string]*layer{}}
+// folds them. hint is how many keys they touch together, as the manifest
+// says (only a size hint: the maps and lists are allocated once at that
+// size instead of growing). Nothing is open when it fails.
+func openOverlay(dir string, names []string, hint int, opts Options) (ov *overlay, err error) {
+	hint = min(max(hint, 0), maxOverlayHint)
+	ov = &overlay{stages: make(map[string]*ovEntry, hint), quar: map[string]*layer{}, slab: make([]ovEntry, 0, hint)}
 	defer func() {
 		if err != nil {
 			ov.close()
@@ -220,7 +239,7 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 	entry := func(k []byte) *ovEntry {
 		e, ok := ov.stages[string(k)]
 		if !ok {
-			e = &ovEntry{}
+			e = ov.newEntry()
 			ov.stages[string(k)] = e
 		}
 		return e
@@ -275,7 +294,35 @@ func (ov *overlay) index() {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	ov.byName, ov.bySig = map[string][]string{}, map[string][]string{}
+	// Count first, so that every list is allocated once at its size.
+	var nHidden, nLive [classes]int
+	names, sigs := 0, 0
+	for _, e := range ov.stages {
+		if e.inBase {
+			nHidden[0]++
+			if e.baseKind != store.LifecycleUnknown {
+				nHidden[e.baseKind]++
+			}
+		}
+		if e.src == nil {
+			continue
+		}
+		nLive[0]++
+		if e.kind != store.LifecycleUnknown {
+			nLive[e.kind]++
+		}
+		if e.hasName {
+			names++
+		}
+		if e.sig != "" {
+			sigs++
+		}
+	}
+	for c := range classes {
+		ov.hidden[c] = make([]string, 0, nHidden[c])
+		ov.live[c] = make([]string, 0, nLive[c])
+	}
+	ov.byName, ov.bySig = make(map[string][]string, names), make(map[string][]string, sigs)
 	for _, id := range ids {
 		e := ov.stages[id]
 		if e.inBase {
