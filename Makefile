@@ -102,8 +102,8 @@ demo:
 	$(GO) build -o $(BIN) ./cmd/mirror
 	$(GO) build -o bin/fakeregistry ./cmd/fakeregistry
 	@set -eu; \
-	tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/mirror-demo.XXXXXX"); reg=; \
-	cleanup() { if [ -n "$$reg" ]; then kill "$$reg" 2>/dev/null || true; wait "$$reg" 2>/dev/null || true; fi; rm -rf "$$tmp"; }; \
+	tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/mirror-demo.XXXXXX"); reg=; srv=; \
+	cleanup() { for p in $$reg $$srv; do kill "$$p" 2>/dev/null || true; wait "$$p" 2>/dev/null || true; done; rm -rf "$$tmp"; }; \
 	trap cleanup EXIT; trap 'exit 130' INT TERM; \
 	db=$$tmp/mirror.db; \
 	echo; echo "=== 1. Start a fake noether registry: the 85 stdlib stages + 200 generated ones, on 127.0.0.1"; \
@@ -136,7 +136,20 @@ demo:
 	echo; echo "=== 11. mirror status --max-age 1ns: a cron job's freshness check (exit 4 when stale)"; \
 	code=0; $(BIN) status --db "$$db" -q --max-age 1ns 2>&1 || code=$$?; echo "exit code $$code"; \
 	[ "$$code" -eq 4 ]; \
-	echo; echo "demo OK: the mirror served every read with the registry offline"
+	echo; echo "=== 12. mirror serve, and a second mirror synced from it: its change feed moves only what changed"; \
+	$(BIN) serve --db "$$db" --addr 127.0.0.1:0 >"$$tmp/serve.log" 2>&1 & srv=$$!; \
+	n=0; until grep -q ' on http://' "$$tmp/serve.log" 2>/dev/null; do \
+	  n=$$((n+1)); \
+	  if [ $$n -gt 300 ] || ! kill -0 "$$srv" 2>/dev/null; then echo "mirror serve did not start:"; cat "$$tmp/serve.log"; exit 1; fi; \
+	  sleep 0.1; \
+	done; \
+	site=$$(sed -n 's/.* on \(http:[^ ]*\).*/\1/p' "$$tmp/serve.log" | head -n 1); \
+	echo "\$$ mirror sync --registry $$site --db site.db   # the whole content, in one stream"; \
+	$(BIN) sync --registry "$$site" --db "$$tmp/site.db"; \
+	echo "\$$ mirror sync --registry $$site --db site.db   # again: nothing changed, one small request"; \
+	$(BIN) sync --registry "$$site" --db "$$tmp/site.db"; \
+	kill "$$srv"; wait "$$srv" 2>/dev/null || true; srv=; \
+	echo; echo "demo OK: the mirror served every read with the registry offline, and fed a second mirror"
 
 clean:
 	rm -rf bin

@@ -244,7 +244,7 @@ func summaryLine(r msync.Report) string {
 		if f.From > 0 {
 			s += fmt.Sprintf(", changes since %d", f.From)
 		}
-		s += fmt.Sprintf(": %d items, %d bytes in %d requests)", f.Items, f.Bytes, f.Requests)
+		s += fmt.Sprintf(": %d items, %d bytes in %d request%s)", f.Items, f.Bytes, f.Requests, plural(f.Requests))
 	}
 	return s
 }
