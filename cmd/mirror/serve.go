@@ -15,7 +15,9 @@ func cmdServe() *command {
 		name:    "serve",
 		summary: "serve the registry's HTTP API read-only from the mirror, so unmodified noether clients work offline",
 		example: `mirror serve --addr 127.0.0.1:8080 &
-NOETHER_REGISTRY=http://127.0.0.1:8080 noether stage list`,
+NOETHER_REGISTRY=http://127.0.0.1:8080 noether stage list
+NOETHER_REGISTRY=http://127.0.0.1:8080/at/12 noether stage list   # frozen at generation 12
+mirror sync --registry http://127.0.0.1:8080 --db other.db        # another mirror: reads the change feed (/mirror/v1/)`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 			db := dbFlag(fs)
 			addr := fs.String("addr", "127.0.0.1:8080", "listen on `ADDR` (host:port; port 0 picks a free one)")
