@@ -140,6 +140,10 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 		if err := m.writeManifestFile(mf); err != nil {
 			return GCResult{}, err
 		}
+		// This Mirror's readers see the shorter history at once.
+		if _, err := m.Reload(); err != nil {
+			return GCResult{}, err
+		}
 	}
 	swept, err := m.sweep(mf)
 	res.Files, res.Bytes = swept.Files, swept.Bytes
@@ -214,6 +218,24 @@ func (m *Mirror) Generations(ctx context.Context) ([]Meta, error) {
 		out = append(out, meta)
 	}
 	return out, nil
+}
+
+// KeptRange returns the oldest and the newest generation the mirror
+// keeps, as Generations would list them, without describing each (no
+// file is read): what a server answers on every request that needs it.
+func (m *Mirror) KeptRange(ctx context.Context) (oldest, newest uint64, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	s, err := m.acquire()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer s.release()
+	if s.mf == nil {
+		return s.meta.Generation, s.meta.Generation, nil
+	}
+	return s.mf.gens[0].Generation, s.mf.gens[len(s.mf.gens)-1].Generation, nil
 }
 
 // Resolve returns the number of the kept generation ref names: a

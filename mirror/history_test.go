@@ -1,6 +1,8 @@
 package mirror
 
 import (
+	"github.com/noether-mirror/mirror/store"
+	"github.com/noether-mirror/mirror/store/storetest"
 	"testing"
 	"time"
 )
@@ -19,5 +21,35 @@ func TestKeepPolicyString(t *testing.T) {
 		if got := c.p.String(); got != c.want {
 			t.Errorf("%+v: %q, want %q", c.p, got, c.want)
 		}
+	}
+}
+
+// TestKeptRange: KeptRange names the ends of what Generations lists,
+// before and after a collection.
+func TestKeptRange(t *testing.T) {
+	m := layeredMirror(t, Options{})
+	g := storetest.NewVerifiableGen(31)
+	for range 3 {
+		syncAll(t, m, []*store.Stage{g.Stage()}, PublishInfo{})
+	}
+	check := func(what string) {
+		t.Helper()
+		gens, err := m.Generations(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		oldest, newest, err := m.KeptRange(t.Context())
+		if err != nil || oldest != gens[0].Generation || newest != gens[len(gens)-1].Generation {
+			t.Errorf("%s: KeptRange = %d, %d, %v; Generations lists %d to %d", what, oldest, newest, err, gens[0].Generation, gens[len(gens)-1].Generation)
+		}
+	}
+	check("before gc")
+	if _, err := m.GC(t.Context(), &KeepPolicy{Last: 2, Within: -1}); err != nil {
+		t.Fatal(err)
+	}
+	check("after gc")
+	if oldest, newest, _ := m.KeptRange(t.Context()); oldest == 0 || newest != 3 {
+		gens, _ := m.Generations(t.Context())
+		t.Errorf("after keeping the last 2 of 0..3: %d to %d (%d kept)", oldest, newest, len(gens))
 	}
 }

@@ -75,14 +75,7 @@ func (s mirrorSource) collectedElsewhere(ctx context.Context, gen uint64, err er
 }
 
 func (s mirrorSource) Kept(ctx context.Context) (oldest, newest uint64, err error) {
-	gens, err := s.m.Generations(ctx)
-	if err != nil {
-		return 0, 0, err
-	}
-	if len(gens) == 0 {
-		return 0, 0, fmt.Errorf("mirror %s lists no generation", s.m.Path())
-	}
-	return gens[0].Generation, gens[len(gens)-1].Generation, nil
+	return s.m.KeptRange(ctx)
 }
 
 // adaptSnapshot wraps sn, reading its Meta once.
