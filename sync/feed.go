@@ -111,11 +111,12 @@ func capabilities(ctx context.Context, src FeedSource) (caps feed.Capabilities, 
 	case err != nil:
 		return caps, fmt.Sprintf("the upstream serves no change feed (%s: %v), so every page was listed", feed.BasePath, shortErr(err)), nil
 	}
-	if err := json.Unmarshal(raw, &caps); err != nil || caps.Mirror != feed.Software {
+	caps, err = feed.ParseCapabilities(raw)
+	switch {
+	case errors.Is(err, feed.ErrNotAFeed):
 		return caps, fmt.Sprintf("the upstream's %s is not a noether-mirror change feed, so every page was listed", feed.BasePath), nil
-	}
-	if caps.FeedVersion != feed.Version {
-		return caps, fmt.Sprintf("the upstream serves change feed version %d and this mirror reads version %d, so every page was listed: upgrade the older of the two", caps.FeedVersion, feed.Version), nil
+	case err != nil:
+		return caps, fmt.Sprintf("%v, so every page was listed", err), nil
 	}
 	return caps, "", nil
 }
@@ -537,9 +538,9 @@ func WaitForChange(ctx context.Context, src FeedSource, since uint64, wait time.
 	if err != nil {
 		return 0, err
 	}
-	var caps feed.Capabilities
-	if err := json.Unmarshal(raw, &caps); err != nil || caps.Mirror != feed.Software {
-		return 0, fmt.Errorf("the upstream's %s is not a noether-mirror change feed", feed.BasePath)
+	caps, err := feed.ParseCapabilities(raw)
+	if err != nil {
+		return 0, fmt.Errorf("the upstream's %s: %w", feed.BasePath, err)
 	}
 	return caps.Generation, nil
 }

@@ -81,6 +81,24 @@ type Capabilities struct {
 	Changes string `json:"changes"`
 }
 
+// ErrNotAFeed: an answer to GET /mirror/v1/ is not a noether-mirror's
+// capabilities (the upstream is a plain registry, or something else).
+var ErrNotAFeed = errors.New("not a noether-mirror change feed")
+
+// ParseCapabilities decodes the result of GET /mirror/v1/: ErrNotAFeed
+// unless it is a noether-mirror's capabilities, ErrFormat when it is one
+// of another feed version.
+func ParseCapabilities(raw []byte) (Capabilities, error) {
+	var c Capabilities
+	if err := json.Unmarshal(raw, &c); err != nil || c.Mirror != Software {
+		return Capabilities{}, ErrNotAFeed
+	}
+	if c.FeedVersion != Version {
+		return c, fmt.Errorf("%w: the upstream serves change feed version %d and this mirror reads version %d: upgrade the older of the two", ErrFormat, c.FeedVersion, Version)
+	}
+	return c, nil
+}
+
 // Header opens a change stream. A plain value.
 type Header struct {
 	Version int `json:"version"`

@@ -157,3 +157,25 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+func TestParseCapabilities(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		want error
+	}{
+		{`{"mirror":"noether-mirror","feed_version":1,"generation":4}`, nil},
+		{`{"mirror":"noether-mirror","feed_version":2}`, ErrFormat},
+		{`{"mirror":"something-else","feed_version":1}`, ErrNotAFeed},
+		{`{"total_stages":3}`, ErrNotAFeed},
+		{`[1,2]`, ErrNotAFeed},
+		{``, ErrNotAFeed},
+	} {
+		c, err := ParseCapabilities([]byte(tc.raw))
+		if !errors.Is(err, tc.want) || (err == nil) != (tc.want == nil) {
+			t.Errorf("%s: err = %v, want %v", tc.raw, err, tc.want)
+		}
+		if err == nil && c.Generation != 4 {
+			t.Errorf("%s: generation %d", tc.raw, c.Generation)
+		}
+	}
+}
