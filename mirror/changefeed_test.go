@@ -172,7 +172,8 @@ func TestExpectDigest(t *testing.T) {
 	}
 	before := files()
 	s := g.Stage()
-	for _, expect := range []string{"00", first.Digest} {
+	// addS begins a sync that keeps every stage and adds s.
+	addS := func() *Writer {
 		w, err := m.BeginSync(t.Context())
 		if err != nil {
 			t.Fatal(err)
@@ -183,7 +184,11 @@ func TestExpectDigest(t *testing.T) {
 		if _, err := w.Fill(t.Context(), func(Key) bool { return true }, nil); err != nil {
 			t.Fatal(err)
 		}
-		_, err = w.Publish(t.Context(), PublishInfo{Upstream: "http://a", ExpectDigest: expect})
+		return w
+	}
+	for _, expect := range []string{"00", first.Digest} {
+		w := addS()
+		_, err := w.Publish(t.Context(), PublishInfo{Upstream: "http://a", ExpectDigest: expect})
 		if !errors.Is(err, ErrDigestMismatch) {
 			t.Fatalf("expect %q: err = %v", expect, err)
 		}
@@ -193,17 +198,7 @@ func TestExpectDigest(t *testing.T) {
 		}
 	}
 	// The right digest: what a mirror holding the same stages has.
-	w, err := m.BeginSync(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.PutBatch(entries([]*store.Stage{s}), nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Fill(t.Context(), func(Key) bool { return true }, nil); err != nil {
-		t.Fatal(err)
-	}
-	res, err := w.Publish(t.Context(), PublishInfo{Upstream: "http://a", UpstreamGeneration: 7, UpstreamDigest: "ab", ExpectDigest: digestWith(t, m, s)})
+	res, err := addS().Publish(t.Context(), PublishInfo{Upstream: "http://a", UpstreamGeneration: 7, UpstreamDigest: "ab", ExpectDigest: digestWith(t, m, s)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,31 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
+// rewriting is a node.wrap that answers each request with the server's
+// response as fn rewrites its body; with cut, the connection is then
+// aborted, so the client sees a body cut off.
+func rewriting(fn func(r *http.Request, status int, body []byte) (out []byte, cut bool)) func(http.ResponseWriter, *http.Request, http.Handler) {
+	return func(w http.ResponseWriter, r *http.Request, h http.Handler) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		body, cut := fn(r, rec.Code, rec.Body.Bytes())
+		for k, v := range rec.Header() {
+			if k != "Content-Length" && k != "Etag" {
+				w.Header()[k] = v
+			}
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(body)
+		if cut {
+			http.NewResponseController(w).Flush()
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// isStream reports whether r asks for a change stream.
+func isStream(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, feed.ChangesPrefix+"/") }
+
 // syncFrom syncs n from url and returns the report.
 func (n *node) syncFrom(t *testing.T, url string, opts syncengine.Options) (syncengine.Report, error) {
 	t.Helper()
@@ -263,19 +288,17 @@ func TestFeedFallbacks(t *testing.T) {
 // changed (a valid stream: the trailer is recomputed, as an attacker in
 // the middle would), and the same stage in every page.
 func tamperFeed(t *testing.T, id store.StageID) func(http.ResponseWriter, *http.Request, http.Handler) {
-	return func(w http.ResponseWriter, r *http.Request, h http.Handler) {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		body := rec.Body.Bytes()
-		evil := func(raw []byte) []byte {
-			// The code no longer matches implementation_hash.
-			return bytes.Replace(raw, []byte(`"implementation_code":"`), []byte(`"implementation_code":"import os; `), 1)
-		}
-		if strings.HasPrefix(r.URL.Path, feed.ChangesPrefix+"/") && rec.Code == http.StatusOK {
+	evil := func(raw []byte) []byte {
+		// The code no longer matches implementation_hash.
+		return bytes.Replace(raw, []byte(`"implementation_code":"`), []byte(`"implementation_code":"import os; `), 1)
+	}
+	return rewriting(func(r *http.Request, status int, body []byte) ([]byte, bool) {
+		switch {
+		case isStream(r) && status == http.StatusOK:
 			rd, err := feed.NewReader(bytes.NewReader(body))
 			if err != nil {
 				t.Error(err)
-				return
+				return body, false
 			}
 			var out bytes.Buffer
 			fw, _ := feed.NewWriter(&out, rd.Header())
@@ -290,21 +313,14 @@ func tamperFeed(t *testing.T, id store.StageID) func(http.ResponseWriter, *http.
 				_ = fw.Add(it.Kind, it.Key, it.Raw)
 			}
 			_ = fw.Close()
-			body = out.Bytes()
-		} else if strings.HasPrefix(r.URL.Path, "/stages") {
-			idx := bytes.Index(body, []byte(`"id":"`+string(id)))
-			if idx >= 0 {
-				body = append(bytes.Clone(body[:idx]), evil(body[idx:])...)
+			return out.Bytes(), false
+		case strings.HasPrefix(r.URL.Path, "/stages"):
+			if idx := bytes.Index(body, []byte(`"id":"`+string(id))); idx >= 0 {
+				return append(bytes.Clone(body[:idx]), evil(body[idx:])...), false
 			}
 		}
-		for k, v := range rec.Header() {
-			if k != "Content-Length" && k != "Etag" {
-				w.Header()[k] = v
-			}
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(body)
-	}
+		return body, false
+	})
 }
 
 // TestTamperedStageInFeed: a stage whose bytes were changed inside a
@@ -357,22 +373,12 @@ func TestFeedCutResumes(t *testing.T) {
 	reg := chainRegistry(t, 700)
 	a, b := newNode(t, "a"), newNode(t, "b")
 	mustSync(t, a, reg.URL())
-	cut := func(w http.ResponseWriter, r *http.Request, h http.Handler) {
-		if !strings.HasPrefix(r.URL.Path, feed.ChangesPrefix+"/") {
-			h.ServeHTTP(w, r)
-			return
+	cut := rewriting(func(r *http.Request, _ int, body []byte) ([]byte, bool) {
+		if !isStream(r) {
+			return body, false
 		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		body := rec.Body.Bytes()
-		_, _ = w.Write(body[:len(body)*3/4])
-		http.NewResponseController(w).Flush()
-		panic(http.ErrAbortHandler)
-	}
+		return body[:len(body)*3/4], true
+	})
 	a.wrap.Store(&cut)
 	rep, err := b.syncFrom(t, a.srv.URL, syncengine.Options{})
 	if err == nil || rep.Published || b.m.Meta().Generation != 0 {
@@ -393,19 +399,12 @@ func TestDamagedStreamFallsBack(t *testing.T) {
 	reg := chainRegistry(t, 100)
 	a, b := newNode(t, "a"), newNode(t, "b")
 	mustSync(t, a, reg.URL())
-	damage := func(w http.ResponseWriter, r *http.Request, h http.Handler) {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		body := rec.Body.Bytes()
-		if strings.HasPrefix(r.URL.Path, feed.ChangesPrefix+"/") && len(body) > 100 {
+	damage := rewriting(func(r *http.Request, _ int, body []byte) ([]byte, bool) {
+		if isStream(r) && len(body) > 100 {
 			body[len(body)-100] ^= 0x01 // inside the last stage's bytes
 		}
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(body)
-	}
+		return body, false
+	})
 	a.wrap.Store(&damage)
 	rep := mustSync(t, b, a.srv.URL)
 	if rep.Feed.Used || !strings.Contains(rep.Feed.Fallback, "damaged") || rep.Pages == 0 || len(rep.Warnings) == 0 {
