@@ -443,6 +443,17 @@ type mirrorInfo struct {
 	Untrusted *int `json:"untrusted,omitempty"`
 }
 
+// heldBack is what /health and /at/G/health report as held back from
+// serving: the snapshot's quarantine plus, with a trust policy (view),
+// the stages it leaves out, which untrusted counts (nil without one).
+func heldBack(info Info, view *trustView) (quarantined int, untrusted *int) {
+	if view == nil {
+		return info.Quarantined, nil
+	}
+	n := view.untrusted
+	return info.Quarantined + n, &n
+}
+
 func (s *Server) serveHealth(req *request) {
 	snap, info, view, ok := s.acquireView(req)
 	if !ok {
@@ -467,17 +478,14 @@ func (s *Server) serveHealth(req *request) {
 		s.internalError(req, "computing the mirror's stats", err)
 		return
 	}
+	quarantined, untrusted := heldBack(info, view)
 	res := healthResult{Status: "ok", Store: st, Mirror: mirrorInfo{
 		Generation:  info.Generation,
 		Upstream:    info.Upstream,
 		Digest:      info.Digest,
-		Quarantined: info.Quarantined,
+		Quarantined: quarantined,
+		Untrusted:   untrusted,
 	}}
-	if view != nil {
-		untrusted := view.untrusted
-		res.Mirror.Quarantined += untrusted
-		res.Mirror.Untrusted = &untrusted
-	}
 	if !info.LastSync.IsZero() {
 		ts := info.LastSync.UTC().Format(time.RFC3339)
 		age := int64(max(0, s.opts.Now().Sub(info.LastSync)) / time.Second)

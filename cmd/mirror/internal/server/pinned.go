@@ -283,17 +283,14 @@ func (s *Server) servePinnedHealth(req *request, snap Snapshot, info Info, view 
 		s.internalError(req, "computing the generation's stats", err)
 		return
 	}
+	quarantined, untrusted := heldBack(info, view)
 	res := pinnedHealthResult{Status: "ok", Store: st, Mirror: pinnedMirrorInfo{
 		Generation:  info.Generation,
 		Digest:      info.Digest,
-		Quarantined: info.Quarantined,
+		Quarantined: quarantined,
+		Untrusted:   untrusted,
 		Pinned:      true,
 	}}
-	if view != nil {
-		untrusted := view.untrusted
-		res.Mirror.Quarantined += untrusted
-		res.Mirror.Untrusted = &untrusted
-	}
 	if !info.Published.IsZero() {
 		ts := info.Published.UTC().Format(time.RFC3339)
 		res.Mirror.Published = &ts
