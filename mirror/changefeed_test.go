@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/noether-mirror/mirror/store"
 	"github.com/noether-mirror/mirror/store/storetest"
@@ -280,5 +281,42 @@ func TestDropMatchesFill(t *testing.T) {
 	a, b := build(true), build(false)
 	if da, db := a.Meta(), b.Meta(); da.Digest != db.Digest || da.Total != 3 || da.Quarantined != 0 {
 		t.Errorf("Drop: digest %.12s total %d quarantined %d; Fill: %.12s %d %d", da.Digest, da.Total, da.Quarantined, db.Digest, db.Total, db.Quarantined)
+	}
+}
+
+// TestRefusalKeepsUpstreamPosition: a refused sync records itself in the
+// sidecar without losing what the generation records of its upstream
+// (the position a change feed resumes from, the last change of
+// upstream).
+func TestRefusalKeepsUpstreamPosition(t *testing.T) {
+	m := layeredMirror(t, Options{})
+	g := storetest.NewVerifiableGen(41)
+	syncAll(t, m, []*store.Stage{g.Stage()}, PublishInfo{Upstream: "http://a"})
+	w, err := m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PutBatch(entries([]*store.Stage{g.Stage()}), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Fill(t.Context(), func(Key) bool { return true }, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Publish(t.Context(), PublishInfo{Upstream: "http://b", UpstreamGeneration: 9, UpstreamDigest: "d9"}); err != nil {
+		t.Fatal(err)
+	}
+	before := m.Meta()
+	w, err = m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Refuse(SyncRefusal{At: time.Now(), Upstream: "http://b", Reason: "test", WouldRemove: 1, Total: 2}); err != nil {
+		t.Fatal(err)
+	}
+	after := m.Meta()
+	if after.Refused == nil || after.UpstreamGeneration != 9 || after.UpstreamDigest != "d9" ||
+		after.PreviousUpstream != before.PreviousUpstream || before.PreviousUpstream != "http://a" {
+		t.Errorf("after a refusal: refused %v, position %d %q, previous upstream %q (was %q)",
+			after.Refused, after.UpstreamGeneration, after.UpstreamDigest, after.PreviousUpstream, before.PreviousUpstream)
 	}
 }

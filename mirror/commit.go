@@ -88,10 +88,7 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		return PublishResult{}, fmt.Errorf("building generation %d of %s: %w", meta.Generation, m.path, err)
 	}
 	sc := nextSidecar(prev, meta)
-	rec.Generation, rec.Upstream, rec.LastSync = meta.Generation, meta.Upstream, meta.LastSync
-	rec.UpstreamTotals, rec.Published = meta.UpstreamTotals, meta.Published
-	rec.PreviousUpstream, rec.UpstreamSince = sc.PreviousUpstream, sc.UpstreamSince
-	rec.UpstreamGeneration, rec.UpstreamDigest = meta.UpstreamGeneration, meta.UpstreamDigest
+	rec.Generation, rec.Published, rec.syncState = meta.Generation, meta.Published, sc.syncState
 	rec.Digest = digestHex(&state)
 	if err := info.checkDigest(m.path, rec.Digest); err != nil {
 		m.removeUnlisted(cur.gen, rec)

@@ -47,23 +47,14 @@ type Changes struct {
 
 // genRecord is one kept generation as the manifest lists it.
 type genRecord struct {
-	Generation     uint64         `json:"generation"`
-	Digest         string         `json:"digest"`
-	Published      time.Time      `json:"published"`
-	LastSync       time.Time      `json:"last_sync,omitzero"`
-	Upstream       string         `json:"upstream,omitempty"`
-	UpstreamTotals map[string]int `json:"upstream_totals,omitempty"`
-	// UpstreamGeneration and UpstreamDigest: see Meta.
-	UpstreamGeneration uint64 `json:"upstream_generation,omitempty"`
-	UpstreamDigest     string `json:"upstream_digest,omitempty"`
-	// PreviousUpstream and UpstreamSince record the last change of
-	// upstream (see Meta).
-	PreviousUpstream string         `json:"previous_upstream,omitempty"`
-	UpstreamSince    time.Time      `json:"upstream_since,omitzero"`
-	Counts           map[string]int `json:"counts"`
-	ByEffect         map[string]int `json:"by_effect"`
-	Total            int            `json:"total"`
-	Quarantined      int            `json:"quarantined"`
+	Generation uint64    `json:"generation"`
+	Digest     string    `json:"digest"`
+	Published  time.Time `json:"published"`
+	syncState
+	Counts      map[string]int `json:"counts"`
+	ByEffect    map[string]int `json:"by_effect"`
+	Total       int            `json:"total"`
+	Quarantined int            `json:"quarantined"`
 	// Base and Deltas are file names in PATH.gens: the generation is the
 	// base with the deltas applied in order.
 	Base   string   `json:"base"`

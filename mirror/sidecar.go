@@ -9,11 +9,11 @@ import (
 	"time"
 )
 
-// sidecar is PATH.state: the freshness of the published snapshot. A sync
-// that finds nothing new only rewrites this small file.
-type sidecar struct {
-	Generation     uint64         `json:"generation"`
-	LastSync       time.Time      `json:"last_sync"`
+// syncState is what the last sync recorded about where the content came
+// from: both a generation's manifest record and the sidecar store it
+// (the sidecar when a sync changed nothing). A plain value.
+type syncState struct {
+	LastSync       time.Time      `json:"last_sync,omitzero"`
 	Upstream       string         `json:"upstream,omitempty"`
 	UpstreamTotals map[string]int `json:"upstream_totals,omitempty"`
 	// UpstreamGeneration and UpstreamDigest: the upstream mirror's
@@ -21,11 +21,28 @@ type sidecar struct {
 	UpstreamGeneration uint64 `json:"upstream_generation,omitempty"`
 	UpstreamDigest     string `json:"upstream_digest,omitempty"`
 	// PreviousUpstream and UpstreamSince record the last change of
-	// upstream; Refused the last sync that refused to publish, until a
-	// sync publishes.
-	PreviousUpstream string       `json:"previous_upstream,omitempty"`
-	UpstreamSince    time.Time    `json:"upstream_since,omitzero"`
-	Refused          *SyncRefusal `json:"refused,omitempty"`
+	// upstream (see Meta).
+	PreviousUpstream string    `json:"previous_upstream,omitempty"`
+	UpstreamSince    time.Time `json:"upstream_since,omitzero"`
+}
+
+// syncStateOf is the sync state m describes.
+func syncStateOf(m Meta) syncState {
+	return syncState{
+		LastSync: m.LastSync, Upstream: m.Upstream, UpstreamTotals: m.UpstreamTotals,
+		UpstreamGeneration: m.UpstreamGeneration, UpstreamDigest: m.UpstreamDigest,
+		PreviousUpstream: m.PreviousUpstream, UpstreamSince: m.UpstreamSince,
+	}
+}
+
+// sidecar is PATH.state: the freshness of the published snapshot. A sync
+// that finds nothing new only rewrites this small file.
+type sidecar struct {
+	Generation uint64 `json:"generation"`
+	syncState
+	// Refused is the last sync that refused to publish, until a sync
+	// publishes.
+	Refused *SyncRefusal `json:"refused,omitempty"`
 }
 
 // SyncRefusal records a sync that did not publish because what it found

@@ -41,8 +41,8 @@ func (w *Writer) upgrade() error {
 	}
 	meta := withSidecar(old.meta, m.path)
 	rec := genRecord{
-		Generation: g, Digest: digestHex(&state), Published: meta.Published, LastSync: meta.LastSync,
-		Upstream: meta.Upstream, UpstreamTotals: meta.UpstreamTotals, Counts: meta.Counts,
+		Generation: g, Digest: digestHex(&state), Published: meta.Published,
+		syncState: syncStateOf(meta), Counts: meta.Counts,
 		ByEffect: meta.ByEffect, Total: meta.Total, Quarantined: meta.Quarantined,
 		Base: baseName(g), Bytes: old.meta.SizeBytes,
 	}

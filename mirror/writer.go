@@ -622,7 +622,7 @@ func (w *Writer) Refuse(r SyncRefusal) error {
 	cur := w.base.meta
 	sc, ok := readSidecar(m.path)
 	if !ok || sc.Generation != cur.Generation {
-		sc = sidecar{Generation: cur.Generation, LastSync: cur.LastSync, Upstream: cur.Upstream, UpstreamTotals: cur.UpstreamTotals}
+		sc = sidecar{Generation: cur.Generation, syncState: syncStateOf(cur)}
 	}
 	r.At = r.At.UTC()
 	sc.Refused = &r
@@ -755,9 +755,9 @@ func nextMeta(prev Meta, info PublishInfo) Meta {
 // sets its generation). A change of upstream is recorded; a refused sync
 // is forgotten.
 func nextSidecar(prev, meta Meta) sidecar {
-	sc := sidecar{LastSync: meta.LastSync, Upstream: meta.Upstream, UpstreamTotals: meta.UpstreamTotals,
-		PreviousUpstream: prev.PreviousUpstream, UpstreamSince: prev.UpstreamSince,
-		UpstreamGeneration: meta.UpstreamGeneration, UpstreamDigest: meta.UpstreamDigest}
+	st := syncStateOf(meta)
+	st.PreviousUpstream, st.UpstreamSince = prev.PreviousUpstream, prev.UpstreamSince
+	sc := sidecar{syncState: st}
 	if prev.Upstream != "" && meta.Upstream != prev.Upstream {
 		sc.PreviousUpstream, sc.UpstreamSince = prev.Upstream, meta.Published
 	}
