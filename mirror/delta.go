@@ -107,13 +107,8 @@ func (d *deltaContent) overlaySize(cur *snap, merge bool) int {
 // fully checked, and returns its size.
 func (d *deltaContent) write(dir string, gen uint64, opts Options) (int64, error) {
 	final := filepath.Join(dir, deltaName(gen))
-	f, err := os.CreateTemp(dir, deltaName(gen)+".tmp-*")
-	if err != nil {
-		return 0, fmt.Errorf("writing the delta of generation %d: %w", gen, err)
-	}
-	tmp := f.Name()
-	f.Close()
-	err = d.load(tmp, gen, opts)
+	tmp := tempName(final)
+	err := d.load(tmp, gen, opts)
 	if err == nil {
 		err = os.Chmod(tmp, 0o644)
 	}
@@ -199,7 +194,7 @@ func (d *deltaContent) load(name string, gen uint64, opts Options) (err error) {
 	}
 	return checkSmallFile(name, opts, func(tx *bolt.Tx) error {
 		ov := &overlay{stages: map[string]*ovEntry{}, quar: map[string]*layer{}}
-		if err := ov.fold(tx, &layer{path: name}); err != nil {
+		if err := ov.fold(tx, &layer{&dataFile{path: name}}); err != nil {
 			return err
 		}
 		if len(ov.stages) != len(d.stages) || len(ov.quar) != len(d.quar) {

@@ -100,7 +100,7 @@ func touchedKeys(a, b *snap, quar bool) []string {
 			continue
 		}
 		if quar {
-			for _, k := range s.ov.qkeys {
+			for _, k := range s.ov.lists().qkeys {
 				set[k] = true
 			}
 			continue

@@ -10,20 +10,37 @@ import (
 )
 
 // openGen opens generation g of the manifest mf read at path: its base
-// file and its deltas, folded. The snapshot's FileInfo is the caller's
-// to set.
-func openGen(path string, mf *manifest, g uint64, opts Options) (*snap, error) {
+// file and its deltas, folded. prev (nil: none) is a snapshot of the
+// same mirror the caller holds: the files the two generations share are
+// taken from it, and when g's deltas continue prev's, only the new ones
+// are folded on top of prev's fold. The snapshot's FileInfo is the
+// caller's to set.
+func openGen(path string, mf *manifest, g uint64, opts Options, prev *snap) (*snap, error) {
 	rec, ok := mf.get(g)
 	if !ok {
 		return nil, mf.gone(path, strconv.FormatUint(g, 10))
 	}
 	dir := gensDir(path)
-	s, err := openFile(filepath.Join(dir, rec.Base), opts)
+	var prevFile *dataFile
+	var prevOv *overlay
+	if prev != nil && prev.mf != nil {
+		prevFile, prevOv = prev.file, prev.ov
+	}
+	name := filepath.Join(dir, rec.Base)
+	f := prevFile.reuse(name)
+	if f == nil {
+		var err error
+		if f, err = openDataFile(name, opts); err != nil {
+			return nil, genError(g, err)
+		}
+		prevOv = nil // deltas over another base
+	}
+	s, err := fileSnap(f, opts)
 	if err != nil {
 		return nil, genError(g, err)
 	}
 	if len(rec.Deltas) > 0 {
-		if s.ov, err = openOverlay(dir, rec.Deltas, rec.Overlay, opts); err != nil {
+		if s.ov, err = openOverlay(dir, rec.Deltas, rec.Overlay, opts, prevOv); err != nil {
 			s.release()
 			return nil, genError(g, err)
 		}

@@ -283,7 +283,7 @@ func (m *Mirror) SnapshotAt(ctx context.Context, ref string) (*Snapshot, error) 
 		s.refs.Add(1)
 		return &Snapshot{s: s, path: m.path}, nil
 	}
-	at, err := openGen(m.path, s.mf, g, m.opts)
+	at, err := openGen(m.path, s.mf, g, m.opts, s)
 	if errors.Is(err, errDataFileGone) {
 		// Collected since this Mirror read its manifest (by another
 		// process): read the new one, so that what follows sees it too.

@@ -14,14 +14,15 @@ type logSlot struct {
 const slotDeleted = ^uint64(0)
 
 // logTable maps 32-byte stage ids to log sequence numbers: an open
-// addressing hash table (linear probing, at most half full) in a Scratch,
-// so the staging log's index, 40 bytes a slot, is not on the Go heap
-// (see Scratch). Hashing is seeded per table, so a registry cannot choose
-// ids that collide. Not safe for concurrent use: stageLog locks it.
+// addressing hash table (linear probing, at most half full), in a
+// Scratch once it passes heapSlots, so that the staging log's index of a
+// sync, 40 bytes a slot, is not on the Go heap (see Scratch). Hashing is
+// seeded per table, so a registry cannot choose ids that collide. Not
+// safe for concurrent use: stageLog locks it.
 type logTable struct {
 	dir   string
 	seed  maphash.Seed
-	s     *Scratch[logSlot]
+	s     *Scratch[logSlot] // nil while the slots are on the heap
 	slots []logSlot
 	live  int // entries
 	used  int // entries and deleted slots
@@ -29,24 +30,41 @@ type logTable struct {
 
 func newLogTable(dir string) (*logTable, error) {
 	t := &logTable{dir: dir, seed: maphash.MakeSeed()}
-	if err := t.resize(1024); err != nil {
+	if err := t.resize(64); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// resize moves every entry into a new table of n slots.
-func (t *logTable) resize(n int) error {
-	s, err := NewScratch[logSlot](t.dir)
+// heapSlots is the largest table kept on the Go heap (40 KiB): a scratch
+// file costs a local edit of one stage more than its whole index.
+const heapSlots = 1024
+
+// newSlots returns n empty slots: on the heap up to heapSlots, else in a
+// new Scratch (returned too, to close).
+func newSlots(dir string, n int) (*Scratch[logSlot], []logSlot, error) {
+	if n <= heapSlots {
+		return nil, make([]logSlot, n), nil
+	}
+	s, err := NewScratch[logSlot](dir)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if err := s.Grow(n); err != nil {
 		s.Close()
+		return nil, nil, err
+	}
+	return s, s.All(), nil
+}
+
+// resize moves every entry into a new table of n slots.
+func (t *logTable) resize(n int) error {
+	s, slots, err := newSlots(t.dir, n)
+	if err != nil {
 		return err
 	}
 	old, oldS := t.slots, t.s
-	t.s, t.slots, t.live, t.used = s, s.All(), 0, 0
+	t.s, t.slots, t.live, t.used = s, slots, 0, 0
 	for i := range old {
 		if sl := &old[i]; sl.seq1 != 0 && sl.seq1 != slotDeleted {
 			t.set(sl.key, sl.seq1-1)

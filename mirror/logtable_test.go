@@ -13,6 +13,9 @@ func TestLogTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tab.close()
+	if tab.s != nil {
+		t.Fatalf("a new table of %d slots is in a scratch file, want the heap", len(tab.slots))
+	}
 	ref := map[[32]byte]uint64{}
 	r := rand.New(rand.NewPCG(5, 5))
 	var keys [][32]byte
@@ -45,6 +48,9 @@ func TestLogTable(t *testing.T) {
 	}
 	if tab.live != len(ref) {
 		t.Fatalf("%d live entries, want %d", tab.live, len(ref))
+	}
+	if tab.s == nil {
+		t.Fatalf("a table of %d slots is on the heap, want a scratch file", len(tab.slots))
 	}
 	n := 0
 	tab.all(func(k *[32]byte, seq uint64) {

@@ -1,10 +1,12 @@
 package mirror
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -66,6 +68,13 @@ type genRecord struct {
 	// Bytes is the size of the files this generation added (its delta, or
 	// its base when it was compacted).
 	Bytes int64 `json:"bytes"`
+
+	// raw is the JSON a manifest holds for the record, once it was read
+	// from or written to one (nil before). A record in a manifest is never
+	// changed, so the next manifest copies raw instead of encoding the
+	// record again, and a reader that finds the same bytes keeps the
+	// record it decoded before (see readManifest).
+	raw []byte
 }
 
 // files returns every data file the generation reads.
@@ -110,8 +119,11 @@ func isManifest(tx *bolt.Tx) bool {
 	return b != nil && b.Get([]byte(metaManifest)) != nil
 }
 
-// readManifest reads the manifest tx holds.
-func readManifest(tx *bolt.Tx, path string) (*manifest, error) {
+// readManifest reads the manifest tx holds. prev (nil: none) is a
+// manifest read before: a record whose bytes are the same as there is
+// taken from it as it is, already decoded and checked, so that reading
+// the manifest again after a publish decodes only the new generation.
+func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s: the generation manifest is damaged (%s): move PATH aside and run `mirror sync` to rebuild the mirror", ErrCorrupt, path, fmt.Sprintf(format, args...))
 	}
@@ -139,21 +151,19 @@ func readManifest(tx *bolt.Tx, path string) (*manifest, error) {
 		return nil, bad("no generations")
 	}
 	err := gb.ForEach(func(k, v []byte) error {
-		var g genRecord
 		n, ok := u64(k)
-		if !ok || json.Unmarshal(v, &g) != nil || g.Generation != n || g.Base == "" {
+		if !ok {
 			return bad("generation entry %x", k)
 		}
-		for _, f := range g.files() {
-			if f != filepath.Base(f) || f == "." || f == ".." {
-				return bad("generation %d names file %q outside its directory", n, f)
+		if prev != nil {
+			if g, ok := prev.get(n); ok && bytes.Equal(g.raw, v) {
+				mf.gens = append(mf.gens, *g)
+				return nil
 			}
 		}
-		if g.Counts == nil {
-			g.Counts = map[string]int{}
-		}
-		if g.ByEffect == nil {
-			g.ByEffect = map[string]int{}
+		g, err := decodeGenRecord(n, v)
+		if err != nil {
+			return bad("%v", err)
 		}
 		mf.gens = append(mf.gens, g)
 		return nil
@@ -167,16 +177,42 @@ func readManifest(tx *bolt.Tx, path string) (*manifest, error) {
 	return mf, nil
 }
 
+// decodeGenRecord decodes and checks the record of generation n, which a
+// manifest holds as v; the record keeps a copy of v.
+func decodeGenRecord(n uint64, v []byte) (genRecord, error) {
+	var g genRecord
+	if json.Unmarshal(v, &g) != nil || g.Generation != n || g.Base == "" {
+		return genRecord{}, fmt.Errorf("generation entry %d", n)
+	}
+	for _, f := range g.files() {
+		if f != filepath.Base(f) || f == "." || f == ".." {
+			return genRecord{}, fmt.Errorf("generation %d names file %q outside its directory", n, f)
+		}
+	}
+	if g.Counts == nil {
+		g.Counts = map[string]int{}
+	}
+	if g.ByEffect == nil {
+		g.ByEffect = map[string]int{}
+	}
+	g.raw = bytes.Clone(v)
+	return g, nil
+}
+
+// tempName returns a new name for a temporary file that will replace
+// final, beside it, for a loader to create: with the writer lock held,
+// nobody else makes one, and a writer removes those a killed one left
+// (removeTemps). Naming it instead of creating it with os.CreateTemp
+// saves a create and a reopen, a tenth of a local edit.
+func tempName(final string) string {
+	return fmt.Sprintf("%s.tmp-%016x", final, rand.Uint64())
+}
+
 // writeManifest writes mf to a temporary file next to path, fsyncs and
 // checks it, and returns its name; the caller renames it over path.
 func writeManifest(path string, mf *manifest, opts Options) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return "", fmt.Errorf("writing the generation manifest next to %s: %w", path, err)
-	}
-	tmp := f.Name()
-	f.Close()
-	err = loadManifest(tmp, mf, opts)
+	tmp := tempName(path)
+	err := loadManifest(tmp, mf, opts)
 	if err == nil {
 		err = os.Chmod(tmp, 0o644)
 	}
@@ -197,12 +233,16 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 			err = cerr
 		}
 	}()
-	for _, g := range mf.gens {
-		j, err := json.Marshal(g)
-		if err != nil {
-			return err
+	for i := range mf.gens {
+		g := &mf.gens[i]
+		if g.raw == nil {
+			j, err := json.Marshal(g)
+			if err != nil {
+				return err
+			}
+			g.raw = j
 		}
-		if err := l.Put(bucketGens, beUint64(g.Generation), j); err != nil {
+		if err := l.Put(bucketGens, beUint64(g.Generation), g.raw); err != nil {
 			return err
 		}
 	}
@@ -223,12 +263,18 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 		return err
 	}
 	return checkSmallFile(name, opts, func(tx *bolt.Tx) error {
-		got, err := readManifest(tx, name)
+		// Every record must read back as the bytes just written.
+		got, err := readManifest(tx, name, mf)
 		if err != nil {
 			return err
 		}
 		if got.current != mf.current || len(got.gens) != len(mf.gens) || !got.state.Equal(&mf.state) {
 			return errors.New("the manifest reads back different")
+		}
+		for i := range got.gens {
+			if !bytes.Equal(got.gens[i].raw, mf.gens[i].raw) {
+				return fmt.Errorf("generation %d reads back different", mf.gens[i].Generation)
+			}
 		}
 		return nil
 	})

@@ -131,7 +131,8 @@ var (
 // reference while it is current and every reader in flight holds one.
 // The database is closed when the count drops to zero.
 type snap struct {
-	db   *bolt.DB    // the base file
+	file *dataFile   // the base file (or a format-1 file), shared
+	db   *bolt.DB    // file.db
 	meta Meta        // the generation's
 	fi   os.FileInfo // PATH as it was just before the open
 	refs atomic.Int64
@@ -254,7 +255,7 @@ func (s *snap) release() {
 		}
 		s.readers, s.free = nil, nil
 		s.rmu.Unlock()
-		_ = s.db.Close()
+		s.file.release()
 		s.ov.close()
 	}
 }
@@ -265,7 +266,7 @@ func (s *snap) release() {
 // newer noether-mirror is ErrFormatVersion.
 func Open(path string, opts Options) (*Mirror, error) {
 	opts = opts.normalized()
-	s, err := openSnap(path, opts)
+	s, err := openSnap(path, opts, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -400,32 +401,38 @@ func guarded(path string, fn func() error) (err error) {
 
 // openSnap opens what PATH holds now: the current generation of a
 // format-2 mirror (its manifest, base and deltas), or a format-1
-// snapshot file as it is.
-func openSnap(path string, opts Options) (*snap, error) {
+// snapshot file as it is. prev (nil: none) is a snapshot the caller
+// holds, opened before from the same PATH: what the new one has in
+// common with it (manifest records, data files, the fold of its deltas)
+// is taken from it instead of being read again.
+func openSnap(path string, opts Options, prev *snap) (*snap, error) {
 	// A writer may collect the files of the generation a manifest named
 	// between our read of the manifest and our open of them; by then a
 	// newer manifest is at PATH, so read it again.
 	for attempt := 1; ; attempt++ {
-		s, err := openSnapOnce(path, opts)
+		s, err := openSnapOnce(path, opts, prev)
 		if err == nil || attempt == 3 || !errors.Is(err, errDataFileGone) {
 			return s, err
 		}
 	}
 }
 
-func openSnapOnce(path string, opts Options) (*snap, error) {
+func openSnapOnce(path string, opts Options, prev *snap) (*snap, error) {
 	db, fi, err := openBoltFile(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	var mf *manifest
+	var mf, prevMf *manifest
+	if prev != nil {
+		prevMf = prev.mf
+	}
 	err = guarded(path, func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			if !isManifest(tx) {
 				return nil
 			}
 			var err error
-			mf, err = readManifest(tx, path)
+			mf, err = readManifest(tx, path, prevMf)
 			return err
 		})
 	})
@@ -434,10 +441,12 @@ func openSnapOnce(path string, opts Options) (*snap, error) {
 		return nil, err
 	}
 	if mf == nil {
-		return fileSnap(path, db, fi, opts)
+		f := &dataFile{path: path, db: db, fi: fi}
+		f.refs.Store(1)
+		return fileSnap(f, opts)
 	}
 	_ = db.Close()
-	s, err := openGen(path, mf, mf.current, opts)
+	s, err := openGen(path, mf, mf.current, opts, prev)
 	if err != nil {
 		return nil, err
 	}
@@ -447,29 +456,29 @@ func openSnapOnce(path string, opts Options) (*snap, error) {
 
 // openFile opens one snapshot file (a base, or a format-1 mirror) alone.
 func openFile(path string, opts Options) (*snap, error) {
-	db, fi, err := openBoltFile(path, opts)
+	f, err := openDataFile(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	return fileSnap(path, db, fi, opts)
+	return fileSnap(f, opts)
 }
 
-// fileSnap is the snapshot of one open snapshot file; it closes db on
-// error.
-func fileSnap(path string, db *bolt.DB, fi os.FileInfo, opts Options) (*snap, error) {
-	s := &snap{db: db, fi: fi, scEvery: max(opts.ReloadInterval, 0)}
-	err := guarded(path, func() error {
-		return db.View(func(tx *bolt.Tx) error {
+// fileSnap is the snapshot of one open snapshot file; it takes over the
+// caller's reference to f, which it releases on error.
+func fileSnap(f *dataFile, opts Options) (*snap, error) {
+	s := &snap{file: f, db: f.db, fi: f.fi, scEvery: max(opts.ReloadInterval, 0)}
+	err := guarded(f.path, func() error {
+		return f.db.View(func(tx *bolt.Tx) error {
 			var err error
-			s.meta, err = readMeta(tx, path)
+			s.meta, err = readMeta(tx, f.path)
 			return err
 		})
 	})
 	if err != nil {
-		_ = db.Close()
+		f.release()
 		return nil, err
 	}
-	s.meta.SizeBytes = fi.Size()
+	s.meta.SizeBytes = f.fi.Size()
 	s.base = s.meta
 	s.refs.Store(1)
 	return s, nil
@@ -533,10 +542,14 @@ func (m *Mirror) reload(force bool) (bool, error) {
 	m.nextCheck.Store(now.Add(m.opts.ReloadInterval).UnixNano())
 	m.mu.RLock()
 	cur := m.cur
+	if cur != nil {
+		cur.refs.Add(1) // held while the next one reuses its files
+	}
 	m.mu.RUnlock()
 	if cur == nil {
 		return false, fmt.Errorf("%w: mirror %s", ErrClosed, m.path)
 	}
+	defer cur.release()
 	fi, err := os.Stat(m.path)
 	if err != nil {
 		return false, fmt.Errorf("checking %s for a newer snapshot: %w", m.path, err)
@@ -544,7 +557,7 @@ func (m *Mirror) reload(force bool) (bool, error) {
 	if os.SameFile(fi, cur.fi) && fi.Size() == cur.fi.Size() && fi.ModTime().Equal(cur.fi.ModTime()) {
 		return false, nil
 	}
-	next, err := openSnap(m.path, m.opts)
+	next, err := openSnap(m.path, m.opts, cur)
 	if err != nil {
 		return false, err
 	}

@@ -5,9 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -69,12 +73,10 @@ func parseIndex(v []byte, e *ovEntry) error {
 // per lifecycle kind, indexed by store.LifecycleKind.
 const classes = 5
 
-// layer is one open delta file. Its records are read through the file's
-// own transactions; it is closed with the overlay.
-type layer struct {
-	path string
-	db   *bolt.DB
-}
+// layer is one open delta file, shared by the overlays of every
+// generation that reads it (see dataFile). Its records are read through
+// the file's own transactions.
+type layer struct{ *dataFile }
 
 // value returns a copy of the value under key in bucket, or nil.
 func (l *layer) value(bucket, key []byte) (out []byte, err error) {
@@ -144,19 +146,36 @@ type ovEntry struct {
 // key they touch, the latest word. It is built when the generation is
 // opened and never changes; safe for concurrent reads.
 type overlay struct {
-	layers []*layer
+	layers []*layer // one reference each, released by close
 	stages map[string]*ovEntry
 	quar   map[string]*layer // nil: removed
-	qkeys  []string          // every quarantine key touched, sorted
-	// hidden[c] are the base's stages of class c that the deltas touch
-	// (replaced or removed); live[c] the deltas' live stages of class c;
-	// both sorted by id. Class 0 is every stage, class k lifecycle kind k.
+	// slab holds the entries stages points to, allocated in blocks.
+	slab []ovEntry
+
+	// The sorted lists that listings, pages and the name and signature
+	// indexes merge with the base, built on first use (see lists): a
+	// process that only reads stages by id never needs them.
+	listOnce sync.Once
+	ls       ovLists
+}
+
+// ovLists are an overlay's sorted lists. hidden[c] are the base's stages
+// of class c that the deltas touch (replaced or removed); live[c] the
+// deltas' live stages of class c; both sorted by id. Class 0 is every
+// stage, class k lifecycle kind k.
+type ovLists struct {
+	qkeys  []string // every quarantine key touched, sorted
 	hidden [classes][]string
 	live   [classes][]string
 	byName map[string][]string // live ids by name, sorted
 	bySig  map[string][]string // live ids by signature id, sorted
-	// slab holds the entries stages points to, allocated in blocks.
-	slab []ovEntry
+}
+
+// lists returns the overlay's sorted lists, building them on first use.
+// They never change after.
+func (ov *overlay) lists() *ovLists {
+	ov.listOnce.Do(ov.index)
+	return &ov.ls
 }
 
 // maxOverlayHint bounds the size hint a manifest can make a reader
@@ -175,9 +194,12 @@ func (ov *overlay) newEntry() *ovEntry {
 
 // openOverlay opens the delta files names (in dir, oldest first) and
 // folds them. hint is how many keys they touch together, as the manifest
-// says (only a size hint: the maps and lists are allocated once at that
-// size instead of growing). Nothing is open when it fails.
-func openOverlay(dir string, names []string, hint int, opts Options) (ov *overlay, err error) {
+// says (only a size hint: the maps are allocated once at that size
+// instead of growing). prev (nil: none) is an open overlay of the same
+// mirror the caller holds: the files both read are shared, and when
+// prev's deltas are the first of names, its fold is copied and only the
+// rest are folded. Nothing is open when it fails.
+func openOverlay(dir string, names []string, hint int, opts Options, prev *overlay) (ov *overlay, err error) {
 	hint = min(max(hint, 0), maxOverlayHint)
 	ov = &overlay{stages: make(map[string]*ovEntry, hint), quar: map[string]*layer{}, slab: make([]ovEntry, 0, hint)}
 	defer func() {
@@ -185,32 +207,113 @@ func openOverlay(dir string, names []string, hint int, opts Options) (ov *overla
 			ov.close()
 		}
 	}()
-	for _, n := range names {
-		path := filepath.Join(dir, n)
-		db, _, err := openBoltFile(path, opts)
-		if err != nil {
-			return nil, err
+	have := map[string]*layer{}
+	if prev != nil {
+		for _, l := range prev.layers {
+			have[l.path] = l
 		}
-		l := &layer{path: path, db: db}
+		if prev.continuedBy(dir, names) {
+			ov.copyFold(prev)
+			names = names[len(prev.layers):]
+		}
+	}
+	files, err := openLayers(dir, names, have, opts)
+	if err != nil {
+		return nil, err
+	}
+	for i, f := range files {
+		l := &layer{f}
 		ov.layers = append(ov.layers, l)
-		err = guarded(path, func() error {
-			return db.View(func(tx *bolt.Tx) error { return ov.fold(tx, l) })
+		err = guarded(f.path, func() error {
+			return l.db.View(func(tx *bolt.Tx) error { return ov.fold(tx, l) })
 		})
 		if err != nil {
+			for _, f := range files[i+1:] {
+				f.release()
+			}
 			return nil, err
 		}
 	}
-	ov.index()
 	return ov, nil
 }
 
-// close closes every layer; a nil overlay is fine.
+// openLayers returns the delta files names (in dir) open, a reference
+// each: the ones have holds that are still those files, the others
+// opened, several at a time (a file's open is mostly system calls and
+// the check of its root pages). Nothing is open when it fails.
+func openLayers(dir string, names []string, have map[string]*layer, opts Options) ([]*dataFile, error) {
+	files := make([]*dataFile, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, n := range names {
+		path := filepath.Join(dir, n)
+		if l, ok := have[path]; ok {
+			if files[i] = l.reuse(path); files[i] != nil {
+				continue
+			}
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			files[i], errs[i] = openDataFile(path, opts)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		for _, f := range files {
+			if f != nil {
+				f.release()
+			}
+		}
+		return nil, err // the oldest file's: the one a reader would meet first
+	}
+	return files, nil
+}
+
+// continuedBy reports whether the delta files names (in dir) start with
+// every file ov folded, as they are on disk now.
+func (ov *overlay) continuedBy(dir string, names []string) bool {
+	if len(ov.layers) > len(names) {
+		return false
+	}
+	for i, l := range ov.layers {
+		path := filepath.Join(dir, names[i])
+		if l.path != path {
+			return false
+		}
+		if fi, err := os.Stat(path); err != nil || !os.SameFile(fi, l.fi) {
+			return false
+		}
+	}
+	return true
+}
+
+// copyFold makes the empty ov the fold prev holds, sharing its layers
+// (a reference each) but not its entries, which the next folds change.
+func (ov *overlay) copyFold(prev *overlay) {
+	for _, l := range prev.layers {
+		l.refs.Add(1)
+		ov.layers = append(ov.layers, l)
+	}
+	for k, e := range prev.stages {
+		c := ov.newEntry()
+		*c = *e
+		ov.stages[k] = c
+	}
+	maps.Copy(ov.quar, prev.quar)
+}
+
+// close releases every layer; a nil overlay is fine.
 func (ov *overlay) close() {
 	if ov == nil {
 		return
 	}
 	for _, l := range ov.layers {
-		_ = l.db.Close()
+		l.release()
 	}
 }
 
@@ -287,7 +390,7 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 	return bk[string(bucketQRemoved)].ForEach(func(k, _ []byte) error { ov.quar[string(k)] = nil; return nil })
 }
 
-// index builds the sorted lists reads merge with the base.
+// index builds the sorted lists reads merge with the base (see lists).
 func (ov *overlay) index() {
 	ids := make([]string, 0, len(ov.stages))
 	for id := range ov.stages {
@@ -319,37 +422,37 @@ func (ov *overlay) index() {
 		}
 	}
 	for c := range classes {
-		ov.hidden[c] = make([]string, 0, nHidden[c])
-		ov.live[c] = make([]string, 0, nLive[c])
+		ov.ls.hidden[c] = make([]string, 0, nHidden[c])
+		ov.ls.live[c] = make([]string, 0, nLive[c])
 	}
-	ov.byName, ov.bySig = make(map[string][]string, names), make(map[string][]string, sigs)
+	ov.ls.byName, ov.ls.bySig = make(map[string][]string, names), make(map[string][]string, sigs)
 	for _, id := range ids {
 		e := ov.stages[id]
 		if e.inBase {
-			ov.hidden[0] = append(ov.hidden[0], id)
+			ov.ls.hidden[0] = append(ov.ls.hidden[0], id)
 			if e.baseKind != store.LifecycleUnknown {
-				ov.hidden[e.baseKind] = append(ov.hidden[e.baseKind], id)
+				ov.ls.hidden[e.baseKind] = append(ov.ls.hidden[e.baseKind], id)
 			}
 		}
 		if e.src == nil {
 			continue
 		}
-		ov.live[0] = append(ov.live[0], id)
+		ov.ls.live[0] = append(ov.ls.live[0], id)
 		if e.kind != store.LifecycleUnknown {
-			ov.live[e.kind] = append(ov.live[e.kind], id)
+			ov.ls.live[e.kind] = append(ov.ls.live[e.kind], id)
 		}
 		if e.hasName {
-			ov.byName[e.name] = append(ov.byName[e.name], id)
+			ov.ls.byName[e.name] = append(ov.ls.byName[e.name], id)
 		}
 		if e.sig != "" {
-			ov.bySig[string(e.sig)] = append(ov.bySig[string(e.sig)], id)
+			ov.ls.bySig[string(e.sig)] = append(ov.ls.bySig[string(e.sig)], id)
 		}
 	}
-	ov.qkeys = make([]string, 0, len(ov.quar))
+	ov.ls.qkeys = make([]string, 0, len(ov.quar))
 	for k := range ov.quar {
-		ov.qkeys = append(ov.qkeys, k)
+		ov.ls.qkeys = append(ov.ls.qkeys, k)
 	}
-	slices.Sort(ov.qkeys)
+	slices.Sort(ov.ls.qkeys)
 }
 
 // touched returns the overlay's entry for a stage id, if any.

@@ -72,7 +72,7 @@ func (s *snap) scanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id
 					return s.missingBucket(posBucket(kind))
 				}
 			}
-			return s.mergeFrom(posBucket(kind), pb, sb, 0, s.ov.live[class(kind)], 0, func(id, raw []byte) (bool, error) {
+			return s.mergeFrom(posBucket(kind), pb, sb, 0, s.ov.lists().live[class(kind)], 0, func(id, raw []byte) (bool, error) {
 				if n%4096 == 0 {
 					if err := ctx.Err(); err != nil {
 						return false, err

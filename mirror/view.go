@@ -61,7 +61,7 @@ func class(kind store.LifecycleKind) int {
 // The caller has checked offset and limit against the total, as page does.
 func (s *snap) ovPage(kind store.LifecycleKind, offset, limit, total int) ([][]byte, int, error) {
 	c := class(kind)
-	hidden, live := s.ov.hidden[c], s.ov.live[c]
+	hidden, live := s.ov.lists().hidden[c], s.ov.lists().live[c]
 	nb := s.base.count(kind)
 	var out [][]byte
 	err := s.view(func(tx *bolt.Tx) error {
@@ -182,7 +182,7 @@ func baseWalk(pb, sb *bolt.Bucket, q int) func() (id, v []byte) {
 // ovRecords is records over base and overlay.
 func (s *snap) ovRecords(ctx context.Context, kind store.LifecycleKind, prefix []byte) iter.Seq2[Record, error] {
 	return func(yield func(Record, error) bool) {
-		live := s.ov.live[class(kind)]
+		live := s.ov.lists().live[class(kind)]
 		j := countBelow(live, prefix)
 		next := func() (Record, bool, error) { // the next live overlay record with prefix
 			if j >= len(live) || !strings.HasPrefix(live[j], string(prefix)) {
@@ -231,7 +231,7 @@ func (s *snap) ovRecords(ctx context.Context, kind store.LifecycleKind, prefix [
 // ovQuarantined is quarantined over base and overlay.
 func (s *snap) ovQuarantined(ctx context.Context) iter.Seq2[QuarantineEntry, error] {
 	return func(yield func(QuarantineEntry, error) bool) {
-		keys := s.ov.qkeys
+		keys := s.ov.lists().qkeys
 		j := 0
 		// emit yields the overlay's live entries below key ("" : all).
 		emit := func(below string, all bool) bool {
@@ -283,9 +283,9 @@ func (s *snap) ovQuarantined(ctx context.Context) iter.Seq2[QuarantineEntry, err
 // found (ids and raws in id order, those the overlay touches already
 // left out), keeping id order.
 func (s *snap) ovIndexed(sig bool, value string, keep func(v []byte) bool, first bool, ids [][]byte, raws [][]byte) ([][]byte, error) {
-	list := s.ov.byName[value]
+	list := s.ov.lists().byName[value]
 	if sig {
-		list = s.ov.bySig[value]
+		list = s.ov.lists().bySig[value]
 	}
 	var out [][]byte
 	i := 0

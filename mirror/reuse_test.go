@@ -1,0 +1,234 @@
+package mirror
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// sameFold fails unless the overlays got and want (nil: none) hold the
+// same word for every key, from delta files of the same names.
+func sameFold(t *testing.T, when string, got, want *overlay) {
+	t.Helper()
+	if (got == nil) != (want == nil) {
+		t.Fatalf("%s: overlay %v, want %v", when, got != nil, want != nil)
+	}
+	if got == nil {
+		return
+	}
+	name := func(l *layer) string {
+		if l == nil {
+			return "(removed)"
+		}
+		return filepath.Base(l.path)
+	}
+	if len(got.layers) != len(want.layers) || len(got.stages) != len(want.stages) || len(got.quar) != len(want.quar) {
+		t.Fatalf("%s: %d layers, %d stages, %d quarantine keys; want %d, %d, %d", when,
+			len(got.layers), len(got.stages), len(got.quar), len(want.layers), len(want.stages), len(want.quar))
+	}
+	for i := range got.layers {
+		if name(got.layers[i]) != name(want.layers[i]) {
+			t.Fatalf("%s: layer %d is %s, want %s", when, i, name(got.layers[i]), name(want.layers[i]))
+		}
+	}
+	for k, w := range want.stages {
+		g, ok := got.stages[k]
+		if !ok {
+			t.Fatalf("%s: stage %.12s is not in the fold", when, k)
+		}
+		gc, wc := *g, *w
+		gs, ws := name(gc.src), name(wc.src)
+		gc.src, wc.src = nil, nil
+		if gc != wc || gs != ws {
+			t.Fatalf("%s: stage %.12s folds to %+v from %s, want %+v from %s", when, k, gc, gs, wc, ws)
+		}
+	}
+	for k, w := range want.quar {
+		if g, ok := got.quar[k]; !ok || name(g) != name(w) {
+			t.Fatalf("%s: quarantine key %.12s folds to %s, want %s", when, k, name(g), name(w))
+		}
+	}
+}
+
+// TestReloadReusesFiles publishes local edits through one Mirror (deltas,
+// merges of the chain, a compaction) and checks after each that its
+// reloaded generation shares the files it has in common with the one
+// before, folds to exactly what a fresh Open folds, and that the files
+// of generations nobody holds any more are closed.
+func TestReloadReusesFiles(t *testing.T) {
+	m := layeredMirror(t, Options{MaxLayers: 3, MaxOverlay: 12})
+	syncAll(t, m, stdlibStages(t)[:20], PublishInfo{})
+	ctx := t.Context()
+	var reused, merges, compactions int
+	for i := range 30 {
+		prev, err := m.acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Put(ctx, genStage(t, 1000+i, 100, testKey())); err != nil {
+			t.Fatal(err)
+		}
+		cur, err := m.acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case cur.gen.Base != prev.gen.Base:
+			compactions++
+			if cur.file == prev.file {
+				t.Fatalf("edit %d: a new base shares the old one's file", i)
+			}
+		case cur.file != prev.file:
+			t.Fatalf("edit %d: the base %s was opened again", i, cur.gen.Base)
+		case len(cur.gen.Deltas) == 1 && len(prev.gen.Deltas) > 0:
+			merges++
+		default:
+			reused++
+			for j, l := range prev.ovLayers() {
+				if cur.ov.layers[j] != l {
+					t.Fatalf("edit %d: delta %s was opened again", i, filepath.Base(l.path))
+				}
+			}
+		}
+		fresh, err := Open(m.Path(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := fresh.acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameFold(t, fmt.Sprintf("after edit %d", i), cur.ov, want.ov)
+		want.release()
+		fresh.Close()
+		old := append([]*layer{{prev.file}}, prev.ovLayers()...)
+		prev.release()
+		cur.release()
+		for _, l := range old {
+			if !cur.holds(l.dataFile) && l.refs.Load() != 0 {
+				t.Fatalf("edit %d: %s, which generation %d no longer reads, still has %d references",
+					i, filepath.Base(l.path), cur.gen.Generation, l.refs.Load())
+			}
+		}
+	}
+	if reused == 0 || merges == 0 || compactions == 0 {
+		t.Fatalf("%d reloads continued a chain, %d merged it, %d compacted: want each", reused, merges, compactions)
+	}
+}
+
+// ovLayers returns the delta files s reads.
+func (s *snap) ovLayers() []*layer {
+	if s.ov == nil {
+		return nil
+	}
+	return s.ov.layers
+}
+
+// holds reports whether s reads f.
+func (s *snap) holds(f *dataFile) bool {
+	if s.file == f {
+		return true
+	}
+	for _, l := range s.ovLayers() {
+		if l.dataFile == f {
+			return true
+		}
+	}
+	return false
+}
+
+// TestReloadAfterRebuildInPlace replaces a mirror under an open Mirror by
+// another one built at the same path, whose files have the same names:
+// the reload must read the new files, not the open ones of those names.
+func TestReloadAfterRebuildInPlace(t *testing.T) {
+	ss := stdlibStages(t)
+	m := layeredMirror(t, Options{})
+	syncAll(t, m, ss[:10], PublishInfo{})
+	if _, err := m.Put(t.Context(), ss[10]); err != nil {
+		t.Fatal(err)
+	}
+	path := m.Path()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(gensDir(path)); err != nil {
+		t.Fatal(err)
+	}
+	other, err := Create(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncAll(t, other, ss[20:30], PublishInfo{})
+	if _, err := other.Put(t.Context(), ss[30]); err != nil {
+		t.Fatal(err)
+	}
+	if g, og := m.Meta().Generation, other.Meta().Generation; g != og {
+		t.Fatalf("the rebuilt mirror is at generation %d, the old one at %d: the test needs the same file names", og, g)
+	}
+	other.Close()
+	if _, err := m.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ss[20:31] {
+		if _, err := m.GetRaw(t.Context(), s.ID); err != nil {
+			t.Fatalf("stage %s of the rebuilt mirror: %v", s.ID, err)
+		}
+	}
+	if ok, _ := m.Contains(t.Context(), ss[0].ID); ok {
+		t.Fatalf("stage %s of the replaced mirror is still read", ss[0].ID)
+	}
+	mustVerify(t, m)
+}
+
+// TestManifestRecordsReused checks readManifest against a manifest read
+// before: a record with the same bytes is taken from it, one whose bytes
+// differ under the same generation (another mirror built in its place)
+// is decoded anew.
+func TestManifestRecordsReused(t *testing.T) {
+	m := layeredMirror(t, Options{})
+	ss := stdlibStages(t)
+	syncAll(t, m, ss[:5], PublishInfo{})
+	for _, s := range ss[5:8] {
+		if _, err := m.Put(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(prev *manifest) *manifest {
+		t.Helper()
+		db, err := bolt.Open(m.Path(), 0o444, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var mf *manifest
+		if err := db.View(func(tx *bolt.Tx) (err error) { mf, err = readManifest(tx, m.Path(), prev); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return mf
+	}
+	first := read(nil)
+	again := read(first)
+	for i := range first.gens {
+		if &again.gens[i].raw[0] != &first.gens[i].raw[0] {
+			t.Errorf("generation %d was decoded again, not taken from the manifest read before", first.gens[i].Generation)
+		}
+	}
+	// The same generation numbers with other records.
+	stale := &manifest{gens: append([]genRecord(nil), first.gens...)}
+	for i := range stale.gens {
+		g := &stale.gens[i]
+		g.Total, g.Base = -1, "elsewhere"
+		g.raw, _ = json.Marshal(g)
+	}
+	fresh := read(stale)
+	for i, g := range fresh.gens {
+		if g.Total != first.gens[i].Total || g.Base != first.gens[i].Base || !bytes.Equal(g.raw, first.gens[i].raw) {
+			t.Errorf("generation %d was taken from a manifest whose record differs", g.Generation)
+		}
+	}
+}
