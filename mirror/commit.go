@@ -200,7 +200,11 @@ func (w *Writer) rebase(ctx context.Context, cur *snap, meta Meta) (genRecord, l
 // renamed over PATH, then the files of generations the keep policy drops
 // are removed.
 func (m *Mirror) commit(prev *manifest, rec genRecord, state lthash.State) error {
-	mf := &manifest{current: rec.Generation, state: state, gens: append(slices.Clone(prev.gens), rec)}
+	recs, err := prev.records()
+	if err != nil {
+		return err
+	}
+	mf := &manifest{current: rec.Generation, state: state, gens: append(slices.Clone(recs), rec), path: m.path}
 	mf.gens = m.opts.Keep.apply(mf.gens, time.Now())
 	if err := m.writeManifestFile(mf); err != nil {
 		return err

@@ -468,3 +468,57 @@ func BenchmarkGC(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOpenHistory times Open and a first GetRaw (the Close after is
+// not timed) of a copy of the benchmark mirror of n stages that keeps H
+// generations, made by local edits of one stage each and kept by the
+// default policy (H=168: a week of hourly syncs that each changed
+// something). Building a history is not timed (about 10 ms an edit).
+//
+//	go test ./mirror -run '^$' -bench 'BenchmarkOpenHistory' -benchmem -benchtime 200x
+func BenchmarkOpenHistory(b *testing.B) {
+	for _, n := range benchSizes[1:] {
+		for _, h := range []int{2, 30, 168} {
+			b.Run(fmt.Sprintf("n=%d/H=%d", n, h), func(b *testing.B) { benchOpenHistory(b, n, h) })
+		}
+	}
+}
+
+func benchOpenHistory(b *testing.B, n, h int) {
+	d := benchMirror(b, n)
+	ctx := context.Background()
+	path := copyBench(b, d)
+	m, err := Open(path, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := testKey()
+	for i := 0; ; i++ {
+		gens, err := m.Generations(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(gens) >= h {
+			break
+		}
+		if _, err := m.Put(ctx, genStage(b, n+i, benchCodeSize, key)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m.Close()
+	warmFiles(b, path)
+	id := d.ids[len(d.ids)/2]
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := Open(path, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := m.GetRaw(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer() // what a process does before its first read
+		m.Close()
+		b.StartTimer()
+	}
+}

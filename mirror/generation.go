@@ -16,7 +16,10 @@ import (
 // are folded on top of prev's fold. The snapshot's FileInfo is the
 // caller's to set.
 func openGen(path string, mf *manifest, g uint64, opts Options, prev *snap) (*snap, error) {
-	rec, ok := mf.get(g)
+	rec, ok, err := mf.get(g)
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, mf.gone(path, strconv.FormatUint(g, 10))
 	}
@@ -90,7 +93,7 @@ func (g *genRecord) meta(path string) Meta {
 // gone is the error for a generation reference (a number or a digest
 // prefix) that names no kept generation.
 func (mf *manifest) gone(path, ref string) error {
-	oldest, newest := mf.gens[0].Generation, mf.gens[len(mf.gens)-1].Generation
+	oldest, newest := mf.oldest(), mf.newest()
 	if n, err := strconv.ParseUint(ref, 10, 64); err == nil && n < oldest {
 		return fmt.Errorf("%w: generation %d of %s was collected; the oldest kept is %d (keep more with --keep)", ErrGenerationGone, n, path, oldest)
 	}
@@ -102,10 +105,10 @@ func (mf *manifest) gone(path, ref string) error {
 func (mf *manifest) resolve(path, ref string) (uint64, error) {
 	ref = strings.TrimSpace(ref)
 	if n, err := strconv.ParseUint(ref, 10, 64); err == nil {
-		if _, ok := mf.get(n); ok {
+		if mf.has(n) {
 			return n, nil
 		}
-		if len(ref) < 4 || n < mf.gens[0].Generation {
+		if len(ref) < 4 || n < mf.oldest() {
 			return 0, mf.gone(path, ref)
 		}
 	}
@@ -113,8 +116,12 @@ func (mf *manifest) resolve(path, ref string) (uint64, error) {
 	if len(ref) < 4 {
 		return 0, fmt.Errorf("%w: %q is neither a kept generation number nor a digest prefix of at least 4 hex digits", ErrNoGeneration, ref)
 	}
+	recs, err := mf.records()
+	if err != nil {
+		return 0, err
+	}
 	var found []uint64
-	for _, g := range mf.gens {
+	for _, g := range recs {
 		if strings.HasPrefix(g.Digest, ref) {
 			found = append(found, g.Generation)
 		}

@@ -129,10 +129,14 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 	if policy != nil {
 		p = *policy
 	}
-	mf := &manifest{current: cur.mf.current, state: cur.mf.state, gens: p.apply(cur.mf.gens, time.Now())}
+	recs, err := cur.mf.records()
+	if err != nil {
+		return GCResult{}, err
+	}
+	mf := &manifest{current: cur.mf.current, state: cur.mf.state, gens: p.apply(recs, time.Now()), path: m.path}
 	var res GCResult
-	for _, g := range cur.mf.gens {
-		if _, ok := mf.get(g.Generation); !ok {
+	for _, g := range recs {
+		if !mf.has(g.Generation) {
 			res.Dropped = append(res.Dropped, g.Generation)
 		}
 	}
@@ -147,7 +151,7 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 	}
 	swept, err := m.sweep(mf)
 	res.Files, res.Bytes = swept.Files, swept.Bytes
-	res.Kept, res.Oldest = len(mf.gens), mf.gens[0].Generation
+	res.Kept, res.Oldest = len(mf.gens), mf.oldest()
 	return res, err
 }
 
@@ -156,8 +160,12 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 // Only the holder of the writer lock calls it.
 func (m *Mirror) sweep(mf *manifest) (GCResult, error) {
 	dir := gensDir(m.path)
+	recs, err := mf.records()
+	if err != nil {
+		return GCResult{}, err
+	}
 	keep := map[string]bool{}
-	for _, g := range mf.gens {
+	for _, g := range recs {
 		for _, f := range g.files() {
 			keep[f] = true
 		}
@@ -208,9 +216,13 @@ func (m *Mirror) Generations(ctx context.Context) ([]Meta, error) {
 	if s.mf == nil {
 		return []Meta{s.metaWithSidecar(m.path)}, nil
 	}
-	out := make([]Meta, 0, len(s.mf.gens))
-	for i := range s.mf.gens {
-		g := &s.mf.gens[i]
+	recs, err := s.mf.records()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Meta, 0, len(recs))
+	for i := range recs {
+		g := &recs[i]
 		meta := g.meta(m.path)
 		if g.Generation == s.meta.Generation {
 			meta = s.metaWithSidecar(m.path)
@@ -235,7 +247,7 @@ func (m *Mirror) KeptRange(ctx context.Context) (oldest, newest uint64, err erro
 	if s.mf == nil {
 		return s.meta.Generation, s.meta.Generation, nil
 	}
-	return s.mf.gens[0].Generation, s.mf.gens[len(s.mf.gens)-1].Generation, nil
+	return s.mf.oldest(), s.mf.newest(), nil
 }
 
 // Resolve returns the number of the kept generation ref names: a

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,6 +77,9 @@ type genRecord struct {
 	// record again, and a reader that finds the same bytes keeps the
 	// record it decoded before (see readManifest).
 	raw []byte
+	// lazy marks a record read but not decoded yet: only Generation and
+	// raw are set (see manifest.records).
+	lazy bool
 }
 
 // files returns every data file the generation reads.
@@ -83,15 +88,29 @@ func (g *genRecord) files() []string { return append([]string{g.Base}, g.Deltas.
 // manifest is the content of PATH: the kept generations, oldest first,
 // the current one's number and the LtHash state of its content (from
 // which the next generation's digest is computed in O(change)).
+//
+// Reading a manifest decodes the current generation's record only: the
+// others are lazy until records is called (log, --at, resolve, publish),
+// so that a process that reads the current generation never pays for
+// the history the mirror keeps (a record's JSON takes ~30 µs to decode,
+// and an hourly sync keeps 168 generations). Safe for concurrent use.
 type manifest struct {
 	current uint64
 	state   lthash.State
-	gens    []genRecord
+	// gens are every kept generation's record, lazy but the current one's.
+	gens []genRecord
+	// path names the manifest in errors.
+	path string
+
+	histOnce sync.Once
+	histDone atomic.Bool
+	hist     []genRecord // gens, every record decoded, once histDone
+	histErr  error
 }
 
-// get returns the record of generation g.
-func (mf *manifest) get(g uint64) (*genRecord, bool) {
-	i, ok := slices.BinarySearchFunc(mf.gens, g, func(r genRecord, g uint64) int {
+// index returns the position of generation g in gens.
+func (mf *manifest) index(g uint64) (int, bool) {
+	return slices.BinarySearchFunc(mf.gens, g, func(r genRecord, g uint64) int {
 		switch {
 		case r.Generation < g:
 			return -1
@@ -100,10 +119,73 @@ func (mf *manifest) get(g uint64) (*genRecord, bool) {
 		}
 		return 0
 	})
+}
+
+// has reports whether the manifest keeps generation g.
+func (mf *manifest) has(g uint64) bool {
+	_, ok := mf.index(g)
+	return ok
+}
+
+// get returns the record of generation g, decoding the history first if
+// g is not the current generation.
+func (mf *manifest) get(g uint64) (*genRecord, bool, error) {
+	i, ok := mf.index(g)
 	if !ok {
+		return nil, false, nil
+	}
+	if !mf.gens[i].lazy {
+		return &mf.gens[i], true, nil
+	}
+	recs, err := mf.records()
+	if err != nil {
+		return nil, false, err
+	}
+	return &recs[i], true, nil
+}
+
+// oldest and newest are the first and last kept generations' numbers.
+func (mf *manifest) oldest() uint64 { return mf.gens[0].Generation }
+func (mf *manifest) newest() uint64 { return mf.gens[len(mf.gens)-1].Generation }
+
+// records returns every kept generation's record, decoded (the first
+// call decodes the lazy ones). The slice is shared: do not modify it.
+func (mf *manifest) records() ([]genRecord, error) {
+	mf.histOnce.Do(func() {
+		recs := slices.Clone(mf.gens)
+		for i := range recs {
+			if !recs[i].lazy {
+				continue
+			}
+			g, err := decodeGenRecord(recs[i].Generation, recs[i].raw)
+			if err != nil {
+				mf.histErr = damagedManifest(mf.path, "%v", err)
+				return
+			}
+			recs[i] = g
+		}
+		mf.hist = recs
+		mf.histDone.Store(true)
+	})
+	return mf.hist, mf.histErr
+}
+
+// peek returns the record of generation n as decoded as it is now,
+// without decoding anything.
+func (mf *manifest) peek(n uint64) (*genRecord, bool) {
+	i, ok := mf.index(n)
+	switch {
+	case !ok:
 		return nil, false
+	case mf.histDone.Load():
+		return &mf.hist[i], true
 	}
 	return &mf.gens[i], true
+}
+
+// damagedManifest is the error for a manifest that cannot be read.
+func damagedManifest(path, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: the generation manifest is damaged (%s): move PATH aside and run `mirror sync` to rebuild the mirror", ErrCorrupt, path, fmt.Sprintf(format, args...))
 }
 
 // gensDir is the directory of a mirror's data files.
@@ -119,14 +201,14 @@ func isManifest(tx *bolt.Tx) bool {
 	return b != nil && b.Get([]byte(metaManifest)) != nil
 }
 
-// readManifest reads the manifest tx holds. prev (nil: none) is a
-// manifest read before: a record whose bytes are the same as there is
-// taken from it as it is, already decoded and checked, so that reading
-// the manifest again after a publish decodes only the new generation.
+// readManifest reads the manifest tx holds, decoding the current
+// generation's record (the others are lazy, see manifest). prev (nil:
+// none) is a manifest read before: a record whose bytes are the same as
+// there is taken from it as it is (decoded and checked, if it was), so
+// that reading the manifest again after a publish decodes only what is
+// new.
 func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s: the generation manifest is damaged (%s): move PATH aside and run `mirror sync` to rebuild the mirror", ErrCorrupt, path, fmt.Sprintf(format, args...))
-	}
+	bad := func(format string, args ...any) error { return damagedManifest(path, format, args...) }
 	b := tx.Bucket(bucketMeta)
 	if string(b.Get([]byte(metaMagic))) != magic {
 		return nil, bad("no noether-mirror marker")
@@ -138,7 +220,7 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	if v := binary.BigEndian.Uint32(fv); v > FormatVersion {
 		return nil, fmt.Errorf("%w: %s was written by a newer noether-mirror (format %d > %d): upgrade", ErrFormatVersion, path, v, FormatVersion)
 	}
-	mf := &manifest{}
+	mf := &manifest{path: path}
 	var ok bool
 	if mf.current, ok = u64(b.Get([]byte(metaCurrent))); !ok {
 		return nil, bad("no current generation")
@@ -156,10 +238,14 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 			return bad("generation entry %x", k)
 		}
 		if prev != nil {
-			if g, ok := prev.get(n); ok && bytes.Equal(g.raw, v) {
+			if g, ok := prev.peek(n); ok && bytes.Equal(g.raw, v) && (!g.lazy || n != mf.current) {
 				mf.gens = append(mf.gens, *g)
 				return nil
 			}
+		}
+		if n != mf.current {
+			mf.gens = append(mf.gens, genRecord{Generation: n, raw: bytes.Clone(v), lazy: true})
+			return nil
 		}
 		g, err := decodeGenRecord(n, v)
 		if err != nil {
@@ -171,7 +257,7 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := mf.get(mf.current); !ok {
+	if i, ok := mf.index(mf.current); !ok || mf.gens[i].lazy {
 		return nil, bad("the current generation %d is not listed", mf.current)
 	}
 	return mf, nil

@@ -54,8 +54,8 @@ func indexValue(r *Record) []byte {
 	return append(v, r.SignatureID...)
 }
 
-// parseIndex decodes an indexValue into e.
-func parseIndex(v []byte, e *ovEntry) error {
+// parseIndex decodes an indexValue into e, its strings from a.
+func parseIndex(v []byte, e *ovEntry, a *strArena) error {
 	if len(v) < 3 || v[0] >= classes || v[1] > 1 {
 		return errors.New("damaged index entry")
 	}
@@ -65,7 +65,7 @@ func parseIndex(v []byte, e *ovEntry) error {
 	}
 	name := v[2+w : 2+w+int(n)]
 	e.kind, e.hasName = store.LifecycleKind(v[0]), v[1] == 1
-	e.name, e.sig = string(name), store.SignatureID(v[2+w+int(n):])
+	e.name, e.sig = a.strBytes(name), store.SignatureID(a.strBytes(v[2+w+int(n):]))
 	return nil
 }
 
@@ -149,8 +149,11 @@ type overlay struct {
 	layers []*layer // one reference each, released by close
 	stages map[string]*ovEntry
 	quar   map[string]*layer // nil: removed
-	// slab holds the entries stages points to, allocated in blocks.
+	// slab holds the entries stages points to, allocated in blocks; strs
+	// the bytes of their keys, names and signature ids (a fold would
+	// otherwise allocate three strings a stage).
 	slab []ovEntry
+	strs strArena
 
 	// The sorted lists that listings, pages and the name and signature
 	// indexes merge with the base, built on first use (see lists): a
@@ -343,7 +346,7 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 		e, ok := ov.stages[string(k)]
 		if !ok {
 			e = ov.newEntry()
-			ov.stages[string(k)] = e
+			ov.stages[ov.strs.strBytes(k)] = e
 		}
 		return e
 	}
@@ -375,7 +378,7 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 		if !ok {
 			return corruptf(l.path, "stage %s has no base_kind entry", k)
 		}
-		if err := parseIndex(v, e); err != nil {
+		if err := parseIndex(v, e, &ov.strs); err != nil {
 			return corruptf(l.path, "stage %s: %v", k, err)
 		}
 		e.src = l

@@ -198,8 +198,14 @@ type strArena struct{ buf []byte }
 // arenaBlock is the block size of a shared strArena.
 const arenaBlock = 16 << 10
 
-func (a *strArena) str(s string) string {
-	if s == "" {
+// str returns a copy of s in a's block.
+func (a *strArena) str(s string) string { return arenaCopy(a, s) }
+
+// strBytes returns a string holding a copy of b in a's block.
+func (a *strArena) strBytes(b []byte) string { return arenaCopy(a, b) }
+
+func arenaCopy[S ~string | ~[]byte](a *strArena, s S) string {
+	if len(s) == 0 {
 		return ""
 	}
 	if len(a.buf)+len(s) > cap(a.buf) {

@@ -3,9 +3,11 @@ package mirror
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -212,23 +214,95 @@ func TestManifestRecordsReused(t *testing.T) {
 		return mf
 	}
 	first := read(nil)
+	for _, g := range first.gens {
+		if g.lazy != (g.Generation != first.current) {
+			t.Errorf("generation %d (current %d) read lazy=%v: only the current one is decoded at once", g.Generation, first.current, g.lazy)
+		}
+	}
 	again := read(first)
 	for i := range first.gens {
 		if &again.gens[i].raw[0] != &first.gens[i].raw[0] {
-			t.Errorf("generation %d was decoded again, not taken from the manifest read before", first.gens[i].Generation)
+			t.Errorf("generation %d was read again, not taken from the manifest read before", first.gens[i].Generation)
+		}
+	}
+	want, err := first.records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Decoded records pass on to the next read.
+	for _, g := range read(first).gens {
+		if g.lazy {
+			t.Errorf("generation %d is lazy again after the manifest before decoded it", g.Generation)
 		}
 	}
 	// The same generation numbers with other records.
-	stale := &manifest{gens: append([]genRecord(nil), first.gens...)}
+	stale := &manifest{gens: slices.Clone(want)}
 	for i := range stale.gens {
 		g := &stale.gens[i]
 		g.Total, g.Base = -1, "elsewhere"
 		g.raw, _ = json.Marshal(g)
 	}
-	fresh := read(stale)
-	for i, g := range fresh.gens {
-		if g.Total != first.gens[i].Total || g.Base != first.gens[i].Base || !bytes.Equal(g.raw, first.gens[i].raw) {
+	got, err := read(stale).records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range got {
+		if g.Total != want[i].Total || g.Base != want[i].Base || !bytes.Equal(g.raw, want[i].raw) {
 			t.Errorf("generation %d was taken from a manifest whose record differs", g.Generation)
 		}
+	}
+}
+
+// TestDamagedHistoryRecord damages the manifest's record of a generation
+// before the current one: reads of the current generation go on (its
+// record is the only one decoded to open it), and whatever needs the
+// history (log, a digest prefix, --at, a publish) fails with ErrCorrupt
+// instead of acting on a history it cannot read.
+func TestDamagedHistoryRecord(t *testing.T) {
+	ss := stdlibStages(t)
+	m := layeredMirror(t, Options{})
+	syncAll(t, m, ss[:5], PublishInfo{})
+	old := m.Meta().Generation
+	if _, err := m.Put(t.Context(), ss[5]); err != nil {
+		t.Fatal(err)
+	}
+	path := m.Path()
+	m.Close()
+	db, err := bolt.Open(path, 0o644, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketGens).Put(beUint64(old), []byte("{damaged")) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	m, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("open with a damaged old record: %v", err)
+	}
+	defer m.Close()
+	if _, err := m.GetRaw(t.Context(), ss[5].ID); err != nil {
+		t.Fatalf("read of the current generation: %v", err)
+	}
+	checks := map[string]func() error{
+		"Generations": func() error { _, err := m.Generations(t.Context()); return err },
+		"Resolve":     func() error { _, err := m.Resolve(t.Context(), m.Meta().Digest[:8]); return err },
+		"SnapshotAt": func() error {
+			sn, err := m.SnapshotAt(t.Context(), fmt.Sprint(old))
+			if err == nil {
+				sn.Close()
+			}
+			return err
+		},
+		"Put": func() error { _, err := m.Put(t.Context(), ss[6]); return err },
+	}
+	for name, check := range checks {
+		if err := check(); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v, want ErrCorrupt", name, err)
+		}
+	}
+	if ok, _ := m.Contains(t.Context(), ss[6].ID); ok {
+		t.Error("a publish over a damaged history went through")
 	}
 }
