@@ -204,3 +204,77 @@ func scanAll(t *testing.T, m *Mirror, kind store.LifecycleKind) [][]byte {
 	}
 	return out
 }
+
+// TestOverlayLookupsBeforeLists checks that the name and signature
+// look-ups an overlay answers by scanning its entries, before its lists
+// are built, equal the lists' answers, and that the lists get built once
+// scansBeforeLists look-ups have scanned.
+func TestOverlayLookupsBeforeLists(t *testing.T) {
+	m := layeredMirror(t, Options{MaxOverlay: 1 << 20, MaxLayers: 64})
+	g := storetest.NewGen(9)
+	names := []string{"alpha", "beta", "gamma", "absent"}
+	sigs := []store.SignatureID{g.SigID(), g.SigID(), g.SigID()}
+	r := rand.New(rand.NewPCG(9, 9))
+	syncAll(t, m, []*store.Stage{g.Stage(storetest.WithName("alpha"))}, PublishInfo{})
+	for i := range 60 {
+		opts := []storetest.Option{storetest.WithSig(sigs[r.IntN(len(sigs))]),
+			storetest.WithLifecycle([]store.Lifecycle{store.Draft, store.Active, store.Tombstone}[r.IntN(3)])}
+		if i%4 > 0 {
+			opts = append(opts, storetest.WithName(names[r.IntN(3)]))
+		}
+		id, err := m.Put(t.Context(), g.Stage(opts...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%5 == 0 { // removed stages are in the overlay too
+			if err := m.Remove(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fresh, err := Open(m.Path(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	s, err := fresh.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.release()
+	type lookup struct {
+		sig   bool
+		value string
+	}
+	var all []lookup
+	for _, n := range names {
+		all = append(all, lookup{false, n})
+	}
+	for _, sig := range sigs {
+		all = append(all, lookup{true, string(sig)}, lookup{false, string(sig)})
+	}
+	scanned := map[lookup][]string{}
+	for _, l := range all {
+		scanned[l] = s.ov.liveWith(l.sig, l.value)
+	}
+	if s.ov.listed.Load() {
+		t.Fatalf("%d look-ups built the lists, want scans", len(all))
+	}
+	for range scansBeforeLists {
+		s.ov.liveWith(false, "alpha")
+	}
+	if !s.ov.listed.Load() {
+		t.Fatalf("%d look-ups did not build the lists", len(all)+scansBeforeLists)
+	}
+	found := 0
+	for l, got := range scanned {
+		want := s.ov.liveWith(l.sig, l.value)
+		found += len(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("look-up %+v: the scan found %d ids, the lists %d", l, len(got), len(want))
+		}
+	}
+	if found == 0 {
+		t.Fatal("no look-up found anything: the test tests nothing")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -160,6 +161,8 @@ type overlay struct {
 	// process that only reads stages by id never needs them.
 	listOnce sync.Once
 	ls       ovLists
+	listed   atomic.Bool  // ls is built
+	scans    atomic.Int32 // name and signature look-ups answered by a scan
 }
 
 // ovLists are an overlay's sorted lists. hidden[c] are the base's stages
@@ -177,8 +180,37 @@ type ovLists struct {
 // lists returns the overlay's sorted lists, building them on first use.
 // They never change after.
 func (ov *overlay) lists() *ovLists {
-	ov.listOnce.Do(ov.index)
+	ov.listOnce.Do(func() {
+		ov.index()
+		ov.listed.Store(true)
+	})
 	return &ov.ls
+}
+
+// scansBeforeLists is how many name or signature look-ups scan the
+// overlay's entries before one builds the lists.
+const scansBeforeLists = 16
+
+// liveWith returns the live ids whose name (sig: signature id) is value,
+// sorted. Until the lists are built, it scans the entries instead (a
+// few nanoseconds each, against milliseconds to build the lists at
+// thousands of keys), so that a process looking up a name or two never
+// builds them; the scansBeforeLists-th look-up builds them.
+func (ov *overlay) liveWith(sig bool, value string) []string {
+	if ov.listed.Load() || ov.scans.Add(1) > scansBeforeLists {
+		if sig {
+			return ov.lists().bySig[value]
+		}
+		return ov.lists().byName[value]
+	}
+	var ids []string
+	for id, e := range ov.stages {
+		if e.src != nil && ((sig && string(e.sig) == value) || (!sig && e.hasName && e.name == value)) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // maxOverlayHint bounds the size hint a manifest can make a reader

@@ -283,10 +283,7 @@ func (s *snap) ovQuarantined(ctx context.Context) iter.Seq2[QuarantineEntry, err
 // found (ids and raws in id order, those the overlay touches already
 // left out), keeping id order.
 func (s *snap) ovIndexed(sig bool, value string, keep func(v []byte) bool, first bool, ids [][]byte, raws [][]byte) ([][]byte, error) {
-	list := s.ov.lists().byName[value]
-	if sig {
-		list = s.ov.lists().bySig[value]
-	}
+	list := s.ov.liveWith(sig, value)
 	var out [][]byte
 	i := 0
 	for _, id := range list {
