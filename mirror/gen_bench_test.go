@@ -78,14 +78,20 @@ func classify(prev, next Meta) opClass {
 	return opDelta
 }
 
-func benchLocalEdit(b *testing.B, n int, op string) {
+// openBenchCopy opens a copy of the benchmark mirror of n stages.
+func openBenchCopy(b *testing.B, n int) (*benchData, *Mirror) {
 	d := benchMirror(b, n)
-	ctx := context.Background()
-	path := copyBench(b, d)
-	m, err := Open(path, Options{})
+	m, err := Open(copyBench(b, d), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
+	return d, m
+}
+
+func benchLocalEdit(b *testing.B, n int, op string) {
+	d, m := openBenchCopy(b, n)
+	ctx := context.Background()
+	path := m.Path()
 	defer m.Close()
 	key := testKey()
 	r := rand.New(rand.NewPCG(3, uint64(n)))
@@ -382,21 +388,7 @@ func benchLayered(b *testing.B, ld *layered, touched int) {
 		b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "stages/s")
 	})
 	first := func(read func(m *Mirror) error) func(b *testing.B) {
-		return func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				m, err := Open(ld.path, Options{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := read(m); err != nil {
-					b.Fatal(err)
-				}
-				b.StopTimer() // what a process does before its first read
-				m.Close()
-				b.StartTimer()
-			}
-		}
+		return func(b *testing.B) { benchFirstRead(b, ld.path, read) }
 	}
 	id, name := ld.live[len(ld.live)/2], ld.names[len(ld.names)/2]
 	if len(ld.delta) > 0 {
@@ -485,13 +477,9 @@ func BenchmarkOpenHistory(b *testing.B) {
 }
 
 func benchOpenHistory(b *testing.B, n, h int) {
-	d := benchMirror(b, n)
+	d, m := openBenchCopy(b, n)
 	ctx := context.Background()
-	path := copyBench(b, d)
-	m, err := Open(path, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	path := m.Path()
 	key := testKey()
 	for i := 0; ; i++ {
 		gens, err := m.Generations(ctx)
@@ -508,17 +496,5 @@ func benchOpenHistory(b *testing.B, n, h int) {
 	m.Close()
 	warmFiles(b, path)
 	id := d.ids[len(d.ids)/2]
-	b.ReportAllocs()
-	for b.Loop() {
-		m, err := Open(path, Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := m.GetRaw(ctx, id); err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer() // what a process does before its first read
-		m.Close()
-		b.StartTimer()
-	}
+	benchFirstRead(b, path, func(m *Mirror) error { _, err := m.GetRaw(ctx, id); return err })
 }

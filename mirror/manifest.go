@@ -289,7 +289,7 @@ func decodeGenRecord(n uint64, v []byte) (genRecord, error) {
 // final, beside it, for a loader to create: with the writer lock held,
 // nobody else makes one, and a writer removes those a killed one left
 // (removeTemps). Naming it instead of creating it with os.CreateTemp
-// saves a create and a reopen, a tenth of a local edit.
+// saves a file create and a reopen for every file a publish writes.
 func tempName(final string) string {
 	return fmt.Sprintf("%s.tmp-%016x", final, rand.Uint64())
 }
