@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -304,5 +305,12 @@ func TestDamagedHistoryRecord(t *testing.T) {
 	}
 	if ok, _ := m.Contains(t.Context(), ss[6].ID); ok {
 		t.Error("a publish over a damaged history went through")
+	}
+	res, err := m.Verify(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK() || !strings.Contains(fmt.Sprint(res.Problems), "manifest is damaged") {
+		t.Errorf("verify of a damaged history record: ok=%v, problems %v", res.OK(), res.Problems)
 	}
 }

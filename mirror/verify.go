@@ -77,6 +77,12 @@ func (m *Mirror) Verify(ctx context.Context) (VerifyResult, error) {
 			return nil
 		})
 	}
+	if s.mf != nil {
+		// Reads decode only the current generation's record.
+		if _, err := s.mf.records(); err != nil {
+			v.problem("", "the history: %v", err)
+		}
+	}
 	if err == nil && !v.structural && s.mf != nil {
 		if err := v.generation(); err != nil {
 			if ctx.Err() != nil {
