@@ -235,3 +235,38 @@ func TestFillReproducesTheBase(t *testing.T) {
 		}
 	}
 }
+
+// TestUpsertOfHeldBytes: an Upsert of the exact bytes the current
+// generation holds publishes nothing and takes no lock (it succeeds while
+// a sync writes), unless the gate would now refuse them: a policy that no
+// longer trusts the signer makes it a refused edit, as before.
+func TestUpsertOfHeldBytes(t *testing.T) {
+	ss := stdlibStages(t)
+	m := newTemp(t, Options{})
+	syncAll(t, m, ss[:5], PublishInfo{})
+	before := m.Meta()
+	w, err := m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Upsert(t.Context(), ss[2]); err != nil {
+		t.Fatalf("Upsert of held bytes while a sync writes: %v", err)
+	}
+	if _, err := m.Upsert(t.Context(), ss[6]); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Upsert of a new stage while a sync writes: %v, want ErrBusy", err)
+	}
+	if err := w.Abort(false); err != nil {
+		t.Fatal(err)
+	}
+	if after := m.Meta(); after.Generation != before.Generation {
+		t.Fatalf("generation %d after Upserts of held bytes, want %d", after.Generation, before.Generation)
+	}
+	strict, err := Open(m.Path(), Options{Trust: trustOnly(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer strict.Close()
+	if _, err := strict.Upsert(t.Context(), ss[2]); !errors.Is(err, store.ErrUntrusted) {
+		t.Fatalf("Upsert of held bytes the policy refuses: %v, want ErrUntrusted", err)
+	}
+}
