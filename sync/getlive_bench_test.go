@@ -28,7 +28,7 @@ import (
 // mirror, which publishes (durable on return).
 //
 //   - unchanged: the registry's copy is the one the mirror holds, so the
-//     publish finds nothing changed and writes no generation.
+//     Upsert finds those bytes held and admissible, and writes nothing.
 //   - changed: before each op (not timed) the registry's copy gets a new
 //     description (bumpDescription), so each GetLive publishes a delta.
 //
