@@ -3,6 +3,9 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"runtime/debug"
+	"sync"
 
 	"github.com/noether-mirror/mirror/store"
 	bolt "go.etcd.io/bbolt"
@@ -87,14 +90,19 @@ func (s *snap) scanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id
 			})
 		}
 		if kind == store.LifecycleUnknown {
-			c := sb.Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				if err := visit(k, v, n); err != nil {
-					return err
+			return s.scanChecked(sb, func(id, raw []byte) error {
+				if n%4096 == 0 {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
 				}
 				n++
-			}
-			return nil
+				if err := fn(store.StageID(id), raw); err != nil {
+					fnErr = err
+					return err
+				}
+				return nil
+			})
 		}
 		pb := tx.Bucket(posBucket(kind))
 		if pb == nil {
@@ -127,4 +135,77 @@ func (m *Mirror) ScanRaw(ctx context.Context, kind store.LifecycleKind, fn func(
 	}
 	defer sn.Close()
 	return sn.ScanRaw(ctx, kind, fn)
+}
+
+// scanBatch is how many records a scan checks at a time.
+const scanBatch = 256
+
+// scanItem is one record of a scan: its key and value (the snapshot's
+// memory, valid in the scan's transaction) and, once checked, its raw
+// JSON or what is wrong with it.
+type scanItem struct {
+	id, v, raw []byte
+	err        error
+}
+
+// scanChecked calls emit with the id and raw JSON of every record of the
+// stages bucket sb, in order, after checking each record's checksum.
+// The checks (a CRC-32C of every record's bytes: most of a scan's time,
+// bound by memory bandwidth) run a batch at a time on up to GOMAXPROCS
+// goroutines; emit runs on the caller's, in order, and a damaged record
+// stops the scan where it is.
+func (s *snap) scanChecked(sb *bolt.Bucket, emit func(id, raw []byte) error) error {
+	batch := make([]scanItem, 0, scanBatch)
+	flush := func() error {
+		checkItems(batch)
+		for _, it := range batch {
+			if it.err != nil {
+				return s.corruptRecord(it.id, it.err)
+			}
+			if err := emit(it.id, it.raw); err != nil {
+				return err
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	c := sb.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		batch = append(batch, scanItem{id: k, v: v})
+		if len(batch) == scanBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// checkItems sets the raw JSON or the error of every item, on up to
+// GOMAXPROCS goroutines. A memory fault reading an item (a file cut
+// short under its mapping) is that item's error.
+func checkItems(items []scanItem) {
+	check := func(part []scanItem) {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		i := 0
+		defer func() {
+			if r := recover(); r != nil {
+				part[i].err = fmt.Errorf("reading it panicked: %v", r)
+			}
+		}()
+		for ; i < len(part); i++ {
+			part[i].raw, part[i].err = recordRaw(part[i].id, part[i].v)
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), (len(items)+63)/64)
+	if workers <= 1 {
+		check(items)
+		return
+	}
+	per := (len(items) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for lo := 0; lo < len(items); lo += per {
+		wg.Go(func() { check(items[lo:min(lo+per, len(items))]) })
+	}
+	wg.Wait()
 }

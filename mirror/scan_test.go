@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/noether-mirror/mirror/store"
@@ -71,8 +72,27 @@ func TestScanRawCorruptRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	err = m.ScanRaw(t.Context(), store.LifecycleUnknown, func(store.StageID, []byte) error { return nil })
+	var seen []store.StageID
+	err = m.ScanRaw(t.Context(), store.LifecycleUnknown, func(id store.StageID, _ []byte) error {
+		seen = append(seen, id)
+		return nil
+	})
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("ScanRaw over a flipped record: %v, want ErrCorrupt", err)
+	}
+	// The scan stops at the damaged record, having passed on every one
+	// before it in id order (the checks run in parallel batches) and none
+	// after.
+	before := 0
+	for _, s := range stdlibStages(t) {
+		if s.ID < victim.ID {
+			before++
+		}
+	}
+	if len(seen) != before || !slices.IsSorted(seen) || (len(seen) > 0 && seen[len(seen)-1] >= victim.ID) {
+		t.Fatalf("ScanRaw passed on %d stages before the damaged one, want the %d before it in id order", len(seen), before)
+	}
+	if before == 0 {
+		t.Fatal("the damaged stage is the first: the test tests nothing")
 	}
 }
