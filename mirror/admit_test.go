@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -268,5 +269,66 @@ func TestUpsertOfHeldBytes(t *testing.T) {
 	defer strict.Close()
 	if _, err := strict.Upsert(t.Context(), ss[2]); !errors.Is(err, store.ErrUntrusted) {
 		t.Fatalf("Upsert of held bytes the policy refuses: %v, want ErrUntrusted", err)
+	}
+}
+
+// TestUpsertOfHeldBytesAfterAnotherRemoves: another handle on the mirror
+// (another process) removes a stage; an Upsert of its bytes through this
+// handle, within its reload interval, must store it again, not find it
+// held in the generation this handle last read.
+func TestUpsertOfHeldBytesAfterAnotherRemoves(t *testing.T) {
+	ss := stdlibStages(t)
+	m := newTemp(t, Options{ReloadInterval: time.Hour})
+	syncAll(t, m, ss[:5], PublishInfo{})
+	other, err := Open(m.Path(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Remove(t.Context(), ss[2].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Upsert(t.Context(), ss[2]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := other.Contains(t.Context(), ss[2].ID); err != nil || !ok {
+		t.Fatalf("after the Upsert, the mirror holds %s: %v, %v", ss[2].ID, ok, err)
+	}
+}
+
+// TestUpsertOfHeldBytesKeepsInvariant: a sync may store two Active
+// stages with one signature id (a registry's listing is not atomic); an
+// Upsert of one of them, held byte for byte, still deprecates the other,
+// as store.StageStore's Upsert does.
+func TestUpsertOfHeldBytesKeepsInvariant(t *testing.T) {
+	stage := func(code string) *store.Stage {
+		s, err := store.BuildStage(store.StageSpec{
+			Name: "twin", Description: "one signature, two implementations",
+			Input: json.RawMessage(`{"kind":"Text"}`), Output: json.RawMessage(`{"kind":"Number"}`),
+			Effects:            []store.Effect{{Kind: store.EffectPure}},
+			ImplementationCode: code, ImplementationLanguage: "python", Lifecycle: store.Active,
+		}, testKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b := stage("def execute(x):\n    return 1\n"), stage("def execute(x):\n    return 2\n")
+	if a.SignatureID != b.SignatureID || a.ID == b.ID {
+		t.Fatal("the twins need one signature id and two ids")
+	}
+	m := newTemp(t, Options{})
+	syncAll(t, m, []*store.Stage{a, b}, PublishInfo{})
+	if _, err := m.Upsert(t.Context(), a); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Get(t.Context(), b.ID); err != nil || got.Lifecycle.Kind == store.LifecycleActive {
+		t.Fatalf("after Upsert of its twin, %.12s: %v, %v; want it deprecated", b.ID, got, err)
+	}
+	if got, err := m.Get(t.Context(), a.ID); err != nil || got.Lifecycle.Kind != store.LifecycleActive {
+		t.Fatalf("the upserted twin: %v, %v; want it Active", got, err)
 	}
 }

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -284,11 +285,12 @@ func (m *Mirror) Put(ctx context.Context, s *store.Stage) (store.StageID, error)
 }
 
 // Upsert inserts or replaces s (store.StageStore semantics) and publishes.
-// When the current generation already holds s's exact bytes, and they
-// still pass the gate (their stored verification report, under m's trust
-// policy now), there is nothing to publish: Upsert returns at once,
-// without taking the writer lock (a RemoteStageStore's GetLive of a stage
-// that did not change).
+// When the mirror as published now (reloaded first) already holds s's
+// exact bytes, they still pass the gate (their stored verification
+// report, under m's trust policy), and, for an Active stage, it is the
+// only Active one with its signature id, there is nothing to publish:
+// Upsert returns at once, without taking the writer lock (a
+// RemoteStageStore's GetLive of a stage that did not change).
 func (m *Mirror) Upsert(ctx context.Context, s *store.Stage) (store.StageID, error) {
 	if held, err := m.holdsAdmitted(ctx, s); err != nil {
 		return "", err
@@ -304,15 +306,21 @@ func (m *Mirror) Upsert(ctx context.Context, s *store.Stage) (store.StageID, err
 	return id, err
 }
 
-// holdsAdmitted reports whether the current generation holds s's exact
-// bytes with a report that passes the gate as it would pass now (see
-// passed and AdmitStage): an Upsert of s would change nothing.
+// holdsAdmitted reports whether an Upsert of s would change nothing: the
+// mirror as published now holds s's exact bytes, with a report that
+// passes the gate as it would pass now (see passed and AdmitStage), and
+// an Active s is the only Active stage with its signature id (a sync may
+// store two, which an Upsert resolves). Any doubt is false: the writer
+// decides.
 func (m *Mirror) holdsAdmitted(ctx context.Context, s *store.Stage) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
 	if s == nil || !store.ValidID(string(s.ID)) {
 		return false, nil // the writer's gate says why
+	}
+	if _, err := m.Reload(); err != nil {
+		return false, nil // the writer reloads too, and says why
 	}
 	cur, err := m.acquire()
 	if err != nil {
@@ -321,7 +329,14 @@ func (m *Mirror) holdsAdmitted(ctx context.Context, s *store.Stage) (bool, error
 	defer cur.release()
 	rec, err := cur.getRecord(s.ID)
 	rep, ok := passed(s.ID, s.Raw, rec, err == nil)
-	return ok && m.rule(s, rep, m.opts.Trust) == nil, nil
+	if !ok || m.rule(s, rep, m.opts.Trust) != nil {
+		return false, nil
+	}
+	if s.Lifecycle.Kind != store.LifecycleActive || s.SignatureID == "" {
+		return true, nil
+	}
+	active, err := cur.activeBySig(s.SignatureID, false)
+	return err == nil && len(active) == 1 && bytes.Equal(active[0], s.Raw), nil
 }
 
 // Remove deletes id (absent is not an error) and publishes.

@@ -286,9 +286,10 @@ func decodeGenRecord(n uint64, v []byte) (genRecord, error) {
 }
 
 // tempName returns a new name for a temporary file that will replace
-// final, beside it, for a loader to create: with the writer lock held,
-// nobody else makes one, and a writer removes those a killed one left
-// (removeTemps). Naming it instead of creating it with os.CreateTemp
+// final, beside it, for a loader to create: its 64 random bits make a
+// collision with another writer's (there is one at a time, but Create
+// runs before the mirror exists) practically impossible, and a writer
+// removes those a killed one left (removeTemps). Naming it instead of creating it with os.CreateTemp
 // saves a file create and a reopen for every file a publish writes.
 func tempName(final string) string {
 	return fmt.Sprintf("%s.tmp-%016x", final, rand.Uint64())
@@ -319,6 +320,7 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 			err = cerr
 		}
 	}()
+	var fresh []int // records encoded here, which the check decodes
 	for i := range mf.gens {
 		g := &mf.gens[i]
 		if g.raw == nil {
@@ -327,6 +329,7 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 				return err
 			}
 			g.raw = j
+			fresh = append(fresh, i)
 		}
 		if err := l.Put(bucketGens, beUint64(g.Generation), g.raw); err != nil {
 			return err
@@ -360,6 +363,13 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 		for i := range got.gens {
 			if !bytes.Equal(got.gens[i].raw, mf.gens[i].raw) {
 				return fmt.Errorf("generation %d reads back different", mf.gens[i].Generation)
+			}
+		}
+		// Records taken from a manifest read before were checked there;
+		// a new one is checked as a reader will check it.
+		for _, i := range fresh {
+			if _, err := decodeGenRecord(mf.gens[i].Generation, got.gens[i].raw); err != nil {
+				return err
 			}
 		}
 		return nil

@@ -127,9 +127,10 @@ var (
 	_ store.PrefixScanner = (*Mirror)(nil)
 )
 
-// snap is one open snapshot file, reference counted: the Mirror holds one
-// reference while it is current and every reader in flight holds one.
-// The database is closed when the count drops to zero.
+// snap is one open generation (or format-1 snapshot file), reference
+// counted: the Mirror holds one reference while it is current and every
+// reader in flight holds one. When the count drops to zero it releases
+// its data files, which close when no other snap shares them.
 type snap struct {
 	file *dataFile   // the base file (or a format-1 file), shared
 	db   *bolt.DB    // file.db

@@ -184,14 +184,19 @@ func (ov *overlay) newEntry() *ovEntry {
 // mirror the caller holds: the files both read are shared, and when
 // prev's deltas are the first of names, its fold is copied and only the
 // rest are folded. Nothing is open when it fails.
-func openOverlay(dir string, names []string, hint int, opts Options, prev *overlay) (ov *overlay, err error) {
+func openOverlay(dir string, names []string, hint int, opts Options, prev *overlay) (*overlay, error) {
 	hint = min(max(hint, 0), maxOverlayHint)
-	ov = &overlay{stages: make(map[string]*ovEntry, hint), quar: map[string]*layer{}, slab: make([]ovEntry, 0, hint)}
-	defer func() {
-		if err != nil {
-			ov.close()
-		}
-	}()
+	ov := &overlay{stages: make(map[string]*ovEntry, hint), quar: map[string]*layer{}, slab: make([]ovEntry, 0, hint)}
+	if err := ov.load(dir, names, opts, prev); err != nil {
+		ov.close() // every layer it took a reference to, prev's too
+		return nil, err
+	}
+	return ov, nil
+}
+
+// load folds the delta files names into the empty ov (see openOverlay).
+// On error, the layers in ov.layers are the ones to release.
+func (ov *overlay) load(dir string, names []string, opts Options, prev *overlay) error {
 	have := map[string]*layer{}
 	if prev != nil {
 		for _, l := range prev.layers {
@@ -204,7 +209,7 @@ func openOverlay(dir string, names []string, hint int, opts Options, prev *overl
 	}
 	files, err := openLayers(dir, names, have, opts)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for i, f := range files {
 		l := &layer{f}
@@ -216,10 +221,10 @@ func openOverlay(dir string, names []string, hint int, opts Options, prev *overl
 			for _, f := range files[i+1:] {
 				f.release()
 			}
-			return nil, err
+			return err
 		}
 	}
-	return ov, nil
+	return nil
 }
 
 // openLayers returns the delta files names (in dir) open, a reference

@@ -9,9 +9,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/noether-mirror/mirror/store"
 )
 
 // sameFold fails unless the overlays got and want (nil: none) hold the
@@ -312,5 +316,181 @@ func TestDamagedHistoryRecord(t *testing.T) {
 	}
 	if res.OK() || !strings.Contains(fmt.Sprint(res.Problems), "manifest is damaged") {
 		t.Errorf("verify of a damaged history record: ok=%v, problems %v", res.OK(), res.Problems)
+	}
+}
+
+// TestFailedReloadReleases: a reload onto a generation whose newest delta
+// is damaged fails after copying the fold of the chain it continues
+// (taking a reference to each of its files); the Mirror keeps reading
+// the generation it has, and once it is closed every file of that
+// generation is closed too: the failed reload holds none of them.
+func TestFailedReloadReleases(t *testing.T) {
+	w := layeredMirror(t, Options{MaxLayers: 8, MaxOverlay: 1000})
+	ss := stdlibStages(t)
+	syncAll(t, w, ss[:20], PublishInfo{})
+	ctx := t.Context()
+	for i := range 3 {
+		if _, err := w.Put(ctx, genStage(t, 3000+i, 100, testKey())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := Open(w.Path(), Options{ReloadInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := r.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []*dataFile{held.file}
+	for _, l := range held.ovLayers() {
+		files = append(files, l.dataFile)
+	}
+	held.release()
+	if len(files) < 3 {
+		t.Fatalf("the generation reads %d files: the test needs a chain to continue", len(files))
+	}
+	if _, err := w.Put(ctx, genStage(t, 3100, 100, testKey())); err != nil {
+		t.Fatal(err)
+	}
+	delta := filepath.Join(gensDir(w.Path()), deltaName(w.Meta().Generation))
+	w.Close()
+	f, err := os.OpenFile(delta, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 8192), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := r.Reload(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("reload onto a damaged delta: %v, want ErrCorrupt", err)
+	}
+	if _, err := r.GetRaw(ctx, ss[3].ID); err != nil {
+		t.Fatalf("after a failed reload: %v", err)
+	}
+	r.Close()
+	for _, f := range files {
+		if n := f.refs.Load(); n != 0 {
+			t.Errorf("%s has %d references after Close", filepath.Base(f.path), n)
+		}
+	}
+}
+
+// TestWriteManifestChecksNewRecord: a record a reader would refuse (a
+// file outside PATH.gens, no base) fails the check of the manifest just
+// written, before it can be renamed over PATH.
+func TestWriteManifestChecksNewRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	for _, base := range []string{"../outside.base", ""} {
+		rec := genRecord{Generation: 3, Base: base, Counts: map[string]int{}, ByEffect: map[string]int{}}
+		if tmp, err := writeManifest(path, &manifest{current: 3, gens: []genRecord{rec}}, Options{}.normalized()); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("a record naming base %q: %v (%s), want ErrCorrupt", base, err, tmp)
+		}
+	}
+}
+
+// TestConcurrentReloadsRelease: readers of one Mirror, reloading on every
+// read, use the lazy lists, the lazy history, SnapshotAt, Resolve and the
+// held-bytes Upsert while another handle publishes local edits (merges
+// and compactions included); once every handle and snapshot is closed,
+// every data file any of them read is closed. Run with -race.
+func TestConcurrentReloadsRelease(t *testing.T) {
+	w := layeredMirror(t, Options{MaxLayers: 4, MaxOverlay: 40})
+	ss := stdlibStages(t)
+	syncAll(t, w, ss[:20], PublishInfo{})
+	r, err := Open(w.Path(), Options{ReloadInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.rule = w.rule
+	ctx := t.Context()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var snaps, seen sync.Map
+	note := func(s *snap) { // every data file a reader saw
+		seen.Store(s.file, true)
+		for _, l := range s.ovLayers() {
+			seen.Store(l.dataFile, true)
+		}
+	}
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				st := ss[(g*7+i)%20]
+				if s, err := r.acquire(); err == nil {
+					note(s)
+					s.release()
+				}
+				if _, err := r.FindRawByName(ctx, st.Name); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := r.GetRawBySignature(ctx, st.SignatureID); err != nil && !errors.Is(err, store.ErrNotFound) {
+					t.Error(err)
+					return
+				}
+				if _, _, err := r.Page(ctx, store.LifecycleActive, 0, 5); err != nil {
+					t.Error(err)
+					return
+				}
+				gens, err := r.Generations(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				at := gens[len(gens)/2]
+				if sn, err := r.SnapshotAt(ctx, fmt.Sprint(at.Generation)); err == nil {
+					note(sn.s)
+					if _, err := sn.GetRaw(ctx, st.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+						t.Error(err)
+					}
+					if i%3 == 0 {
+						sn.Close()
+					} else {
+						snaps.Store(sn, true)
+					}
+				} else if !errors.Is(err, ErrGenerationGone) {
+					t.Error(err)
+					return
+				}
+				if len(at.Digest) >= 8 {
+					if _, err := r.Resolve(ctx, at.Digest[:8]); err != nil && !errors.Is(err, ErrGenerationGone) && !errors.Is(err, ErrNoGeneration) {
+						t.Error(err)
+						return
+					}
+				}
+				if _, err := r.Upsert(ctx, st); err != nil && !errors.Is(err, ErrBusy) {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	for i := range 40 {
+		if _, err := w.Put(ctx, genStage(t, 2000+i, 100, testKey())); err != nil && !errors.Is(err, ErrBusy) {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	r.Close()
+	snaps.Range(func(k, _ any) bool { k.(*Snapshot).Close(); return true })
+	w.Close()
+	n := 0
+	seen.Range(func(k, _ any) bool {
+		n++
+		if f := k.(*dataFile); f.refs.Load() != 0 {
+			t.Errorf("%s has %d references after every handle closed", filepath.Base(f.path), f.refs.Load())
+		}
+		return true
+	})
+	if n < 3 {
+		t.Fatalf("the readers saw %d data files: the test did not reload", n)
 	}
 }
