@@ -289,8 +289,9 @@ func decodeGenRecord(n uint64, v []byte) (genRecord, error) {
 // final, beside it, for a loader to create: its 64 random bits make a
 // collision with another writer's (there is one at a time, but Create
 // runs before the mirror exists) practically impossible, and a writer
-// removes those a killed one left (removeTemps). Naming it instead of creating it with os.CreateTemp
-// saves a file create and a reopen for every file a publish writes.
+// removes those a killed one left (removeTemps). Naming it instead of
+// creating it with os.CreateTemp saves a file create and a reopen for
+// every file a publish writes.
 func tempName(final string) string {
 	return fmt.Sprintf("%s.tmp-%016x", final, rand.Uint64())
 }
