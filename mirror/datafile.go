@@ -37,14 +37,20 @@ func openDataFile(path string, opts Options) (*dataFile, error) {
 // now, or nil (f nil, another path, or another file by that name). The
 // caller must hold a reference to f.
 func (f *dataFile) reuse(path string) *dataFile {
-	if f == nil || f.path != path {
-		return nil
-	}
-	if fi, err := os.Stat(path); err != nil || !os.SameFile(fi, f.fi) {
+	if f == nil || !f.isAt(path) {
 		return nil
 	}
 	f.refs.Add(1)
 	return f
+}
+
+// isAt reports whether f is the file at path now.
+func (f *dataFile) isAt(path string) bool {
+	if f.path != path {
+		return false
+	}
+	fi, err := os.Stat(path)
+	return err == nil && os.SameFile(fi, f.fi)
 }
 
 // release drops one reference, closing the file with the last.

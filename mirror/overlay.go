@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -271,11 +270,7 @@ func (ov *overlay) continuedBy(dir string, names []string) bool {
 		return false
 	}
 	for i, l := range ov.layers {
-		path := filepath.Join(dir, names[i])
-		if l.path != path {
-			return false
-		}
-		if fi, err := os.Stat(path); err != nil || !os.SameFile(fi, l.fi) {
+		if !l.isAt(filepath.Join(dir, names[i])) {
 			return false
 		}
 	}
