@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"testing"
 	"time"
@@ -126,7 +127,7 @@ func TestChangeFeedApplies(t *testing.T) {
 			for _, b := range gens {
 				to := fmt.Sprint(b.Generation)
 				want := content(t, m, to)
-				if got, cf := apply(t, m, "0", to, nil); !equalMaps(got, want) || cf.To.Digest != b.Digest {
+				if got, cf := apply(t, m, "0", to, nil); !maps.Equal(got, want) || cf.To.Digest != b.Digest {
 					t.Errorf("feed 0..%s: %d entries, want %d", to, len(got), len(want))
 				}
 				for _, a := range gens {
@@ -134,7 +135,7 @@ func TestChangeFeedApplies(t *testing.T) {
 						continue
 					}
 					from := fmt.Sprint(a.Generation)
-					if got, _ := apply(t, m, from, to, content(t, m, from)); !equalMaps(got, want) {
+					if got, _ := apply(t, m, from, to, content(t, m, from)); !maps.Equal(got, want) {
 						t.Errorf("feed %s..%s: %d entries, want %d", from, to, len(got), len(want))
 					}
 				}
@@ -144,18 +145,6 @@ func TestChangeFeedApplies(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestExpectDigest: a publish expecting another digest publishes

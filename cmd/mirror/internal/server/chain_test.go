@@ -134,6 +134,17 @@ func sameContent(t *testing.T, nodes ...*node) {
 
 // chainRegistry is a fake registry with the fixture stages (one of them
 // tampered, so every mirror quarantines it) and generated ones.
+// syncedPair is a registry of the chain's stages plus generate more, a
+// mirror A synced from it, and a mirror B synced from A's feed.
+func syncedPair(t *testing.T, generate int) (*registrytest.Server, *node, *node) {
+	t.Helper()
+	reg := chainRegistry(t, generate)
+	a, b := newNode(t, "a"), newNode(t, "b")
+	mustSync(t, a, reg.URL())
+	mustSync(t, b, a.srv.URL)
+	return reg, a, b
+}
+
 func chainRegistry(t *testing.T, generate int) *registrytest.Server {
 	t.Helper()
 	upstream := mixedRaws(t)
@@ -229,10 +240,7 @@ func TestChainOfMirrors(t *testing.T) {
 // (the whole content is read), a local edit downstream (likewise), and a
 // plain registry (listing); every one says why.
 func TestFeedFallbacks(t *testing.T) {
-	reg := chainRegistry(t, 100)
-	a, b := newNode(t, "a"), newNode(t, "b")
-	mustSync(t, a, reg.URL())
-	mustSync(t, b, a.srv.URL)
+	reg, a, b := syncedPair(t, 100)
 
 	// A moves on twice and keeps only its last generation.
 	for i := range 2 {
@@ -420,10 +428,7 @@ func TestDamagedStreamFallsBack(t *testing.T) {
 // upstream's digest: nothing of it is published, and the sync reads the
 // upstream's whole content instead, and says why.
 func TestIncompleteChangesReadWhole(t *testing.T) {
-	reg := chainRegistry(t, 100)
-	a, b := newNode(t, "a"), newNode(t, "b")
-	mustSync(t, a, reg.URL())
-	mustSync(t, b, a.srv.URL)
+	reg, a, b := syncedPair(t, 100)
 	gen, _ := registrytest.GenerateStages(2, 500, 300)
 	for _, raw := range gen {
 		reg.AddRaw(raw)

@@ -11,10 +11,7 @@ import (
 // Feed.To. `mirror sync --follow` long-polls with ?since=Feed.To: a 0
 // there returns at once, and the follower syncs again in a tight loop.
 func TestUnchangedFeedSyncReportsPosition(t *testing.T) {
-	reg := chainRegistry(t, 20)
-	a, b := newNode(t, "a"), newNode(t, "b")
-	mustSync(t, a, reg.URL())
-	mustSync(t, b, a.srv.URL)
+	_, a, b := syncedPair(t, 20)
 	rep := mustSync(t, b, a.srv.URL)
 	want := a.m.Meta().Generation
 	if rep.Outcome != syncengine.OutcomeUnchanged || !rep.Feed.Used || rep.Feed.To != want || rep.Feed.From != want {
