@@ -189,7 +189,9 @@ func dropNoOps(cur *snap, cs *changeSet) error {
 // stageValue returns a copy of the stored record of stage id in the
 // generation, if it has one.
 func (s *snap) stageValue(id string) ([]byte, bool, error) {
-	if e, ok := s.overlaid(store.StageID(id)); ok {
+	if e, ok, err := s.overlaid(store.StageID(id)); err != nil {
+		return nil, false, err
+	} else if ok {
 		if e.src == nil {
 			return nil, false, nil
 		}

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -10,56 +11,30 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
 	"github.com/noether-mirror/mirror/store"
 )
 
 // deltaContent is what one delta file holds: each touched stage id with
 // its record value (nil: removed) and where the base had it, and each
-// touched quarantine key with its entry (nil: removed).
+// touched quarantine key with its entry (nil: removed). A merged one
+// holds what the whole chain of deltas over the base says (see
+// overlay.deep).
 type deltaContent struct {
 	stages   map[string][]byte
 	baseKind map[string][2]byte
 	quar     map[string][]byte
+	merged   bool
 }
 
-// deltaOf is the delta that takes cur to cur with cs applied. With merge,
-// it also carries everything cur's own deltas hold, so that the new
-// generation is its base and this one delta (the chain was too long).
-func deltaOf(cur *snap, cs *changeSet, merge bool) (*deltaContent, error) {
-	d := &deltaContent{stages: map[string][]byte{}, baseKind: map[string][2]byte{}, quar: map[string][]byte{}}
-	if merge && cur.ov != nil {
-		for id, e := range cur.ov.stages {
-			if _, set := cs.stages[id]; set || (e.src == nil && !e.inBase) {
-				continue // replaced below, or a removal of what the base never had
-			}
-			var v []byte
-			if e.src != nil {
-				var err error
-				if v, err = e.src.value(bucketStages, []byte(id)); err != nil {
-					return nil, err
-				}
-			}
-			d.stages[id] = v
-		}
-		for k, l := range cur.ov.quar {
-			if _, set := cs.quar[k]; set {
-				continue
-			}
-			var v []byte
-			if l != nil {
-				var err error
-				if v, err = l.value(bucketQuarantine, []byte(k)); err != nil {
-					return nil, err
-				}
-			}
-			d.quar[k] = v
-		}
+// deltaOf is the delta that takes cur to cur with cs applied.
+func deltaOf(cur *snap, cs *changeSet) (*deltaContent, error) {
+	d := &deltaContent{stages: maps.Clone(cs.stages), baseKind: make(map[string][2]byte, len(cs.stages)), quar: maps.Clone(cs.quar)}
+	if d.stages == nil {
+		d.stages = map[string][]byte{}
 	}
-	for id, v := range cs.stages {
-		d.stages[id] = v
-	}
-	for k, v := range cs.quar {
-		d.quar[k] = v
+	if d.quar == nil {
+		d.quar = map[string][]byte{}
 	}
 	for id := range d.stages {
 		bk, err := cur.baseKindOf(id)
@@ -71,10 +46,55 @@ func deltaOf(cur *snap, cs *changeSet, merge bool) (*deltaContent, error) {
 	return d, nil
 }
 
+// mergeChain makes d a merged delta: it also carries everything cur's
+// own deltas hold (where d says nothing of a key), so that the new
+// generation is its base and this one delta.
+func (d *deltaContent) mergeChain(cur *snap) error {
+	d.merged = true
+	if cur.ov == nil {
+		return nil
+	}
+	all, err := cur.ov.entries()
+	if err != nil {
+		return err
+	}
+	for id, e := range all {
+		if _, set := d.stages[id]; set || (e.src == nil && !e.inBase) {
+			continue // d's word, or a removal of what the base never had
+		}
+		var v []byte
+		if e.src != nil {
+			if v, err = e.src.value(bucketStages, []byte(id)); err != nil {
+				return err
+			}
+		}
+		d.stages[id] = v
+		d.baseKind[id] = [2]byte{}
+		if e.inBase {
+			d.baseKind[id] = [2]byte{1, byte(e.baseKind)}
+		}
+	}
+	for k, l := range cur.ov.quar {
+		if _, set := d.quar[k]; set {
+			continue
+		}
+		var v []byte
+		if l != nil {
+			if v, err = l.value(bucketQuarantine, []byte(k)); err != nil {
+				return err
+			}
+		}
+		d.quar[k] = v
+	}
+	return nil
+}
+
 // baseKindOf returns the base_kind value of stage id: whether the
 // generation's base holds it, and its lifecycle kind there.
 func (s *snap) baseKindOf(id string) ([2]byte, error) {
-	if e, ok := s.overlaid(store.StageID(id)); ok {
+	if e, ok, err := s.overlaid(store.StageID(id)); err != nil {
+		return [2]byte{}, err
+	} else if ok {
 		if !e.inBase {
 			return [2]byte{}, nil
 		}
@@ -83,24 +103,28 @@ func (s *snap) baseKindOf(id string) ([2]byte, error) {
 	return s.baseKindFile(id)
 }
 
-// overlaySize is how many keys a generation made of cur's deltas and d
-// touches (merge: d alone).
-func (d *deltaContent) overlaySize(cur *snap, merge bool) int {
-	n := len(d.stages) + len(d.quar)
-	if merge || cur.ov == nil {
-		return n
+// overlaySize returns at most how many keys a generation made of cur's
+// deltas and d touches (see overlay.size), and how many of them a reader
+// folds at open (a merged d: its quarantine keys alone).
+func (d *deltaContent) overlaySize(cur *snap) (total, folded int) {
+	if d.merged {
+		return len(d.stages) + len(d.quar), len(d.quar)
 	}
+	if cur.ov == nil {
+		return len(d.stages) + len(d.quar), len(d.stages) + len(d.quar)
+	}
+	folded = len(d.stages) + len(d.quar)
 	for id := range cur.ov.stages {
 		if _, ok := d.stages[id]; !ok {
-			n++
+			folded++
 		}
 	}
 	for k := range cur.ov.quar {
 		if _, ok := d.quar[k]; !ok {
-			n++
+			folded++
 		}
 	}
-	return n
+	return cur.ov.deepKeys + folded, folded
 }
 
 // write writes d as the delta file of generation gen in dir, fsynced and
@@ -128,7 +152,7 @@ func (d *deltaContent) write(dir string, gen uint64, opts Options) (int64, error
 }
 
 func (d *deltaContent) load(name string, gen uint64, opts Options) (err error) {
-	l, err := newFileLoader(name, opts, deltaBuckets()...)
+	l, err := newFileLoader(name, opts, deltaBuckets(d.merged)...)
 	if err != nil {
 		return err
 	}
@@ -137,6 +161,46 @@ func (d *deltaContent) load(name string, gen uint64, opts Options) (err error) {
 			err = cerr
 		}
 	}()
+	if err := d.put(l); err != nil {
+		return err
+	}
+	fv := make([]byte, 4)
+	binary.BigEndian.PutUint32(fv, FormatVersion)
+	meta := []metaEntry{ // in key order
+		{metaDelta, []byte("1")},
+		{metaFormatVersion, fv},
+		{metaGeneration, beUint64(gen)},
+		{metaMagic, []byte(magic)},
+	}
+	if d.merged {
+		meta = append(meta, metaEntry{metaMerged, beUint64(uint64(len(d.baseKind)))})
+	}
+	for _, e := range meta {
+		if err := l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
+			return err
+		}
+	}
+	if err := l.Finish(); err != nil {
+		return err
+	}
+	return checkSmallFile(name, opts, func(tx *bolt.Tx) error {
+		ov := &overlay{stages: map[string]*ovEntry{}, quar: map[string]*layer{}}
+		if err := ov.fold(tx, &layer{&dataFile{path: name}}); err != nil {
+			return err
+		}
+		if len(ov.stages) != len(d.stages) || len(ov.quar) != len(d.quar) {
+			return fmt.Errorf("it reads back %d stages and %d quarantine keys, want %d and %d",
+				len(ov.stages), len(ov.quar), len(d.stages), len(d.quar))
+		}
+		if d.merged {
+			return checkMerged(tx)
+		}
+		return nil
+	})
+}
+
+// put puts every bucket of d but meta, in order.
+func (d *deltaContent) put(l boltfile.Loader) error {
 	put := func(bucket []byte, m map[string][]byte, live bool) error {
 		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if v := m[k]; (v != nil) == live {
@@ -155,6 +219,7 @@ func (d *deltaContent) load(name string, gen uint64, opts Options) (err error) {
 		bk[k] = []byte{v[0], v[1]}
 	}
 	ix := make(map[string][]byte, len(d.stages))
+	names, sigs := map[string][]byte{}, map[string][]byte{}
 	for k, v := range d.stages {
 		if v == nil {
 			continue
@@ -164,43 +229,73 @@ func (d *deltaContent) load(name string, gen uint64, opts Options) (err error) {
 			return fmt.Errorf("stage %s: %w", k, err)
 		}
 		ix[k] = indexValue(&rec)
+		if rec.HasName {
+			names[rec.Name+"\x00"+k] = []byte{}
+		}
+		if rec.SignatureID != "" {
+			sigs[string(rec.SignatureID)+"\x00"+k] = []byte{}
+		}
 	}
-	for _, p := range []struct {
+	type fill struct {
 		bucket []byte
 		m      map[string][]byte
-		live   bool
-	}{
+		live   bool // put m's non-nil values (else its nil ones, as empty)
+	}
+	buckets := []fill{
 		{bucketStages, d.stages, true}, {bucketIndex, ix, true}, {bucketRemoved, d.stages, false}, {bucketBaseKind, bk, true},
 		{bucketQuarantine, d.quar, true}, {bucketQRemoved, d.quar, false},
-	} {
+	}
+	if d.merged {
+		buckets = append(buckets, fill{bucketNames, names, true}, fill{bucketSigs, sigs, true})
+	}
+	for _, p := range buckets {
 		if err := put(p.bucket, p.m, p.live); err != nil {
 			return err
 		}
 	}
-	fv := make([]byte, 4)
-	binary.BigEndian.PutUint32(fv, FormatVersion)
-	for _, e := range []metaEntry{ // in key order
-		{metaDelta, []byte("1")},
-		{metaFormatVersion, fv},
-		{metaGeneration, beUint64(gen)},
-		{metaMagic, []byte(magic)},
-	} {
-		if err := l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
-			return err
-		}
+	return nil
+}
+
+// checkMerged checks what a merged delta adds to a delta: its names and
+// sigs buckets hold exactly one entry for each name and signature id its
+// index gives a stage, and its meta counts its base_kind entries.
+func checkMerged(tx *bolt.Tx) error {
+	ix, names, sigs := tx.Bucket(bucketIndex), tx.Bucket(bucketNames), tx.Bucket(bucketSigs)
+	if ix == nil || names == nil || sigs == nil {
+		return errors.New("a bucket of a merged delta is missing")
 	}
-	if err := l.Finish(); err != nil {
-		return err
-	}
-	return checkSmallFile(name, opts, func(tx *bolt.Tx) error {
-		ov := &overlay{stages: map[string]*ovEntry{}, quar: map[string]*layer{}}
-		if err := ov.fold(tx, &layer{&dataFile{path: name}}); err != nil {
-			return err
+	var nNames, nSigs int
+	var a strArena
+	err := ix.ForEach(func(k, v []byte) error {
+		var e ovEntry
+		if err := parseIndex(v, &e, &a); err != nil {
+			return fmt.Errorf("stage %s: %v", k, err)
 		}
-		if len(ov.stages) != len(d.stages) || len(ov.quar) != len(d.quar) {
-			return fmt.Errorf("it reads back %d stages and %d quarantine keys, want %d and %d",
-				len(ov.stages), len(ov.quar), len(d.stages), len(d.quar))
+		if e.hasName {
+			nNames++
+			if names.Get(append(append([]byte(e.name), 0), k...)) == nil {
+				return fmt.Errorf("the names index does not list stage %s", k)
+			}
+		}
+		if e.sig != "" {
+			nSigs++
+			if sigs.Get(append(append([]byte(e.sig), 0), k...)) == nil {
+				return fmt.Errorf("the sigs index does not list stage %s", k)
+			}
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	if n := names.Stats().KeyN; n != nNames {
+		return fmt.Errorf("the names index has %d entries for %d named stages", n, nNames)
+	}
+	if n := sigs.Stats().KeyN; n != nSigs {
+		return fmt.Errorf("the sigs index has %d entries for %d signed stages", n, nSigs)
+	}
+	if n, ok := mergedKeys(tx); !ok || n != tx.Bucket(bucketBaseKind).Stats().KeyN {
+		return fmt.Errorf("its meta counts %d stage ids, it touches %d", n, tx.Bucket(bucketBaseKind).Stats().KeyN)
+	}
+	return nil
 }

@@ -93,19 +93,23 @@ func sameBase(a, b *snap) bool {
 
 // touchedKeys is the sorted union of the stage ids (or quarantine keys)
 // the overlays of a and b touch.
-func touchedKeys(a, b *snap, quar bool) []string {
+func touchedKeys(a, b *snap, quar bool) ([]string, error) {
 	set := map[string]bool{}
 	for _, s := range []*snap{a, b} {
 		if s.ov == nil {
 			continue
 		}
 		if quar {
-			for _, k := range s.ov.lists().qkeys {
+			for k := range s.ov.quar {
 				set[k] = true
 			}
 			continue
 		}
-		for k := range s.ov.stages {
+		all, err := s.ov.entries()
+		if err != nil {
+			return nil, err
+		}
+		for k := range all {
 			set[k] = true
 		}
 	}
@@ -114,13 +118,17 @@ func touchedKeys(a, b *snap, quar bool) []string {
 		out = append(out, k)
 	}
 	slices.Sort(out)
-	return out
+	return out, nil
 }
 
 // diffStages compares the stages of a and b.
 func diffStages(ctx context.Context, a, b *snap, d *Diff) error {
 	if sameBase(a, b) {
-		for _, id := range touchedKeys(a, b, false) {
+		ids, err := touchedKeys(a, b, false)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
 			ra, err := valueRecord(a, id)
 			if err != nil {
 				return err
@@ -230,7 +238,11 @@ func diffQuarantine(ctx context.Context, a, b *snap, d *Diff) error {
 	keys := func(s *snap) (map[string][32]byte, error) {
 		out := map[string][32]byte{}
 		if sameBase(a, b) {
-			for _, k := range touchedKeys(a, b, true) {
+			qkeys, err := touchedKeys(a, b, true)
+			if err != nil {
+				return nil, err
+			}
+			for _, k := range qkeys {
 				v, ok, err := s.quarValue(k)
 				if err != nil {
 					return nil, err

@@ -4,26 +4,27 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/noether-mirror/mirror/store"
 )
 
-// genTemplate is a small mirror whose current generation is a base and
-// two deltas (stages added, changed, removed, quarantined), for fuzzing
-// the manifest and the delta files.
+// genTemplate is a small mirror whose current generation is a base, a
+// merged delta and a delta (stages added, changed, removed,
+// quarantined), for fuzzing the manifest and the delta files.
 type genTemplate struct {
 	dir      string // holds mirror.db and mirror.db.gens
 	manifest []byte
-	delta    string // the newest delta's file name
-	deltaRaw []byte
+	deltas   []string // the delta files' names: the merged one, the newest
+	deltaRaw [][]byte
 	ids      []store.StageID
 }
 
 func newGenTemplate(f *testing.F) *genTemplate {
 	f.Helper()
 	dir := f.TempDir()
-	m, err := Create(filepath.Join(dir, "mirror.db"), Options{MaxOverlay: 64})
+	m, err := Create(filepath.Join(dir, "mirror.db"), Options{MaxOverlay: 64, MaxLayers: 2})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -37,6 +38,10 @@ func newGenTemplate(f *testing.F) *genTemplate {
 	if err := m.Remove(ctx, ss[3].ID); err != nil {
 		f.Fatal(err)
 	}
+	// The third delta merges the chain (MaxLayers), the fourth follows it.
+	if _, err := m.Put(ctx, genStage(f, 2, 100, testKey())); err != nil {
+		f.Fatal(err)
+	}
 	g := &genTemplate{dir: dir}
 	if g.manifest, err = os.ReadFile(m.Path()); err != nil {
 		f.Fatal(err)
@@ -45,10 +50,18 @@ func newGenTemplate(f *testing.F) *genTemplate {
 	if err != nil {
 		f.Fatal(err)
 	}
-	g.delta = s.gen.Deltas[len(s.gen.Deltas)-1]
+	g.deltas = slices.Clone(s.gen.Deltas)
+	merged := s.ov.deep != nil
 	s.release()
-	if g.deltaRaw, err = os.ReadFile(filepath.Join(gensDir(m.Path()), g.delta)); err != nil {
-		f.Fatal(err)
+	if len(g.deltas) != 2 || !merged {
+		f.Fatalf("the template reads deltas %v (the first merged: %v), want a merged one and another", g.deltas, merged)
+	}
+	for _, d := range g.deltas {
+		raw, err := os.ReadFile(filepath.Join(gensDir(m.Path()), d))
+		if err != nil {
+			f.Fatal(err)
+		}
+		g.deltaRaw = append(g.deltaRaw, raw)
 	}
 	for _, s := range ss {
 		g.ids = append(g.ids, s.ID)
@@ -57,7 +70,8 @@ func newGenTemplate(f *testing.F) *genTemplate {
 }
 
 // materialize lays the template out in a fresh directory with file
-// (0: the manifest, else the newest delta) replaced by data.
+// (0: the manifest, 1: the newest delta, 2: the merged one) replaced by
+// data.
 func (g *genTemplate) materialize(t *testing.T, which int, data []byte) string {
 	dst := t.TempDir()
 	path := filepath.Join(dst, "mirror.db")
@@ -73,36 +87,41 @@ func (g *genTemplate) materialize(t *testing.T, which int, data []byte) string {
 			t.Fatal(err)
 		}
 	}
-	manifest, delta := g.manifest, g.deltaRaw
+	manifest := g.manifest
 	if which == 0 {
 		manifest = data
-	} else {
-		delta = data
 	}
 	if err := os.WriteFile(path, manifest, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := filepath.Join(gensDir(path), g.delta)
+	if which == 0 {
+		return path
+	}
+	i := 2 - which // deltas[0] is the merged one
+	d := filepath.Join(gensDir(path), g.deltas[i])
 	if err := os.Remove(d); err != nil { // a link to the template's
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(d, delta, 0o644); err != nil {
+	if err := os.WriteFile(d, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-// FuzzGenerationFiles damages a generation's manifest or newest delta:
-// opening the mirror, every read and Verify give errors (ErrCorrupt and
-// the like) or problems, never a crash.
+// FuzzGenerationFiles damages a generation's manifest, newest delta or
+// merged delta: opening the mirror, every read (those that read a merged
+// delta on disk first, then those that fold it) and Verify give errors
+// (ErrCorrupt and the like) or problems, never a crash.
 func FuzzGenerationFiles(f *testing.F) {
 	g := newGenTemplate(f)
 	f.Add(0, g.manifest)
-	f.Add(1, g.deltaRaw)
+	f.Add(1, g.deltaRaw[1])
+	f.Add(2, g.deltaRaw[0])
 	f.Add(0, g.manifest[:len(g.manifest)/2])
 	f.Add(1, []byte("not a delta"))
+	f.Add(2, g.deltaRaw[0][:len(g.deltaRaw[0])/2])
 	f.Fuzz(func(t *testing.T, which int, data []byte) {
-		path := g.materialize(t, which&1, data)
+		path := g.materialize(t, int(uint(which)%3), data)
 		m, err := Open(path, Options{})
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrFormatVersion) && !errors.Is(err, ErrNoMirror) {
@@ -115,6 +134,7 @@ func FuzzGenerationFiles(f *testing.F) {
 		for _, id := range g.ids {
 			_, _ = m.GetRaw(ctx, id)
 		}
+		_, _ = m.FindRawByName(ctx, "list_length")
 		for _, kind := range []store.LifecycleKind{store.LifecycleUnknown, store.LifecycleActive} {
 			_, _, _ = m.Page(ctx, kind, 2, 5)
 			for _, err := range m.Records(ctx, kind) {

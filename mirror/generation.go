@@ -43,7 +43,7 @@ func openGen(path string, mf *manifest, g uint64, opts Options, prev *snap) (*sn
 		return nil, genError(g, err)
 	}
 	if len(rec.Deltas) > 0 {
-		if s.ov, err = openOverlay(dir, rec.Deltas, rec.Overlay, opts, prevOv); err != nil {
+		if s.ov, err = openOverlay(dir, rec.Deltas, rec.Folded, opts, prevOv); err != nil {
 			s.release()
 			return nil, genError(g, err)
 		}

@@ -62,8 +62,11 @@ func TestLayeredReadsMatchCompacted(t *testing.T) {
 		name string
 		opts Options
 	}{
-		{"long-chain", Options{MaxOverlay: 1 << 20, MaxLayers: 64}},
+		{"long-chain", Options{MaxOverlay: 1 << 20, MaxLayers: 200}},
 		{"merged-chains", Options{MaxOverlay: 1 << 20, MaxLayers: 3}},
+		// Chains merged when their folded deltas pass MaxOverlay, into a
+		// merged delta compacted at MaxMerged.
+		{"merged-by-size", Options{MaxOverlay: 6, MaxMerged: 30, MaxLayers: 64}},
 		{"compacting", Options{MaxOverlay: 24}},
 		// Deltas, manifests and bases through bbolt's own transactions.
 		{"bbolt-transactions", Options{MaxOverlay: 48, MaxLayers: 5, BoltTransactions: true}},
@@ -108,7 +111,7 @@ func TestLayeredReadsMatchCompacted(t *testing.T) {
 			if _, err := w.Publish(t.Context(), PublishInfo{}); err != nil {
 				t.Fatal(err)
 			}
-			maxLayers := 0
+			maxLayers, merged := 0, false
 			for i := 1; i <= ops; i++ {
 				ctx := t.Context()
 				switch r.IntN(4) {
@@ -122,14 +125,74 @@ func TestLayeredReadsMatchCompacted(t *testing.T) {
 					_ = m.UpdateLifecycle(ctx, ids[r.IntN(len(ids))], lifecycles[r.IntN(len(lifecycles))])
 				}
 				maxLayers = max(maxLayers, m.Meta().Layers)
+				if s, err := m.acquire(); err == nil {
+					merged = merged || (s.ov != nil && s.ov.deep != nil)
+					s.release()
+				}
 				if i%10 == 0 || i == ops {
-					sameReads(t, fmt.Sprintf("after %d edits", i), m, compactedCopy(t, m), names, sigs)
+					want := compactedCopy(t, m)
+					samePointReads(t, fmt.Sprintf("after %d edits, a fresh open", i), m.Path(), want, ids, names, sigs)
+					sameReads(t, fmt.Sprintf("after %d edits", i), m, want, names, sigs)
 				}
 			}
 			if maxLayers < 2 {
 				t.Errorf("the edits never made more than %d layers: the test did not test layers", maxLayers)
 			}
+			if wantMerged := c.name != "long-chain"; merged != wantMerged {
+				t.Errorf("a generation read a merged delta: %v, want %v", merged, wantMerged)
+			}
 		})
+	}
+}
+
+// samePointReads opens the mirror at path afresh and compares its reads
+// that need no sorted lists (by id, by name, by signature: a merged delta
+// is then read on disk, not folded) with want's, then checks that they
+// built no lists.
+func samePointReads(t *testing.T, when, path string, want *Mirror, ids []store.StageID, names []string, sigs []store.SignatureID) {
+	t.Helper()
+	ctx := t.Context()
+	got, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	for _, id := range ids {
+		g, gerr := got.GetRaw(ctx, id)
+		w, werr := want.GetRaw(ctx, id)
+		if !bytes.Equal(g, w) || (gerr == nil) != (werr == nil) {
+			t.Fatalf("%s: GetRaw(%.8s): %v, want %v", when, id, gerr, werr)
+		}
+		gc, _ := got.Contains(ctx, id)
+		if gc != (werr == nil) {
+			t.Fatalf("%s: Contains(%.8s) = %v", when, id, gc)
+		}
+	}
+	for _, name := range names {
+		g, gerr := got.FindRawByName(ctx, name)
+		w, _ := want.FindRawByName(ctx, name)
+		if gerr != nil || !slices.EqualFunc(g, w, bytes.Equal) {
+			t.Fatalf("%s: FindRawByName(%s): %d stages (%v), want %d", when, name, len(g), gerr, len(w))
+		}
+	}
+	for _, sig := range sigs {
+		g, gerr := got.GetRawBySignature(ctx, sig)
+		w, werr := want.GetRawBySignature(ctx, sig)
+		if !bytes.Equal(g, w) || (gerr == nil) != (werr == nil) {
+			t.Fatalf("%s: GetRawBySignature(%.8s): %v, want %v", when, sig, gerr, werr)
+		}
+	}
+	s, err := got.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.release()
+	if s.ov != nil && (s.ov.listed.Load() || (s.ov.deep != nil && s.ov.allDone.Load())) {
+		t.Fatalf("%s: point reads built the overlay's lists or folded its merged delta", when)
+	}
+	if s.gen.Overlay != s.ov.size() || s.gen.Folded != s.ov.folded() {
+		t.Fatalf("%s: the manifest says the deltas touch %d keys, %d of them folded; the reader counts %d and folded %d",
+			when, s.gen.Overlay, s.gen.Folded, s.ov.size(), s.ov.folded())
 	}
 }
 
@@ -206,13 +269,28 @@ func scanAll(t *testing.T, m *Mirror, kind store.LifecycleKind) [][]byte {
 }
 
 // TestOverlayLookupsBeforeLists checks that the name and signature
-// look-ups an overlay answers by scanning its entries, before its lists
-// are built, equal the lists' answers, and that the lists get built once
-// scansBeforeLists look-ups have scanned.
+// look-ups an overlay answers by scanning its entries (and looking the
+// merged delta's indexes up), before its lists are built, equal the
+// lists' answers, and that the lists get built once scansBeforeLists
+// look-ups have scanned.
 func TestOverlayLookupsBeforeLists(t *testing.T) {
-	m := layeredMirror(t, Options{MaxOverlay: 1 << 20, MaxLayers: 64})
+	for _, tc := range []struct {
+		name string
+		opts Options
+		deep bool
+	}{
+		{"folded", Options{MaxOverlay: 1 << 20, MaxLayers: 128}, false},
+		{"merged", Options{MaxOverlay: 1 << 20, MaxLayers: 8}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testLookupsBeforeLists(t, tc.opts, tc.deep) })
+	}
+}
+
+func testLookupsBeforeLists(t *testing.T, opts Options, deep bool) {
+	m := layeredMirror(t, opts)
 	g := storetest.NewGen(9)
-	names := []string{"alpha", "beta", "gamma", "absent"}
+	// "alpha\x00beta" shares its index keys' prefix with "alpha".
+	names := []string{"alpha", "beta", "gamma", "alpha\x00beta", "absent"}
 	sigs := []store.SignatureID{g.SigID(), g.SigID(), g.SigID()}
 	r := rand.New(rand.NewPCG(9, 9))
 	syncAll(t, m, []*store.Stage{g.Stage(storetest.WithName("alpha"))}, PublishInfo{})
@@ -220,7 +298,7 @@ func TestOverlayLookupsBeforeLists(t *testing.T) {
 		opts := []storetest.Option{storetest.WithSig(sigs[r.IntN(len(sigs))]),
 			storetest.WithLifecycle([]store.Lifecycle{store.Draft, store.Active, store.Tombstone}[r.IntN(3)])}
 		if i%4 > 0 {
-			opts = append(opts, storetest.WithName(names[r.IntN(3)]))
+			opts = append(opts, storetest.WithName(names[r.IntN(4)]))
 		}
 		id, err := m.Put(t.Context(), g.Stage(opts...))
 		if err != nil {
@@ -242,6 +320,9 @@ func TestOverlayLookupsBeforeLists(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.release()
+	if (s.ov.deep != nil) != deep {
+		t.Fatalf("the generation's deep delta: %v, want one: %v", s.ov.deep != nil, deep)
+	}
 	type lookup struct {
 		sig   bool
 		value string
@@ -255,20 +336,27 @@ func TestOverlayLookupsBeforeLists(t *testing.T) {
 	}
 	scanned := map[lookup][]string{}
 	for _, l := range all {
-		scanned[l] = s.ov.liveWith(l.sig, l.value)
+		if scanned[l], err = s.ov.liveWith(l.sig, l.value); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if s.ov.listed.Load() {
 		t.Fatalf("%d look-ups built the lists, want scans", len(all))
 	}
 	for range scansBeforeLists {
-		s.ov.liveWith(false, "alpha")
+		if _, err := s.ov.liveWith(false, "alpha"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if !s.ov.listed.Load() {
 		t.Fatalf("%d look-ups did not build the lists", len(all)+scansBeforeLists)
 	}
 	found := 0
 	for l, got := range scanned {
-		want := s.ov.liveWith(l.sig, l.value)
+		want, err := s.ov.liveWith(l.sig, l.value)
+		if err != nil {
+			t.Fatal(err)
+		}
 		found += len(want)
 		if !slices.Equal(got, want) {
 			t.Errorf("look-up %+v: the scan found %d ids, the lists %d", l, len(got), len(want))

@@ -63,9 +63,13 @@ type genRecord struct {
 	// base with the deltas applied in order.
 	Base   string   `json:"base"`
 	Deltas []string `json:"deltas,omitempty"`
-	// Overlay is the number of keys the deltas touch together (what a
-	// reader holds in memory for this generation).
+	// Overlay is at most the number of keys the deltas touch together
+	// (see overlay.size), Folded how many of them a reader folds into
+	// memory at open (all of them but a merged first delta's stage ids;
+	// a record written before merged deltas has none: Folded is set to
+	// Overlay when it is read).
 	Overlay int     `json:"overlay"`
+	Folded  int     `json:"folded"`
 	Changes Changes `json:"changes"`
 	// Bytes is the size of the files this generation added (its delta, or
 	// its base when it was compacted).
@@ -266,7 +270,7 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 // decodeGenRecord decodes and checks the record of generation n, which a
 // manifest holds as v; the record keeps a copy of v.
 func decodeGenRecord(n uint64, v []byte) (genRecord, error) {
-	var g genRecord
+	g := genRecord{Folded: -1}
 	if json.Unmarshal(v, &g) != nil || g.Generation != n || g.Base == "" {
 		return genRecord{}, fmt.Errorf("generation entry %d", n)
 	}
@@ -274,6 +278,9 @@ func decodeGenRecord(n uint64, v []byte) (genRecord, error) {
 		if f != filepath.Base(f) || f == "." || f == ".." {
 			return genRecord{}, fmt.Errorf("generation %d names file %q outside its directory", n, f)
 		}
+	}
+	if g.Folded < 0 {
+		g.Folded = g.Overlay
 	}
 	if g.Counts == nil {
 		g.Counts = map[string]int{}

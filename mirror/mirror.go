@@ -63,12 +63,18 @@ type Options struct {
 	// before it is published; readers cannot tell the difference.
 	BoltTransactions bool
 	// MaxOverlay bounds how many stage ids and quarantine keys the deltas
-	// over a generation's base may touch together (readers hold that
-	// much in memory, a few hundred bytes a key): a publish that would
-	// pass it compacts the generation into a new base instead. 0 means
-	// 4096, or 1/64 of the stages when that is more, and at most half
-	// the stages.
+	// a reader folds into memory when it opens a generation may touch
+	// together (a few hundred bytes a key, and the time to read them): a
+	// publish that would pass it merges the chain into one merged delta,
+	// which readers look up on disk instead. 0 means 4096, or 1/64 of
+	// the stages when that is more, and at most half the stages.
 	MaxOverlay int
+	// MaxMerged bounds how many stage ids and quarantine keys all the
+	// deltas over a base may touch together: a publish that would pass
+	// it compacts the generation into a new base, which writes the whole
+	// mirror. 0 means 1/8 of the stages up to 65,536 (at least
+	// MaxOverlay), or MaxOverlay when only that is set.
+	MaxMerged int
 	// MaxLayers bounds the number of deltas over a base: a publish that
 	// would pass it writes one delta that merges the chain. 0 means 16.
 	MaxLayers int

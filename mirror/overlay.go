@@ -30,12 +30,23 @@ var (
 	// overlay needs of its record (see indexValue), so that opening a
 	// generation reads a hundred bytes a changed stage, not its record.
 	bucketIndex = []byte("index")
+	// A merged delta (see overlay.deep) also indexes its live stages by
+	// name and by signature id, as a snapshot does (keys value 0x00 id,
+	// empty values), for look-ups without folding it.
+	bucketNames = []byte("names")
+	bucketSigs  = []byte("sigs")
 
 	metaDelta = "delta"
+	// metaMerged marks a merged delta: the number of stage ids it
+	// touches (its base_kind entries), uint64 big-endian.
+	metaMerged = "merged"
 )
 
-// deltaBuckets are a delta file's buckets.
-func deltaBuckets() [][]byte {
+// deltaBuckets are a delta file's buckets (merged: a merged delta's).
+func deltaBuckets(merged bool) [][]byte {
+	if merged {
+		return [][]byte{bucketStages, bucketIndex, bucketRemoved, bucketBaseKind, bucketQuarantine, bucketQRemoved, bucketNames, bucketSigs, bucketMeta}
+	}
 	return [][]byte{bucketStages, bucketIndex, bucketRemoved, bucketBaseKind, bucketQuarantine, bucketQRemoved, bucketMeta}
 }
 
@@ -143,15 +154,34 @@ type ovEntry struct {
 // overlay is the fold of a generation's deltas, oldest first: for every
 // key they touch, the latest word. It is built when the generation is
 // opened and never changes; safe for concurrent reads.
+//
+// When the chain's first delta is a merged one (it holds what a chain of
+// earlier deltas did, and can hold up to Options.MaxMerged keys), it is
+// not folded at open: that would cost a reader time and memory in
+// proportion to it. A point read looks it up on disk (deep) after the
+// fold of the other deltas (stages); the full fold (all) is built when a
+// read first needs the overlay's sorted lists.
 type overlay struct {
 	layers []*layer // one reference each, released by close
+	// stages is the fold of every delta but deep.
 	stages map[string]*ovEntry
-	quar   map[string]*layer // nil: removed
+	quar   map[string]*layer // nil: removed; every delta's, deep's too
+	// deep is the merged first delta read on disk (nil: none), deepKeys
+	// how many stage ids it touches.
+	deep     *layer
+	deepKeys int
 	// slab holds the entries stages points to, allocated in blocks; strs
 	// the bytes of their keys, names and signature ids (a fold would
 	// otherwise allocate three strings a stage).
 	slab []ovEntry
 	strs strArena
+
+	// all is the fold of every delta, deep's too, when there is a deep
+	// delta (else stages is), built by entries on first use.
+	allOnce sync.Once
+	all     map[string]*ovEntry
+	allErr  error
+	allDone atomic.Bool
 
 	// The sorted lists that listings, pages and the name and signature
 	// indexes merge with the base, built on first use (see lists): a
@@ -213,8 +243,16 @@ func (ov *overlay) load(dir string, names []string, opts Options, prev *overlay)
 	for i, f := range files {
 		l := &layer{f}
 		ov.layers = append(ov.layers, l)
+		first := len(ov.layers) == 1
 		err = guarded(f.path, func() error {
-			return l.db.View(func(tx *bolt.Tx) error { return ov.fold(tx, l) })
+			return l.db.View(func(tx *bolt.Tx) error {
+				if first {
+					if n, ok := mergedKeys(tx); ok {
+						return ov.openDeep(tx, l, n)
+					}
+				}
+				return ov.fold(tx, l)
+			})
 		})
 		if err != nil {
 			for _, f := range files[i+1:] {
@@ -224,6 +262,37 @@ func (ov *overlay) load(dir string, names []string, opts Options, prev *overlay)
 		}
 	}
 	return nil
+}
+
+// mergedKeys returns how many stage ids a merged delta touches, and
+// whether the delta in tx is one.
+func mergedKeys(tx *bolt.Tx) (int, bool) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 0, false
+	}
+	v := meta.Get([]byte(metaMerged))
+	if len(v) != 8 {
+		return 0, false // not merged (or damaged: the fold says so)
+	}
+	return int(min(binary.BigEndian.Uint64(v), maxOverlayHint<<4)), true
+}
+
+// openDeep makes the merged delta l, the chain's first, the overlay's
+// deep delta: only its quarantine keys are folded (they are few, and
+// every quarantine read needs them).
+func (ov *overlay) openDeep(tx *bolt.Tx, l *layer, n int) error {
+	for _, name := range deltaBuckets(true) {
+		if tx.Bucket(name) == nil {
+			return corruptf(l.path, "bucket %q is missing", name)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	if string(meta.Get([]byte(metaMagic))) != magic || meta.Get([]byte(metaDelta)) == nil {
+		return corruptf(l.path, "not a noether-mirror delta")
+	}
+	ov.deep, ov.deepKeys = l, n
+	return ov.foldQuarantine(tx, l)
 }
 
 // openLayers returns the delta files names (in dir) open, a reference
@@ -284,6 +353,7 @@ func (ov *overlay) copyFold(prev *overlay) {
 		l.refs.Add(1)
 		ov.layers = append(ov.layers, l)
 	}
+	ov.deep, ov.deepKeys = prev.deep, prev.deepKeys
 	for k, e := range prev.stages {
 		c := ov.newEntry()
 		*c = *e
@@ -302,8 +372,17 @@ func (ov *overlay) close() {
 	}
 }
 
-// size is the number of keys the overlay touches.
+// size is at most the number of keys the overlay touches (exactly, but
+// for keys both the deep delta and a later one touch, counted twice).
 func (ov *overlay) size() int {
+	if ov == nil {
+		return 0
+	}
+	return ov.deepKeys + len(ov.stages) + len(ov.quar)
+}
+
+// folded is the number of keys the overlay holds in memory from its open.
+func (ov *overlay) folded() int {
 	if ov == nil {
 		return 0
 	}
@@ -313,7 +392,7 @@ func (ov *overlay) size() int {
 // fold applies one delta file to the overlay.
 func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 	bk := map[string]*bolt.Bucket{}
-	for _, name := range deltaBuckets() {
+	for _, name := range deltaBuckets(false) {
 		b := tx.Bucket(name)
 		if b == nil {
 			return corruptf(l.path, "bucket %q is missing", name)
@@ -369,14 +448,92 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 	if err != nil {
 		return err
 	}
-	if err := bk[string(bucketQuarantine)].ForEach(func(k, _ []byte) error { ov.quar[string(k)] = l; return nil }); err != nil {
-		return err
-	}
-	return bk[string(bucketQRemoved)].ForEach(func(k, _ []byte) error { ov.quar[string(k)] = nil; return nil })
+	return ov.foldQuarantine(tx, l)
 }
 
-// touched returns the overlay's entry for a stage id, if any.
-func (ov *overlay) touched(id []byte) (*ovEntry, bool) {
-	e, ok := ov.stages[string(id)]
-	return e, ok
+// foldQuarantine applies one delta file's quarantine keys to the overlay.
+func (ov *overlay) foldQuarantine(tx *bolt.Tx, l *layer) error {
+	if err := tx.Bucket(bucketQuarantine).ForEach(func(k, _ []byte) error { ov.quar[string(k)] = l; return nil }); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketQRemoved).ForEach(func(k, _ []byte) error { ov.quar[string(k)] = nil; return nil })
+}
+
+// touched returns the overlay's entry for a stage id, if any: from the
+// folded deltas, else from the deep delta on disk (until the full fold
+// is built).
+func (ov *overlay) touched(id []byte) (*ovEntry, bool, error) {
+	m := ov.stages
+	if ov.deep != nil && ov.allDone.Load() {
+		m = ov.all
+	}
+	if e, ok := m[string(id)]; ok || ov.deep == nil || ov.allDone.Load() {
+		return e, ok, nil
+	}
+	return ov.deep.entry(id)
+}
+
+// entry returns what the merged delta l says of stage id, if it touches
+// it, as its fold would.
+func (l *layer) entry(id []byte) (e *ovEntry, ok bool, err error) {
+	err = guarded(l.path, func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			bk, ix := tx.Bucket(bucketBaseKind), tx.Bucket(bucketIndex)
+			if bk == nil || ix == nil {
+				return corruptf(l.path, "bucket %q or %q is missing", bucketBaseKind, bucketIndex)
+			}
+			v := bk.Get(id)
+			if v == nil {
+				return nil
+			}
+			if len(v) != 2 || v[0] > 1 || v[1] >= classes {
+				return corruptf(l.path, "base_kind entry of %s is damaged", id)
+			}
+			e, ok = &ovEntry{inBase: v[0] == 1, baseKind: store.LifecycleKind(v[1])}, true
+			iv := ix.Get(id)
+			if iv == nil {
+				return nil // removed (or a removal of what the base never had)
+			}
+			a := strArena{buf: make([]byte, 0, len(iv))}
+			if err := parseIndex(iv, e, &a); err != nil {
+				return corruptf(l.path, "stage %s: %v", id, err)
+			}
+			e.src = l
+			return nil
+		})
+	})
+	return e, ok, err
+}
+
+// entries returns the fold of every delta, deep's too, building it on
+// first use. It never changes after.
+func (ov *overlay) entries() (map[string]*ovEntry, error) {
+	if ov.deep == nil {
+		return ov.stages, nil
+	}
+	if ov.allDone.Load() {
+		return ov.all, nil
+	}
+	ov.allOnce.Do(func() {
+		d := &overlay{stages: make(map[string]*ovEntry, min(ov.deepKeys, maxOverlayHint<<4)+len(ov.stages)), quar: map[string]*layer{}}
+		ov.allErr = guarded(ov.deep.path, func() error {
+			return ov.deep.db.View(func(tx *bolt.Tx) error { return d.fold(tx, ov.deep) })
+		})
+		if ov.allErr != nil {
+			return
+		}
+		maps.Copy(d.stages, ov.stages) // a later delta's word replaces the deep one's
+		ov.all = d.stages
+		ov.allDone.Store(true)
+	})
+	return ov.all, ov.allErr
+}
+
+// entry returns the full fold's entry for id; only after entries (or
+// lists) succeeded.
+func (ov *overlay) entry(id string) *ovEntry {
+	if ov.deep == nil {
+		return ov.stages[id]
+	}
+	return ov.all[id]
 }

@@ -1,8 +1,11 @@
 package mirror
 
 import (
+	"bytes"
 	"slices"
 	"strings"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/noether-mirror/mirror/store"
 )
@@ -12,21 +15,24 @@ import (
 // deltas' live stages of class c; both sorted by id. Class 0 is every
 // stage, class k lifecycle kind k.
 type ovLists struct {
-	qkeys  []string // every quarantine key touched, sorted
 	hidden [classes][]string
 	live   [classes][]string
 	byName map[string][]string // live ids by name, sorted
 	bySig  map[string][]string // live ids by signature id, sorted
 }
 
-// lists returns the overlay's sorted lists, building them on first use.
-// They never change after.
-func (ov *overlay) lists() *ovLists {
+// lists returns the overlay's sorted lists, building them (and the full
+// fold they list, see entries) on first use. They never change after.
+func (ov *overlay) lists() (*ovLists, error) {
+	all, err := ov.entries()
+	if err != nil {
+		return nil, err
+	}
 	ov.listOnce.Do(func() {
-		ov.index()
+		ov.index(all)
 		ov.listed.Store(true)
 	})
-	return &ov.ls
+	return &ov.ls, nil
 }
 
 // scansBeforeLists is how many name or signature look-ups scan the
@@ -34,38 +40,105 @@ func (ov *overlay) lists() *ovLists {
 const scansBeforeLists = 16
 
 // liveWith returns the live ids whose name (sig: signature id) is value,
-// sorted. Until the lists are built, it scans the entries instead (a
-// few nanoseconds each, against milliseconds to build the lists at
-// thousands of keys), so that a process looking up a name or two never
-// builds them; the scansBeforeLists-th look-up builds them.
-func (ov *overlay) liveWith(sig bool, value string) []string {
+// sorted. Until the lists are built, it scans the folded entries instead
+// (a few nanoseconds each, against milliseconds to build the lists at
+// thousands of keys), and looks value up in the deep delta's index, so
+// that a process looking up a name or two never builds them; the
+// scansBeforeLists-th look-up builds them.
+func (ov *overlay) liveWith(sig bool, value string) ([]string, error) {
 	if ov.listed.Load() || ov.scans.Add(1) > scansBeforeLists {
-		if sig {
-			return ov.lists().bySig[value]
+		ls, err := ov.lists()
+		if err != nil {
+			return nil, err
 		}
-		return ov.lists().byName[value]
+		if sig {
+			return ls.bySig[value], nil
+		}
+		return ls.byName[value], nil
+	}
+	m, deep := ov.stages, ov.deep != nil
+	if deep && ov.allDone.Load() {
+		m, deep = ov.all, false
 	}
 	var ids []string
-	for id, e := range ov.stages {
-		if e.src != nil && ((sig && string(e.sig) == value) || (!sig && e.hasName && e.name == value)) {
+	for id, e := range m {
+		if e.src != nil && e.has(sig, value) {
 			ids = append(ids, id)
 		}
 	}
+	if deep {
+		more, err := ov.deep.liveWith(sig, value, ov.stages)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, more...)
+	}
 	slices.Sort(ids)
-	return ids
+	return ids, nil
 }
 
-// index builds the sorted lists reads merge with the base (see lists).
-func (ov *overlay) index() {
-	ids := make([]string, 0, len(ov.stages))
-	for id := range ov.stages {
+// has reports whether e's name (sig: signature id) is value.
+func (e *ovEntry) has(sig bool, value string) bool {
+	if sig {
+		return string(e.sig) == value
+	}
+	return e.hasName && e.name == value
+}
+
+// liveWith returns the ids of the live stages of the merged delta l whose
+// name (sig: signature id) is value, but those later deltas touch (in
+// skip), from its names (sigs) index, in id order.
+func (l *layer) liveWith(sig bool, value string, skip map[string]*ovEntry) (ids []string, err error) {
+	bucket := bucketNames
+	if sig {
+		bucket = bucketSigs
+	}
+	err = guarded(l.path, func() error {
+		return l.db.View(func(tx *bolt.Tx) error {
+			b, ix := tx.Bucket(bucket), tx.Bucket(bucketIndex)
+			if b == nil || ix == nil {
+				return corruptf(l.path, "bucket %q or %q is missing", bucket, bucketIndex)
+			}
+			p := append([]byte(value), 0)
+			c := b.Cursor()
+			for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+				id := k[len(p):]
+				if _, later := skip[string(id)]; later {
+					continue
+				}
+				iv := ix.Get(id)
+				if iv == nil && bytes.IndexByte(id, 0) >= 0 {
+					continue // a longer value's entry: value 0x00 ...
+				}
+				if iv == nil {
+					return corruptf(l.path, "the %s index lists stage %s, which has no index entry", bucket, id)
+				}
+				var e ovEntry
+				a := strArena{buf: make([]byte, 0, len(iv))}
+				if err := parseIndex(iv, &e, &a); err != nil {
+					return corruptf(l.path, "stage %s: %v", id, err)
+				}
+				if e.has(sig, value) { // else a longer value's entry: value 0x00 ...
+					ids = append(ids, string(id))
+				}
+			}
+			return nil
+		})
+	})
+	return ids, err
+}
+
+// index builds the sorted lists of the full fold all (see lists).
+func (ov *overlay) index(all map[string]*ovEntry) {
+	ids := make([]string, 0, len(all))
+	for id := range all {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
 	// Count first, so that every list is allocated once at its size.
 	var nHidden, nLive [classes]int
 	names, sigs := 0, 0
-	for _, e := range ov.stages {
+	for _, e := range all {
 		if e.inBase {
 			nHidden[0]++
 			if e.baseKind != store.LifecycleUnknown {
@@ -92,7 +165,7 @@ func (ov *overlay) index() {
 	}
 	ov.ls.byName, ov.ls.bySig = make(map[string][]string, names), make(map[string][]string, sigs)
 	for _, id := range ids {
-		e := ov.stages[id]
+		e := all[id]
 		if e.inBase {
 			ov.ls.hidden[0] = append(ov.ls.hidden[0], id)
 			if e.baseKind != store.LifecycleUnknown {
@@ -113,11 +186,6 @@ func (ov *overlay) index() {
 			ov.ls.bySig[string(e.sig)] = append(ov.ls.bySig[string(e.sig)], id)
 		}
 	}
-	ov.ls.qkeys = make([]string, 0, len(ov.quar))
-	for k := range ov.quar {
-		ov.ls.qkeys = append(ov.ls.qkeys, k)
-	}
-	slices.Sort(ov.ls.qkeys)
 }
 
 // countBelow returns how many of the sorted ids sort below id.

@@ -38,6 +38,9 @@ func sameFold(t *testing.T, when string, got, want *overlay) {
 		t.Fatalf("%s: %d layers, %d stages, %d quarantine keys; want %d, %d, %d", when,
 			len(got.layers), len(got.stages), len(got.quar), len(want.layers), len(want.stages), len(want.quar))
 	}
+	if name(got.deep) != name(want.deep) || got.deepKeys != want.deepKeys {
+		t.Fatalf("%s: merged delta %s (%d keys), want %s (%d)", when, name(got.deep), got.deepKeys, name(want.deep), want.deepKeys)
+	}
 	for i := range got.layers {
 		if name(got.layers[i]) != name(want.layers[i]) {
 			t.Fatalf("%s: layer %d is %s, want %s", when, i, name(got.layers[i]), name(want.layers[i]))
@@ -51,6 +54,9 @@ func sameFold(t *testing.T, when string, got, want *overlay) {
 		gc, wc := *g, *w
 		gs, ws := name(gc.src), name(wc.src)
 		gc.src, wc.src = nil, nil
+		if gs == "(removed)" && ws == gs { // what a removed stage's entry says besides is never read
+			gc, wc = ovEntry{inBase: gc.inBase, baseKind: gc.baseKind}, ovEntry{inBase: wc.inBase, baseKind: wc.baseKind}
+		}
 		if gc != wc || gs != ws {
 			t.Fatalf("%s: stage %.12s folds to %+v from %s, want %+v from %s", when, k, gc, gs, wc, ws)
 		}

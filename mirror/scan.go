@@ -75,7 +75,11 @@ func (s *snap) scanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id
 					return s.missingBucket(posBucket(kind))
 				}
 			}
-			return s.mergeFrom(posBucket(kind), pb, sb, 0, s.ov.lists().live[class(kind)], 0, func(id, raw []byte) (bool, error) {
+			ls, err := s.ov.lists()
+			if err != nil {
+				return err
+			}
+			return s.mergeFrom(posBucket(kind), pb, sb, 0, ls.live[class(kind)], 0, func(id, raw []byte) (bool, error) {
 				if n%4096 == 0 {
 					if err := ctx.Err(); err != nil {
 						return false, err

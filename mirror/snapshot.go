@@ -109,7 +109,9 @@ func keyBytes(s string) []byte {
 
 // getRaw returns a copy of the stage JSON stored under id.
 func (s *snap) getRaw(id store.StageID) ([]byte, error) {
-	if e, ok := s.overlaid(id); ok {
+	if e, ok, err := s.overlaid(id); err != nil {
+		return nil, err
+	} else if ok {
 		return s.ovRaw(e, id)
 	}
 	var out []byte
@@ -130,7 +132,9 @@ func (s *snap) getRaw(id store.StageID) ([]byte, error) {
 }
 
 func (s *snap) getRecord(id store.StageID) (Record, error) {
-	if e, ok := s.overlaid(id); ok {
+	if e, ok, err := s.overlaid(id); err != nil {
+		return Record{}, err
+	} else if ok {
 		return s.ovRecord(e, id)
 	}
 	var rec Record
@@ -155,7 +159,9 @@ func (s *snap) recordIn(r *reader, id []byte) (Record, error) {
 }
 
 func (s *snap) contains(id store.StageID) (bool, error) {
-	if e, ok := s.overlaid(id); ok {
+	if e, ok, err := s.overlaid(id); err != nil {
+		return false, err
+	} else if ok {
 		return e.src != nil, nil
 	}
 	var ok bool
@@ -380,7 +386,9 @@ func (s *snap) indexed(sig bool, value string, keep func(v []byte) bool, first b
 			}
 			id := k[len(p):]
 			if s.ov != nil {
-				if _, t := s.ov.touched(id); t {
+				if _, t, err := s.ov.touched(id); err != nil {
+					return err
+				} else if t {
 					continue
 				}
 			}

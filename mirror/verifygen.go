@@ -57,7 +57,8 @@ func (v *verifier) generation() error {
 
 // layer verifies one delta file: every record against its JSON and
 // store.Verify, every quarantine entry, every base_kind entry against the
-// base, then bbolt's consistency walk.
+// base, a merged delta's name and signature indexes and count, then
+// bbolt's consistency walk.
 func (v *verifier) layer(l *layer) error {
 	err := guarded(l.path, func() error {
 		return l.db.View(func(tx *bolt.Tx) error {
@@ -95,6 +96,11 @@ func (v *verifier) layer(l *layer) error {
 			})
 			if err != nil {
 				return err
+			}
+			if _, merged := mergedKeys(tx); merged {
+				if err := checkMerged(tx); err != nil {
+					v.problem("", "%s: merged delta: %v", l.path, err)
+				}
 			}
 			return tx.Bucket(bucketQuarantine).ForEach(func(k, val []byte) error {
 				if _, err := decodeQuarantine(k, val); err != nil {

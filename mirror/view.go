@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -36,9 +38,9 @@ func (s *snap) ovRecord(e *ovEntry, id store.StageID) (Record, error) {
 
 // overlaid reports the overlay's entry for id when the generation has
 // deltas that touch it.
-func (s *snap) overlaid(id store.StageID) (*ovEntry, bool) {
+func (s *snap) overlaid(id store.StageID) (*ovEntry, bool, error) {
 	if s.ov == nil {
-		return nil, false
+		return nil, false, nil
 	}
 	return s.ov.touched(keyBytes(string(id)))
 }
@@ -60,11 +62,15 @@ func class(kind store.LifecycleKind) int {
 // positions finds where offset falls, and a merge walks on from there.
 // The caller has checked offset and limit against the total, as page does.
 func (s *snap) ovPage(kind store.LifecycleKind, offset, limit, total int) ([][]byte, int, error) {
+	ls, err := s.ov.lists()
+	if err != nil {
+		return nil, 0, err
+	}
 	c := class(kind)
-	hidden, live := s.ov.lists().hidden[c], s.ov.lists().live[c]
+	hidden, live := ls.hidden[c], ls.live[c]
 	nb := s.base.count(kind)
 	var out [][]byte
-	err := s.view(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		pb, sb := tx.Bucket(posBucket(kind)), tx.Bucket(bucketStages)
 		if pb == nil || sb == nil {
 			return s.missingBucket(posBucket(kind))
@@ -117,7 +123,11 @@ func (s *snap) mergeFrom(name []byte, pb, sb *bolt.Bucket, q int, live []string,
 	bid, v := next()
 	for {
 		for bid != nil {
-			if _, t := s.ov.touched(bid); !t {
+			_, t, err := s.ov.touched(bid)
+			if err != nil {
+				return err
+			}
+			if !t {
 				break
 			}
 			bid, v = next()
@@ -137,7 +147,7 @@ func (s *snap) mergeFrom(name []byte, pb, sb *bolt.Bucket, q int, live []string,
 			id, raw = bid, r
 			bid, v = next()
 		} else {
-			r, err := s.ov.stages[live[j]].src.raw([]byte(live[j]))
+			r, err := s.ov.entry(live[j]).src.raw([]byte(live[j]))
 			if err != nil {
 				return err
 			}
@@ -182,7 +192,12 @@ func baseWalk(pb, sb *bolt.Bucket, q int) func() (id, v []byte) {
 // ovRecords is records over base and overlay.
 func (s *snap) ovRecords(ctx context.Context, kind store.LifecycleKind, prefix []byte) iter.Seq2[Record, error] {
 	return func(yield func(Record, error) bool) {
-		live := s.ov.lists().live[class(kind)]
+		ls, err := s.ov.lists()
+		if err != nil {
+			yield(Record{}, err)
+			return
+		}
+		live := ls.live[class(kind)]
 		j := countBelow(live, prefix)
 		next := func() (Record, bool, error) { // the next live overlay record with prefix
 			if j >= len(live) || !strings.HasPrefix(live[j], string(prefix)) {
@@ -190,7 +205,7 @@ func (s *snap) ovRecords(ctx context.Context, kind store.LifecycleKind, prefix [
 			}
 			id := live[j]
 			j++
-			rec, err := s.ov.stages[id].src.record([]byte(id))
+			rec, err := s.ov.entry(id).src.record([]byte(id))
 			return rec, err == nil, err
 		}
 		ov, ok, err := next()
@@ -199,7 +214,10 @@ func (s *snap) ovRecords(ctx context.Context, kind store.LifecycleKind, prefix [
 				yield(Record{}, err2)
 				return
 			}
-			if _, t := s.ov.touched([]byte(r.ID)); t {
+			if _, t, err := s.ov.touched([]byte(r.ID)); err != nil {
+				yield(Record{}, err)
+				return
+			} else if t {
 				continue
 			}
 			for ok && ov.ID < r.ID {
@@ -231,7 +249,7 @@ func (s *snap) ovRecords(ctx context.Context, kind store.LifecycleKind, prefix [
 // ovQuarantined is quarantined over base and overlay.
 func (s *snap) ovQuarantined(ctx context.Context) iter.Seq2[QuarantineEntry, error] {
 	return func(yield func(QuarantineEntry, error) bool) {
-		keys := s.ov.lists().qkeys
+		keys := slices.Sorted(maps.Keys(s.ov.quar))
 		j := 0
 		// emit yields the overlay's live entries below key ("" : all).
 		emit := func(below string, all bool) bool {
@@ -283,11 +301,17 @@ func (s *snap) ovQuarantined(ctx context.Context) iter.Seq2[QuarantineEntry, err
 // found (ids and raws in id order, those the overlay touches already
 // left out), keeping id order.
 func (s *snap) ovIndexed(sig bool, value string, keep func(v []byte) bool, first bool, ids [][]byte, raws [][]byte) ([][]byte, error) {
-	list := s.ov.liveWith(sig, value)
+	list, err := s.ov.liveWith(sig, value)
+	if err != nil {
+		return nil, err
+	}
 	var out [][]byte
 	i := 0
 	for _, id := range list {
-		e := s.ov.stages[id]
+		e, _, err := s.ov.touched([]byte(id))
+		if err != nil {
+			return nil, err
+		}
 		if !keep([]byte{byte(e.kind)}) {
 			continue
 		}

@@ -1,0 +1,163 @@
+package mirror
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/noether-mirror/mirror/store"
+	"github.com/noether-mirror/mirror/store/storetest"
+)
+
+// TestMergePolicy publishes one new stage per local edit and checks the
+// shape of every generation against the policy: deltas are folded by
+// readers until they would touch more than MaxOverlay keys, then the
+// chain becomes one merged delta, read on disk; a publish that would make
+// the deltas touch more than MaxMerged keys compacts them into a base.
+func TestMergePolicy(t *testing.T) {
+	m := newTemp(t, Options{MaxOverlay: 4, MaxMerged: 12, MaxLayers: 64})
+	key := testKey()
+	var base []*store.Stage
+	for i := range 20 {
+		base = append(base, genStage(t, i, 100, key))
+	}
+	syncAll(t, m, base, PublishInfo{})
+	type shape struct {
+		layers int
+		merged bool
+	}
+	want := []shape{
+		{1, false}, {2, false}, {3, false}, {4, false}, // folded: 1 to 4 keys
+		{1, true},                                             // 5 > MaxOverlay: merged
+		{2, true}, {3, true}, {4, true}, {5, true}, {1, true}, // 5 folded again: merged (10 keys)
+		{2, true}, {3, true}, // 12 keys: MaxMerged
+		{0, false}, // compacted
+	}
+	var got []shape
+	for i := range want {
+		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, shape{len(s.gen.Deltas), s.ov != nil && s.ov.deep != nil})
+		s.release()
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("generation shapes (deltas, merged first) %v, want %v", got, want)
+	}
+	mustVerify(t, m)
+}
+
+// TestMergedDeltaFoldsOnUse checks that a generation whose first delta is
+// merged reads it on disk until a read needs the sorted lists, and that
+// the fold it then builds equals folding every delta at open, as a reader
+// that does not know merged deltas (an older binary) does.
+func TestMergedDeltaFoldsOnUse(t *testing.T) {
+	m := layeredMirror(t, Options{MaxOverlay: 1 << 20, MaxLayers: 4})
+	g := storetest.NewGen(5)
+	var ids []store.StageID
+	for i := range 30 {
+		id, err := m.Put(t.Context(), g.Stage(storetest.WithName("n")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+		if i%3 == 0 {
+			if err := m.Remove(t.Context(), ids[i/2]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fresh, err := Open(m.Path(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	s, err := fresh.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.release()
+	if s.ov == nil || s.ov.deep == nil || len(s.ov.layers) < 2 {
+		t.Fatalf("the generation reads no merged delta and another: %v", s.gen.Deltas)
+	}
+	if _, err := fresh.FindRawByName(t.Context(), "n"); err != nil {
+		t.Fatal(err)
+	}
+	if s.ov.allDone.Load() {
+		t.Fatal("a name look-up folded the merged delta")
+	}
+	if _, _, err := fresh.Page(t.Context(), store.LifecycleUnknown, 0, 5); err != nil {
+		t.Fatal(err)
+	}
+	if !s.ov.allDone.Load() || !s.ov.listed.Load() {
+		t.Fatal("a page built no lists")
+	}
+	eager := &overlay{stages: map[string]*ovEntry{}, quar: map[string]*layer{}}
+	for _, l := range s.ov.layers {
+		err := l.db.View(func(tx *bolt.Tx) error { return eager.fold(tx, l) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	lazy := &overlay{layers: s.ov.layers, stages: s.ov.all, quar: s.ov.quar}
+	eager.layers = s.ov.layers
+	sameFold(t, "merged delta folded on use", lazy, eager)
+}
+
+// TestVerifyDamagedMergedDelta removes an entry from a merged delta's
+// name index: Verify reports it.
+func TestVerifyDamagedMergedDelta(t *testing.T) {
+	m := newTemp(t, Options{MaxOverlay: 1 << 20, MaxLayers: 2})
+	for i := range 3 {
+		if _, err := m.Put(t.Context(), genStage(t, i+1, 100, testKey())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := m.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ov == nil || s.ov.deep == nil {
+		t.Fatalf("no merged delta: %v", s.gen.Deltas)
+	}
+	path := filepath.Join(gensDir(m.Path()), s.gen.Deltas[0])
+	s.release()
+	mustVerify(t, m)
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: 1e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketNames).Cursor()
+		k, _ := c.First()
+		return tx.Bucket(bucketNames).Delete(k)
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := Open(m.Path(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	res, err := m2.Verify(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK() || !slices.ContainsFunc(res.Problems, func(p Problem) bool { return strings.Contains(p.What, "names index") }) {
+		t.Fatalf("verify of a merged delta missing a name entry: %+v", res.Problems)
+	}
+}
