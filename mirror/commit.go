@@ -150,18 +150,26 @@ func digestHex(s *lthash.State) string {
 	return fmt.Sprintf("%x", sum[:])
 }
 
-// delta writes generation gen as cur plus the delta cs. A chain that
-// would pass Options.MaxLayers, or whose folded deltas would touch more
-// keys than Options.MaxOverlay, becomes one merged delta.
+// delta writes generation gen as cur plus the delta cs. A chain whose
+// folded deltas would touch more keys than Options.MaxOverlay becomes
+// one merged delta. A chain that would pass Options.MaxLayers keeps its
+// merged delta and folds the others into one delta (without a merged
+// delta, it becomes one).
 func (w *Writer) delta(cur *snap, cs *changeSet, gen uint64) (genRecord, lthash.State, error) {
 	d, err := deltaOf(cur, cs)
 	if err != nil {
 		return genRecord{}, lthash.State{}, err
 	}
-	if _, folded := d.overlaySize(cur); len(cur.gen.Deltas)+1 > w.m.opts.maxLayers() || folded > w.m.opts.maxOverlay(cur.meta.Total) {
-		if err := d.mergeChain(cur); err != nil {
-			return genRecord{}, lthash.State{}, err
-		}
+	long := len(cur.gen.Deltas)+1 > w.m.opts.maxLayers()
+	deep := cur.ov != nil && cur.ov.deep != nil
+	switch _, folded := d.overlaySize(cur); {
+	case folded > w.m.opts.maxOverlay(cur.meta.Total) || (long && !deep):
+		err = d.mergeChain(cur)
+	case long:
+		err = d.mergeFolded(cur)
+	}
+	if err != nil {
+		return genRecord{}, lthash.State{}, err
 	}
 	t := newTally(cur)
 	if err := t.apply(cur, cs); err != nil {
@@ -174,9 +182,12 @@ func (w *Writer) delta(cur *snap, cs *changeSet, gen uint64) (genRecord, lthash.
 	rec := t.rec
 	rec.Base, rec.Bytes = cur.gen.Base, size
 	rec.Overlay, rec.Folded = d.overlaySize(cur)
-	if d.merged {
+	switch {
+	case d.merged:
 		rec.Deltas = []string{deltaName(gen)}
-	} else {
+	case long:
+		rec.Deltas = []string{cur.gen.Deltas[0], deltaName(gen)} // the merged delta, then d
+	default:
 		rec.Deltas = append(slices.Clone(cur.gen.Deltas), deltaName(gen))
 	}
 	return rec, t.state, nil

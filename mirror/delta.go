@@ -58,8 +58,24 @@ func (d *deltaContent) mergeChain(cur *snap) error {
 	if err != nil {
 		return err
 	}
-	for id, e := range all {
-		if _, set := d.stages[id]; set || (e.src == nil && !e.inBase) {
+	return d.carry(cur.ov, all, false)
+}
+
+// mergeFolded makes d carry everything the deltas cur folds at open hold
+// (where d says nothing of a key), so that the new generation is its
+// base, cur's merged delta, and this one delta: the chain shortens
+// without rewriting the merged delta.
+func (d *deltaContent) mergeFolded(cur *snap) error {
+	return d.carry(cur.ov, cur.ov.stages, true)
+}
+
+// carry adds the entries (of ov) that d says nothing of to d, and ov's
+// quarantine words. A removal of what the base never had is dropped
+// unless a merged delta stays beneath d (keepRemovals): it may have added
+// the stage.
+func (d *deltaContent) carry(ov *overlay, entries map[string]*ovEntry, keepRemovals bool) (err error) {
+	for id, e := range entries {
+		if _, set := d.stages[id]; set || (e.src == nil && !e.inBase && !keepRemovals) {
 			continue // d's word, or a removal of what the base never had
 		}
 		var v []byte
@@ -74,7 +90,7 @@ func (d *deltaContent) mergeChain(cur *snap) error {
 			d.baseKind[id] = [2]byte{1, byte(e.baseKind)}
 		}
 	}
-	for k, l := range cur.ov.quar {
+	for k, l := range ov.quar {
 		if _, set := d.quar[k]; set {
 			continue
 		}

@@ -195,12 +195,14 @@ type layered struct {
 	total int
 }
 
-// buildLayered copies the benchmark mirror of d and publishes layers
-// deltas over its base that together touch `touched` distinct stages,
+// buildLayered copies the benchmark mirror of d and publishes sh.layers
+// deltas over its base that together touch sh.touched distinct stages,
 // chosen at random: nine in ten replaced by a copy with new bytes
 // (bumped), one in ten removed. Each delta is one local writer's
-// publish.
-func buildLayered(b *testing.B, d *benchData, layers, touched int) *layered {
+// publish. With sh.merged, a first publish touches that many other
+// stages, more than the default MaxOverlay: the default policy makes it
+// a merged delta, which readers do not fold at open.
+func buildLayered(b *testing.B, d *benchData, sh layerShape) *layered {
 	b.Helper()
 	ctx := context.Background()
 	path := copyBench(b, d)
@@ -209,16 +211,17 @@ func buildLayered(b *testing.B, d *benchData, layers, touched int) *layered {
 		b.Fatal(err)
 	}
 	defer m.Close()
+	layers, touched := sh.layers, sh.touched
 	r := rand.New(rand.NewPCG(4, uint64(layers*1_000_000+touched)))
-	pick := r.Perm(len(d.ids))[:touched]
+	pick := r.Perm(len(d.ids))[:sh.merged+touched]
 	removed := map[int]bool{}
 	replaced := map[int]bool{}
-	for l := range layers {
+	publish := func(l, from, to int) {
 		w, err := m.BeginLocal(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		for k := l * touched / layers; k < (l+1)*touched/layers; k++ {
+		for k := from; k < to; k++ {
 			idx := pick[k]
 			if k%10 == 9 {
 				removed[idx] = true
@@ -235,9 +238,16 @@ func buildLayered(b *testing.B, d *benchData, layers, touched int) *layered {
 			b.Fatal(err)
 		}
 	}
+	if sh.merged > 0 {
+		publish(layers, touched, touched+sh.merged)
+		layers++
+	}
+	for l := range sh.layers {
+		publish(l, l*touched/sh.layers, (l+1)*touched/sh.layers)
+	}
 	meta := m.Meta()
-	if meta.Layers != layers || meta.Overlay != touched {
-		b.Fatalf("built %d deltas touching %d stages, want %d and %d", meta.Layers, meta.Overlay, layers, touched)
+	if meta.Layers != layers || meta.Overlay != touched+sh.merged {
+		b.Fatalf("built %d deltas touching %d stages, want %d and %d", meta.Layers, meta.Overlay, layers, touched+sh.merged)
 	}
 	out := &layered{path: path, total: meta.Total}
 	active := map[store.StageID]store.SignatureID{}
@@ -262,10 +272,31 @@ func buildLayered(b *testing.B, d *benchData, layers, touched int) *layered {
 	return out
 }
 
-// layerShapes are the (deltas, touched stages) pairs BenchmarkLayers
-// reads: a compacted base, then 1, 4 and the default MaxLayers of 16
-// deltas touching from 100 stages up to the default MaxOverlay of 4096.
-var layerShapes = [][2]int{{0, 0}, {1, 100}, {1, 1000}, {1, 4096}, {4, 100}, {4, 1000}, {4, 4096}, {16, 100}, {16, 1000}, {16, 4096}}
+// layerShape is a generation BenchmarkLayers reads: a merged delta
+// touching merged stages (0: none), then layers deltas touching touched
+// stages together.
+type layerShape struct{ merged, layers, touched int }
+
+func (sh layerShape) String() string {
+	if sh.merged > 0 {
+		return fmt.Sprintf("M=%d/L=%d/K=%d", sh.merged, sh.layers, sh.touched)
+	}
+	return fmt.Sprintf("L=%d/K=%d", sh.layers, sh.touched)
+}
+
+// layerShapes are the shapes BenchmarkLayers reads at n stages: a
+// compacted base, then 1, 4 and the default MaxLayers of 16 deltas
+// touching from 100 stages up to the default MaxOverlay of 4096; and,
+// where the default MaxMerged (n/8) passes MaxOverlay, a merged delta
+// that fills it, alone and under the most folded deltas the policy
+// allows (15, touching 4096).
+func layerShapes(n int) []layerShape {
+	out := []layerShape{{0, 0, 0}, {0, 1, 100}, {0, 1, 1000}, {0, 1, 4096}, {0, 4, 100}, {0, 4, 1000}, {0, 4, 4096}, {0, 16, 100}, {0, 16, 1000}, {0, 16, 4096}}
+	if o := (Options{}); o.maxMerged(n) > o.maxOverlay(n) {
+		out = append(out, layerShape{o.maxMerged(n), 0, 0}, layerShape{o.maxMerged(n) - 4096, 15, 4096})
+	}
+	return out
+}
 
 // BenchmarkLayers measures reads of a generation made of the benchmark
 // mirror's base of n stages (10k, 100k) and L deltas touching K stages
@@ -288,9 +319,9 @@ func BenchmarkLayers(b *testing.B) {
 	for _, n := range benchSizes[1:] {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			d := benchMirror(b, n)
-			for _, sh := range layerShapes {
-				b.Run(fmt.Sprintf("L=%d/K=%d", sh[0], sh[1]), func(b *testing.B) {
-					benchLayered(b, buildLayered(b, d, sh[0], sh[1]), sh[1])
+			for _, sh := range layerShapes(n) {
+				b.Run(sh.String(), func(b *testing.B) {
+					benchLayered(b, buildLayered(b, d, sh), sh.merged+sh.touched)
 				})
 			}
 		})
@@ -416,6 +447,26 @@ func benchLayered(b *testing.B, ld *layered, touched int) {
 			b.ReportMetric(float64(grew)/float64(touched), "heap-bytes/key")
 		}
 	})
+	b.Run("HeapListed", func(b *testing.B) {
+		var grew uint64
+		for b.Loop() {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			m2, err := Open(ld.path, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := m2.Page(ctx, store.LifecycleUnknown, 0, 1); err != nil { // builds the lists
+				b.Fatal(err)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			m2.Close()
+			grew = after.HeapAlloc - before.HeapAlloc
+		}
+		b.ReportMetric(float64(grew), "heap-bytes")
+	})
 }
 
 // BenchmarkGC times Mirror.GC collecting a history of 40 generations
@@ -497,4 +548,119 @@ func benchOpenHistory(b *testing.B, n, h int) {
 	warmFiles(b, path)
 	id := d.ids[len(d.ids)/2]
 	benchFirstRead(b, path, func(m *Mirror) error { _, err := m.GetRaw(ctx, id); return err })
+}
+
+// BenchmarkWriteCycle measures what a mirror of n stages writes over one
+// compaction cycle with the default options. Starting from the
+// compacted benchmark mirror, each publish replaces `changed` stages by
+// copies with new bytes (a local writer's Upserts, other stages each
+// time: what a sync of that many changed stages publishes) until a
+// publish compacts. It reports the publishes of the cycle and how many
+// merged the chain, and the bytes of the files each publish created or
+// replaced (a delta, a merged delta or a base, and the manifest):
+// averaged over the cycle (cycle-MiB/publish and, of the mirror's size
+// after the compaction, cycle-%/publish), the median publish, and the
+// compaction. Preparing the stages is not timed, nor counted.
+//
+//	go test ./mirror -run '^$' -bench 'BenchmarkWriteCycle' -benchtime 1x -timeout 60m
+func BenchmarkWriteCycle(b *testing.B) {
+	for _, changed := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("n=100000/changed=%d", changed), func(b *testing.B) { benchWriteCycle(b, 100_000, changed) })
+	}
+}
+
+func benchWriteCycle(b *testing.B, n, changed int) {
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		d, m := openBenchCopy(b, n)
+		perm := rand.New(rand.NewPCG(5, uint64(changed))).Perm(len(d.ids))
+		var written []int64
+		var compacted int64
+		merges := 0
+		for round := 1; compacted == 0; round++ {
+			if round*changed > len(perm) {
+				b.Fatalf("no compaction after %d publishes", round-1)
+			}
+			var ss []*store.Stage
+			for _, i := range perm[(round-1)*changed : round*changed] {
+				ss = append(ss, bumped(b, m, d.ids[i], round))
+			}
+			files := listFiles(b, m.Path())
+			prev := m.Meta()
+			b.StartTimer()
+			w, err := m.BeginLocal(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, s := range ss {
+				if _, err := w.Upsert(ctx, s); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := w.Publish(ctx, PublishInfo{}); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			bytes := files.grown(b, m.Path())
+			written = append(written, bytes)
+			switch classify(prev, m.Meta()) {
+			case opMerge:
+				merges++
+			case opCompact:
+				compacted = bytes
+			}
+		}
+		size := m.Meta().SizeBytes
+		m.Close()
+		var total int64
+		for _, w := range written {
+			total += w
+		}
+		avg := float64(total) / float64(len(written))
+		slices.Sort(written)
+		b.ReportMetric(float64(len(written)), "publishes")
+		b.ReportMetric(float64(merges), "merges")
+		b.ReportMetric(avg/(1<<20), "cycle-MiB/publish")
+		b.ReportMetric(100*avg/float64(size), "cycle-%/publish")
+		b.ReportMetric(float64(written[len(written)/2])/(1<<20), "p50-MiB/publish")
+		b.ReportMetric(float64(compacted)/(1<<20), "compaction-MiB")
+		b.ReportMetric(float64(size)/(1<<20), "mirror-MiB")
+		b.StartTimer()
+	}
+}
+
+// fileSet is the files of a mirror: PATH and every file in PATH.gens.
+type fileSet map[string]os.FileInfo
+
+// listFiles lists the files of the mirror at path.
+func listFiles(b *testing.B, path string) fileSet {
+	b.Helper()
+	out := fileSet{}
+	names := []string{path}
+	ents, err := os.ReadDir(gensDir(path))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, e := range ents {
+		names = append(names, filepath.Join(gensDir(path), e.Name()))
+	}
+	for _, p := range names {
+		if fi, err := os.Stat(p); err == nil {
+			out[p] = fi
+		}
+	}
+	return out
+}
+
+// grown returns the bytes of the files of the mirror at path that are
+// new or replaced (another file by that name) since fs was listed.
+func (fs fileSet) grown(b *testing.B, path string) int64 {
+	var n int64
+	for p, fi := range listFiles(b, path) {
+		if old, ok := fs[p]; !ok || !os.SameFile(old, fi) {
+			n += fi.Size()
+		}
+	}
+	return n
 }

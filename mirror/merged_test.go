@@ -15,43 +15,66 @@ import (
 // TestMergePolicy publishes one new stage per local edit and checks the
 // shape of every generation against the policy: deltas are folded by
 // readers until they would touch more than MaxOverlay keys, then the
-// chain becomes one merged delta, read on disk; a publish that would make
-// the deltas touch more than MaxMerged keys compacts them into a base.
+// chain becomes one merged delta, read on disk; a chain that would pass
+// MaxLayers folds its deltas but the merged one into one; a publish that
+// would make the deltas touch more than MaxMerged keys compacts them
+// into a base.
 func TestMergePolicy(t *testing.T) {
-	m := newTemp(t, Options{MaxOverlay: 4, MaxMerged: 12, MaxLayers: 64})
-	key := testKey()
-	var base []*store.Stage
-	for i := range 20 {
-		base = append(base, genStage(t, i, 100, key))
-	}
-	syncAll(t, m, base, PublishInfo{})
 	type shape struct {
 		layers int
-		merged bool
+		merged string // the merged delta's generation ("": none)
 	}
-	want := []shape{
-		{1, false}, {2, false}, {3, false}, {4, false}, // folded: 1 to 4 keys
-		{1, true},                                             // 5 > MaxOverlay: merged
-		{2, true}, {3, true}, {4, true}, {5, true}, {1, true}, // 5 folded again: merged (10 keys)
-		{2, true}, {3, true}, // 12 keys: MaxMerged
-		{0, false}, // compacted
+	for _, tc := range []struct {
+		name string
+		opts Options
+		want []shape
+	}{
+		{"by-size", Options{MaxOverlay: 4, MaxMerged: 12, MaxLayers: 64}, []shape{
+			{1, ""}, {2, ""}, {3, ""}, {4, ""}, // folded: 1 to 4 keys
+			{1, "6"},                                          // 5 > MaxOverlay: merged
+			{2, "6"}, {3, "6"}, {4, "6"}, {5, "6"}, {1, "11"}, // 5 folded again: merged (10 keys)
+			{2, "11"}, {3, "11"}, // 12 keys: MaxMerged
+			{0, ""}, // compacted
+		}},
+		{"by-count", Options{MaxOverlay: 100, MaxMerged: 1000, MaxLayers: 3}, []shape{
+			{2, ""}, {3, ""}, // the sync's delta over the empty base, then two
+			{1, "4"},           // no merged delta yet: the chain becomes one
+			{2, "4"}, {3, "4"}, // then the folded ones are merged, the merged one stays
+			{2, "4"}, {3, "4"}, {2, "4"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newTemp(t, tc.opts)
+			key := testKey()
+			var base []*store.Stage
+			for i := range 20 {
+				base = append(base, genStage(t, i, 100, key))
+			}
+			syncAll(t, m, base, PublishInfo{})
+			var got []shape
+			for i := range tc.want {
+				if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+					t.Fatal(err)
+				}
+				s, err := m.acquire()
+				if err != nil {
+					t.Fatal(err)
+				}
+				sh := shape{layers: len(s.gen.Deltas)}
+				if s.ov != nil && s.ov.deep != nil {
+					sh.merged = strings.TrimLeft(strings.TrimSuffix(strings.TrimPrefix(s.gen.Deltas[0], "g"), ".delta"), "0")
+				}
+				got = append(got, sh)
+				s.release()
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("generation shapes (deltas, merged delta) %v, want %v", got, tc.want)
+			}
+			mustVerify(t, m)
+			want := compactedCopy(t, m)
+			sameReads(t, "after the edits", m, want, nil, nil)
+		})
 	}
-	var got []shape
-	for i := range want {
-		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
-			t.Fatal(err)
-		}
-		s, err := m.acquire()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, shape{len(s.gen.Deltas), s.ov != nil && s.ov.deep != nil})
-		s.release()
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("generation shapes (deltas, merged first) %v, want %v", got, want)
-	}
-	mustVerify(t, m)
 }
 
 // TestMergedDeltaFoldsOnUse checks that a generation whose first delta is

@@ -76,7 +76,8 @@ type Options struct {
 	// MaxOverlay), or MaxOverlay when only that is set.
 	MaxMerged int
 	// MaxLayers bounds the number of deltas over a base: a publish that
-	// would pass it writes one delta that merges the chain. 0 means 16.
+	// would pass it writes one delta that merges the chain but its merged
+	// delta (so a chain with a merged delta has at least two). 0 means 16.
 	MaxLayers int
 	// Keep is the history every publish (and GC) keeps; the zero value
 	// keeps the last 30 generations and those of the last 7 days.

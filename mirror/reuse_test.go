@@ -69,15 +69,15 @@ func sameFold(t *testing.T, when string, got, want *overlay) {
 }
 
 // TestReloadReusesFiles publishes local edits through one Mirror (deltas,
-// merges of the chain, a compaction) and checks after each that its
+// merges of the chain or of its folded deltas, a compaction) and checks after each that its
 // reloaded generation shares the files it has in common with the one
 // before, folds to exactly what a fresh Open folds, and that the files
 // of generations nobody holds any more are closed.
 func TestReloadReusesFiles(t *testing.T) {
-	m := layeredMirror(t, Options{MaxLayers: 3, MaxOverlay: 12})
+	m := layeredMirror(t, Options{MaxLayers: 3, MaxOverlay: 6, MaxMerged: 14})
 	syncAll(t, m, stdlibStages(t)[:20], PublishInfo{})
 	ctx := t.Context()
-	var reused, merges, compactions int
+	var reused, merges, folds, compactions int
 	for i := range 30 {
 		prev, err := m.acquire()
 		if err != nil {
@@ -100,6 +100,11 @@ func TestReloadReusesFiles(t *testing.T) {
 			t.Fatalf("edit %d: the base %s was opened again", i, cur.gen.Base)
 		case len(cur.gen.Deltas) == 1 && len(prev.gen.Deltas) > 0:
 			merges++
+		case len(cur.gen.Deltas) == 2 && len(prev.gen.Deltas) > 2:
+			folds++ // the folded deltas merged, the merged one kept
+			if cur.gen.Deltas[0] != prev.gen.Deltas[0] || cur.ov.layers[0].dataFile != prev.ov.layers[0].dataFile || cur.ov.deep != cur.ov.layers[0] {
+				t.Fatalf("edit %d: the chain's merged delta %s was not kept open as %s", i, prev.gen.Deltas[0], cur.gen.Deltas[0])
+			}
 		default:
 			reused++
 			for j, l := range prev.ovLayers() {
@@ -129,8 +134,9 @@ func TestReloadReusesFiles(t *testing.T) {
 			}
 		}
 	}
-	if reused == 0 || merges == 0 || compactions == 0 {
-		t.Fatalf("%d reloads continued a chain, %d merged it, %d compacted: want each", reused, merges, compactions)
+	if reused == 0 || merges == 0 || folds == 0 || compactions == 0 {
+		t.Fatalf("%d reloads continued a chain, %d merged it, %d merged its folded deltas, %d compacted: want each",
+			reused, merges, folds, compactions)
 	}
 }
 
