@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -268,50 +267,6 @@ func (d *deltaContent) put(l boltfile.Loader) error {
 		if err := put(p.bucket, p.m, p.live); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// checkMerged checks what a merged delta adds to a delta: its names and
-// sigs buckets hold exactly one entry for each name and signature id its
-// index gives a stage, and its meta counts its base_kind entries.
-func checkMerged(tx *bolt.Tx) error {
-	ix, names, sigs := tx.Bucket(bucketIndex), tx.Bucket(bucketNames), tx.Bucket(bucketSigs)
-	if ix == nil || names == nil || sigs == nil {
-		return errors.New("a bucket of a merged delta is missing")
-	}
-	var nNames, nSigs int
-	var a strArena
-	err := ix.ForEach(func(k, v []byte) error {
-		var e ovEntry
-		if err := parseIndex(v, &e, &a); err != nil {
-			return fmt.Errorf("stage %s: %v", k, err)
-		}
-		if e.hasName {
-			nNames++
-			if names.Get(append(append([]byte(e.name), 0), k...)) == nil {
-				return fmt.Errorf("the names index does not list stage %s", k)
-			}
-		}
-		if e.sig != "" {
-			nSigs++
-			if sigs.Get(append(append([]byte(e.sig), 0), k...)) == nil {
-				return fmt.Errorf("the sigs index does not list stage %s", k)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if n := names.Stats().KeyN; n != nNames {
-		return fmt.Errorf("the names index has %d entries for %d named stages", n, nNames)
-	}
-	if n := sigs.Stats().KeyN; n != nSigs {
-		return fmt.Errorf("the sigs index has %d entries for %d signed stages", n, nSigs)
-	}
-	if n, ok := mergedKeys(tx); !ok || n != tx.Bucket(bucketBaseKind).Stats().KeyN {
-		return fmt.Errorf("its meta counts %d stage ids, it touches %d", n, tx.Bucket(bucketBaseKind).Stats().KeyN)
 	}
 	return nil
 }

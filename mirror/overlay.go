@@ -264,37 +264,6 @@ func (ov *overlay) load(dir string, names []string, opts Options, prev *overlay)
 	return nil
 }
 
-// mergedKeys returns how many stage ids a merged delta touches, and
-// whether the delta in tx is one.
-func mergedKeys(tx *bolt.Tx) (int, bool) {
-	meta := tx.Bucket(bucketMeta)
-	if meta == nil {
-		return 0, false
-	}
-	v := meta.Get([]byte(metaMerged))
-	if len(v) != 8 {
-		return 0, false // not merged (or damaged: the fold says so)
-	}
-	return int(min(binary.BigEndian.Uint64(v), maxOverlayHint<<4)), true
-}
-
-// openDeep makes the merged delta l, the chain's first, the overlay's
-// deep delta: only its quarantine keys are folded (they are few, and
-// every quarantine read needs them).
-func (ov *overlay) openDeep(tx *bolt.Tx, l *layer, n int) error {
-	for _, name := range deltaBuckets(true) {
-		if tx.Bucket(name) == nil {
-			return corruptf(l.path, "bucket %q is missing", name)
-		}
-	}
-	meta := tx.Bucket(bucketMeta)
-	if string(meta.Get([]byte(metaMagic))) != magic || meta.Get([]byte(metaDelta)) == nil {
-		return corruptf(l.path, "not a noether-mirror delta")
-	}
-	ov.deep, ov.deepKeys = l, n
-	return ov.foldQuarantine(tx, l)
-}
-
 // openLayers returns the delta files names (in dir) open, a reference
 // each: the ones have holds that are still those files, the others
 // opened, several at a time (a file's open is mostly system calls and
@@ -471,69 +440,4 @@ func (ov *overlay) touched(id []byte) (*ovEntry, bool, error) {
 		return e, ok, nil
 	}
 	return ov.deep.entry(id)
-}
-
-// entry returns what the merged delta l says of stage id, if it touches
-// it, as its fold would.
-func (l *layer) entry(id []byte) (e *ovEntry, ok bool, err error) {
-	err = guarded(l.path, func() error {
-		return l.db.View(func(tx *bolt.Tx) error {
-			bk, ix := tx.Bucket(bucketBaseKind), tx.Bucket(bucketIndex)
-			if bk == nil || ix == nil {
-				return corruptf(l.path, "bucket %q or %q is missing", bucketBaseKind, bucketIndex)
-			}
-			v := bk.Get(id)
-			if v == nil {
-				return nil
-			}
-			if len(v) != 2 || v[0] > 1 || v[1] >= classes {
-				return corruptf(l.path, "base_kind entry of %s is damaged", id)
-			}
-			e, ok = &ovEntry{inBase: v[0] == 1, baseKind: store.LifecycleKind(v[1])}, true
-			iv := ix.Get(id)
-			if iv == nil {
-				return nil // removed (or a removal of what the base never had)
-			}
-			a := strArena{buf: make([]byte, 0, len(iv))}
-			if err := parseIndex(iv, e, &a); err != nil {
-				return corruptf(l.path, "stage %s: %v", id, err)
-			}
-			e.src = l
-			return nil
-		})
-	})
-	return e, ok, err
-}
-
-// entries returns the fold of every delta, deep's too, building it on
-// first use. It never changes after.
-func (ov *overlay) entries() (map[string]*ovEntry, error) {
-	if ov.deep == nil {
-		return ov.stages, nil
-	}
-	if ov.allDone.Load() {
-		return ov.all, nil
-	}
-	ov.allOnce.Do(func() {
-		d := &overlay{stages: make(map[string]*ovEntry, min(ov.deepKeys, maxOverlayHint<<4)+len(ov.stages)), quar: map[string]*layer{}}
-		ov.allErr = guarded(ov.deep.path, func() error {
-			return ov.deep.db.View(func(tx *bolt.Tx) error { return d.fold(tx, ov.deep) })
-		})
-		if ov.allErr != nil {
-			return
-		}
-		maps.Copy(d.stages, ov.stages) // a later delta's word replaces the deep one's
-		ov.all = d.stages
-		ov.allDone.Store(true)
-	})
-	return ov.all, ov.allErr
-}
-
-// entry returns the full fold's entry for id; only after entries (or
-// lists) succeeded.
-func (ov *overlay) entry(id string) *ovEntry {
-	if ov.deep == nil {
-		return ov.stages[id]
-	}
-	return ov.all[id]
 }

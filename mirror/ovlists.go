@@ -1,11 +1,8 @@
 package mirror
 
 import (
-	"bytes"
 	"slices"
 	"strings"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/noether-mirror/mirror/store"
 )
@@ -83,49 +80,6 @@ func (e *ovEntry) has(sig bool, value string) bool {
 		return string(e.sig) == value
 	}
 	return e.hasName && e.name == value
-}
-
-// liveWith returns the ids of the live stages of the merged delta l whose
-// name (sig: signature id) is value, but those later deltas touch (in
-// skip), from its names (sigs) index, in id order.
-func (l *layer) liveWith(sig bool, value string, skip map[string]*ovEntry) (ids []string, err error) {
-	bucket := bucketNames
-	if sig {
-		bucket = bucketSigs
-	}
-	err = guarded(l.path, func() error {
-		return l.db.View(func(tx *bolt.Tx) error {
-			b, ix := tx.Bucket(bucket), tx.Bucket(bucketIndex)
-			if b == nil || ix == nil {
-				return corruptf(l.path, "bucket %q or %q is missing", bucket, bucketIndex)
-			}
-			p := append([]byte(value), 0)
-			c := b.Cursor()
-			for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
-				id := k[len(p):]
-				if _, later := skip[string(id)]; later {
-					continue
-				}
-				iv := ix.Get(id)
-				if iv == nil && bytes.IndexByte(id, 0) >= 0 {
-					continue // a longer value's entry: value 0x00 ...
-				}
-				if iv == nil {
-					return corruptf(l.path, "the %s index lists stage %s, which has no index entry", bucket, id)
-				}
-				var e ovEntry
-				a := strArena{buf: make([]byte, 0, len(iv))}
-				if err := parseIndex(iv, &e, &a); err != nil {
-					return corruptf(l.path, "stage %s: %v", id, err)
-				}
-				if e.has(sig, value) { // else a longer value's entry: value 0x00 ...
-					ids = append(ids, string(id))
-				}
-			}
-			return nil
-		})
-	})
-	return ids, err
 }
 
 // index builds the sorted lists of the full fold all (see lists).
