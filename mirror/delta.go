@@ -18,17 +18,24 @@ import (
 // its record value (nil: removed) and where the base had it, and each
 // touched quarantine key with its entry (nil: removed). A merged one
 // holds what the whole chain of deltas over the base says (see
-// overlay.deep).
+// overlay.deep). The stages a merge carries over from the chain are
+// kept as the chain's entries, their records read from their delta
+// files only as the file is written: a merged delta can hold tens of
+// thousands.
 type deltaContent struct {
-	stages   map[string][]byte
-	baseKind map[string][2]byte
+	stages   map[string][]byte   // the change set's
+	carried  map[string]*ovEntry // the chain's, for ids stages lacks
+	baseKind map[string][2]byte  // every id of stages and carried
 	quar     map[string][]byte
 	merged   bool
 }
 
+// size is how many keys d touches.
+func (d *deltaContent) size() int { return len(d.stages) + len(d.carried) + len(d.quar) }
+
 // deltaOf is the delta that takes cur to cur with cs applied.
 func deltaOf(cur *snap, cs *changeSet) (*deltaContent, error) {
-	d := &deltaContent{stages: maps.Clone(cs.stages), baseKind: make(map[string][2]byte, len(cs.stages)), quar: maps.Clone(cs.quar)}
+	d := &deltaContent{stages: maps.Clone(cs.stages), carried: map[string]*ovEntry{}, baseKind: make(map[string][2]byte, len(cs.stages)), quar: maps.Clone(cs.quar)}
 	if d.stages == nil {
 		d.stages = map[string][]byte{}
 	}
@@ -77,13 +84,7 @@ func (d *deltaContent) carry(ov *overlay, entries map[string]*ovEntry, keepRemov
 		if _, set := d.stages[id]; set || (e.src == nil && !e.inBase && !keepRemovals) {
 			continue // d's word, or a removal of what the base never had
 		}
-		var v []byte
-		if e.src != nil {
-			if v, err = e.src.value(bucketStages, []byte(id)); err != nil {
-				return err
-			}
-		}
-		d.stages[id] = v
+		d.carried[id] = e
 		d.baseKind[id] = [2]byte{}
 		if e.inBase {
 			d.baseKind[id] = [2]byte{1, byte(e.baseKind)}
@@ -123,14 +124,14 @@ func (s *snap) baseKindOf(id string) ([2]byte, error) {
 // folds at open (a merged d: its quarantine keys alone).
 func (d *deltaContent) overlaySize(cur *snap) (total, folded int) {
 	if d.merged {
-		return len(d.stages) + len(d.quar), len(d.quar)
+		return d.size(), len(d.quar)
 	}
 	if cur.ov == nil {
-		return len(d.stages) + len(d.quar), len(d.stages) + len(d.quar)
+		return d.size(), d.size()
 	}
-	folded = len(d.stages) + len(d.quar)
+	folded = d.size()
 	for id := range cur.ov.stages {
-		if _, ok := d.stages[id]; !ok {
+		if _, ok := d.baseKind[id]; !ok {
 			folded++
 		}
 	}
@@ -203,9 +204,9 @@ func (d *deltaContent) load(name string, gen uint64, opts Options) (err error) {
 		if err := ov.fold(tx, &layer{&dataFile{path: name}}); err != nil {
 			return err
 		}
-		if len(ov.stages) != len(d.stages) || len(ov.quar) != len(d.quar) {
+		if len(ov.stages) != len(d.baseKind) || len(ov.quar) != len(d.quar) {
 			return fmt.Errorf("it reads back %d stages and %d quarantine keys, want %d and %d",
-				len(ov.stages), len(ov.quar), len(d.stages), len(d.quar))
+				len(ov.stages), len(ov.quar), len(d.baseKind), len(d.quar))
 		}
 		if d.merged {
 			return checkMerged(tx)
@@ -216,57 +217,95 @@ func (d *deltaContent) load(name string, gen uint64, opts Options) (err error) {
 
 // put puts every bucket of d but meta, in order.
 func (d *deltaContent) put(l boltfile.Loader) error {
-	put := func(bucket []byte, m map[string][]byte, live bool) error {
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			if v := m[k]; (v != nil) == live {
-				if !live {
-					v = []byte{}
-				}
-				if err := l.Put(bucket, []byte(k), v); err != nil {
-					return err
-				}
-			}
+	ids := slices.Sorted(maps.Keys(d.baseKind))
+	var gone []string
+	ix := make(map[string][]byte, len(ids))
+	names, sigs := map[string][]byte{}, map[string][]byte{}
+	for _, k := range ids {
+		v, live, err := d.value(k)
+		if err != nil {
+			return err
 		}
-		return nil
+		if !live {
+			gone = append(gone, k)
+			continue
+		}
+		if err := l.Put(bucketStages, []byte(k), v); err != nil {
+			return err
+		}
+		e, err := d.entry(k, v)
+		if err != nil {
+			return err
+		}
+		ix[k] = indexOf(e.kind, e.hasName, e.name, e.sig)
+		if e.hasName {
+			names[e.name+"\x00"+k] = []byte{}
+		}
+		if e.sig != "" {
+			sigs[string(e.sig)+"\x00"+k] = []byte{}
+		}
 	}
 	bk := make(map[string][]byte, len(d.baseKind))
 	for k, v := range d.baseKind {
 		bk[k] = []byte{v[0], v[1]}
 	}
-	ix := make(map[string][]byte, len(d.stages))
-	names, sigs := map[string][]byte{}, map[string][]byte{}
-	for k, v := range d.stages {
-		if v == nil {
-			continue
-		}
-		rec, err := decodeBorrowed([]byte(k), v)
-		if err != nil {
-			return fmt.Errorf("stage %s: %w", k, err)
-		}
-		ix[k] = indexValue(&rec)
-		if rec.HasName {
-			names[rec.Name+"\x00"+k] = []byte{}
-		}
-		if rec.SignatureID != "" {
-			sigs[string(rec.SignatureID)+"\x00"+k] = []byte{}
+	removed := make(map[string][]byte, len(gone))
+	for _, k := range gone {
+		removed[k] = []byte{}
+	}
+	qlive, qgone := map[string][]byte{}, map[string][]byte{}
+	for k, v := range d.quar {
+		if v != nil {
+			qlive[k] = v
+		} else {
+			qgone[k] = []byte{}
 		}
 	}
 	type fill struct {
 		bucket []byte
 		m      map[string][]byte
-		live   bool // put m's non-nil values (else its nil ones, as empty)
 	}
-	buckets := []fill{
-		{bucketStages, d.stages, true}, {bucketIndex, ix, true}, {bucketRemoved, d.stages, false}, {bucketBaseKind, bk, true},
-		{bucketQuarantine, d.quar, true}, {bucketQRemoved, d.quar, false},
-	}
+	buckets := []fill{{bucketIndex, ix}, {bucketRemoved, removed}, {bucketBaseKind, bk}, {bucketQuarantine, qlive}, {bucketQRemoved, qgone}}
 	if d.merged {
-		buckets = append(buckets, fill{bucketNames, names, true}, fill{bucketSigs, sigs, true})
+		buckets = append(buckets, fill{bucketNames, names}, fill{bucketSigs, sigs})
 	}
-	for _, p := range buckets {
-		if err := put(p.bucket, p.m, p.live); err != nil {
-			return err
+	for _, b := range buckets {
+		for _, k := range slices.Sorted(maps.Keys(b.m)) {
+			if err := l.Put(b.bucket, []byte(k), b.m[k]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// value returns the record d holds for stage id, and whether it holds
+// one (else the stage is removed): the change set's, or the one a
+// carried entry's delta file holds.
+func (d *deltaContent) value(id string) ([]byte, bool, error) {
+	if v, ok := d.stages[id]; ok {
+		return v, v != nil, nil
+	}
+	e := d.carried[id]
+	if e.src == nil {
+		return nil, false, nil
+	}
+	v, err := e.src.value(bucketStages, []byte(id))
+	if err == nil && v == nil {
+		err = corruptf(e.src.path, "stage %s is missing", id)
+	}
+	return v, v != nil, err
+}
+
+// entry returns what the overlay needs of the live stage id whose record
+// is v: a carried entry's fields, or the record's.
+func (d *deltaContent) entry(id string, v []byte) (*ovEntry, error) {
+	if e, ok := d.carried[id]; ok {
+		return e, nil
+	}
+	rec, err := decodeBorrowed([]byte(id), v)
+	if err != nil {
+		return nil, fmt.Errorf("stage %s: %w", id, err)
+	}
+	return &ovEntry{kind: rec.Lifecycle.Kind, hasName: rec.HasName, name: rec.Name, sig: rec.SignatureID}, nil
 }

@@ -54,13 +54,18 @@ func deltaBuckets(merged bool) [][]byte {
 // kind, whether it has a name, the name (uvarint length first) and the
 // signature id (the rest).
 func indexValue(r *Record) []byte {
-	v := []byte{byte(r.Lifecycle.Kind), 0}
-	if r.HasName {
+	return indexOf(r.Lifecycle.Kind, r.HasName, r.Name, r.SignatureID)
+}
+
+// indexOf is indexValue of a record with these fields.
+func indexOf(kind store.LifecycleKind, hasName bool, name string, sig store.SignatureID) []byte {
+	v := []byte{byte(kind), 0}
+	if hasName {
 		v[1] = 1
 	}
-	v = binary.AppendUvarint(v, uint64(len(r.Name)))
-	v = append(v, r.Name...)
-	return append(v, r.SignatureID...)
+	v = binary.AppendUvarint(v, uint64(len(name)))
+	v = append(v, name...)
+	return append(v, sig...)
 }
 
 // parseIndex decodes an indexValue into e, its strings from a.
