@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,12 +21,20 @@ import (
 type changeSet struct {
 	stages map[string][]byte
 	quar   map[string][]byte
+	bytes  int // of the values held
 }
+
+// maxChangeBytes bounds the bytes of records a change set holds in
+// memory: a publish whose changes pass it compacts (a compaction streams
+// from the staging file) instead of writing a delta. 128 MiB is ~20k
+// registry stages, more than MaxOverlay at 1M stages (15,625).
+const maxChangeBytes = 128 << 20
 
 func (cs *changeSet) size() int { return len(cs.stages) + len(cs.quar) }
 
-// errTooBig: the change set passed the limit it was collected under, so
-// the publish compacts into a new base instead of writing a delta.
+// errTooBig: the change set passed the limit it was collected under (or
+// maxChangeBytes), so the publish compacts into a new base instead of
+// writing a delta.
 var errTooBig = errors.New("mirror: more changes than a delta takes")
 
 // collectChanges compares what the writer staged with cur, the current
@@ -35,8 +44,9 @@ var errTooBig = errors.New("mirror: more changes than a delta takes")
 // goes otherwise (an import replaces the mirror).
 func (w *Writer) collectChanges(ctx context.Context, cur *snap, limit int) (*changeSet, error) {
 	cs := &changeSet{stages: map[string][]byte{}, quar: map[string][]byte{}}
+	maxBytes := cmp.Or(w.m.opts.changeBytes, maxChangeBytes)
 	over := func() error {
-		if cs.size() > limit {
+		if cs.size() > limit || cs.bytes > maxBytes {
 			return errTooBig
 		}
 		return nil
@@ -48,6 +58,7 @@ func (w *Writer) collectChanges(ctx context.Context, cur *snap, limit int) (*cha
 			return err
 		}
 		cs.stages[id] = bytes.Clone(v)
+		cs.bytes += len(v)
 		return over()
 	}
 	quarantine := func(key string, v []byte) error {
@@ -55,6 +66,7 @@ func (w *Writer) collectChanges(ctx context.Context, cur *snap, limit int) (*cha
 			return err
 		}
 		cs.quar[key] = bytes.Clone(v)
+		cs.bytes += len(v)
 		return over()
 	}
 	retain := false

@@ -184,3 +184,46 @@ func TestVerifyDamagedMergedDelta(t *testing.T) {
 		t.Fatalf("verify of a merged delta missing a name entry: %+v", res.Problems)
 	}
 }
+
+// TestChangeBytesCompact checks that a publish whose change set holds
+// more record bytes than a delta may keep in memory compacts instead.
+func TestChangeBytesCompact(t *testing.T) {
+	m := newTemp(t, Options{changeBytes: 3000}) // one record of ~1.6 KB, not two
+	key := testKey()
+	var base []*store.Stage // enough that MaxOverlay (half the stages) is no limit
+	for i := range 20 {
+		base = append(base, genStage(t, 100+i, 100, key))
+	}
+	syncAll(t, m, base, PublishInfo{})
+	ctx := t.Context()
+	w, err := m.BeginLocal(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Put(ctx, genStage(t, 2, 100, key)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Publish(ctx, PublishInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if l := m.Meta().Layers; l != 1 {
+		t.Fatalf("one small stage: %d deltas, want 1", l)
+	}
+	if w, err = m.BeginLocal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := w.Put(ctx, genStage(t, 3+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Publish(ctx, PublishInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if l := m.Meta().Layers; l != 0 {
+		t.Fatalf("changes over the bytes a delta holds: %d deltas, want a compaction", l)
+	}
+	if m.Meta().Total != 23 {
+		t.Fatalf("%d stages, want 23", m.Meta().Total)
+	}
+}

@@ -82,6 +82,9 @@ type Options struct {
 	// Keep is the history every publish (and GC) keeps; the zero value
 	// keeps the last 30 generations and those of the last 7 days.
 	Keep KeepPolicy
+
+	// changeBytes replaces maxChangeBytes when set (tests).
+	changeBytes int
 }
 
 // newVerifier returns the signature verifier the options ask for.
