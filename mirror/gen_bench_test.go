@@ -564,14 +564,16 @@ func benchOpenHistory(b *testing.B, n, h int) {
 // after the compaction, cycle-%/publish), the median publish, and the
 // compaction. Preparing the stages is not timed, nor counted. The
 // policy=overlay runs compact once the deltas touch MaxOverlay keys
-// (MaxMerged at its least), as every publish did before merged deltas.
+// (MaxMerged at its least), as every publish did before merged deltas;
+// policy=layers=8 halves MaxLayers (fewer files for a reader to open,
+// more merges of the chain).
 //
 //	go test ./mirror -run '^$' -bench 'BenchmarkWriteCycle' -benchtime 1x -timeout 60m
 func BenchmarkWriteCycle(b *testing.B) {
 	for _, p := range []struct {
 		name string
 		opts Options
-	}{{"default", Options{}}, {"overlay", Options{MaxMerged: 1}}} {
+	}{{"default", Options{}}, {"overlay", Options{MaxMerged: 1}}, {"layers=8", Options{MaxLayers: 8}}} {
 		for _, changed := range []int{100, 1000} {
 			b.Run(fmt.Sprintf("policy=%s/n=100000/changed=%d", p.name, changed), func(b *testing.B) {
 				benchWriteCycle(b, 100_000, changed, p.opts)
