@@ -16,7 +16,7 @@ import (
 // Options.MaxLayers).
 const (
 	defaultMaxOverlay = 4096
-	defaultMaxLayers  = 16
+	defaultMaxLayers  = 8
 	// defaultMaxMerged bounds the default MaxMerged (1/8 of the stages):
 	// a reader that needs the sorted lists (a page, a scan) folds the
 	// merged delta into memory, a few hundred bytes a key.

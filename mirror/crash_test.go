@@ -23,9 +23,11 @@ import (
 const crashEnv = "MIRROR_CRASH_CHILD_PATH"
 
 // crashOptions make the child's publishes take every path: deltas, chains
-// merged every few publishes, compactions, and collection of all but the
-// last few generations after each publish.
-var crashOptions = Options{MaxOverlay: 40, MaxLayers: 4, Keep: KeepPolicy{Last: 3, Within: -1}}
+// merged every few publishes (into a merged delta, or the folded deltas
+// after one), merged deltas rewritten as the folded deltas pass
+// MaxOverlay, compactions, and collection of all but the last few
+// generations after each publish.
+var crashOptions = Options{MaxOverlay: 40, MaxMerged: 120, MaxLayers: 4, Keep: KeepPolicy{Last: 3, Within: -1}}
 
 // TestCrashWriter is the child of TestKill9Generations, not a test of its
 // own: it writes to the mirror at $MIRROR_CRASH_CHILD_PATH until it is

@@ -59,7 +59,7 @@ type opClass int
 
 const (
 	opDelta     opClass = iota // a delta over the chain
-	opMerge                    // one delta merging the chain
+	opMerge                    // a delta merging the chain (or its folded deltas)
 	opCompact                  // a new base
 	opUnchanged                // nothing (no new generation)
 )
@@ -72,7 +72,7 @@ func classify(prev, next Meta) opClass {
 		return opUnchanged
 	case next.Layers == 0:
 		return opCompact
-	case next.Layers == 1 && prev.Layers > 0:
+	case next.Layers <= prev.Layers: // the chain did not grow: merged
 		return opMerge
 	}
 	return opDelta
@@ -285,17 +285,23 @@ func (sh layerShape) String() string {
 }
 
 // layerShapes are the shapes BenchmarkLayers reads at n stages: a
-// compacted base, then 1, 4 and the default MaxLayers of 16 deltas
-// touching from 100 stages up to the default MaxOverlay of 4096; and,
-// where the default MaxMerged (n/8) passes MaxOverlay, a merged delta
-// and deltas that fill 15/16 of it (the removals among the touched
-// stages lower MaxMerged a little), alone and under the most folded
-// deltas the policy allows (15, touching 4096).
+// compacted base, then 1, 4 and the default MaxLayers of deltas touching
+// from 100 stages up to the default MaxOverlay of 4096; and, where the
+// default MaxMerged (n/8) passes MaxOverlay, a merged delta and deltas
+// that fill 15/16 of it (the removals among the touched stages lower
+// MaxMerged a little), alone and under the most folded deltas the
+// policy allows (MaxLayers-1, touching 4096).
 func layerShapes(n int) []layerShape {
-	out := []layerShape{{0, 0, 0}, {0, 1, 100}, {0, 1, 1000}, {0, 1, 4096}, {0, 4, 100}, {0, 4, 1000}, {0, 4, 4096}, {0, 16, 100}, {0, 16, 1000}, {0, 16, 4096}}
-	if o := (Options{}); o.maxMerged(n) > o.maxOverlay(n) {
+	o := Options{}
+	out := []layerShape{{0, 0, 0}}
+	for _, l := range []int{1, 4, o.maxLayers()} {
+		for _, k := range []int{100, 1000, 4096} {
+			out = append(out, layerShape{0, l, k})
+		}
+	}
+	if o.maxMerged(n) > o.maxOverlay(n) {
 		full := o.maxMerged(n) * 15 / 16
-		out = append(out, layerShape{full, 0, 0}, layerShape{full - 4096, 15, 4096})
+		out = append(out, layerShape{full, 0, 0}, layerShape{full - 4096, o.maxLayers() - 1, 4096})
 	}
 	return out
 }
@@ -473,7 +479,7 @@ func benchLayered(b *testing.B, ld *layered, touched int) {
 
 // BenchmarkGC times Mirror.GC collecting a history of 40 generations
 // made by Puts on a copy of the benchmark mirror of n stages (default
-// options: a merge every 16 deltas), keeping only the current one
+// options: a merge every 8 deltas), keeping only the current one
 // (KeepPolicy{Last: 1, Within: -1}). It reports the data files and bytes
 // removed and the generations dropped; the 40 Puts are not timed.
 //

@@ -77,7 +77,7 @@ type Options struct {
 	MaxMerged int
 	// MaxLayers bounds the number of deltas over a base: a publish that
 	// would pass it writes one delta that merges the chain but its merged
-	// delta (so a chain with a merged delta has at least two). 0 means 16.
+	// delta (so a chain with a merged delta has at least two). 0 means 8.
 	MaxLayers int
 	// Keep is the history every publish (and GC) keeps; the zero value
 	// keeps the last 30 generations and those of the last 7 days.
