@@ -571,15 +571,15 @@ func benchOpenHistory(b *testing.B, n, h int) {
 // compaction. Preparing the stages is not timed, nor counted. The
 // policy=overlay runs compact once the deltas touch MaxOverlay keys
 // (MaxMerged at its least), as every publish did before merged deltas;
-// policy=layers=8 halves MaxLayers (fewer files for a reader to open,
-// more merges of the chain).
+// policy=layers=16 doubles MaxLayers (fewer merges of the chain, twice
+// the files for a reader to open).
 //
 //	go test ./mirror -run '^$' -bench 'BenchmarkWriteCycle' -benchtime 1x -timeout 60m
 func BenchmarkWriteCycle(b *testing.B) {
 	for _, p := range []struct {
 		name string
 		opts Options
-	}{{"default", Options{}}, {"overlay", Options{MaxMerged: 1}}, {"layers=8", Options{MaxLayers: 8}}} {
+	}{{"default", Options{}}, {"overlay", Options{MaxMerged: 1}}, {"layers=16", Options{MaxLayers: 16}}} {
 		for _, changed := range []int{100, 1000} {
 			b.Run(fmt.Sprintf("policy=%s/n=100000/changed=%d", p.name, changed), func(b *testing.B) {
 				benchWriteCycle(b, 100_000, changed, p.opts)
