@@ -129,8 +129,9 @@ type Meta struct {
 	Path      string
 	SizeBytes int64
 	// Layers is the number of delta files over the generation's base, and
-	// Overlay the number of stage ids and quarantine keys they touch; both
-	// 0 for a compacted generation.
+	// Overlay the number of stage ids and quarantine keys they touch (at
+	// most: a key that a merged delta and a later delta both touch counts
+	// twice); both 0 for a compacted generation.
 	Layers  int
 	Overlay int
 	// Changes is what the generation changed against the one before it
