@@ -436,45 +436,42 @@ func benchLayered(b *testing.B, ld *layered, touched int) {
 	b.Run("OpenFirstGetRaw", first(func(m *Mirror) error { _, err := m.GetRaw(ctx, id); return err }))
 	b.Run("OpenFirstFindRawByName", first(func(m *Mirror) error { _, err := m.FindRawByName(ctx, name); return err }))
 	b.Run("Heap", func(b *testing.B) {
-		var grew uint64
-		for b.Loop() {
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&before)
-			m2, err := Open(ld.path, Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			runtime.GC()
-			runtime.ReadMemStats(&after)
-			m2.Close()
-			grew = after.HeapAlloc - before.HeapAlloc
-		}
+		grew := heapOfOpen(b, ld.path, func(*Mirror) error { return nil })
 		b.ReportMetric(float64(grew), "heap-bytes")
 		if touched > 0 {
 			b.ReportMetric(float64(grew)/float64(touched), "heap-bytes/key")
 		}
 	})
 	b.Run("HeapListed", func(b *testing.B) {
-		var grew uint64
-		for b.Loop() {
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&before)
-			m2, err := Open(ld.path, Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, _, err := m2.Page(ctx, store.LifecycleUnknown, 0, 1); err != nil { // builds the lists
-				b.Fatal(err)
-			}
-			runtime.GC()
-			runtime.ReadMemStats(&after)
-			m2.Close()
-			grew = after.HeapAlloc - before.HeapAlloc
-		}
+		grew := heapOfOpen(b, ld.path, func(m *Mirror) error { // builds the lists
+			_, _, err := m.Page(ctx, store.LifecycleUnknown, 0, 1)
+			return err
+		})
 		b.ReportMetric(float64(grew), "heap-bytes")
 	})
+}
+
+// heapOfOpen returns how much the Go heap grew (after a GC) while a
+// Mirror opened at path, after read, was held.
+func heapOfOpen(b *testing.B, path string, read func(m *Mirror) error) uint64 {
+	var grew uint64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		m, err := Open(path, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := read(m); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		m.Close()
+		grew = after.HeapAlloc - before.HeapAlloc
+	}
+	return grew
 }
 
 // BenchmarkGC times Mirror.GC collecting a history of 40 generations

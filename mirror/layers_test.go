@@ -255,6 +255,23 @@ func sameReads(t *testing.T, when string, got, want *Mirror, names []string, sig
 	}
 }
 
+// freshSnap opens the mirror at path afresh and returns it with its
+// current generation, both released when the test ends.
+func freshSnap(t *testing.T, path string) (*Mirror, *snap) {
+	t.Helper()
+	m, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	s, err := m.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.release)
+	return m, s
+}
+
 func scanAll(t *testing.T, m *Mirror, kind store.LifecycleKind) [][]byte {
 	t.Helper()
 	var out [][]byte
@@ -310,16 +327,7 @@ func testLookupsBeforeLists(t *testing.T, opts Options, deep bool) {
 			}
 		}
 	}
-	fresh, err := Open(m.Path(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fresh.Close()
-	s, err := fresh.acquire()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.release()
+	_, s := freshSnap(t, m.Path())
 	if (s.ov.deep != nil) != deep {
 		t.Fatalf("the generation's deep delta: %v, want one: %v", s.ov.deep != nil, deep)
 	}
@@ -336,9 +344,11 @@ func testLookupsBeforeLists(t *testing.T, opts Options, deep bool) {
 	}
 	scanned := map[lookup][]string{}
 	for _, l := range all {
-		if scanned[l], err = s.ov.liveWith(l.sig, l.value); err != nil {
+		ids, err := s.ov.liveWith(l.sig, l.value)
+		if err != nil {
 			t.Fatal(err)
 		}
+		scanned[l] = ids
 	}
 	if s.ov.listed.Load() {
 		t.Fatalf("%d look-ups built the lists, want scans", len(all))

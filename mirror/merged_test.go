@@ -97,16 +97,7 @@ func TestMergedDeltaFoldsOnUse(t *testing.T) {
 			}
 		}
 	}
-	fresh, err := Open(m.Path(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fresh.Close()
-	s, err := fresh.acquire()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.release()
+	fresh, s := freshSnap(t, m.Path())
 	if s.ov == nil || s.ov.deep == nil || len(s.ov.layers) < 2 {
 		t.Fatalf("the generation reads no merged delta and another: %v", s.gen.Deltas)
 	}
