@@ -60,9 +60,11 @@ func (o Options) maxLayers() int {
 }
 
 // Publish makes what the writer staged the mirror's next generation. It
-// writes only what changed: a delta file holding the changed stages (or,
-// when the deltas over the current base would touch more keys than
-// Options.MaxOverlay allows, a new compacted base), then a new manifest
+// writes only what changed: a delta file holding the changed stages (see
+// Writer.delta for when it merges the chain; when the deltas over the
+// current base would touch more keys than Options.MaxMerged allows, or
+// more quarantine keys than MaxOverlay, a new compacted base), then a
+// new manifest
 // listing the generation, fsynced and renamed over PATH: the one step
 // that changes what readers see. Generations the keep policy no longer
 // keeps are dropped from the manifest and their files removed.
@@ -104,6 +106,9 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		return out, w.finish(cur, sc)
 	case err == nil:
 		rec, state, err = w.delta(cur, cs, meta.Generation)
+		if errors.Is(err, errTooBig) {
+			rec, state, err = w.rebase(ctx, cur, meta)
+		}
 	}
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("building generation %d of %s: %w", meta.Generation, m.path, err)
@@ -151,19 +156,25 @@ func digestHex(s *lthash.State) string {
 }
 
 // delta writes generation gen as cur plus the delta cs. A chain whose
-// folded deltas would touch more keys than Options.MaxOverlay becomes
-// one merged delta. A chain that would pass Options.MaxLayers keeps its
-// merged delta and folds the others into one delta (without a merged
-// delta, it becomes one).
+// folded deltas would touch more stage ids than Options.MaxOverlay
+// becomes one merged delta. A chain that would pass Options.MaxLayers
+// keeps its merged delta and folds the others into one delta (without a
+// merged delta, it becomes one). When the deltas would touch more
+// quarantine keys than MaxOverlay (readers fold them all at open), it
+// returns errTooBig, having written nothing: the publish compacts.
 func (w *Writer) delta(cur *snap, cs *changeSet, gen uint64) (genRecord, lthash.State, error) {
 	d, err := deltaOf(cur, cs)
 	if err != nil {
 		return genRecord{}, lthash.State{}, err
 	}
+	limit := w.m.opts.maxOverlay(cur.meta.Total)
 	long := len(cur.gen.Deltas)+1 > w.m.opts.maxLayers()
 	deep := cur.ov != nil && cur.ov.deep != nil
-	switch _, folded := d.overlaySize(cur); {
-	case folded > w.m.opts.maxOverlay(cur.meta.Total) || (long && !deep):
+	_, stages, quar := d.overlayKeys(cur)
+	switch {
+	case quar > limit: // readers fold every quarantine key at open
+		return genRecord{}, lthash.State{}, errTooBig
+	case stages > limit || (long && !deep):
 		err = d.mergeChain(cur)
 	case long:
 		err = d.mergeFolded(cur)
@@ -181,7 +192,8 @@ func (w *Writer) delta(cur *snap, cs *changeSet, gen uint64) (genRecord, lthash.
 	}
 	rec := t.rec
 	rec.Base, rec.Bytes = cur.gen.Base, size
-	rec.Overlay, rec.Folded = d.overlaySize(cur)
+	total, stages, quar := d.overlayKeys(cur)
+	rec.Overlay, rec.Folded = total, stages+quar
 	switch {
 	case d.merged:
 		rec.Deltas = []string{deltaName(gen)}

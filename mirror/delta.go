@@ -64,7 +64,7 @@ func (d *deltaContent) mergeChain(cur *snap) error {
 	if err != nil {
 		return err
 	}
-	return d.carry(cur.ov, all, false)
+	return d.carry(cur.ov, all, nil)
 }
 
 // mergeFolded makes d carry everything the deltas cur folds at open hold
@@ -72,16 +72,16 @@ func (d *deltaContent) mergeChain(cur *snap) error {
 // base, cur's merged delta, and this one delta: the chain shortens
 // without rewriting the merged delta.
 func (d *deltaContent) mergeFolded(cur *snap) error {
-	return d.carry(cur.ov, cur.ov.stages, true)
+	return d.carry(cur.ov, cur.ov.stages, cur.ov.deep)
 }
 
 // carry adds the entries (of ov) that d says nothing of to d, and ov's
-// quarantine words. A removal of what the base never had is dropped
-// unless a merged delta stays beneath d (keepRemovals): it may have added
-// the stage.
-func (d *deltaContent) carry(ov *overlay, entries map[string]*ovEntry, keepRemovals bool) (err error) {
+// quarantine words but those of beneath, the merged delta that stays
+// beneath d (nil: none). A removal of what the base never had is dropped
+// unless there is one: it may have added the stage.
+func (d *deltaContent) carry(ov *overlay, entries map[string]*ovEntry, beneath *layer) (err error) {
 	for id, e := range entries {
-		if _, set := d.stages[id]; set || (e.src == nil && !e.inBase && !keepRemovals) {
+		if _, set := d.stages[id]; set || (e.src == nil && !e.inBase && beneath == nil) {
 			continue // d's word, or a removal of what the base never had
 		}
 		d.carried[id] = e
@@ -91,8 +91,8 @@ func (d *deltaContent) carry(ov *overlay, entries map[string]*ovEntry, keepRemov
 		}
 	}
 	for k, l := range ov.quar {
-		if _, set := d.quar[k]; set {
-			continue
+		if _, set := d.quar[k]; set || (l != nil && l == beneath) {
+			continue // d's word, or the merged delta's, which stays
 		}
 		var v []byte
 		if l != nil {
@@ -119,28 +119,34 @@ func (s *snap) baseKindOf(id string) ([2]byte, error) {
 	return s.baseKindFile(id)
 }
 
-// overlaySize returns at most how many keys a generation made of cur's
-// deltas and d touches (see overlay.size), and how many of them a reader
-// folds at open (a merged d: its quarantine keys alone).
-func (d *deltaContent) overlaySize(cur *snap) (total, folded int) {
-	if d.merged {
-		return d.size(), len(d.quar)
+// overlayKeys counts the keys of a generation made of cur's deltas and
+// d (d merged: d alone): at most all of them (see overlay.size), and the
+// stage ids and the quarantine keys a reader folds at open (every
+// quarantine key; not a merged d's stage ids).
+func (d *deltaContent) overlayKeys(cur *snap) (total, stages, quar int) {
+	var under *overlay // the deltas d goes over
+	if !d.merged {
+		under = cur.ov
 	}
-	if cur.ov == nil {
-		return d.size(), d.size()
-	}
-	folded = d.size()
-	for id := range cur.ov.stages {
-		if _, ok := d.baseKind[id]; !ok {
-			folded++
+	quar = len(d.quar)
+	stages = len(d.stages) + len(d.carried)
+	if under == nil {
+		if d.merged {
+			return d.size(), 0, quar
 		}
+		return d.size(), stages, quar
 	}
-	for k := range cur.ov.quar {
+	for k := range under.quar {
 		if _, ok := d.quar[k]; !ok {
-			folded++
+			quar++
 		}
 	}
-	return cur.ov.deepKeys + folded, folded
+	for id := range under.stages {
+		if _, ok := d.baseKind[id]; !ok {
+			stages++
+		}
+	}
+	return under.deepKeys + stages + quar, stages, quar
 }
 
 // write writes d as the delta file of generation gen in dir, fsynced and
@@ -293,6 +299,11 @@ func (d *deltaContent) value(id string) ([]byte, bool, error) {
 	v, err := e.src.value(bucketStages, []byte(id))
 	if err == nil && v == nil {
 		err = corruptf(e.src.path, "stage %s is missing", id)
+	}
+	if err == nil { // copied as it is: its checksum is checked here
+		if _, cerr := recordRaw([]byte(id), v); cerr != nil {
+			err = fmt.Errorf("%w: %s: stage %s: %v: run `mirror verify`, then `mirror sync` to repair", ErrCorrupt, e.src.path, id, cerr)
+		}
 	}
 	return v, v != nil, err
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"iter"
+	"os"
 	"slices"
 
 	"github.com/noether-mirror/mirror/store"
@@ -92,9 +93,12 @@ func sameBase(a, b *snap) bool {
 }
 
 // touchedKeys is the sorted union of the stage ids (or quarantine keys)
-// the overlays of a and b touch.
+// the overlays of a and b touch, which share their base. When both read
+// the same merged delta, the stage ids it alone touches say the same in
+// both, so only their other deltas' are listed (and it is not folded).
 func touchedKeys(a, b *snap, quar bool) ([]string, error) {
 	set := map[string]bool{}
+	shared := a.ov != nil && b.ov != nil && a.ov.deep != nil && b.ov.deep != nil && os.SameFile(a.ov.deep.fi, b.ov.deep.fi)
 	for _, s := range []*snap{a, b} {
 		if s.ov == nil {
 			continue
@@ -105,11 +109,14 @@ func touchedKeys(a, b *snap, quar bool) ([]string, error) {
 			}
 			continue
 		}
-		all, err := s.ov.entries()
-		if err != nil {
-			return nil, err
+		keys := s.ov.stages
+		if !shared {
+			var err error
+			if keys, err = s.ov.entries(); err != nil {
+				return nil, err
+			}
 		}
-		for k := range all {
+		for k := range keys {
 			set[k] = true
 		}
 	}

@@ -18,8 +18,10 @@ import (
 // it up on disk until a read needs the overlay's sorted lists (see
 // overlay). This file holds what reads and checks it.
 
-// mergedKeys returns how many stage ids a merged delta touches, and
-// whether the delta in tx is one.
+// mergedKeys returns how many stage ids a merged delta touches (as its
+// meta says: checkMerged checks it, and an allocation sized by it is
+// capped), and whether the delta in tx is one. A delta without a valid
+// count is not one: it is folded at open, as any delta, which checks it.
 func mergedKeys(tx *bolt.Tx) (int, bool) {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
@@ -27,9 +29,9 @@ func mergedKeys(tx *bolt.Tx) (int, bool) {
 	}
 	v := meta.Get([]byte(metaMerged))
 	if len(v) != 8 {
-		return 0, false // not merged (or damaged: the fold says so)
+		return 0, false
 	}
-	return int(min(binary.BigEndian.Uint64(v), maxOverlayHint<<4)), true
+	return int(min(binary.BigEndian.Uint64(v), 1<<40)), true
 }
 
 // openDeep makes the merged delta l, the chain's first, the overlay's
@@ -54,12 +56,17 @@ func (ov *overlay) openDeep(tx *bolt.Tx, l *layer, n int) error {
 func (l *layer) entry(id []byte) (e *ovEntry, ok bool, err error) {
 	err = guarded(l.path, func() error {
 		return l.db.View(func(tx *bolt.Tx) error {
-			bk, ix := tx.Bucket(bucketBaseKind), tx.Bucket(bucketIndex)
-			if bk == nil || ix == nil {
-				return corruptf(l.path, "bucket %q or %q is missing", bucketBaseKind, bucketIndex)
+			bk, ix, rm := tx.Bucket(bucketBaseKind), tx.Bucket(bucketIndex), tx.Bucket(bucketRemoved)
+			if bk == nil || ix == nil || rm == nil {
+				return corruptf(l.path, "bucket %q, %q or %q is missing", bucketBaseKind, bucketIndex, bucketRemoved)
 			}
 			v := bk.Get(id)
 			if v == nil {
+				// Untouched, unless the entry is what is damaged: the fold
+				// at open that a merged delta skips would have said so.
+				if ix.Get(id) != nil || rm.Get(id) != nil {
+					return corruptf(l.path, "stage %s has no base_kind entry", id)
+				}
 				return nil
 			}
 			if len(v) != 2 || v[0] > 1 || v[1] >= classes {

@@ -1,9 +1,13 @@
 package mirror
 
 import (
+	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -53,8 +57,19 @@ func TestMergePolicy(t *testing.T) {
 			syncAll(t, m, base, PublishInfo{})
 			var got []shape
 			for i := range tc.want {
+				prev := m.Meta().Generation
 				if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
 					t.Fatal(err)
+				}
+				// Diff (which lists only the keys the two generations'
+				// deltas touch, or their folded deltas' when they share a
+				// merged delta) against what the publish counted.
+				d, err := m.Diff(t.Context(), fmt.Sprint(prev), fmt.Sprint(m.Meta().Generation))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d.Changes() != m.Meta().Changes {
+					t.Fatalf("edit %d: Diff counts %+v, the publish %+v", i, d.Changes(), m.Meta().Changes)
 				}
 				s, err := m.acquire()
 				if err != nil {
@@ -216,5 +231,171 @@ func TestChangeBytesCompact(t *testing.T) {
 	}
 	if m.Meta().Total != 23 {
 		t.Fatalf("%d stages, want 23", m.Meta().Total)
+	}
+}
+
+// TestTouchedWhileFolding reads a stage only the merged delta holds while
+// another goroutine builds the full fold: every read must find it, as
+// the merged delta on disk or in the fold, never in neither.
+func TestTouchedWhileFolding(t *testing.T) {
+	m := layeredMirror(t, Options{MaxOverlay: 1 << 20, MaxLayers: 2})
+	g := storetest.NewGen(8)
+	var ids []store.StageID
+	for range 6 {
+		id, err := m.Put(t.Context(), g.Stage())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	_, s := freshSnap(t, m.Path())
+	if s.ov == nil || s.ov.deep == nil {
+		t.Fatalf("no merged delta: %v", s.gen.Deltas)
+	}
+	var deepID string
+	for _, id := range ids {
+		if _, later := s.ov.stages[string(id)]; !later {
+			if _, ok, err := s.ov.deep.entry([]byte(id)); err == nil && ok {
+				deepID = string(id)
+				break
+			}
+		}
+	}
+	if deepID == "" {
+		t.Fatal("no stage only the merged delta holds")
+	}
+	trials := 2000
+	if testing.Short() {
+		trials = 200
+	}
+	for range trials {
+		ov := &overlay{layers: s.ov.layers, stages: s.ov.stages, quar: s.ov.quar, deep: s.ov.deep, deepKeys: s.ov.deepKeys}
+		start := make(chan struct{})
+		var missed atomic.Bool
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			<-start
+			for !ov.allDone.Load() {
+				if _, ok, err := ov.touched([]byte(deepID)); err != nil || !ok {
+					missed.Store(true)
+					return
+				}
+			}
+		})
+		close(start)
+		if _, err := ov.entries(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if missed.Load() {
+			t.Fatal("a read while the fold was built found the merged delta's stage untouched")
+		}
+	}
+}
+
+// TestQuarantineOverOverlayCompacts quarantines more entries than
+// MaxOverlay in one publish: readers fold every quarantine key at open,
+// so the publish compacts, and the local edits after it stay deltas
+// whose folded keys stay within MaxOverlay (they do not rewrite a merged
+// delta on every publish).
+func TestQuarantineOverOverlayCompacts(t *testing.T) {
+	m := newTemp(t, Options{MaxOverlay: 4, MaxMerged: 200, MaxLayers: 64})
+	key := testKey()
+	var base []*store.Stage
+	for i := range 20 {
+		base = append(base, genStage(t, i, 100, key))
+	}
+	syncAll(t, m, base, PublishInfo{})
+	w, err := m.BeginSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := entries(base)
+	for i := range 5 {
+		batch = append(batch, forcedQuarantine(genStage(t, 50+i, 100, key), nil, "test"))
+	}
+	if err := w.PutBatch(batch, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Publish(t.Context(), PublishInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if meta := m.Meta(); meta.Layers != 0 || meta.Quarantined != 5 {
+		t.Fatalf("5 quarantine keys over MaxOverlay 4: %d deltas, %d quarantined; want a compaction of 5", meta.Layers, meta.Quarantined)
+	}
+	merges := 0
+	for i := range 8 {
+		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.gen.Folded > 4 {
+			t.Fatalf("edit %d: readers fold %d keys, over MaxOverlay 4", i, s.gen.Folded)
+		}
+		if len(s.gen.Deltas) == 1 && s.ov.deep != nil {
+			merges++
+		}
+		s.release()
+	}
+	if merges > 2 {
+		t.Fatalf("8 edits wrote %d merged deltas", merges)
+	}
+	mustVerify(t, m)
+}
+
+// TestMergedDeltaMissingBaseKind damages a merged delta that removes a
+// stage of the base: without its base_kind entry, a point read must fail
+// as corrupt, not serve the base's copy of the removed stage.
+func TestMergedDeltaMissingBaseKind(t *testing.T) {
+	m := newTemp(t, Options{MaxOverlay: 10, MaxMerged: 10, MaxLayers: 2})
+	key := testKey()
+	var base []*store.Stage
+	for i := range 20 {
+		base = append(base, genStage(t, i, 100, key))
+	}
+	syncAll(t, m, base, PublishInfo{}) // 20 > MaxMerged: a base
+	ctx := t.Context()
+	gone := base[3].ID
+	if err := m.Remove(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 { // the second merges the chain
+		if _, err := m.Put(ctx, genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := m.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ov == nil || s.ov.deep == nil || len(s.gen.Deltas) != 1 {
+		t.Fatalf("want one merged delta, have %v", s.gen.Deltas)
+	}
+	path := filepath.Join(gensDir(m.Path()), s.gen.Deltas[0])
+	s.release()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: 1e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBaseKind).Delete([]byte(gone)) })
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := Open(m.Path(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if raw, err := fresh.GetRaw(ctx, gone); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("GetRaw of a stage the damaged merged delta removes: %d bytes, %v; want ErrCorrupt", len(raw), err)
 	}
 }

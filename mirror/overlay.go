@@ -158,7 +158,8 @@ type ovEntry struct {
 
 // overlay is the fold of a generation's deltas, oldest first: for every
 // key they touch, the latest word. It is built when the generation is
-// opened and never changes; safe for concurrent reads.
+// opened (but for a merged delta, below) and what it says never changes;
+// safe for concurrent reads.
 //
 // When the chain's first delta is a merged one (it holds what a chain of
 // earlier deltas did, and can hold up to Options.MaxMerged keys), it is
@@ -437,12 +438,16 @@ func (ov *overlay) foldQuarantine(tx *bolt.Tx, l *layer) error {
 // folded deltas, else from the deep delta on disk (until the full fold
 // is built).
 func (ov *overlay) touched(id []byte) (*ovEntry, bool, error) {
-	m := ov.stages
-	if ov.deep != nil && ov.allDone.Load() {
-		m = ov.all
-	}
-	if e, ok := m[string(id)]; ok || ov.deep == nil || ov.allDone.Load() {
+	if ov.deep == nil {
+		e, ok := ov.stages[string(id)]
 		return e, ok, nil
+	}
+	if ov.allDone.Load() { // read once: entries may finish meanwhile
+		e, ok := ov.all[string(id)]
+		return e, ok, nil
+	}
+	if e, ok := ov.stages[string(id)]; ok {
+		return e, true, nil
 	}
 	return ov.deep.entry(id)
 }
