@@ -69,15 +69,28 @@ func (s *snap) scanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id
 		}
 		n := 0
 		if s.ov != nil {
-			var pb *bolt.Bucket // every stage: the stages bucket in order
-			if kind != store.LifecycleUnknown {
-				if pb = tx.Bucket(posBucket(kind)); pb == nil {
-					return s.missingBucket(posBucket(kind))
-				}
-			}
 			ls, err := s.ov.lists()
 			if err != nil {
 				return err
+			}
+			if kind == store.LifecycleUnknown {
+				return s.scanMerged(sb, ls.live[0], func(id, raw []byte) error {
+					if n%4096 == 0 {
+						if err := ctx.Err(); err != nil {
+							return err
+						}
+					}
+					n++
+					if err := fn(store.StageID(id), raw); err != nil {
+						fnErr = err
+						return err
+					}
+					return nil
+				})
+			}
+			pb := tx.Bucket(posBucket(kind))
+			if pb == nil {
+				return s.missingBucket(posBucket(kind))
 			}
 			return s.mergeFrom(posBucket(kind), pb, sb, 0, ls.live[class(kind)], 0, func(id, raw []byte) (bool, error) {
 				if n%4096 == 0 {
@@ -145,11 +158,20 @@ func (m *Mirror) ScanRaw(ctx context.Context, kind store.LifecycleKind, fn func(
 const scanBatch = 256
 
 // scanItem is one record of a scan: its key and value (the snapshot's
-// memory, valid in the scan's transaction) and, once checked, its raw
-// JSON or what is wrong with it.
+// memory, valid in the scan's transaction), the delta it comes from (nil:
+// the base) and, once checked, its raw JSON or what is wrong with it.
 type scanItem struct {
 	id, v, raw []byte
+	src        *layer
 	err        error
+}
+
+// corrupt is the error of a checked item that failed its check.
+func (s *snap) corrupt(it *scanItem) error {
+	if it.src == nil {
+		return s.corruptRecord(it.id, it.err)
+	}
+	return fmt.Errorf("%w: %s: stage %s: %v: run `mirror verify`, then `mirror sync` to repair", ErrCorrupt, it.src.path, it.id, it.err)
 }
 
 // scanChecked calls emit with the id and raw JSON of every record of the
@@ -164,7 +186,7 @@ func (s *snap) scanChecked(sb *bolt.Bucket, emit func(id, raw []byte) error) err
 		checkItems(batch)
 		for _, it := range batch {
 			if it.err != nil {
-				return s.corruptRecord(it.id, it.err)
+				return s.corrupt(&it)
 			}
 			if err := emit(it.id, it.raw); err != nil {
 				return err
@@ -176,6 +198,82 @@ func (s *snap) scanChecked(sb *bolt.Bucket, emit func(id, raw []byte) error) err
 	c := sb.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		batch = append(batch, scanItem{id: k, v: v})
+		if len(batch) == scanBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// scanMerged is scanChecked over base and overlay: the base's records
+// the overlay does not touch, merged in id order with the overlay's live
+// ones (the sorted ids live), each read from its delta in a read
+// transaction held for the scan, and checked in batches as scanChecked
+// checks them.
+func (s *snap) scanMerged(sb *bolt.Bucket, live []string, emit func(id, raw []byte) error) error {
+	txs := map[*layer]*bolt.Tx{}
+	defer func() {
+		for _, tx := range txs {
+			_ = tx.Rollback()
+		}
+	}()
+	value := func(id string) (it scanItem, err error) {
+		l := s.ov.entry(id).src
+		it = scanItem{id: []byte(id), src: l}
+		err = guarded(l.path, func() error {
+			tx, ok := txs[l]
+			if !ok {
+				var err error
+				if tx, err = l.db.Begin(false); err != nil {
+					return err
+				}
+				txs[l] = tx
+			}
+			if it.v = tx.Bucket(bucketStages).Get(it.id); it.v == nil {
+				return corruptf(l.path, "stage %s is missing", id)
+			}
+			return nil
+		})
+		return it, err
+	}
+	batch := make([]scanItem, 0, scanBatch)
+	flush := func() error {
+		checkItems(batch)
+		for _, it := range batch {
+			if it.err != nil {
+				return s.corrupt(&it)
+			}
+			if err := emit(it.id, it.raw); err != nil {
+				return err
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	c := sb.Cursor()
+	k, v := c.First()
+	for j := 0; k != nil || j < len(live); {
+		if k != nil {
+			if _, t, err := s.ov.touched(k); err != nil {
+				return err
+			} else if t {
+				k, v = c.Next()
+				continue
+			}
+		}
+		if k != nil && (j >= len(live) || string(k) < live[j]) {
+			batch = append(batch, scanItem{id: k, v: v})
+			k, v = c.Next()
+		} else {
+			it, err := value(live[j])
+			if err != nil {
+				return err
+			}
+			batch = append(batch, it)
+			j++
+		}
 		if len(batch) == scanBatch {
 			if err := flush(); err != nil {
 				return err

@@ -2,11 +2,15 @@ package mirror
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/noether-mirror/mirror/store"
 )
@@ -94,5 +98,86 @@ func TestScanRawCorruptRecord(t *testing.T) {
 	}
 	if before == 0 {
 		t.Fatal("the damaged stage is the first: the test tests nothing")
+	}
+}
+
+// TestScanRawCorruptDeltaRecord damages a record in a delta of a layered
+// generation: a full scan (base and deltas merged, checked in batches)
+// stops at it with ErrCorrupt naming the delta, having passed on every
+// stage before it in id order.
+func TestScanRawCorruptDeltaRecord(t *testing.T) {
+	m := newTemp(t, Options{MaxOverlay: 50, MaxLayers: 3}) // the sync compacts
+	key := testKey()
+	var base []*store.Stage
+	for i := range 300 {
+		base = append(base, genStage(t, i, 100, key))
+	}
+	syncAll(t, m, base, PublishInfo{})
+	var added []store.StageID
+	for i := range 5 { // a merged delta and another, over the base
+		id, err := m.Put(t.Context(), genStage(t, 1000+i, 100, key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		added = append(added, id)
+	}
+	want := scanAll(t, m, store.LifecycleUnknown)
+	s, err := m.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := added[2]
+	e, _, err := s.ov.touched([]byte(victim))
+	if err != nil || e == nil || e.src == nil {
+		t.Fatalf("stage %s is in no delta: %v", victim, err)
+	}
+	path := e.src.path
+	if s.gen.Base == "" || len(s.gen.Deltas) != 2 || s.ov.deep == nil {
+		t.Fatalf("want a base, a merged delta and another, have %s %v", s.gen.Base, s.gen.Deltas)
+	}
+	s.release()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: 1e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketStages)
+		v := bytes.Clone(b.Get([]byte(victim)))
+		v[len(v)-3] ^= 0x01
+		return b.Put([]byte(victim), v)
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := Open(m.Path(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	var seen [][]byte
+	err = m2.ScanRaw(t.Context(), store.LifecycleUnknown, func(_ store.StageID, raw []byte) error {
+		seen = append(seen, bytes.Clone(raw))
+		return nil
+	})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), filepath.Base(path)) {
+		t.Fatalf("ScanRaw over a damaged delta record: %v, want ErrCorrupt naming %s", err, filepath.Base(path))
+	}
+	before := 0
+	for _, raw := range want {
+		var st struct {
+			ID store.StageID `json:"id"`
+		}
+		if json.Unmarshal(raw, &st) == nil && st.ID < victim {
+			before++
+		}
+	}
+	if before == 0 || !slices.EqualFunc(seen, want[:before], bytes.Equal) {
+		t.Fatalf("ScanRaw passed on %d stages, want the %d before the damaged one, in order", len(seen), before)
 	}
 }

@@ -116,8 +116,7 @@ func (s *snap) ovPage(kind store.LifecycleKind, offset, limit, total int) ([][]b
 // mergeFrom walks, in id order, the base stages of position bucket pb
 // from position q that the overlay does not touch, merged with live[j:],
 // calling fn with each id and raw JSON (valid only during the call) until
-// it returns false. With pb nil it walks the stages bucket itself from
-// its start (q must be 0): every stage, without a look-up each.
+// it returns false. (A scan of every stage is scanMerged.)
 func (s *snap) mergeFrom(name []byte, pb, sb *bolt.Bucket, q int, live []string, j int, fn func(id, raw []byte) (bool, error)) error {
 	next := baseWalk(pb, sb, q)
 	bid, v := next()
@@ -162,21 +161,9 @@ func (s *snap) mergeFrom(name []byte, pb, sb *bolt.Bucket, q int, live []string,
 }
 
 // baseWalk returns an iterator over (id, record value) of the base's
-// stages: from position q of pb (a value is nil when the position lists a
-// missing stage), or, with pb nil, the stages bucket in order. It returns
-// a nil id at the end.
+// stages from position q of pb (a value is nil when the position lists a
+// missing stage). It returns a nil id at the end.
 func baseWalk(pb, sb *bolt.Bucket, q int) func() (id, v []byte) {
-	if pb == nil {
-		c := sb.Cursor()
-		started := false
-		return func() ([]byte, []byte) {
-			if !started {
-				started = true
-				return c.First()
-			}
-			return c.Next()
-		}
-	}
 	c := pb.Cursor()
 	k, id := c.Seek(beUint64(uint64(q)))
 	return func() ([]byte, []byte) {
