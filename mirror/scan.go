@@ -74,7 +74,7 @@ func (s *snap) scanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id
 				return err
 			}
 			if kind == store.LifecycleUnknown {
-				return s.scanMerged(sb, ls.live[0], func(id, raw []byte) error {
+				return s.scanMerged(sb, ls.hidden[0], ls.live[0], func(id, raw []byte) error {
 					if n%4096 == 0 {
 						if err := ctx.Err(); err != nil {
 							return err
@@ -92,7 +92,7 @@ func (s *snap) scanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id
 			if pb == nil {
 				return s.missingBucket(posBucket(kind))
 			}
-			return s.mergeFrom(posBucket(kind), pb, sb, 0, ls.live[class(kind)], 0, func(id, raw []byte) (bool, error) {
+			return s.mergeFrom(posBucket(kind), pb, sb, 0, ls.hidden[class(kind)], ls.live[class(kind)], 0, func(id, raw []byte) (bool, error) {
 				if n%4096 == 0 {
 					if err := ctx.Err(); err != nil {
 						return false, err
@@ -208,11 +208,11 @@ func (s *snap) scanChecked(sb *bolt.Bucket, emit func(id, raw []byte) error) err
 }
 
 // scanMerged is scanChecked over base and overlay: the base's records
-// the overlay does not touch, merged in id order with the overlay's live
-// ones (the sorted ids live), each read from its delta in a read
-// transaction held for the scan, and checked in batches as scanChecked
-// checks them.
-func (s *snap) scanMerged(sb *bolt.Bucket, live []string, emit func(id, raw []byte) error) error {
+// but those the overlay touches (the sorted ids hidden), merged in id
+// order with the overlay's live ones (the sorted ids live), each read
+// from its delta in a read transaction held for the scan, and checked in
+// batches as scanChecked checks them.
+func (s *snap) scanMerged(sb *bolt.Bucket, hidden, live []string, emit func(id, raw []byte) error) error {
 	txs := map[*layer]*bolt.Tx{}
 	defer func() {
 		for _, tx := range txs {
@@ -254,11 +254,12 @@ func (s *snap) scanMerged(sb *bolt.Bucket, live []string, emit func(id, raw []by
 	}
 	c := sb.Cursor()
 	k, v := c.First()
-	for j := 0; k != nil || j < len(live); {
-		if k != nil {
-			if _, t, err := s.ov.touched(k); err != nil {
-				return err
-			} else if t {
+	for h, j := 0, 0; k != nil || j < len(live); {
+		if k != nil { // skip it if hidden: both walk in id order
+			for h < len(hidden) && hidden[h] < string(k) {
+				h++
+			}
+			if h < len(hidden) && hidden[h] == string(k) {
 				k, v = c.Next()
 				continue
 			}

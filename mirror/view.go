@@ -99,7 +99,7 @@ func (s *snap) ovPage(kind store.LifecycleKind, offset, limit, total int) ([][]b
 			id := pb.Get(beUint64(uint64(q)))
 			j = countBelow(live, id)
 		}
-		return s.mergeFrom(posBucket(kind), pb, sb, q, live, j, func(id []byte, raw []byte) (bool, error) {
+		return s.mergeFrom(posBucket(kind), pb, sb, q, hidden, live, j, func(id []byte, raw []byte) (bool, error) {
 			if pos >= offset {
 				out = append(out, bytes.Clone(raw))
 			}
@@ -114,19 +114,23 @@ func (s *snap) ovPage(kind store.LifecycleKind, offset, limit, total int) ([][]b
 }
 
 // mergeFrom walks, in id order, the base stages of position bucket pb
-// from position q that the overlay does not touch, merged with live[j:],
-// calling fn with each id and raw JSON (valid only during the call) until
-// it returns false. (A scan of every stage is scanMerged.)
-func (s *snap) mergeFrom(name []byte, pb, sb *bolt.Bucket, q int, live []string, j int, fn func(id, raw []byte) (bool, error)) error {
+// from position q but those the overlay touches (the sorted ids hidden:
+// the overlay's lists for pb's class), merged with live[j:], calling fn
+// with each id and raw JSON (valid only during the call) until it
+// returns false. (A scan of every stage is scanMerged.)
+func (s *snap) mergeFrom(name []byte, pb, sb *bolt.Bucket, q int, hidden, live []string, j int, fn func(id, raw []byte) (bool, error)) error {
 	next := baseWalk(pb, sb, q)
 	bid, v := next()
+	h := -1 // hidden[h] is the first hidden id not below bid
 	for {
 		for bid != nil {
-			_, t, err := s.ov.touched(bid)
-			if err != nil {
-				return err
+			if h < 0 {
+				h = countBelow(hidden, bid)
 			}
-			if !t {
+			for h < len(hidden) && hidden[h] < string(bid) {
+				h++
+			}
+			if h >= len(hidden) || hidden[h] != string(bid) {
 				break
 			}
 			bid, v = next()
