@@ -175,43 +175,24 @@ func (s *snap) corrupt(it *scanItem) error {
 }
 
 // scanChecked calls emit with the id and raw JSON of every record of the
-// stages bucket sb, in order, after checking each record's checksum.
-// The checks (a CRC-32C of every record's bytes: most of a scan's time,
-// bound by memory bandwidth) run a batch at a time on up to GOMAXPROCS
-// goroutines; emit runs on the caller's, in order, and a damaged record
-// stops the scan where it is.
+// stages bucket sb, in order, after checking each record's checksum
+// (see checker).
 func (s *snap) scanChecked(sb *bolt.Bucket, emit func(id, raw []byte) error) error {
-	batch := make([]scanItem, 0, scanBatch)
-	flush := func() error {
-		checkItems(batch)
-		for _, it := range batch {
-			if it.err != nil {
-				return s.corrupt(&it)
-			}
-			if err := emit(it.id, it.raw); err != nil {
-				return err
-			}
-		}
-		batch = batch[:0]
-		return nil
-	}
+	ck := &checker{s: s, emit: emit}
+	defer ck.stop()
 	c := sb.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		batch = append(batch, scanItem{id: k, v: v})
-		if len(batch) == scanBatch {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := ck.add(scanItem{id: k, v: v}); err != nil {
+			return err
 		}
 	}
-	return flush()
+	return ck.finish()
 }
 
 // scanMerged is scanChecked over base and overlay: the base's records
 // but those the overlay touches (the sorted ids hidden), merged in id
 // order with the overlay's live ones (the sorted ids live), each read
-// from its delta in a read transaction held for the scan, and checked in
-// batches as scanChecked checks them.
+// from its delta in a read transaction held for the scan.
 func (s *snap) scanMerged(sb *bolt.Bucket, hidden, live []string, emit func(id, raw []byte) error) error {
 	txs := map[*layer]*bolt.Tx{}
 	defer func() {
@@ -219,6 +200,8 @@ func (s *snap) scanMerged(sb *bolt.Bucket, hidden, live []string, emit func(id, 
 			_ = tx.Rollback()
 		}
 	}()
+	ck := &checker{s: s, emit: emit}
+	defer ck.stop() // before the deltas' transactions end
 	value := func(id string) (it scanItem, err error) {
 		l := s.ov.entry(id).src
 		it = scanItem{id: []byte(id), src: l}
@@ -238,20 +221,6 @@ func (s *snap) scanMerged(sb *bolt.Bucket, hidden, live []string, emit func(id, 
 		})
 		return it, err
 	}
-	batch := make([]scanItem, 0, scanBatch)
-	flush := func() error {
-		checkItems(batch)
-		for _, it := range batch {
-			if it.err != nil {
-				return s.corrupt(&it)
-			}
-			if err := emit(it.id, it.raw); err != nil {
-				return err
-			}
-		}
-		batch = batch[:0]
-		return nil
-	}
 	c := sb.Cursor()
 	k, v := c.First()
 	for h, j := 0, 0; k != nil || j < len(live); {
@@ -264,24 +233,98 @@ func (s *snap) scanMerged(sb *bolt.Bucket, hidden, live []string, emit func(id, 
 				continue
 			}
 		}
+		it := scanItem{id: k, v: v}
 		if k != nil && (j >= len(live) || string(k) < live[j]) {
-			batch = append(batch, scanItem{id: k, v: v})
 			k, v = c.Next()
 		} else {
-			it, err := value(live[j])
-			if err != nil {
+			var err error
+			if it, err = value(live[j]); err != nil {
 				return err
 			}
-			batch = append(batch, it)
 			j++
 		}
-		if len(batch) == scanBatch {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := ck.add(it); err != nil {
+			return err
 		}
 	}
-	return flush()
+	return ck.finish()
+}
+
+// checker checks a scan's records (a CRC-32C of each record's bytes:
+// most of a scan's time, bound by memory bandwidth) a batch at a time on
+// up to GOMAXPROCS goroutines, while the scan collects the next batch and
+// emits the one checked before; emit runs on the scan's goroutine, in
+// order, and a damaged record stops the scan where it is. The items are
+// the files' memory: stop must return before the scan's transactions
+// end.
+type checker struct {
+	s       *snap
+	emit    func(id, raw []byte) error
+	batch   []scanItem    // being collected
+	pending []scanItem    // being checked, until done is closed
+	done    chan struct{} // nil: nothing pending
+}
+
+// add collects it, and flushes a full batch.
+func (c *checker) add(it scanItem) error {
+	c.batch = append(c.batch, it)
+	if len(c.batch) < scanBatch {
+		return nil
+	}
+	return c.flush()
+}
+
+// flush starts checking the collected batch, then emits the one checked
+// before it.
+func (c *checker) flush() error {
+	prev := c.wait()
+	c.pending, c.done = c.batch, make(chan struct{})
+	go func(items []scanItem, done chan struct{}) {
+		checkItems(items)
+		close(done)
+	}(c.pending, c.done)
+	err := c.emitAll(prev)
+	c.batch = prev[:0]
+	if c.batch == nil {
+		c.batch = make([]scanItem, 0, scanBatch)
+	}
+	return err
+}
+
+// finish checks and emits what is left.
+func (c *checker) finish() error {
+	if err := c.flush(); err != nil {
+		return err
+	}
+	return c.emitAll(c.wait())
+}
+
+// wait waits for the pending batch's checks and returns it.
+func (c *checker) wait() []scanItem {
+	if c.done == nil {
+		return nil
+	}
+	<-c.done
+	c.done = nil
+	prev := c.pending
+	c.pending = nil
+	return prev
+}
+
+// stop waits for any check still running (after an error).
+func (c *checker) stop() { c.wait() }
+
+// emitAll emits checked items in order, stopping at a damaged one.
+func (c *checker) emitAll(items []scanItem) error {
+	for i := range items {
+		if items[i].err != nil {
+			return c.s.corrupt(&items[i])
+		}
+		if err := c.emit(items[i].id, items[i].raw); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkItems sets the raw JSON or the error of every item, on up to

@@ -122,6 +122,17 @@ func TestScanRawCorruptDeltaRecord(t *testing.T) {
 		added = append(added, id)
 	}
 	want := scanAll(t, m, store.LifecycleUnknown)
+	// A scan stopped in its second batch, while the third is checked.
+	stop, n := errors.New("stop"), 0
+	err := m.ScanRaw(t.Context(), store.LifecycleUnknown, func(store.StageID, []byte) error {
+		if n++; n == scanBatch+14 {
+			return stop
+		}
+		return nil
+	})
+	if err != stop || n != scanBatch+14 {
+		t.Fatalf("a scan stopped at stage %d: %v after %d stages", scanBatch+14, err, n)
+	}
 	s, err := m.acquire()
 	if err != nil {
 		t.Fatal(err)
