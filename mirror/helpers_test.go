@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/noether-mirror/mirror/store"
 )
@@ -171,4 +174,22 @@ func currentBase(tb testing.TB, m *Mirror) (string, Meta) {
 		return m.Path(), s.base
 	}
 	return filepath.Join(gensDir(m.Path()), s.gen.Base), s.base
+}
+
+// damageFile changes the bbolt file at path (a data file no Mirror holds
+// open) with fn, in one read-write transaction: what tests of damaged
+// files do.
+func damageFile(t *testing.T, path string, fn func(tx *bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(fn)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -162,21 +162,11 @@ func TestVerifyDamagedMergedDelta(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: 1e9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	damageFile(t, path, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketNames).Cursor()
 		k, _ := c.First()
 		return tx.Bucket(bucketNames).Delete(k)
 	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	m2, err := Open(m.Path(), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -379,17 +369,7 @@ func TestMergedDeltaMissingBaseKind(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: 1e9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBaseKind).Delete([]byte(gone)) })
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	damageFile(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketBaseKind).Delete([]byte(gone)) })
 	fresh, err := Open(m.Path(), Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -46,84 +46,48 @@ func (sn *Snapshot) ScanRaw(ctx context.Context, kind store.LifecycleKind, fn fu
 // scanRaw is ScanRaw on the generation s; fn's error comes back as is.
 func (s *snap) scanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id store.StageID, raw []byte) error) error {
 	var fnErr error
+	n := 0
+	emit := func(id, raw []byte) error {
+		if n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		n++
+		if err := fn(store.StageID(id), raw); err != nil {
+			fnErr = err
+			return err
+		}
+		return nil
+	}
 	err := s.view(func(tx *bolt.Tx) error {
 		sb := tx.Bucket(bucketStages)
 		if sb == nil {
 			return s.missingBucket(bucketStages)
 		}
-		visit := func(id, v []byte, n int) error {
-			if n%4096 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			raw, err := recordRaw(id, v)
-			if err != nil {
-				return s.corruptRecord(id, err)
-			}
-			if err := fn(store.StageID(id), raw); err != nil {
-				fnErr = err
-				return err
-			}
-			return nil
-		}
-		n := 0
+		var hidden, live []string // the overlay's, of kind's class
 		if s.ov != nil {
 			ls, err := s.ov.lists()
 			if err != nil {
 				return err
 			}
-			if kind == store.LifecycleUnknown {
-				return s.scanMerged(sb, ls.hidden[0], ls.live[0], func(id, raw []byte) error {
-					if n%4096 == 0 {
-						if err := ctx.Err(); err != nil {
-							return err
-						}
-					}
-					n++
-					if err := fn(store.StageID(id), raw); err != nil {
-						fnErr = err
-						return err
-					}
-					return nil
-				})
-			}
-			pb := tx.Bucket(posBucket(kind))
-			if pb == nil {
-				return s.missingBucket(posBucket(kind))
-			}
-			return s.mergeFrom(posBucket(kind), pb, sb, 0, ls.hidden[class(kind)], ls.live[class(kind)], 0, func(id, raw []byte) (bool, error) {
-				if n%4096 == 0 {
-					if err := ctx.Err(); err != nil {
-						return false, err
-					}
-				}
-				n++
-				if err := fn(store.StageID(id), raw); err != nil {
-					fnErr = err
-					return false, err
-				}
-				return true, nil
-			})
+			hidden, live = ls.hidden[class(kind)], ls.live[class(kind)]
 		}
-		if kind == store.LifecycleUnknown {
-			return s.scanChecked(sb, func(id, raw []byte) error {
-				if n%4096 == 0 {
-					if err := ctx.Err(); err != nil {
-						return err
-					}
-				}
-				n++
-				if err := fn(store.StageID(id), raw); err != nil {
-					fnErr = err
-					return err
-				}
-				return nil
-			})
+		switch {
+		case kind == store.LifecycleUnknown && s.ov != nil:
+			return s.scanMerged(sb, hidden, live, emit)
+		case kind == store.LifecycleUnknown:
+			return s.scanChecked(sb, emit)
 		}
 		pb := tx.Bucket(posBucket(kind))
 		if pb == nil {
 			return s.missingBucket(posBucket(kind))
+		}
+		if s.ov != nil {
+			return s.mergeFrom(posBucket(kind), pb, sb, 0, hidden, live, 0, func(id, raw []byte) (bool, error) {
+				err := emit(id, raw)
+				return err == nil, err
+			})
 		}
 		c := pb.Cursor()
 		for _, id := c.First(); id != nil; _, id = c.Next() {
@@ -131,10 +95,13 @@ func (s *snap) scanRaw(ctx context.Context, kind store.LifecycleKind, fn func(id
 			if v == nil {
 				return s.missingStage(posBucket(kind), id)
 			}
-			if err := visit(id, v, n); err != nil {
+			raw, err := recordRaw(id, v)
+			if err != nil {
+				return s.corruptRecord(id, err)
+			}
+			if err := emit(id, raw); err != nil {
 				return err
 			}
-			n++
 		}
 		return nil
 	})

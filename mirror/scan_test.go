@@ -150,22 +150,12 @@ func TestScanRawCorruptDeltaRecord(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: 1e9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	damageFile(t, path, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketStages)
 		v := bytes.Clone(b.Get([]byte(victim)))
 		v[len(v)-3] ^= 0x01
 		return b.Put([]byte(victim), v)
 	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	m2, err := Open(m.Path(), Options{})
 	if err != nil {
 		t.Fatal(err)
