@@ -98,7 +98,10 @@ func (ov *overlay) entries() (map[string]*ovEntry, error) {
 		return ov.all, nil
 	}
 	ov.allOnce.Do(func() {
-		d := &overlay{stages: make(map[string]*ovEntry, min(ov.deepKeys, maxOverlayHint<<4)+len(ov.stages)), quar: map[string]*layer{}}
+		// Sized as the meta says, up to the default MaxMerged (a damaged
+		// count allocates no more); it grows past that if it must.
+		hint := min(ov.deepKeys, defaultMaxMerged) + len(ov.stages)
+		d := &overlay{stages: make(map[string]*ovEntry, hint), quar: map[string]*layer{}}
 		ov.allErr = guarded(ov.deep.path, func() error {
 			return ov.deep.db.View(func(tx *bolt.Tx) error { return d.fold(tx, ov.deep) })
 		})
