@@ -39,9 +39,10 @@ var errTooBig = errors.New("mirror: more changes than a delta takes")
 
 // collectChanges compares what the writer staged with cur, the current
 // generation, and returns the change set, or errTooBig as soon as it
-// holds more than limit entries or maxChangeBytes of values. What is not staged stays as cur has it
-// when the staging file retains (a local writer, a sync after Fill), and
-// goes otherwise (an import replaces the mirror).
+// holds more than limit entries or maxChangeBytes of values. What is not
+// staged stays as cur has it when the staging file retains (a local
+// writer, a sync after Fill), and goes otherwise (an import replaces the
+// mirror).
 func (w *Writer) collectChanges(ctx context.Context, cur *snap, limit int) (*changeSet, error) {
 	cs := &changeSet{stages: map[string][]byte{}, quar: map[string][]byte{}}
 	maxBytes := cmp.Or(w.m.opts.changeBytes, maxChangeBytes)

@@ -64,9 +64,8 @@ func (o Options) maxLayers() int {
 // Writer.delta for when it merges the chain; when the deltas over the
 // current base would touch more keys than Options.MaxMerged allows, or
 // more quarantine keys than MaxOverlay, a new compacted base), then a
-// new manifest
-// listing the generation, fsynced and renamed over PATH: the one step
-// that changes what readers see. Generations the keep policy no longer
+// new manifest listing the generation, fsynced and renamed over PATH:
+// the one step that changes what readers see. Generations the keep policy no longer
 // keeps are dropped from the manifest and their files removed.
 //
 // When nothing changed, nothing is written but the sidecar's last-sync

@@ -36,12 +36,6 @@ func (d *deltaContent) size() int { return len(d.stages) + len(d.carried) + len(
 // deltaOf is the delta that takes cur to cur with cs applied.
 func deltaOf(cur *snap, cs *changeSet) (*deltaContent, error) {
 	d := &deltaContent{stages: maps.Clone(cs.stages), carried: map[string]*ovEntry{}, baseKind: make(map[string][2]byte, len(cs.stages)), quar: maps.Clone(cs.quar)}
-	if d.stages == nil {
-		d.stages = map[string][]byte{}
-	}
-	if d.quar == nil {
-		d.quar = map[string][]byte{}
-	}
 	for id := range d.stages {
 		bk, err := cur.baseKindOf(id)
 		if err != nil {
@@ -85,10 +79,7 @@ func (d *deltaContent) carry(ov *overlay, entries map[string]*ovEntry, beneath *
 			continue // d's word, or a removal of what the base never had
 		}
 		d.carried[id] = e
-		d.baseKind[id] = [2]byte{}
-		if e.inBase {
-			d.baseKind[id] = [2]byte{1, byte(e.baseKind)}
-		}
+		d.baseKind[id] = e.baseKindValue()
 	}
 	for k, l := range ov.quar {
 		if _, set := d.quar[k]; set || (l != nil && l == beneath) {
@@ -111,10 +102,7 @@ func (s *snap) baseKindOf(id string) ([2]byte, error) {
 	if e, ok, err := s.overlaid(store.StageID(id)); err != nil {
 		return [2]byte{}, err
 	} else if ok {
-		if !e.inBase {
-			return [2]byte{}, nil
-		}
-		return [2]byte{1, byte(e.baseKind)}, nil
+		return e.baseKindValue(), nil
 	}
 	return s.baseKindFile(id)
 }

@@ -8,8 +8,6 @@ import (
 	"maps"
 
 	bolt "go.etcd.io/bbolt"
-
-	"github.com/noether-mirror/mirror/store"
 )
 
 // A merged delta is the first delta of a chain when it holds what a
@@ -38,14 +36,8 @@ func mergedKeys(tx *bolt.Tx) (int, bool) {
 // deep delta: only its quarantine keys are folded (they are few, and
 // every quarantine read needs them).
 func (ov *overlay) openDeep(tx *bolt.Tx, l *layer, n int) error {
-	for _, name := range deltaBuckets(true) {
-		if tx.Bucket(name) == nil {
-			return corruptf(l.path, "bucket %q is missing", name)
-		}
-	}
-	meta := tx.Bucket(bucketMeta)
-	if string(meta.Get([]byte(metaMagic))) != magic || meta.Get([]byte(metaDelta)) == nil {
-		return corruptf(l.path, "not a noether-mirror delta")
+	if _, err := deltaTx(tx, l, true); err != nil {
+		return err
 	}
 	ov.deep, ov.deepKeys = l, n
 	return ov.foldQuarantine(tx, l)
@@ -69,10 +61,11 @@ func (l *layer) entry(id []byte) (e *ovEntry, ok bool, err error) {
 				}
 				return nil
 			}
-			if len(v) != 2 || v[0] > 1 || v[1] >= classes {
+			inBase, kind, valid := parseBaseKind(v)
+			if !valid {
 				return corruptf(l.path, "base_kind entry of %s is damaged", id)
 			}
-			e, ok = &ovEntry{inBase: v[0] == 1, baseKind: store.LifecycleKind(v[1])}, true
+			e, ok = &ovEntry{inBase: inBase, baseKind: kind}, true
 			iv := ix.Get(id)
 			if iv == nil {
 				return nil // removed (or a removal of what the base never had)

@@ -364,19 +364,47 @@ func (ov *overlay) folded() int {
 	return len(ov.stages) + len(ov.quar)
 }
 
-// fold applies one delta file to the overlay.
-func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
+// deltaTx returns the buckets of the delta file l (merged: a merged
+// delta's) read in tx, by name, once it checked they are all there and
+// that the file is a delta.
+func deltaTx(tx *bolt.Tx, l *layer, merged bool) (map[string]*bolt.Bucket, error) {
 	bk := map[string]*bolt.Bucket{}
-	for _, name := range deltaBuckets(false) {
+	for _, name := range deltaBuckets(merged) {
 		b := tx.Bucket(name)
 		if b == nil {
-			return corruptf(l.path, "bucket %q is missing", name)
+			return nil, corruptf(l.path, "bucket %q is missing", name)
 		}
 		bk[string(name)] = b
 	}
 	meta := bk[string(bucketMeta)]
 	if string(meta.Get([]byte(metaMagic))) != magic || meta.Get([]byte(metaDelta)) == nil {
-		return corruptf(l.path, "not a noether-mirror delta")
+		return nil, corruptf(l.path, "not a noether-mirror delta")
+	}
+	return bk, nil
+}
+
+// parseBaseKind decodes a base_kind value: whether the base holds the
+// stage, and its lifecycle kind there.
+func parseBaseKind(v []byte) (inBase bool, kind store.LifecycleKind, ok bool) {
+	if len(v) != 2 || v[0] > 1 || v[1] >= classes {
+		return false, 0, false
+	}
+	return v[0] == 1, store.LifecycleKind(v[1]), true
+}
+
+// baseKindValue is the base_kind value of e.
+func (e *ovEntry) baseKindValue() [2]byte {
+	if !e.inBase {
+		return [2]byte{}
+	}
+	return [2]byte{1, byte(e.baseKind)}
+}
+
+// fold applies one delta file to the overlay.
+func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
+	bk, err := deltaTx(tx, l, false)
+	if err != nil {
+		return err
 	}
 	entry := func(k []byte) *ovEntry {
 		e, ok := ov.stages[string(k)]
@@ -386,12 +414,13 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 		}
 		return e
 	}
-	err := bk[string(bucketBaseKind)].ForEach(func(k, v []byte) error {
-		if len(v) != 2 || v[0] > 1 || v[1] >= classes {
+	err = bk[string(bucketBaseKind)].ForEach(func(k, v []byte) error {
+		inBase, kind, ok := parseBaseKind(v)
+		if !ok {
 			return corruptf(l.path, "base_kind entry of %s is damaged", k)
 		}
 		e := entry(k)
-		e.inBase, e.baseKind = v[0] == 1, store.LifecycleKind(v[1])
+		e.inBase, e.baseKind = inBase, kind
 		return nil
 	})
 	if err != nil {
