@@ -127,6 +127,19 @@ func forcedQuarantine(s *store.Stage, raw []byte, reasons ...string) Entry {
 	return Entry{stage: s, raw: raw, err: store.ErrVerification, reasons: reasons, gated: true}
 }
 
+// syncGenerated syncs m to the n stages genStage makes from from on
+// (100 bytes of code each) and returns them.
+func syncGenerated(tb testing.TB, m *Mirror, from, n int) []*store.Stage {
+	tb.Helper()
+	key := testKey()
+	var ss []*store.Stage
+	for i := range n {
+		ss = append(ss, genStage(tb, from+i, 100, key))
+	}
+	syncAll(tb, m, ss, PublishInfo{})
+	return ss
+}
+
 // syncAll publishes ss as a sync in pages of 16.
 func syncAll(tb testing.TB, m *Mirror, ss []*store.Stage, info PublishInfo) PublishResult {
 	tb.Helper()

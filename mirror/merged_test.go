@@ -50,11 +50,7 @@ func TestMergePolicy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newTemp(t, tc.opts)
 			key := testKey()
-			var base []*store.Stage
-			for i := range 20 {
-				base = append(base, genStage(t, i, 100, key))
-			}
-			syncAll(t, m, base, PublishInfo{})
+			syncGenerated(t, m, 0, 20)
 			var got []shape
 			for i := range tc.want {
 				prev := m.Meta().Generation
@@ -186,11 +182,7 @@ func TestVerifyDamagedMergedDelta(t *testing.T) {
 func TestChangeBytesCompact(t *testing.T) {
 	m := newTemp(t, Options{changeBytes: 3000}) // one record of ~1.6 KB, not two
 	key := testKey()
-	var base []*store.Stage // enough that MaxOverlay (half the stages) is no limit
-	for i := range 20 {
-		base = append(base, genStage(t, 100+i, 100, key))
-	}
-	syncAll(t, m, base, PublishInfo{})
+	syncGenerated(t, m, 100, 20) // enough that MaxOverlay (half the stages) is no limit
 	ctx := t.Context()
 	w, err := m.BeginLocal(ctx)
 	if err != nil {
@@ -291,11 +283,7 @@ func TestTouchedWhileFolding(t *testing.T) {
 func TestQuarantineOverOverlayCompacts(t *testing.T) {
 	m := newTemp(t, Options{MaxOverlay: 4, MaxMerged: 200, MaxLayers: 64})
 	key := testKey()
-	var base []*store.Stage
-	for i := range 20 {
-		base = append(base, genStage(t, i, 100, key))
-	}
-	syncAll(t, m, base, PublishInfo{})
+	base := syncGenerated(t, m, 0, 20)
 	w, err := m.BeginSync(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -342,11 +330,7 @@ func TestQuarantineOverOverlayCompacts(t *testing.T) {
 func TestMergedDeltaMissingBaseKind(t *testing.T) {
 	m := newTemp(t, Options{MaxOverlay: 10, MaxMerged: 10, MaxLayers: 2})
 	key := testKey()
-	var base []*store.Stage
-	for i := range 20 {
-		base = append(base, genStage(t, i, 100, key))
-	}
-	syncAll(t, m, base, PublishInfo{}) // 20 > MaxMerged: a base
+	base := syncGenerated(t, m, 0, 20) // 20 > MaxMerged: a base
 	ctx := t.Context()
 	gone := base[3].ID
 	if err := m.Remove(ctx, gone); err != nil {

@@ -108,11 +108,7 @@ func TestScanRawCorruptRecord(t *testing.T) {
 func TestScanRawCorruptDeltaRecord(t *testing.T) {
 	m := newTemp(t, Options{MaxOverlay: 50, MaxLayers: 3}) // the sync compacts
 	key := testKey()
-	var base []*store.Stage
-	for i := range 300 {
-		base = append(base, genStage(t, i, 100, key))
-	}
-	syncAll(t, m, base, PublishInfo{})
+	syncGenerated(t, m, 0, 300)
 	var added []store.StageID
 	for i := range 5 { // a merged delta and another, over the base
 		id, err := m.Put(t.Context(), genStage(t, 1000+i, 100, key))
