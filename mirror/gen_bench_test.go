@@ -310,7 +310,8 @@ func layerShapes(n int) []layerShape {
 // mirror's base of n stages (10k, 100k) and L deltas touching K stages
 // (buildLayered; L=0 is the compacted base alone). For each shape:
 // GetRaw of a random live stage (any), of one the deltas do not touch
-// (base) and of one they replaced (delta); FindRawByName and
+// (base), of one they replaced (delta), and of any through a fresh Mirror
+// that reads a merged delta on disk, unfolded (unfolded); FindRawByName and
 // GetRawBySignature of random live stages; Page of 100 at offset 0 and
 // at total-200; ScanRaw of every stage (warm, stages/s); Open and a
 // first GetRaw, or a first FindRawByName, which also builds the sorted
@@ -377,6 +378,7 @@ func benchLayered(b *testing.B, ld *layered, touched int) {
 	b.Run("GetRaw/any", getRaw(ld.live))
 	b.Run("GetRaw/base", getRaw(ld.base))
 	b.Run("GetRaw/delta", getRaw(ld.delta))
+	b.Run("GetRaw/unfolded", func(b *testing.B) { benchUnfolded(b, ld) })
 	b.Run("FindRawByName", func(b *testing.B) {
 		r := rand.New(rand.NewPCG(1, 2))
 		b.ReportAllocs()
@@ -449,6 +451,42 @@ func benchLayered(b *testing.B, ld *layered, touched int) {
 		})
 		b.ReportMetric(float64(grew), "heap-bytes")
 	})
+}
+
+// benchUnfolded times GetRaw of random live stages through a Mirror that
+// read nothing else, so that its merged delta is looked up on disk, not
+// folded (m above built its lists while warming up). It skips shapes
+// without a merged delta.
+func benchUnfolded(b *testing.B, ld *layered) {
+	m, err := Open(ld.path, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.acquire()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.release()
+	if s.ov == nil || s.ov.deep == nil {
+		b.Skip("no merged delta")
+	}
+	ctx := context.Background()
+	for _, id := range ld.live { // fault its mapping in, as for m above
+		if _, err := m.GetRaw(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 4))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.GetRaw(ctx, ld.live[r.IntN(len(ld.live))]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if s.ov.allDone.Load() {
+		b.Fatal("the reads folded the merged delta")
+	}
 }
 
 // heapOfOpen returns how much the Go heap grew (after a GC) while a
