@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/noether-mirror/mirror/store"
+	"github.com/noether-mirror/mirror/store/storetest"
 )
 
 // TestScanRaw: for every lifecycle filter, ScanRaw visits exactly what
@@ -176,5 +178,97 @@ func TestScanRawCorruptDeltaRecord(t *testing.T) {
 	}
 	if before == 0 || !slices.EqualFunc(seen, want[:before], bytes.Equal) {
 		t.Fatalf("ScanRaw passed on %d stages, want the %d before the damaged one, in order", len(seen), before)
+	}
+}
+
+// TestScanRawBatches checks full and per-kind scans of generations whose
+// overlay puts more than a batch of its records between two base records
+// and after the last, replaces and removes base records across many
+// batches, in a delta folded at open and in a merged delta, against the
+// same content compacted. The ids a scan passes must be its records' ids.
+func TestScanRawBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opts   Options
+		merged bool
+	}{
+		{"folded-delta", Options{MaxOverlay: 1 << 20}, false},
+		{"merged-delta", Options{MaxOverlay: 100, MaxMerged: 1 << 20}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := layeredMirror(t, tc.opts)
+			g := storetest.NewGen(31)
+			ids := make([]store.StageID, 2000)
+			for i := range ids {
+				ids[i] = g.ID()
+			}
+			slices.Sort(ids)
+			lifecycles := []store.Lifecycle{store.Draft, store.Active, store.Deprecated(ids[0]), store.Tombstone}
+			stage := func(id store.StageID, i int) *store.Stage {
+				return g.Stage(storetest.WithID(id), storetest.WithLifecycle(lifecycles[i%len(lifecycles)]))
+			}
+			publish := func(stages map[store.StageID]*store.Stage) {
+				t.Helper()
+				w, err := m.BeginSync(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				var batch []Entry
+				for _, s := range stages {
+					batch = append(batch, w.AdmitStage(s))
+				}
+				if err := w.PutBatch(batch, nil); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := w.Publish(t.Context(), PublishInfo{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cur := map[store.StageID]*store.Stage{}
+			for i, id := range append(slices.Clone(ids[:200]), ids[700:1100]...) {
+				cur[id] = stage(id, i)
+			}
+			opts := m.opts
+			m.opts.MaxOverlay = 1 // a compacted base
+			publish(cur)
+			m.opts = opts
+			for i, id := range append(slices.Clone(ids[300:650]), ids[1500:1900]...) {
+				cur[id] = stage(id, i) // runs of new ids longer than a batch
+			}
+			for i := 0; i < 200; i += 3 {
+				delete(cur, ids[i])
+			}
+			for i := 700; i < 1100; i += 5 {
+				cur[ids[i]] = stage(ids[i], i+1) // a new lifecycle
+			}
+			publish(cur)
+			s, err := m.acquire()
+			if err != nil {
+				t.Fatal(err)
+			}
+			layered, merged := len(s.gen.Deltas) == 1, s.ov != nil && s.ov.deep != nil
+			s.release()
+			if !layered || merged != tc.merged {
+				t.Fatalf("the generation has one delta over a base: %v, a merged delta: %v; want true, %v", layered, merged, tc.merged)
+			}
+			want := compactedCopy(t, m)
+			for _, kind := range append([]store.LifecycleKind{store.LifecycleUnknown}, store.AllLifecycleKinds()...) {
+				var got [][]byte
+				err := m.ScanRaw(t.Context(), kind, func(id store.StageID, raw []byte) error {
+					st, err := store.DecodeStage(raw)
+					if err != nil || st.ID != id {
+						return fmt.Errorf("the scan passed id %.8s with the record of %.8s (%v)", id, st.ID, err)
+					}
+					got = append(got, bytes.Clone(raw))
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if w := scanAll(t, want, kind); !slices.EqualFunc(got, w, bytes.Equal) {
+					t.Fatalf("ScanRaw(%s) gives %d stages, want %d", kind.Name(), len(got), len(w))
+				}
+			}
+		})
 	}
 }

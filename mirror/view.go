@@ -117,7 +117,7 @@ func (s *snap) ovPage(kind store.LifecycleKind, offset, limit, total int) ([][]b
 // from position q but those the overlay touches (the sorted ids hidden:
 // the overlay's lists for pb's class), merged with live[j:], calling fn
 // with each id and raw JSON (valid only during the call) until it
-// returns false. (A scan of every stage is scanMerged.)
+// returns false. (A scan is scanMerged.)
 func (s *snap) mergeFrom(name []byte, pb, sb *bolt.Bucket, q int, hidden, live []string, j int, fn func(id, raw []byte) (bool, error)) error {
 	next := baseWalk(pb, sb, q)
 	bid, v := next()
