@@ -1,7 +1,9 @@
 package mirror
 
 import (
+	"bytes"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
@@ -20,6 +22,55 @@ type dataFile struct {
 	// later (a mirror rebuilt in the same place), see reuse.
 	fi   os.FileInfo
 	refs atomic.Int32
+
+	// view reuses read transactions, as a snapshot's point reads do: the
+	// file is immutable, so one never goes stale, and bbolt's Begin and
+	// Rollback cost more than a look-up. Each is used by one goroutine at
+	// a time; all are rolled back before the file is closed.
+	txMu   sync.Mutex
+	txFree []*fileTx
+	txAll  []*fileTx
+}
+
+// fileTx is a read transaction of a data file with the buckets and
+// cursors its look-ups opened, kept for the next: bbolt's Tx.Bucket and
+// Bucket.Get allocate on every call. Used by one goroutine at a time.
+type fileTx struct {
+	tx   *bolt.Tx
+	open []openBucket
+}
+
+type openBucket struct {
+	name string
+	b    *bolt.Bucket // nil: missing
+	c    *bolt.Cursor
+}
+
+// bucket returns the top-level bucket name, or nil if it is missing.
+func (t *fileTx) bucket(name []byte) *bolt.Bucket { return t.opened(name).b }
+
+func (t *fileTx) opened(name []byte) *openBucket {
+	for i := range t.open {
+		if t.open[i].name == string(name) {
+			return &t.open[i]
+		}
+	}
+	ob := openBucket{name: string(name), b: t.tx.Bucket(name)}
+	if ob.b != nil {
+		ob.c = ob.b.Cursor()
+	}
+	t.open = append(t.open, ob)
+	return &t.open[len(t.open)-1]
+}
+
+// get returns the value under key in bucket name (which must exist, see
+// bucket), or nil, as Bucket.Get does, through the bucket's kept cursor.
+func (t *fileTx) get(name, key []byte) []byte {
+	k, v := t.opened(name).c.Seek(key)
+	if !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
 }
 
 // openDataFile opens the data file at path with one reference.
@@ -53,9 +104,44 @@ func (f *dataFile) isAt(path string) bool {
 	return err == nil && os.SameFile(fi, f.fi)
 }
 
-// release drops one reference, closing the file with the last.
+// release drops one reference, closing the file with the last. The
+// caller must not be in view.
 func (f *dataFile) release() {
 	if f.refs.Add(-1) == 0 {
+		f.txMu.Lock()
+		for _, t := range f.txAll {
+			_ = t.tx.Rollback()
+		}
+		f.txAll, f.txFree = nil, nil
+		f.txMu.Unlock()
 		_ = f.db.Close()
 	}
+}
+
+// view runs fn in a read transaction of f, one taken from f's pool (or
+// begun) and put back after. Nothing fn reads from it may outlive fn. The
+// caller holds a reference to f.
+func (f *dataFile) view(fn func(t *fileTx) error) error {
+	f.txMu.Lock()
+	var t *fileTx
+	if n := len(f.txFree); n > 0 {
+		t, f.txFree = f.txFree[n-1], f.txFree[:n-1]
+	}
+	f.txMu.Unlock()
+	if t == nil {
+		tx, err := f.db.Begin(false)
+		if err != nil {
+			return err
+		}
+		t = &fileTx{tx: tx}
+		f.txMu.Lock()
+		f.txAll = append(f.txAll, t)
+		f.txMu.Unlock()
+	}
+	defer func() {
+		f.txMu.Lock()
+		f.txFree = append(f.txFree, t)
+		f.txMu.Unlock()
+	}()
+	return fn(t)
 }

@@ -47,16 +47,15 @@ func (ov *overlay) openDeep(tx *bolt.Tx, l *layer, n int) error {
 // it, as its fold would.
 func (l *layer) entry(id []byte) (e *ovEntry, ok bool, err error) {
 	err = guarded(l.path, func() error {
-		return l.db.View(func(tx *bolt.Tx) error {
-			bk, ix, rm := tx.Bucket(bucketBaseKind), tx.Bucket(bucketIndex), tx.Bucket(bucketRemoved)
-			if bk == nil || ix == nil || rm == nil {
+		return l.view(func(t *fileTx) error {
+			if t.bucket(bucketBaseKind) == nil || t.bucket(bucketIndex) == nil || t.bucket(bucketRemoved) == nil {
 				return corruptf(l.path, "bucket %q, %q or %q is missing", bucketBaseKind, bucketIndex, bucketRemoved)
 			}
-			v := bk.Get(id)
+			v := t.get(bucketBaseKind, id)
 			if v == nil {
 				// Untouched, unless the entry is what is damaged: the fold
 				// at open that a merged delta skips would have said so.
-				if ix.Get(id) != nil || rm.Get(id) != nil {
+				if t.get(bucketIndex, id) != nil || t.get(bucketRemoved, id) != nil {
 					return corruptf(l.path, "stage %s has no base_kind entry", id)
 				}
 				return nil
@@ -66,7 +65,7 @@ func (l *layer) entry(id []byte) (e *ovEntry, ok bool, err error) {
 				return corruptf(l.path, "base_kind entry of %s is damaged", id)
 			}
 			e, ok = &ovEntry{inBase: inBase, baseKind: kind}, true
-			iv := ix.Get(id)
+			iv := t.get(bucketIndex, id)
 			if iv == nil {
 				return nil // removed (or a removal of what the base never had)
 			}
@@ -126,9 +125,9 @@ func (l *layer) liveWith(sig bool, value string, skip map[string]*ovEntry) (ids 
 		bucket = bucketSigs
 	}
 	err = guarded(l.path, func() error {
-		return l.db.View(func(tx *bolt.Tx) error {
-			b, ix := tx.Bucket(bucket), tx.Bucket(bucketIndex)
-			if b == nil || ix == nil {
+		return l.view(func(t *fileTx) error {
+			b := t.bucket(bucket)
+			if b == nil || t.bucket(bucketIndex) == nil {
 				return corruptf(l.path, "bucket %q or %q is missing", bucket, bucketIndex)
 			}
 			p := append([]byte(value), 0)
@@ -138,7 +137,7 @@ func (l *layer) liveWith(sig bool, value string, skip map[string]*ovEntry) (ids 
 				if _, later := skip[string(id)]; later {
 					continue
 				}
-				iv := ix.Get(id)
+				iv := t.get(bucketIndex, id)
 				if iv == nil && bytes.IndexByte(id, 0) >= 0 {
 					continue // a longer value's entry: value 0x00 ...
 				}

@@ -95,12 +95,11 @@ type layer struct{ *dataFile }
 // value returns a copy of the value under key in bucket, or nil.
 func (l *layer) value(bucket, key []byte) (out []byte, err error) {
 	err = guarded(l.path, func() error {
-		return l.db.View(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucket)
-			if b == nil {
+		return l.view(func(t *fileTx) error {
+			if t.bucket(bucket) == nil {
 				return corruptf(l.path, "bucket %q is missing", bucket)
 			}
-			out = bytes.Clone(b.Get(key))
+			out = bytes.Clone(t.get(bucket, key))
 			return nil
 		})
 	})
@@ -111,8 +110,11 @@ func (l *layer) value(bucket, key []byte) (out []byte, err error) {
 // verified, without decoding the rest of the record.
 func (l *layer) raw(id []byte) (out []byte, err error) {
 	err = guarded(l.path, func() error {
-		return l.db.View(func(tx *bolt.Tx) error {
-			v := tx.Bucket(bucketStages).Get(id)
+		return l.view(func(t *fileTx) error {
+			if t.bucket(bucketStages) == nil {
+				return corruptf(l.path, "bucket %q is missing", bucketStages)
+			}
+			v := t.get(bucketStages, id)
 			if v == nil {
 				return corruptf(l.path, "stage %s is missing", id)
 			}

@@ -415,18 +415,20 @@ func (s *snap) indexed(sig bool, value string, keep func(v []byte) bool, first b
 			}
 			out = append(out, bytes.Clone(raw))
 			if s.ov != nil {
-				ids = append(ids, bytes.Clone(id))
+				ids = append(ids, id) // the file's memory: used inside the transaction
 			}
 			if baseFirst {
 				return nil
 			}
 		}
+		if s.ov != nil {
+			var err error
+			out, err = s.ovIndexed(sig, value, keep, first, ids, out)
+			return err
+		}
 		return nil
 	})
-	if err != nil || s.ov == nil {
-		return out, err
-	}
-	return s.ovIndexed(sig, value, keep, first, ids, out)
+	return out, err
 }
 
 func (s *snap) byName(name string) ([][]byte, error) {

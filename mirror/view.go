@@ -296,10 +296,13 @@ func (s *snap) ovIndexed(sig bool, value string, keep func(v []byte) bool, first
 	if err != nil {
 		return nil, err
 	}
+	if len(list) == 0 && (!first || len(raws) <= 1) {
+		return raws, nil
+	}
 	var out [][]byte
 	i := 0
 	for _, id := range list {
-		e, _, err := s.ov.touched([]byte(id))
+		e, _, err := s.ov.touched(keyBytes(id))
 		if err != nil {
 			return nil, err
 		}
@@ -310,7 +313,7 @@ func (s *snap) ovIndexed(sig bool, value string, keep func(v []byte) bool, first
 			out = append(out, raws[i])
 			i++
 		}
-		raw, err := e.src.raw([]byte(id))
+		raw, err := e.src.raw(keyBytes(id))
 		if err != nil {
 			return nil, err
 		}
