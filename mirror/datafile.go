@@ -63,6 +63,10 @@ func (t *fileTx) opened(name []byte) *openBucket {
 	return &t.open[len(t.open)-1]
 }
 
+// cursor returns the kept cursor of bucket name (which must exist, see
+// bucket).
+func (t *fileTx) cursor(name []byte) *bolt.Cursor { return t.opened(name).c }
+
 // get returns the value under key in bucket name (which must exist, see
 // bucket), or nil, as Bucket.Get does, through the bucket's kept cursor.
 func (t *fileTx) get(name, key []byte) []byte {
@@ -131,7 +135,7 @@ func (f *dataFile) view(fn func(t *fileTx) error) error {
 	if t == nil {
 		tx, err := f.db.Begin(false)
 		if err != nil {
-			return err
+			return corruptf(f.path, "starting a read: %v", err)
 		}
 		t = &fileTx{tx: tx}
 		f.txMu.Lock()

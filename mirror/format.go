@@ -317,3 +317,11 @@ func (d *digester) sum() []byte {
 	}
 	return top.Sum(nil)
 }
+
+// indexBucket returns the name of the by_sig (sig) or by_name index.
+func indexBucket(sig bool) []byte {
+	if sig {
+		return bucketBySig
+	}
+	return bucketByName
+}

@@ -15,7 +15,6 @@
 package mirror
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -157,14 +156,6 @@ type snap struct {
 	mf   *manifest
 	gen  *genRecord
 
-	// Point reads reuse long-lived read transactions: the file is
-	// immutable, so a transaction never goes stale, and reusing one saves
-	// bbolt's per-transaction setup. Each is used by one goroutine at a
-	// time; all are rolled back before the database is closed.
-	rmu     sync.Mutex
-	free    []*reader
-	readers []*reader
-
 	// The freshness sidecar, re-read at most every scEvery: Meta runs on
 	// every request of a server, and the sidecar only changes when a sync
 	// ends (at the pace snapshots are reloaded anyway).
@@ -192,80 +183,8 @@ func (s *snap) forgetSidecar() {
 	s.scMu.Unlock()
 }
 
-// reader is a read transaction with the stages and index buckets opened.
-// A reader is used by one goroutine at a time (getReader/putReader), so
-// it keeps one cursor per bucket and reuses it: bbolt's Bucket.Get makes
-// a new cursor, with its own allocations, on every call.
-type reader struct {
-	tx                    *bolt.Tx
-	stages, byName, bySig *bolt.Bucket
-	stagesCur, indexCur   [2]*bolt.Cursor // indexCur: by_name, by_sig
-}
-
-// get returns the value stored under key in the stages bucket, or nil.
-func (r *reader) get(key []byte) []byte {
-	if r.stagesCur[0] == nil {
-		r.stagesCur[0] = r.stages.Cursor()
-	}
-	k, v := r.stagesCur[0].Seek(key)
-	if !bytes.Equal(k, key) {
-		return nil
-	}
-	return v
-}
-
-// index returns the reusable cursor over by_sig (sig) or by_name.
-func (r *reader) index(sig bool) *bolt.Cursor {
-	i, b := 0, r.byName
-	if sig {
-		i, b = 1, r.bySig
-	}
-	if r.indexCur[i] == nil {
-		r.indexCur[i] = b.Cursor()
-	}
-	return r.indexCur[i]
-}
-
-func (s *snap) getReader() (*reader, error) {
-	s.rmu.Lock()
-	if n := len(s.free); n > 0 {
-		r := s.free[n-1]
-		s.free = s.free[:n-1]
-		s.rmu.Unlock()
-		return r, nil
-	}
-	s.rmu.Unlock()
-	tx, err := s.db.Begin(false)
-	if err != nil {
-		return nil, corruptf(s.meta.Path, "starting a read: %v", err)
-	}
-	r := &reader{tx: tx, stages: tx.Bucket(bucketStages), byName: tx.Bucket(bucketByName), bySig: tx.Bucket(bucketBySig)}
-	for name, b := range map[string]*bolt.Bucket{"stages": r.stages, "by_name": r.byName, "by_sig": r.bySig} {
-		if b == nil {
-			_ = tx.Rollback()
-			return nil, s.missingBucket([]byte(name))
-		}
-	}
-	s.rmu.Lock()
-	s.readers = append(s.readers, r)
-	s.rmu.Unlock()
-	return r, nil
-}
-
-func (s *snap) putReader(r *reader) {
-	s.rmu.Lock()
-	s.free = append(s.free, r)
-	s.rmu.Unlock()
-}
-
 func (s *snap) release() {
 	if s.refs.Add(-1) == 0 {
-		s.rmu.Lock()
-		for _, r := range s.readers {
-			_ = r.tx.Rollback()
-		}
-		s.readers, s.free = nil, nil
-		s.rmu.Unlock()
 		s.file.release()
 		s.ov.close()
 	}

@@ -81,12 +81,7 @@ func (s *snap) missingStage(index, id []byte) error {
 
 // pointReader runs fn on a pooled reader (a read transaction with its
 // buckets open), with the same panic protection as view.
-func (s *snap) pointReader(fn func(r *reader) error) (err error) {
-	r, err := s.getReader()
-	if err != nil {
-		return err
-	}
-	defer s.putReader(r)
+func (s *snap) pointReader(fn func(r *fileTx) error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = corruptf(s.meta.Path, "reading it failed: %v", p)
@@ -94,7 +89,14 @@ func (s *snap) pointReader(fn func(r *reader) error) (err error) {
 	}()
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
-	return fn(r)
+	return s.file.view(func(r *fileTx) error {
+		for _, b := range [][]byte{bucketStages, bucketByName, bucketBySig} {
+			if r.bucket(b) == nil {
+				return s.missingBucket(b)
+			}
+		}
+		return fn(r)
+	})
 }
 
 // keyBytes views s as bytes without copying, for look-up keys only: bbolt
@@ -115,9 +117,9 @@ func (s *snap) getRaw(id store.StageID) ([]byte, error) {
 		return s.ovRaw(e, id)
 	}
 	var out []byte
-	err := s.pointReader(func(r *reader) error {
+	err := s.pointReader(func(r *fileTx) error {
 		key := keyBytes(string(id))
-		v := r.get(key)
+		v := r.get(bucketStages, key)
 		if v == nil {
 			return store.NotFoundError(id)
 		}
@@ -138,7 +140,7 @@ func (s *snap) getRecord(id store.StageID) (Record, error) {
 		return s.ovRecord(e, id)
 	}
 	var rec Record
-	err := s.pointReader(func(r *reader) error {
+	err := s.pointReader(func(r *fileTx) error {
 		var err error
 		rec, err = s.recordIn(r, []byte(id))
 		return err
@@ -146,8 +148,8 @@ func (s *snap) getRecord(id store.StageID) (Record, error) {
 	return rec, err
 }
 
-func (s *snap) recordIn(r *reader, id []byte) (Record, error) {
-	v := r.get(id)
+func (s *snap) recordIn(r *fileTx, id []byte) (Record, error) {
+	v := r.get(bucketStages, id)
 	if v == nil {
 		return Record{}, store.NotFoundError(store.StageID(id))
 	}
@@ -165,8 +167,8 @@ func (s *snap) contains(id store.StageID) (bool, error) {
 		return e.src != nil, nil
 	}
 	var ok bool
-	err := s.pointReader(func(r *reader) error {
-		ok = r.get(keyBytes(string(id))) != nil
+	err := s.pointReader(func(r *fileTx) error {
+		ok = r.get(bucketStages, keyBytes(string(id))) != nil
 		return nil
 	})
 	return ok, err
@@ -376,10 +378,10 @@ func (s *snap) baseQuarantined(ctx context.Context) iter.Seq2[QuarantineEntry, e
 func (s *snap) indexed(sig bool, value string, keep func(v []byte) bool, first bool) ([][]byte, error) {
 	var out, ids [][]byte
 	baseFirst := first && s.ov == nil // with an overlay, an earlier id may come from it
-	err := s.pointReader(func(r *reader) error {
+	err := s.pointReader(func(r *fileTx) error {
 		var buf [80]byte // holds a signature id or a typical name without allocating
 		p := append(append(buf[:0], value...), 0)
-		c := r.index(sig)
+		c := r.cursor(indexBucket(sig))
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
 			if !keep(v) {
 				continue
@@ -393,7 +395,7 @@ func (s *snap) indexed(sig bool, value string, keep func(v []byte) bool, first b
 				}
 			}
 			ambiguous := bytes.IndexByte(id, 0) >= 0
-			val := r.get(id)
+			val := r.get(bucketStages, id)
 			if val == nil {
 				if ambiguous {
 					continue // a longer value's entry
