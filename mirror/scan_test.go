@@ -272,3 +272,30 @@ func TestScanRawBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestScanRawFileCutShort cuts the base file short under an open
+// mirror's mapping, as a disk-full copy or another program might: a scan
+// then faults reading records on the checking goroutines (or pages on its
+// own), and must return ErrCorrupt instead of crashing the process.
+func TestScanRawFileCutShort(t *testing.T) {
+	m := newTemp(t, Options{})
+	syncGenerated(t, m, 0, 600) // a few hundred KB of records
+	s, err := m.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := s.file.path
+	s.release()
+	scanAll(t, m, store.LifecycleUnknown) // mapped and read once
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, fi.Size()/3); err != nil {
+		t.Fatal(err)
+	}
+	err = m.ScanRaw(t.Context(), store.LifecycleUnknown, func(store.StageID, []byte) error { return nil })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a scan of a file cut short: %v, want ErrCorrupt", err)
+	}
+}

@@ -210,12 +210,40 @@ func (c *checker) emitOne(it *scanItem) error {
 
 // checkBase checks a run of base items in id order: whether the overlay
 // hides each (the sorted hidden), and if not, its id, how many of delta
-// sort before it, and its record. A memory fault reading an item (a file
-// cut short under its mapping) is that item's error.
+// sort before it, and its record.
 func checkBase(part []scanItem, hidden []string, delta []scanItem) {
-	if len(part) == 0 {
-		return
-	}
+	h, d := -1, 0
+	checkEach(part, func(it *scanItem) {
+		if h < 0 { // the run's first: find where it starts
+			first := string(it.key)
+			h = sort.SearchStrings(hidden, first)
+			d = sort.Search(len(delta), func(x int) bool { return string(delta[x].id) >= first })
+		}
+		for h < len(hidden) && hidden[h] < string(it.key) {
+			h++
+		}
+		if h < len(hidden) && hidden[h] == string(it.key) {
+			it.skip = true
+			return
+		}
+		for d < len(delta) && string(delta[d].id) < string(it.key) {
+			d++
+		}
+		it.before = d
+		it.id = store.StageID(it.key)
+		it.raw, it.err = recordRaw(it.key, it.v)
+	})
+}
+
+// checkDelta checks a run of the overlay's items, whose ids are set.
+func checkDelta(part []scanItem) {
+	checkEach(part, func(it *scanItem) { it.raw, it.err = recordRaw(it.key, it.v) })
+}
+
+// checkEach runs check on each item of part in order. A memory fault
+// reading an item (a file cut short under its mapping) is that item's
+// error, and ends the run: the scan stops at it.
+func checkEach(part []scanItem, check func(it *scanItem)) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	i := 0
 	defer func() {
@@ -224,40 +252,7 @@ func checkBase(part []scanItem, hidden []string, delta []scanItem) {
 			part[i].skip = false
 		}
 	}()
-	first := string(part[0].key)
-	h := sort.SearchStrings(hidden, first)
-	d := sort.Search(len(delta), func(x int) bool { return string(delta[x].id) >= first })
 	for ; i < len(part); i++ {
-		it := &part[i]
-		for h < len(hidden) && hidden[h] < string(it.key) {
-			h++
-		}
-		if h < len(hidden) && hidden[h] == string(it.key) {
-			it.skip = true
-			continue
-		}
-		for d < len(delta) && string(delta[d].id) < string(it.key) {
-			d++
-		}
-		it.before = d
-		it.id = store.StageID(it.key)
-		it.raw, it.err = recordRaw(it.key, it.v)
-	}
-}
-
-// checkDelta checks a run of the overlay's items, whose ids are set.
-func checkDelta(part []scanItem) {
-	if len(part) == 0 {
-		return
-	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	i := 0
-	defer func() {
-		if r := recover(); r != nil {
-			part[i].err = fmt.Errorf("reading it panicked: %v", r)
-		}
-	}()
-	for ; i < len(part); i++ {
-		part[i].raw, part[i].err = recordRaw(part[i].key, part[i].v)
+		check(&part[i])
 	}
 }
