@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -23,11 +24,16 @@ type dataFile struct {
 	fi   os.FileInfo
 	refs atomic.Int32
 
-	// view reuses read transactions, as a snapshot's point reads do: the
-	// file is immutable, so one never goes stale, and bbolt's Begin and
-	// Rollback cost more than a look-up. Each is used by one goroutine at
-	// a time; all are rolled back before the file is closed.
+	// view reuses read transactions: the file is immutable, so one never
+	// goes stale, and bbolt's Begin and Rollback cost more than a
+	// look-up. Each is used by one goroutine at a time. The last release
+	// marks the file closed (views after it fail with ErrClosed), waits
+	// for the views in flight (active, signalled by idle), and rolls every
+	// transaction back before it closes the file.
 	txMu   sync.Mutex
+	idle   *sync.Cond // on txMu: active dropped to zero
+	active int
+	closed bool
 	txFree []*fileTx
 	txAll  []*fileTx
 }
@@ -40,6 +46,8 @@ type fileTx struct {
 	open []openBucket
 }
 
+// openBucket is a bucket a fileTx opened (or found missing) and its
+// kept cursor.
 type openBucket struct {
 	name string
 	b    *bolt.Bucket // nil: missing
@@ -49,6 +57,8 @@ type openBucket struct {
 // bucket returns the top-level bucket name, or nil if it is missing.
 func (t *fileTx) bucket(name []byte) *bolt.Bucket { return t.opened(name).b }
 
+// opened returns the openBucket of name, opening it on first use. The
+// pointer is valid until the next call.
 func (t *fileTx) opened(name []byte) *openBucket {
 	for i := range t.open {
 		if t.open[i].name == string(name) {
@@ -108,44 +118,69 @@ func (f *dataFile) isAt(path string) bool {
 	return err == nil && os.SameFile(fi, f.fi)
 }
 
-// release drops one reference, closing the file with the last. The
-// caller must not be in view.
+// release drops one reference, closing the file with the last, once the
+// views in flight on other goroutines return. A goroutine in a view of f
+// must not drop f's last reference.
 func (f *dataFile) release() {
-	if f.refs.Add(-1) == 0 {
-		f.txMu.Lock()
-		for _, t := range f.txAll {
-			_ = t.tx.Rollback()
-		}
-		f.txAll, f.txFree = nil, nil
-		f.txMu.Unlock()
-		_ = f.db.Close()
+	if f.refs.Add(-1) != 0 {
+		return
 	}
+	f.txMu.Lock()
+	f.closed = true
+	for f.active > 0 {
+		f.idleCond().Wait()
+	}
+	for _, t := range f.txAll {
+		_ = t.tx.Rollback()
+	}
+	f.txAll, f.txFree = nil, nil
+	f.txMu.Unlock()
+	_ = f.db.Close()
+}
+
+// idleCond returns f.idle, made on first use; f.txMu is held.
+func (f *dataFile) idleCond() *sync.Cond {
+	if f.idle == nil {
+		f.idle = sync.NewCond(&f.txMu)
+	}
+	return f.idle
 }
 
 // view runs fn in a read transaction of f, one taken from f's pool (or
-// begun) and put back after. Nothing fn reads from it may outlive fn. The
-// caller holds a reference to f.
+// begun) and put back after. Nothing fn reads from it may outlive fn. It
+// returns ErrClosed once f's last reference is released (a Snapshot
+// closed while another goroutine reads from it).
 func (f *dataFile) view(fn func(t *fileTx) error) error {
 	f.txMu.Lock()
+	if f.closed {
+		f.txMu.Unlock()
+		return fmt.Errorf("%w: %s", ErrClosed, f.path)
+	}
+	f.active++
 	var t *fileTx
 	if n := len(f.txFree); n > 0 {
 		t, f.txFree = f.txFree[n-1], f.txFree[:n-1]
 	}
 	f.txMu.Unlock()
+	defer func() {
+		f.txMu.Lock()
+		if t != nil {
+			f.txFree = append(f.txFree, t)
+		}
+		if f.active--; f.active == 0 && f.idle != nil {
+			f.idle.Broadcast()
+		}
+		f.txMu.Unlock()
+	}()
 	if t == nil {
 		tx, err := f.db.Begin(false)
 		if err != nil {
-			return corruptf(f.path, "starting a read: %v", err)
+			return fmt.Errorf("%s: starting a read: %w", f.path, err)
 		}
 		t = &fileTx{tx: tx}
 		f.txMu.Lock()
 		f.txAll = append(f.txAll, t)
 		f.txMu.Unlock()
 	}
-	defer func() {
-		f.txMu.Lock()
-		f.txFree = append(f.txFree, t)
-		f.txMu.Unlock()
-	}()
 	return fn(t)
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -361,5 +362,66 @@ func TestMergedDeltaMissingBaseKind(t *testing.T) {
 	defer fresh.Close()
 	if raw, err := fresh.GetRaw(ctx, gone); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("GetRaw of a stage the damaged merged delta removes: %d bytes, %v; want ErrCorrupt", len(raw), err)
+	}
+}
+
+// TestSnapshotCloseDuringReads closes a Snapshot while other goroutines
+// read from it, through the base's and the merged delta's pooled read
+// transactions: Close must return once the reads in flight do (not hang
+// on a transaction begun meanwhile), and every read must succeed or fail
+// with ErrClosed, never report damage.
+func TestSnapshotCloseDuringReads(t *testing.T) {
+	m := newTemp(t, Options{MaxOverlay: 50, MaxLayers: 3})
+	key := testKey()
+	base := syncGenerated(t, m, 0, 300)
+	var added []store.StageID
+	for i := range 5 { // a merged delta and another, over the base
+		id, err := m.Put(t.Context(), genStage(t, 1000+i, 100, key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		added = append(added, id)
+	}
+	if _, s := freshSnap(t, m.Path()); s.ov == nil || s.ov.deep == nil {
+		t.Fatal("the generation has no merged delta: the test tests nothing")
+	}
+	rounds := 60
+	if testing.Short() {
+		rounds = 20
+	}
+	for round := range rounds {
+		m2, err := Open(m.Path(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sn, err := m2.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m2.Close() // the snapshot holds the last reference
+		errs := make(chan error, 2)
+		for _, id := range []store.StageID{added[0], base[round%len(base)].ID} {
+			go func() {
+				for {
+					if _, err := sn.GetRaw(t.Context(), id); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Millisecond)
+		closed := make(chan struct{})
+		go func() { sn.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Snapshot.Close did not return while reads ran", round)
+		}
+		for range 2 {
+			if err := <-errs; !errors.Is(err, ErrClosed) {
+				t.Fatalf("round %d: a read racing Close: %v, want ErrClosed", round, err)
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/noether-mirror/mirror/store"
@@ -154,6 +155,9 @@ func (s *snap) scanMerged(name []byte, next func() (id, v []byte), hidden, live 
 	var last []byte
 	for k, v := next(); k != nil; k, v = next() {
 		if v == nil {
+			if string(name) == string(bucketStages) { // a nested bucket
+				return s.corruptRecord(k, errors.New("it is a bucket, not a record"))
+			}
 			return s.missingStage(name, k)
 		}
 		last = k
@@ -190,6 +194,8 @@ type deltaRecords struct {
 	buf  []byte
 }
 
+// deltaCursor is one delta's read transaction and stages cursor in a
+// deltaRecords.
 type deltaCursor struct {
 	tx *bolt.Tx
 	c  *bolt.Cursor

@@ -33,8 +33,9 @@ type scanItem struct {
 }
 
 // scanBatchItems is one batch of a scan: base items in id order, and the
-// overlay's live items (from deltas) that sort before the last base item,
-// or after every base item when the batch has none, in id order. done
+// overlay's live items (from deltas) that sort at or before the last base
+// item (after the batches before), or after every base item when the
+// batch has none, in id order. done
 // receives once its checks are over.
 type scanBatchItems struct {
 	base, delta []scanItem
@@ -50,8 +51,10 @@ type scanBatchItems struct {
 // CRC-32C of each record (most of a scan's time, bound by memory
 // bandwidth), the copy of its id, and the comparisons that drop the base
 // records the overlay hides (hidden, sorted) and place the overlay's
-// records among the base's. The scan's goroutine only walks the trees'
-// pages, so the checks keep every core busy.
+// records among the base's. The scan's goroutine walks the trees' pages,
+// reads the overlay's records from their deltas, and compares the last
+// base key of each batch with the overlay's ids, so the checks keep every
+// core busy.
 //
 // The items are the files' memory: stop must return before the scan's
 // transactions end. A checker is used by one scan's goroutine.
@@ -201,6 +204,7 @@ func (c *checker) emitAll(b *scanBatchItems) error {
 	return emitDelta(len(b.delta))
 }
 
+// emitOne emits a checked item, or returns its damage as ErrCorrupt.
 func (c *checker) emitOne(it *scanItem) error {
 	if it.err != nil {
 		return c.s.corrupt(it)
@@ -210,7 +214,9 @@ func (c *checker) emitOne(it *scanItem) error {
 
 // checkBase checks a run of base items in id order: whether the overlay
 // hides each (the sorted hidden), and if not, its id, how many of delta
-// sort before it, and its record.
+// sort before it, and its record. (A fault on an item's key, before its
+// place is known, stops the scan there without the overlay records of
+// its batch that sort before it: a shorter prefix, still in order.)
 func checkBase(part []scanItem, hidden []string, delta []scanItem) {
 	h, d := -1, 0
 	checkEach(part, func(it *scanItem) {

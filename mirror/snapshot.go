@@ -79,8 +79,9 @@ func (s *snap) missingStage(index, id []byte) error {
 	return corruptf(s.meta.Path, "index %s lists stage %s, which is missing", index, id)
 }
 
-// pointReader runs fn on a pooled reader (a read transaction with its
-// buckets open), with the same panic protection as view.
+// pointReader runs fn in one of the base file's pooled read transactions
+// (dataFile.view), once its stages and index buckets are found, with the
+// same panic protection as view.
 func (s *snap) pointReader(fn func(r *fileTx) error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
