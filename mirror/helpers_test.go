@@ -206,3 +206,21 @@ func damageFile(t *testing.T, path string, fn func(tx *bolt.Tx) error) {
 		t.Fatal(err)
 	}
 }
+
+// mergedOverBase makes a mirror of 300 generated stages synced into a
+// base, then 5 Puts (added) that leave a merged delta and another delta
+// over it (MaxOverlay 50, MaxLayers 3).
+func mergedOverBase(t *testing.T) (m *Mirror, base []*store.Stage, added []store.StageID) {
+	t.Helper()
+	m = newTemp(t, Options{MaxOverlay: 50, MaxLayers: 3}) // the sync compacts
+	key := testKey()
+	base = syncGenerated(t, m, 0, 300)
+	for i := range 5 {
+		id, err := m.Put(t.Context(), genStage(t, 1000+i, 100, key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		added = append(added, id)
+	}
+	return m, base, added
+}

@@ -371,17 +371,7 @@ func TestMergedDeltaMissingBaseKind(t *testing.T) {
 // on a transaction begun meanwhile), and every read must succeed or fail
 // with ErrClosed, never report damage.
 func TestSnapshotCloseDuringReads(t *testing.T) {
-	m := newTemp(t, Options{MaxOverlay: 50, MaxLayers: 3})
-	key := testKey()
-	base := syncGenerated(t, m, 0, 300)
-	var added []store.StageID
-	for i := range 5 { // a merged delta and another, over the base
-		id, err := m.Put(t.Context(), genStage(t, 1000+i, 100, key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		added = append(added, id)
-	}
+	m, base, added := mergedOverBase(t)
 	if _, s := freshSnap(t, m.Path()); s.ov == nil || s.ov.deep == nil {
 		t.Fatal("the generation has no merged delta: the test tests nothing")
 	}

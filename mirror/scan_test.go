@@ -108,17 +108,7 @@ func TestScanRawCorruptRecord(t *testing.T) {
 // stops at it with ErrCorrupt naming the delta, having passed on every
 // stage before it in id order.
 func TestScanRawCorruptDeltaRecord(t *testing.T) {
-	m := newTemp(t, Options{MaxOverlay: 50, MaxLayers: 3}) // the sync compacts
-	key := testKey()
-	syncGenerated(t, m, 0, 300)
-	var added []store.StageID
-	for i := range 5 { // a merged delta and another, over the base
-		id, err := m.Put(t.Context(), genStage(t, 1000+i, 100, key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		added = append(added, id)
-	}
+	m, _, added := mergedOverBase(t)
 	want := scanAll(t, m, store.LifecycleUnknown)
 	// A scan stopped in its second batch, while the third is checked.
 	stop, n := errors.New("stop"), 0
