@@ -93,9 +93,16 @@ func openDataFile(path string, opts Options) (*dataFile, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newDataFile(path, db, fi), nil
+}
+
+// newDataFile returns the data file db, opened from path (as fi), with
+// one reference.
+func newDataFile(path string, db *bolt.DB, fi os.FileInfo) *dataFile {
 	f := &dataFile{path: path, db: db, fi: fi}
+	f.idle = sync.NewCond(&f.txMu)
 	f.refs.Store(1)
-	return f, nil
+	return f
 }
 
 // reuse returns f with one more reference when it is the file at path
@@ -128,7 +135,7 @@ func (f *dataFile) release() {
 	f.txMu.Lock()
 	f.closed = true
 	for f.active > 0 {
-		f.idleCond().Wait()
+		f.idle.Wait()
 	}
 	for _, t := range f.txAll {
 		_ = t.tx.Rollback()
@@ -136,14 +143,6 @@ func (f *dataFile) release() {
 	f.txAll, f.txFree = nil, nil
 	f.txMu.Unlock()
 	_ = f.db.Close()
-}
-
-// idleCond returns f.idle, made on first use; f.txMu is held.
-func (f *dataFile) idleCond() *sync.Cond {
-	if f.idle == nil {
-		f.idle = sync.NewCond(&f.txMu)
-	}
-	return f.idle
 }
 
 // view runs fn in a read transaction of f, one taken from f's pool (or
@@ -167,7 +166,7 @@ func (f *dataFile) view(fn func(t *fileTx) error) error {
 		if t != nil {
 			f.txFree = append(f.txFree, t)
 		}
-		if f.active--; f.active == 0 && f.idle != nil {
+		if f.active--; f.active == 0 {
 			f.idle.Broadcast()
 		}
 		f.txMu.Unlock()

@@ -371,9 +371,7 @@ func openSnapOnce(path string, opts Options, prev *snap) (*snap, error) {
 		return nil, err
 	}
 	if mf == nil {
-		f := &dataFile{path: path, db: db, fi: fi}
-		f.refs.Store(1)
-		return fileSnap(f, opts)
+		return fileSnap(newDataFile(path, db, fi), opts)
 	}
 	_ = db.Close()
 	s, err := openGen(path, mf, mf.current, opts, prev)

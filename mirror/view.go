@@ -296,9 +296,6 @@ func (s *snap) ovIndexed(sig bool, value string, keep func(v []byte) bool, first
 	if err != nil {
 		return nil, err
 	}
-	if len(list) == 0 && (!first || len(raws) <= 1) {
-		return raws, nil
-	}
 	var out [][]byte
 	i := 0
 	for _, id := range list {
@@ -319,7 +316,11 @@ func (s *snap) ovIndexed(sig bool, value string, keep func(v []byte) bool, first
 		}
 		out = append(out, raw)
 	}
-	out = append(out, raws[i:]...)
+	if out == nil { // nothing from the overlay: the base's list as is
+		out = raws
+	} else {
+		out = append(out, raws[i:]...)
+	}
 	if first && len(out) > 1 {
 		out = out[:1]
 	}
