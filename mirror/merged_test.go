@@ -415,3 +415,33 @@ func TestSnapshotCloseDuringReads(t *testing.T) {
 		}
 	}
 }
+
+// TestPointReadsReuseTransactions checks that point reads through a
+// merged delta read on disk (not folded) reuse the files' pooled read
+// transactions, buckets and cursors: a GetRaw allocates its copy of the
+// stage and what it decodes of the merged delta's entry (1 to 4 times),
+// not a transaction, buckets and cursors per file (21 allocations when
+// each read began its own).
+func TestPointReadsReuseTransactions(t *testing.T) {
+	m, base, added := mergedOverBase(t)
+	got, s := freshSnap(t, m.Path())
+	if s.ov == nil || s.ov.deep == nil {
+		t.Fatal("the generation has no merged delta: the test tests nothing")
+	}
+	for _, id := range []store.StageID{base[7].ID, added[0]} {
+		if _, err := got.GetRaw(t.Context(), id); err != nil { // warm the pools
+			t.Fatal(err)
+		}
+		allocs := testing.AllocsPerRun(50, func() {
+			if _, err := got.GetRaw(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs > 6 {
+			t.Errorf("GetRaw(%.8s) allocates %.0f times a read, want at most 6", id, allocs)
+		}
+	}
+	if s.ov.allDone.Load() {
+		t.Fatal("the reads folded the merged delta: the test read nothing on disk")
+	}
+}
