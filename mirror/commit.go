@@ -157,26 +157,27 @@ func digestHex(s *lthash.State) string {
 // delta writes generation gen as cur plus the delta cs. A chain whose
 // folded deltas would touch more stage ids than Options.MaxOverlay
 // becomes one merged delta. A chain that would pass Options.MaxLayers
-// keeps its merged delta and folds the others into one delta (without a
-// merged delta, it becomes one). When the deltas would touch more
-// quarantine keys than MaxOverlay (readers fold them all at open), it
-// returns errTooBig, having written nothing: the publish compacts.
+// merges its newest deltas into the new one (see mergeTail). When the
+// deltas would touch more quarantine keys than MaxOverlay (readers fold
+// them all at open), it returns errTooBig, having written nothing: the
+// publish compacts.
 func (w *Writer) delta(cur *snap, cs *changeSet, gen uint64) (genRecord, lthash.State, error) {
 	d, err := deltaOf(cur, cs)
 	if err != nil {
 		return genRecord{}, lthash.State{}, err
 	}
 	limit := w.m.opts.maxOverlay(cur.meta.Total)
-	long := len(cur.gen.Deltas)+1 > w.m.opts.maxLayers()
-	deep := cur.ov != nil && cur.ov.deep != nil
-	_, stages, quar := d.overlayKeys(cur)
+	keep := len(cur.gen.Deltas)
+	_, stages, quar := d.overlayKeys(cur, keep)
 	switch {
 	case quar > limit: // readers fold every quarantine key at open
 		return genRecord{}, lthash.State{}, errTooBig
-	case stages > limit || (long && !deep):
+	case stages > limit || (keep+1 > w.m.opts.maxLayers() && !cur.deep()):
+		// The chain's first merge makes a merged delta, which readers
+		// look up on disk; later merges leave it beneath their tail.
 		err = d.mergeChain(cur)
-	case long:
-		err = d.mergeFolded(cur)
+	case cur.ov != nil:
+		keep, err = d.mergeTail(cur, w.m.opts.maxLayers())
 	}
 	if err != nil {
 		return genRecord{}, lthash.State{}, err
@@ -191,16 +192,12 @@ func (w *Writer) delta(cur *snap, cs *changeSet, gen uint64) (genRecord, lthash.
 	}
 	rec := t.rec
 	rec.Base, rec.Bytes = cur.gen.Base, size
-	total, stages, quar := d.overlayKeys(cur)
+	total, stages, quar := d.overlayKeys(cur, keep)
 	rec.Overlay, rec.Folded = total, stages+quar
-	switch {
-	case d.merged:
-		rec.Deltas = []string{deltaName(gen)}
-	case long:
-		rec.Deltas = []string{cur.gen.Deltas[0], deltaName(gen)} // the merged delta, then d
-	default:
-		rec.Deltas = append(slices.Clone(cur.gen.Deltas), deltaName(gen))
+	if d.merged {
+		keep = 0
 	}
+	rec.Deltas = append(slices.Clone(cur.gen.Deltas[:keep]), deltaName(gen))
 	return rec, t.state, nil
 }
 

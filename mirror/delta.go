@@ -58,32 +58,68 @@ func (d *deltaContent) mergeChain(cur *snap) error {
 	if err != nil {
 		return err
 	}
-	return d.carry(cur.ov, all, nil)
+	return d.carry(cur.ov, all, 0)
 }
 
-// mergeFolded makes d carry everything the deltas cur folds at open hold
-// (where d says nothing of a key), so that the new generation is its
-// base, cur's merged delta, and this one delta: the chain shortens
-// without rewriting the merged delta.
-func (d *deltaContent) mergeFolded(cur *snap) error {
-	return d.carry(cur.ov, cur.ov.stages, cur.ov.deep)
+// tailRatio is how much larger than what a merge of the chain's tail
+// holds so far the delta before the tail must be to stay out of it (see
+// mergeTail).
+const tailRatio = 2
+
+// mergeTail makes room for d in cur's chain of deltas when d would make
+// it longer than maxLayers: d carries what the newest deltas say (where
+// d says nothing of a key), and it returns how many of cur's deltas stay
+// beneath d (all of them when the chain has room). A merged first delta
+// always stays; with no room even for it and d, d merges the chain.
+//
+// The tail is as short as the room needs, then grows by each older delta
+// that holds at most tailRatio times what the tail holds so far (the
+// keys whose latest word it says): deltas of like size are merged
+// together, a large old one is left alone. Like an LSM tree's tiers,
+// the chain's deltas then grow geometrically with age, so a stage is
+// rewritten a few times in the chain's life, not once every few
+// publishes, and most merges are small.
+func (d *deltaContent) mergeTail(cur *snap, maxLayers int) (keep int, err error) {
+	n := len(cur.gen.Deltas)
+	if n+1 <= maxLayers {
+		return n, nil
+	}
+	first := 0
+	if cur.ov.deep != nil {
+		first = 1
+	}
+	if first+1 > maxLayers {
+		return 0, d.mergeChain(cur)
+	}
+	words := cur.ov.words()
+	keep, held := n, d.size()
+	for keep+1 > maxLayers || (keep > first && words[keep-1] <= tailRatio*held) {
+		keep--
+		held += words[keep]
+	}
+	return keep, d.carry(cur.ov, cur.ov.stages, keep)
 }
 
-// carry adds the entries (of ov) that d says nothing of to d, and ov's
-// quarantine words but those of beneath, the merged delta that stays
-// beneath d (nil: none). A removal of what the base never had is dropped
-// unless there is one: it may have added the stage.
-func (d *deltaContent) carry(ov *overlay, entries map[string]*ovEntry, beneath *layer) (err error) {
+// carry adds to d the entries (of ov) whose latest word one of ov's
+// layers from the first on says, where d says nothing of their key, and
+// ov's quarantine words those layers say or removals. A removal of what
+// the base never had is dropped when no layer stays beneath d: one of
+// them may have added the stage.
+func (d *deltaContent) carry(ov *overlay, entries map[string]*ovEntry, from int) (err error) {
+	merging := map[*layer]bool{}
+	for _, l := range ov.layers[from:] {
+		merging[l] = true
+	}
 	for id, e := range entries {
-		if _, set := d.stages[id]; set || (e.src == nil && !e.inBase && beneath == nil) {
-			continue // d's word, or a removal of what the base never had
+		if _, set := d.stages[id]; set || !merging[e.word] || (e.src == nil && !e.inBase && from == 0) {
+			continue // d's word, a layer's that stays, or a removal of what the base never had
 		}
 		d.carried[id] = e
 		d.baseKind[id] = e.baseKindValue()
 	}
 	for k, l := range ov.quar {
-		if _, set := d.quar[k]; set || (l != nil && l == beneath) {
-			continue // d's word, or the merged delta's, which stays
+		if _, set := d.quar[k]; set || (l != nil && !merging[l]) {
+			continue // d's word, or a layer's that stays
 		}
 		var v []byte
 		if l != nil {
@@ -107,13 +143,14 @@ func (s *snap) baseKindOf(id string) ([2]byte, error) {
 	return s.baseKindFile(id)
 }
 
-// overlayKeys counts the keys of a generation made of cur's deltas and
-// d (d merged: d alone): at most all of them (see overlay.size), and the
-// stage ids and the quarantine keys a reader folds at open (every
-// quarantine key; not a merged d's stage ids).
-func (d *deltaContent) overlayKeys(cur *snap) (total, stages, quar int) {
+// overlayKeys counts the keys of a generation made of the first keep of
+// cur's deltas and d (d merged: d alone): at most all of them (see
+// overlay.size), and the stage ids and the quarantine keys a reader folds
+// at open (every quarantine key; not a merged d's stage ids). The deltas
+// after the first keep must be merged into d (see mergeTail).
+func (d *deltaContent) overlayKeys(cur *snap, keep int) (total, stages, quar int) {
 	var under *overlay // the deltas d goes over
-	if !d.merged {
+	if !d.merged && keep > 0 {
 		under = cur.ov
 	}
 	quar = len(d.quar)

@@ -64,7 +64,7 @@ func (l *layer) entry(id []byte) (e *ovEntry, ok bool, err error) {
 			if !valid {
 				return corruptf(l.path, "base_kind entry of %s is damaged", id)
 			}
-			e, ok = &ovEntry{inBase: inBase, baseKind: kind}, true
+			e, ok = &ovEntry{inBase: inBase, baseKind: kind, word: l}, true
 			iv := t.get(bucketIndex, id)
 			if iv == nil {
 				return nil // removed (or a removal of what the base never had)

@@ -21,7 +21,9 @@ import (
 // shape of every generation against the policy: deltas are folded by
 // readers until they would touch more than MaxOverlay keys, then the
 // chain becomes one merged delta, read on disk; a chain that would pass
-// MaxLayers folds its deltas but the merged one into one; a publish that
+// MaxLayers first becomes one merged delta, then merges its tail (its
+// newest deltas, while the one before holds at most twice as many keys
+// as the tail) into the new delta; a publish that
 // would make the deltas touch more than MaxMerged keys compacts them
 // into a base.
 func TestMergePolicy(t *testing.T) {
@@ -46,6 +48,16 @@ func TestMergePolicy(t *testing.T) {
 			{1, "4"},           // no merged delta yet: the chain becomes one
 			{2, "4"}, {3, "4"}, // then the folded ones are merged, the merged one stays
 			{2, "4"}, {3, "4"}, {2, "4"},
+		}},
+		{"by-tail", Options{MaxOverlay: 100, MaxMerged: 1000, MaxLayers: 5}, []shape{
+			{2, ""}, {3, ""}, {4, ""}, {5, ""},
+			{1, "6"}, // no merged delta yet: the chain becomes one
+			{2, "6"}, {3, "6"}, {4, "6"}, {5, "6"},
+			{2, "6"}, // four 1-key deltas merge with the new one: 5 keys
+			{3, "6"}, {4, "6"}, {5, "6"},
+			{2, "6"}, // three, and the 5 (at most twice 4): 9 keys
+			{3, "6"}, {4, "6"}, {5, "6"},
+			{3, "6"}, // three, not the 9 (more than twice 4): the 9 stays
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

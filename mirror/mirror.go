@@ -75,8 +75,10 @@ type Options struct {
 	// MaxOverlay), or MaxOverlay when only that is set.
 	MaxMerged int
 	// MaxLayers bounds the number of deltas over a base: a publish that
-	// would pass it writes one delta that merges the chain but its merged
-	// delta (so a chain with a merged delta has at least two). 0 means 8.
+	// would pass it first merges the chain into one merged delta; later
+	// ones merge the chain's newest deltas into the delta they write,
+	// while the delta before them holds at most twice as many keys (so a
+	// chain with a merged delta has at least two). 0 means 8.
 	MaxLayers int
 	// Keep is the history every publish (and GC) keeps; the zero value
 	// keeps the last 30 generations and those of the last 7 days.

@@ -146,10 +146,12 @@ func (l *layer) record(id []byte) (Record, error) {
 }
 
 // ovEntry is what a generation's deltas say about one stage id: the
-// layer holding its latest record (nil: removed), the fields the indexes
-// need, and where the base had it.
+// layer holding its latest record (nil: removed), the layer that said
+// that latest word (src, or the one that removed it), the fields the
+// indexes need, and where the base had it.
 type ovEntry struct {
 	src      *layer
+	word     *layer
 	kind     store.LifecycleKind
 	hasName  bool
 	name     string
@@ -358,6 +360,35 @@ func (ov *overlay) size() int {
 	return ov.deepKeys + len(ov.stages) + len(ov.quar)
 }
 
+// words returns, for each of the overlay's layers, how many keys it says
+// the latest word of, counting the stage ids of the folded deltas and
+// the quarantine keys it holds; a merged first delta counts the stage ids
+// it touches.
+func (ov *overlay) words() []int {
+	at := make(map[*layer]int, len(ov.layers))
+	for i, l := range ov.layers {
+		at[l] = i
+	}
+	n := make([]int, len(ov.layers))
+	if ov.deep != nil {
+		n[0] = ov.deepKeys
+	}
+	for _, e := range ov.stages {
+		if i, ok := at[e.word]; ok {
+			n[i]++
+		}
+	}
+	for _, l := range ov.quar {
+		if i, ok := at[l]; ok {
+			n[i]++
+		}
+	}
+	return n
+}
+
+// deep reports whether s reads a merged delta.
+func (s *snap) deep() bool { return s.ov != nil && s.ov.deep != nil }
+
 // folded is the number of keys the overlay holds in memory from its open.
 func (ov *overlay) folded() int {
 	if ov == nil {
@@ -422,7 +453,7 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 			return corruptf(l.path, "base_kind entry of %s is damaged", k)
 		}
 		e := entry(k)
-		e.inBase, e.baseKind = inBase, kind
+		e.inBase, e.baseKind, e.word = inBase, kind, l
 		return nil
 	})
 	if err != nil {
