@@ -246,24 +246,30 @@ func (w *Writer) rebase(ctx context.Context, cur *snap, meta Meta) (genRecord, l
 // renamed over PATH, then the files of generations the keep policy drops
 // are removed.
 func (m *Mirror) commit(prev *manifest, rec genRecord, state lthash.State) error {
-	recs, err := prev.records()
+	recs, err := prev.entries()
 	if err != nil {
 		return err
 	}
-	mf := &manifest{current: rec.Generation, state: state, gens: append(slices.Clone(recs), rec), path: m.path}
-	mf.gens = m.opts.Keep.apply(mf.gens, time.Now())
+	mf := &manifest{current: rec.Generation, state: state, path: m.path, opts: m.opts}
+	mf.gens = m.opts.Keep.apply(append(recs[:len(recs):len(recs)], &rec), time.Now())
 	if err := m.writeManifestFile(mf); err != nil {
 		return err
 	}
-	if _, err := m.sweep(mf); err != nil {
+	if _, err := m.sweepDropped(prev, mf); err != nil {
 		m.log.Warn("mirror: could not remove the files of collected generations", "dir", gensDir(m.path), "err", err)
 	}
 	return nil
 }
 
-// writeManifestFile makes mf the manifest at PATH, durably.
+// writeManifestFile makes mf the manifest at PATH, durably, first
+// archiving the oldest records it holds when it holds too many (see
+// archiveOldest).
 func (m *Mirror) writeManifestFile(mf *manifest) error {
-	if err := syncDir(gensDir(m.path)); err != nil {
+	dir := gensDir(m.path)
+	if err := archiveOldest(dir, mf, m.opts); err != nil {
+		return err
+	}
+	if err := syncDir(dir); err != nil {
 		return err
 	}
 	tmp, err := writeManifest(m.path, mf, m.opts)

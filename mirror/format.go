@@ -16,10 +16,12 @@ import (
 )
 
 // FormatVersion is the mirror format this version writes and the newest
-// it reads: 2, generations (a manifest at PATH, bases and deltas in
-// PATH.gens). It reads format 1 (one snapshot file at PATH) too, and the
-// first writer upgrades such a mirror in place. See FORMAT.md.
-const FormatVersion uint32 = 2
+// it reads: 3, generations (a manifest at PATH; bases, deltas and archive
+// files of older generations' records in PATH.gens). It reads format 2
+// (the same, with every record in the manifest) and format 1 (one
+// snapshot file at PATH) too, and the first writer upgrades such a mirror
+// in place. See FORMAT.md.
+const FormatVersion uint32 = 3
 
 // magic identifies a bbolt file as a noether-mirror snapshot.
 const magic = "noether-mirror"

@@ -50,6 +50,7 @@ func openGen(path string, mf *manifest, g uint64, opts Options, prev *snap) (*sn
 	}
 	s.mf, s.gen = mf, rec
 	s.meta = rec.meta(path)
+	s.meta.FormatVersion = mf.version
 	return s, nil
 }
 

@@ -73,9 +73,9 @@ func spanText(d time.Duration) string {
 
 // apply returns the generations of gens (oldest first, the current one
 // last) that the policy keeps.
-func (p KeepPolicy) apply(gens []genRecord, now time.Time) []genRecord {
+func (p KeepPolicy) apply(gens []*genRecord, now time.Time) []*genRecord {
 	p = p.normalized()
-	var out []genRecord
+	out := make([]*genRecord, 0, len(gens))
 	for i, g := range gens {
 		recent := p.Within > 0 && now.Sub(g.Published) <= p.Within
 		if i >= len(gens)-p.Last || recent {
@@ -106,7 +106,7 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 	if err := ctx.Err(); err != nil {
 		return GCResult{}, err
 	}
-	lock, err := lockFile(m.lockPath())
+	lock, _, err := lockFile(m.lockPath()) // GC sweeps what a killed writer left anyway
 	if err != nil {
 		return GCResult{}, err
 	}
@@ -169,6 +169,9 @@ func (m *Mirror) sweep(mf *manifest) (GCResult, error) {
 		for _, f := range g.files() {
 			keep[f] = true
 		}
+		if g.archived {
+			keep[archiveName(g.archive)] = true
+		}
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -179,7 +182,7 @@ func (m *Mirror) sweep(mf *manifest) (GCResult, error) {
 	for _, e := range ents {
 		name := e.Name()
 		ours := strings.HasPrefix(name, "g") && (strings.Contains(name, ".tmp-") ||
-			strings.HasSuffix(name, ".base") || strings.HasSuffix(name, ".delta"))
+			strings.HasSuffix(name, ".base") || strings.HasSuffix(name, ".delta") || strings.HasSuffix(name, ".archive"))
 		if keep[name] || !ours || e.IsDir() {
 			continue
 		}
@@ -194,6 +197,79 @@ func (m *Mirror) sweep(mf *manifest) (GCResult, error) {
 		res.Files++
 		if fi != nil {
 			res.Bytes += fi.Size()
+		}
+	}
+	if res.Files > 0 {
+		_ = syncDir(dir)
+	}
+	return res, errors.Join(errs...)
+}
+
+// sweepDropped removes the files that only the generations prev keeps
+// and mf drops read, after a publish: without listing PATH.gens, or
+// decoding more than those records and mf's oldest. A data file is read
+// by a run of consecutive generations (a base from its compaction to the
+// next one, a delta from its publish until a merge replaces it), so when
+// mf drops prev's oldest generations, a file one of them reads that mf
+// still needs is one mf's oldest reads. When it drops others (the keep
+// policy changed, the clock went back), it sweeps as GC does. Only the
+// holder of the writer lock calls it.
+func (m *Mirror) sweepDropped(prev, mf *manifest) (GCResult, error) {
+	n := 0
+	for n < len(prev.gens) && !mf.has(prev.gens[n].Generation) {
+		n++
+	}
+	for _, g := range prev.gens[n:] {
+		if !mf.has(g.Generation) {
+			return m.sweep(mf)
+		}
+	}
+	if n == 0 {
+		return GCResult{}, nil
+	}
+	archives := map[uint64]map[uint64][]byte{}
+	need := map[string]bool{}
+	oldest := *mf.gens[0]
+	if err := mf.decode(&oldest, archives); err != nil {
+		return GCResult{}, err
+	}
+	for _, f := range oldest.files() {
+		need[f] = true
+	}
+	for i := range mf.gens {
+		if mf.gens[i].archived {
+			need[archiveName(mf.gens[i].archive)] = true
+		}
+	}
+	dir := gensDir(m.path)
+	var res GCResult
+	var errs []error
+	for _, r := range prev.gens[:n] {
+		g := *r
+		if err := prev.decode(&g, archives); err != nil {
+			return res, err
+		}
+		files := g.files()
+		if g.archived {
+			files = append(files, archiveName(g.archive))
+		}
+		for _, f := range files {
+			if need[f] {
+				continue
+			}
+			need[f] = true // once
+			fi, err := os.Stat(filepath.Join(dir, f))
+			if err == nil {
+				err = os.Remove(filepath.Join(dir, f))
+			}
+			switch {
+			case errors.Is(err, os.ErrNotExist):
+			case err != nil:
+				errs = append(errs, err)
+			default:
+				res.Files++
+				res.Bytes += fi.Size()
+			}
 		}
 	}
 	if res.Files > 0 {
@@ -222,8 +298,9 @@ func (m *Mirror) Generations(ctx context.Context) ([]Meta, error) {
 	}
 	out := make([]Meta, 0, len(recs))
 	for i := range recs {
-		g := &recs[i]
+		g := recs[i]
 		meta := g.meta(m.path)
+		meta.FormatVersion = s.mf.version
 		if g.Generation == s.meta.Generation {
 			meta = s.metaWithSidecar(m.path)
 		}

@@ -14,7 +14,9 @@ import (
 
 // lockFile fails at once with checkWritable's error, touching no file:
 // without flock no writer could keep another out.
-func lockFile(name string) (*os.File, error) { return nil, checkWritable(name) }
+func lockFile(name string) (f *os.File, stale bool, err error) {
+	return nil, false, checkWritable(name)
+}
 
 // checkWritable returns the error every write gives here (a sync, an
 // import, a local edit, creating a mirror): it wraps ErrWriteUnsupported

@@ -39,17 +39,20 @@ func flockBriefly(f *os.File, grace time.Duration) error {
 
 // lockFile takes PATH.lock exclusively, waiting at most lockGrace, and
 // writes this process's pid into it. A lock held by another writer gives
-// ErrBusy, naming its pid. Closing the returned file releases the lock.
-func lockFile(name string) (*os.File, error) { return lockWithin(name, lockGrace) }
+// ErrBusy, naming its pid. Closing the returned file releases the lock;
+// a holder empties the file first, so stale reports that the holder
+// before this one did not (it was killed, or crashed, and may have left
+// temporary files).
+func lockFile(name string) (f *os.File, stale bool, err error) { return lockWithin(name, lockGrace) }
 
 // lockWithin is lockFile with a grace period of its own.
-func lockWithin(name string, grace time.Duration) (*os.File, error) {
+func lockWithin(name string, grace time.Duration) (*os.File, bool, error) {
 	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("opening the writer lock %s: %w", name, err)
+		return nil, false, fmt.Errorf("opening the writer lock %s: %w", name, err)
 	}
 	if err := flockBriefly(f, grace); err != nil {
 		holder := ""
@@ -58,13 +61,15 @@ func lockWithin(name string, grace time.Duration) (*os.File, error) {
 		}
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: another process%s is writing the mirror (it holds %s): wait for it to finish", ErrBusy, holder, name)
+			return nil, false, fmt.Errorf("%w: another process%s is writing the mirror (it holds %s): wait for it to finish", ErrBusy, holder, name)
 		}
-		return nil, fmt.Errorf("locking %s: %w", name, err)
+		return nil, false, fmt.Errorf("locking %s: %w", name, err)
 	}
+	fi, err := f.Stat()
+	stale := err != nil || fi.Size() > 0
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return f, nil
+	return f, stale, nil
 }
 
 // checkWritable returns nil: Unix has flock, so a mirror can be written.

@@ -18,7 +18,7 @@ import (
 // held longer is ErrBusy after about lockGrace, never a hang.
 func TestLockGrace(t *testing.T) {
 	name := filepath.Join(t.TempDir(), "m.db.lock")
-	held, err := lockFile(name)
+	held, _, err := lockFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestLockGrace(t *testing.T) {
 	}
 	// Released 10 ms into a grace period long enough for any load.
 	time.AfterFunc(10*time.Millisecond, func() { dup.Close() })
-	f, err := lockWithin(name, time.Minute)
+	f, _, err := lockWithin(name, time.Minute)
 	if err != nil {
 		t.Fatalf("a lock released within the grace period: %v", err)
 	}
@@ -45,7 +45,7 @@ func TestLockGrace(t *testing.T) {
 	// Held throughout: ErrBusy, not before the grace period ends, and
 	// never a hang (the upper bound only catches one).
 	start := time.Now()
-	if _, err := lockFile(name); !errors.Is(err, ErrBusy) {
+	if _, _, err := lockFile(name); !errors.Is(err, ErrBusy) {
 		t.Fatalf("a lock held throughout: %v, want ErrBusy", err)
 	}
 	if d := time.Since(start); d < lockGrace || d > 100*lockGrace {

@@ -81,9 +81,21 @@ type genRecord struct {
 	// record again, and a reader that finds the same bytes keeps the
 	// record it decoded before (see readManifest).
 	raw []byte
-	// lazy marks a record read but not decoded yet: only Generation and
-	// raw are set (see manifest.records).
+	// lazy marks a record read but not decoded yet: only Generation,
+	// Published (but from a format-2 manifest), raw (unless archived) and
+	// the fields below are set (see manifest.records).
 	lazy bool
+	// val is the record's entry in a format-3 manifest (see entry), once
+	// it was read from or written to one (nil before); the next manifest
+	// copies it, and a reader compares it.
+	val []byte
+	// archived says the record is in the archive file whose first record
+	// is generation archive's, not in the manifest (see archiveOldest).
+	archived bool
+	archive  uint64
+	// damaged marks a lazy record whose entry could not be read: it
+	// fails when decoded, and a publish refuses the manifest.
+	damaged bool
 }
 
 // files returns every data file the generation reads.
@@ -101,20 +113,28 @@ func (g *genRecord) files() []string { return append([]string{g.Base}, g.Deltas.
 type manifest struct {
 	current uint64
 	state   lthash.State
+	// version is the format the manifest was read in (FormatVersion for
+	// one written here): format 2 has no archive files, and its entries
+	// are the records alone.
+	version uint32
+	// opts opens archive files.
+	opts Options
 	// gens are every kept generation's record, lazy but the current one's.
-	gens []genRecord
+	// A record is never changed once a manifest holds it: manifests read
+	// one after the other share the records they have in common.
+	gens []*genRecord
 	// path names the manifest in errors.
 	path string
 
 	histOnce sync.Once
 	histDone atomic.Bool
-	hist     []genRecord // gens, every record decoded, once histDone
+	hist     []*genRecord // gens, every record decoded, once histDone
 	histErr  error
 }
 
 // index returns the position of generation g in gens.
 func (mf *manifest) index(g uint64) (int, bool) {
-	return slices.BinarySearchFunc(mf.gens, g, func(r genRecord, g uint64) int {
+	return slices.BinarySearchFunc(mf.gens, g, func(r *genRecord, g uint64) int {
 		switch {
 		case r.Generation < g:
 			return -1
@@ -139,13 +159,13 @@ func (mf *manifest) get(g uint64) (*genRecord, bool, error) {
 		return nil, false, nil
 	}
 	if !mf.gens[i].lazy {
-		return &mf.gens[i], true, nil
+		return mf.gens[i], true, nil
 	}
 	recs, err := mf.records()
 	if err != nil {
 		return nil, false, err
 	}
-	return &recs[i], true, nil
+	return recs[i], true, nil
 }
 
 // oldest and newest are the first and last kept generations' numbers.
@@ -154,24 +174,76 @@ func (mf *manifest) newest() uint64 { return mf.gens[len(mf.gens)-1].Generation 
 
 // records returns every kept generation's record, decoded (the first
 // call decodes the lazy ones). The slice is shared: do not modify it.
-func (mf *manifest) records() ([]genRecord, error) {
+func (mf *manifest) records() ([]*genRecord, error) {
 	mf.histOnce.Do(func() {
 		recs := slices.Clone(mf.gens)
-		for i := range recs {
-			if !recs[i].lazy {
+		archives := map[uint64]map[uint64][]byte{}
+		for i, g := range recs {
+			if !g.lazy {
 				continue
 			}
-			g, err := decodeGenRecord(recs[i].Generation, recs[i].raw)
-			if err != nil {
-				mf.histErr = damagedManifest(mf.path, "%v", err)
+			d := *g
+			if mf.histErr = mf.decode(&d, archives); mf.histErr != nil {
 				return
 			}
-			recs[i] = g
+			recs[i] = &d
 		}
 		mf.hist = recs
 		mf.histDone.Store(true)
 	})
 	return mf.hist, mf.histErr
+}
+
+// decode decodes the lazy record g in place, reading its archive file
+// first when it is archived (archives holds the files read so far, by
+// first generation).
+func (mf *manifest) decode(g *genRecord, archives map[uint64]map[uint64][]byte) error {
+	switch {
+	case !g.lazy:
+		return nil
+	case g.damaged:
+		return damagedManifest(mf.path, "generation entry %d", g.Generation)
+	}
+	raw := g.raw
+	if g.archived {
+		recs, ok := archives[g.archive]
+		if !ok {
+			var err error
+			if recs, err = loadArchive(mf.path, g.archive, mf.opts); err != nil {
+				return err
+			}
+			archives[g.archive] = recs
+		}
+		if raw = recs[g.Generation]; raw == nil {
+			return damagedManifest(mf.path, "archive file %s has no record of generation %d", archiveName(g.archive), g.Generation)
+		}
+	}
+	d, err := decodeGenRecord(g.Generation, raw)
+	if err == nil && mf.version >= 3 && !d.Published.Equal(g.Published) {
+		err = fmt.Errorf("generation %d was published at %s, its entry says %s", g.Generation, d.Published, g.Published)
+	}
+	if err != nil {
+		return damagedManifest(mf.path, "%v", err)
+	}
+	d.val, d.archived, d.archive = g.val, g.archived, g.archive
+	*g = d
+	return nil
+}
+
+// entries returns every kept generation's record as the manifest holds
+// it, each with its publish time: lazy, but for a format-2 manifest's,
+// which are decoded (its entries have no publish time). The slice is
+// shared: do not modify it.
+func (mf *manifest) entries() ([]*genRecord, error) {
+	if mf.version < 3 {
+		return mf.records()
+	}
+	for i := range mf.gens {
+		if mf.gens[i].damaged {
+			return nil, damagedManifest(mf.path, "generation entry %d", mf.gens[i].Generation)
+		}
+	}
+	return mf.gens, nil
 }
 
 // peek returns the record of generation n as decoded as it is now,
@@ -182,9 +254,9 @@ func (mf *manifest) peek(n uint64) (*genRecord, bool) {
 	case !ok:
 		return nil, false
 	case mf.histDone.Load():
-		return &mf.hist[i], true
+		return mf.hist[i], true
 	}
-	return &mf.gens[i], true
+	return mf.gens[i], true
 }
 
 // damagedManifest is the error for a manifest that cannot be read.
@@ -221,10 +293,13 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	if len(fv) != 4 {
 		return nil, bad("no format version")
 	}
-	if v := binary.BigEndian.Uint32(fv); v > FormatVersion {
-		return nil, fmt.Errorf("%w: %s was written by a newer noether-mirror (format %d > %d): upgrade", ErrFormatVersion, path, v, FormatVersion)
+	mf := &manifest{path: path, version: binary.BigEndian.Uint32(fv)}
+	if prev != nil {
+		mf.gens = make([]*genRecord, 0, len(prev.gens)+1)
 	}
-	mf := &manifest{path: path}
+	if mf.version > FormatVersion {
+		return nil, fmt.Errorf("%w: %s was written by a newer noether-mirror (format %d > %d): upgrade", ErrFormatVersion, path, mf.version, FormatVersion)
+	}
 	var ok bool
 	if mf.current, ok = u64(b.Get([]byte(metaCurrent))); !ok {
 		return nil, bad("no current generation")
@@ -236,26 +311,42 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	if gb == nil {
 		return nil, bad("no generations")
 	}
+	same := func(g *genRecord, v []byte) bool {
+		if mf.version >= 3 {
+			return bytes.Equal(g.val, v)
+		}
+		return g.val == nil && bytes.Equal(g.raw, v)
+	}
 	err := gb.ForEach(func(k, v []byte) error {
 		n, ok := u64(k)
 		if !ok {
 			return bad("generation entry %x", k)
 		}
 		if prev != nil {
-			if g, ok := prev.peek(n); ok && bytes.Equal(g.raw, v) && (!g.lazy || n != mf.current) {
-				mf.gens = append(mf.gens, *g)
+			if g, ok := prev.peek(n); ok && same(g, v) && (!g.lazy || n != mf.current) {
+				mf.gens = append(mf.gens, g)
 				return nil
 			}
 		}
-		if n != mf.current {
-			mf.gens = append(mf.gens, genRecord{Generation: n, raw: bytes.Clone(v), lazy: true})
-			return nil
+		g, err := parseEntry(mf.version, n, v)
+		if err != nil && n != mf.current {
+			// Only what needs the history fails (see decode).
+			g, err = genRecord{Generation: n, lazy: true, val: bytes.Clone(v), damaged: true}, nil
 		}
-		g, err := decodeGenRecord(n, v)
 		if err != nil {
 			return bad("%v", err)
 		}
-		mf.gens = append(mf.gens, g)
+		if n == mf.current {
+			if g.archived {
+				return bad("the current generation %d is archived", n)
+			}
+			val := g.val
+			if g, err = decodeGenRecord(n, g.raw); err != nil {
+				return bad("%v", err)
+			}
+			g.val = val
+		}
+		mf.gens = append(mf.gens, &g)
 		return nil
 	})
 	if err != nil {
@@ -329,20 +420,28 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 		}
 	}()
 	var fresh []int // records encoded here, which the check decodes
-	for i := range mf.gens {
-		g := &mf.gens[i]
-		if g.raw == nil {
-			j, err := json.Marshal(g)
-			if err != nil {
-				return err
+	for i, g := range mf.gens {
+		if g.val == nil { // records are shared: a new one gets its entry
+			if g.lazy && !g.archived { // from a format-2 manifest: no publish time yet
+				return fmt.Errorf("generation %d: writing a record not decoded", g.Generation)
 			}
-			g.raw = j
-			fresh = append(fresh, i)
+			c := *g
+			if c.raw == nil && !c.archived {
+				j, err := json.Marshal(&c)
+				if err != nil {
+					return err
+				}
+				c.raw = j
+				fresh = append(fresh, i)
+			}
+			c.val = c.entry()
+			g, mf.gens[i] = &c, &c
 		}
-		if err := l.Put(bucketGens, beUint64(g.Generation), g.raw); err != nil {
+		if err := l.Put(bucketGens, beUint64(g.Generation), g.val); err != nil {
 			return err
 		}
 	}
+	mf.version = FormatVersion
 	fv := make([]byte, 4)
 	binary.BigEndian.PutUint32(fv, FormatVersion)
 	for _, e := range []metaEntry{ // in key order
@@ -369,14 +468,14 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 			return errors.New("the manifest reads back different")
 		}
 		for i := range got.gens {
-			if !bytes.Equal(got.gens[i].raw, mf.gens[i].raw) {
+			if !bytes.Equal(got.gens[i].val, mf.gens[i].val) {
 				return fmt.Errorf("generation %d reads back different", mf.gens[i].Generation)
 			}
 		}
 		// Records taken from a manifest read before were checked there;
 		// a new one is checked as a reader will check it.
 		for _, i := range fresh {
-			if _, err := decodeGenRecord(mf.gens[i].Generation, got.gens[i].raw); err != nil {
+			if _, err := decodeGenRecord(mf.gens[i].Generation, got.gens[i].val[entryHead:]); err != nil {
 				return err
 			}
 		}

@@ -243,7 +243,7 @@ func createEmpty(path string, opts Options) error {
 	}
 	rec := genRecord{Generation: 0, Digest: digestHex(&res.lt), Published: res.meta.Published,
 		Counts: map[string]int{}, ByEffect: map[string]int{}, Base: baseName(0), Bytes: res.meta.SizeBytes}
-	mtmp, err := writeManifest(path, &manifest{current: 0, state: res.lt, gens: []genRecord{rec}}, opts)
+	mtmp, err := writeManifest(path, &manifest{current: 0, state: res.lt, gens: []*genRecord{&rec}}, opts)
 	if err != nil {
 		return err
 	}
@@ -376,6 +376,7 @@ func openSnapOnce(path string, opts Options, prev *snap) (*snap, error) {
 		return fileSnap(newDataFile(path, db, fi), opts)
 	}
 	_ = db.Close()
+	mf.opts = opts
 	s, err := openGen(path, mf, mf.current, opts, prev)
 	if err != nil {
 		return nil, err

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -246,7 +245,7 @@ func TestManifestRecordsReused(t *testing.T) {
 	}
 	again := read(first)
 	for i := range first.gens {
-		if &again.gens[i].raw[0] != &first.gens[i].raw[0] {
+		if again.gens[i] != first.gens[i] {
 			t.Errorf("generation %d was read again, not taken from the manifest read before", first.gens[i].Generation)
 		}
 	}
@@ -261,11 +260,14 @@ func TestManifestRecordsReused(t *testing.T) {
 		}
 	}
 	// The same generation numbers with other records.
-	stale := &manifest{gens: slices.Clone(want)}
-	for i := range stale.gens {
-		g := &stale.gens[i]
+	stale := &manifest{}
+	for _, w := range want {
+		g := new(genRecord)
+		*g = *w
+		stale.gens = append(stale.gens, g)
 		g.Total, g.Base = -1, "elsewhere"
 		g.raw, _ = json.Marshal(g)
+		g.val = g.entry()
 	}
 	got, err := read(stale).records()
 	if err != nil {
@@ -404,7 +406,7 @@ func TestWriteManifestChecksNewRecord(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "m.db")
 	for _, base := range []string{"../outside.base", ""} {
 		rec := genRecord{Generation: 3, Base: base, Counts: map[string]int{}, ByEffect: map[string]int{}}
-		if tmp, err := writeManifest(path, &manifest{current: 3, gens: []genRecord{rec}}, Options{}.normalized()); !errors.Is(err, ErrCorrupt) {
+		if tmp, err := writeManifest(path, &manifest{current: 3, gens: []*genRecord{&rec}}, Options{}.normalized()); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("a record naming base %q: %v (%s), want ErrCorrupt", base, err, tmp)
 		}
 	}

@@ -46,7 +46,7 @@ func (w *Writer) upgrade() error {
 		ByEffect: meta.ByEffect, Total: meta.Total, Quarantined: meta.Quarantined,
 		Base: baseName(g), Bytes: old.meta.SizeBytes,
 	}
-	if err := m.writeManifestFile(&manifest{current: g, state: state, gens: []genRecord{rec}}); err != nil {
+	if err := m.writeManifestFile(&manifest{current: g, state: state, gens: []*genRecord{&rec}}); err != nil {
 		return fmt.Errorf("upgrading %s to format 2: %w", m.path, err)
 	}
 	m.log.Info("mirror: upgraded to format 2 (generations); noether-mirror versions before it cannot read it", "path", m.path, "generation", g)

@@ -110,8 +110,8 @@ func TestUpgradeFromFormat1(t *testing.T) {
 	}
 	_ = db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMeta)
-		if string(b.Get([]byte(metaMagic))) != magic || binary.BigEndian.Uint32(b.Get([]byte(metaFormatVersion))) != 2 {
-			t.Error("the manifest does not carry the marker and format version 2 where format-1 readers look")
+		if string(b.Get([]byte(metaMagic))) != magic || binary.BigEndian.Uint32(b.Get([]byte(metaFormatVersion))) != FormatVersion {
+			t.Errorf("the manifest does not carry the marker and format version %d where format-1 readers look", FormatVersion)
 		}
 		return nil
 	})

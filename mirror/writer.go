@@ -98,12 +98,12 @@ func (m *Mirror) begin(ctx context.Context, mode string) (*Writer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	lock, err := lockFile(m.lockPath())
+	lock, stale, err := lockFile(m.lockPath())
 	if err != nil {
 		return nil, err
 	}
 	w := &Writer{m: m, lock: lock, mode: mode, verifier: m.newVerifier()}
-	if err := w.start(); err != nil {
+	if err := w.start(stale); err != nil {
 		w.release()
 		return nil, err
 	}
@@ -111,11 +111,14 @@ func (m *Mirror) begin(ctx context.Context, mode string) (*Writer, error) {
 }
 
 // start prepares a new writer's staging file: a killed sync's, resumed,
-// or a fresh one. On error a fresh staging file is removed again; the
-// caller releases the writer.
-func (w *Writer) start() error {
+// or a fresh one, first removing the temporary files of a writer that
+// did not release the lock (stale: see lockFile). On error a fresh
+// staging file is removed again; the caller releases the writer.
+func (w *Writer) start(stale bool) error {
 	m := w.m
-	m.removeTemps()
+	if stale {
+		m.removeTemps()
+	}
 	if _, err := m.Reload(); err != nil {
 		return err
 	}

@@ -183,9 +183,13 @@ func printStatus(e *env, st statusJSON, f freshness) {
 		fmt.Fprintf(w, "last sync\t%s (%s)\n", st.LastSync, formatAge(f.age))
 	}
 	fmt.Fprintf(w, "generation\t%d (%d layer%s over its base)\n", st.Generation, st.Layers, plural(st.Layers))
-	if st.FormatVersion < mirror.FormatVersion {
+	switch {
+	case st.FormatVersion < 2:
 		fmt.Fprintf(w, "format\t%d: one snapshot file, no history; the next sync (or import, or local edit) upgrades it in place to format %d, which noether-mirror before generations cannot read\n", st.FormatVersion, mirror.FormatVersion)
-	} else {
+	case st.FormatVersion < mirror.FormatVersion:
+		fmt.Fprintf(w, "format\t%d: every generation's record in the manifest; the next sync (or import, or local edit) upgrades it in place to format %d, which noether-mirror before archive files cannot read\n", st.FormatVersion, mirror.FormatVersion)
+		fallthrough
+	default:
 		fmt.Fprintf(w, "history\t%d generation%s kept, the oldest %d (see mirror log)\n", st.GenerationsKept, plural(st.GenerationsKept), st.OldestGeneration)
 	}
 	fmt.Fprintf(w, "stages\t%d (draft %d, active %d, deprecated %d, tombstone %d)\n", st.Total,

@@ -1,0 +1,225 @@
+package mirror
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// A manifest lists every kept generation, but it holds the record (its
+// JSON) of the newest ones only. The records of older generations move,
+// archiveLen at a time, into immutable archive files in PATH.gens, and
+// the manifest keeps for each of them a stub: its publish time (all the
+// keep policy reads) and the archive file that holds it. A publish then
+// writes a manifest whose size hardly grows with the history kept, and
+// an archive file once every archiveLen publishes. See FORMAT.md.
+
+// archiveLen is how many records an archive file holds: a manifest holds
+// the records of at most 2×archiveLen generations, then the oldest
+// archiveLen of them move into a new archive file.
+const archiveLen = 64
+
+// Manifest entries (format 3): a kind byte, the generation's publish
+// time (Unix nanoseconds, int64 big-endian), then the record's JSON
+// (entryRecord) or the first generation of its archive file, uint64
+// big-endian (entryArchived). A format-2 manifest's entries are the JSON
+// alone.
+const (
+	entryRecord   byte = 1
+	entryArchived byte = 2
+	entryHead          = 9
+)
+
+// metaArchive marks an archive file.
+const metaArchive = "archive"
+
+// archiveName is the name in PATH.gens of the archive file whose first
+// record is generation g's.
+func archiveName(g uint64) string { return fmt.Sprintf("g%020d.archive", g) }
+
+// entry encodes g's manifest entry: its record, or a stub naming its
+// archive file.
+func (g *genRecord) entry() []byte {
+	v := make([]byte, entryHead, entryHead+len(g.raw))
+	binary.BigEndian.PutUint64(v[1:], uint64(g.Published.UnixNano()))
+	if g.archived {
+		v[0] = entryArchived
+		return binary.BigEndian.AppendUint64(v, g.archive)
+	}
+	v[0] = entryRecord
+	return append(v, g.raw...)
+}
+
+// parseEntry reads the manifest entry v of generation n in a manifest of
+// format version: a lazy record (see manifest).
+func parseEntry(version uint32, n uint64, v []byte) (genRecord, error) {
+	if version < 3 {
+		return genRecord{Generation: n, raw: bytes.Clone(v), lazy: true}, nil
+	}
+	if len(v) < entryHead {
+		return genRecord{}, fmt.Errorf("generation entry %d is %d bytes", n, len(v))
+	}
+	g := genRecord{Generation: n, lazy: true, val: bytes.Clone(v)}
+	g.Published = time.Unix(0, int64(binary.BigEndian.Uint64(v[1:]))).UTC()
+	switch v[0] {
+	case entryRecord:
+		g.raw = g.val[entryHead:]
+	case entryArchived:
+		if len(v) != entryHead+8 {
+			return genRecord{}, fmt.Errorf("generation entry %d is %d bytes", n, len(v))
+		}
+		g.archived, g.archive = true, binary.BigEndian.Uint64(v[entryHead:])
+		if g.archive > n {
+			return genRecord{}, fmt.Errorf("generation %d is archived in a file that starts later, at %d", n, g.archive)
+		}
+	default:
+		return genRecord{}, fmt.Errorf("generation entry %d is of unknown kind %d", n, v[0])
+	}
+	return g, nil
+}
+
+// archiveOldest moves the records of the oldest archiveLen generations mf
+// holds records of into a new archive file, written, fsynced and checked
+// in dir, when mf holds more than 2×archiveLen: their entries become
+// stubs. The caller makes dir durable before mf can name the file.
+func archiveOldest(dir string, mf *manifest, opts Options) error {
+	var held []int
+	for i := range mf.gens {
+		if !mf.gens[i].archived {
+			held = append(held, i)
+		}
+	}
+	if len(held) <= 2*archiveLen {
+		return nil
+	}
+	batch := held[:archiveLen]
+	first := mf.gens[batch[0]].Generation
+	final := filepath.Join(dir, archiveName(first))
+	tmp := tempName(final)
+	err := writeArchive(tmp, mf, batch, opts)
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, final)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return noSpace(fmt.Errorf("writing the archive of generations %d to %d, %s: %w", first, mf.gens[batch[len(batch)-1]].Generation, final, err), tmp, 0)
+	}
+	for _, i := range batch { // records are shared: copies change
+		g := *mf.gens[i]
+		g.archived, g.archive, g.val = true, first, nil
+		mf.gens[i] = &g
+	}
+	return nil
+}
+
+// writeArchive writes the records mf.gens[batch] to the archive file
+// name, and checks that it reads them back.
+func writeArchive(name string, mf *manifest, batch []int, opts Options) (err error) {
+	l, err := newFileLoader(name, opts, bucketGens, bucketMeta)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := l.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	for _, i := range batch {
+		g := mf.gens[i]
+		if g.raw == nil {
+			return fmt.Errorf("generation %d has no record to archive", g.Generation)
+		}
+		if err := l.Put(bucketGens, beUint64(g.Generation), g.raw); err != nil {
+			return err
+		}
+	}
+	fv := binary.BigEndian.AppendUint32(nil, FormatVersion)
+	for _, e := range []metaEntry{ // in key order
+		{metaArchive, []byte("1")},
+		{metaFormatVersion, fv},
+		{metaMagic, []byte(magic)},
+	} {
+		if err := l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
+			return err
+		}
+	}
+	if err := l.Finish(); err != nil {
+		return err
+	}
+	return checkSmallFile(name, opts, func(tx *bolt.Tx) error {
+		got, err := readArchive(tx, name)
+		if err != nil {
+			return err
+		}
+		if len(got) != len(batch) {
+			return fmt.Errorf("it reads back %d records, want %d", len(got), len(batch))
+		}
+		for _, i := range batch {
+			if !bytes.Equal(got[mf.gens[i].Generation], mf.gens[i].raw) {
+				return fmt.Errorf("generation %d reads back different", mf.gens[i].Generation)
+			}
+		}
+		return nil
+	})
+}
+
+// readArchive returns the records the archive file in tx (read from
+// path) holds, by generation, copied out of the file.
+func readArchive(tx *bolt.Tx, path string) (map[uint64][]byte, error) {
+	meta, gb := tx.Bucket(bucketMeta), tx.Bucket(bucketGens)
+	if meta == nil || gb == nil || string(meta.Get([]byte(metaMagic))) != magic || meta.Get([]byte(metaArchive)) == nil {
+		return nil, corruptf(path, "not a noether-mirror archive file")
+	}
+	if fv := meta.Get([]byte(metaFormatVersion)); len(fv) != 4 || binary.BigEndian.Uint32(fv) > FormatVersion {
+		return nil, fmt.Errorf("%w: %s was written by a newer noether-mirror: upgrade", ErrFormatVersion, path)
+	}
+	recs := map[uint64][]byte{}
+	err := gb.ForEach(func(k, v []byte) error {
+		n, ok := u64(k)
+		if !ok {
+			return corruptf(path, "generation key %x", k)
+		}
+		recs[n] = bytes.Clone(v)
+		return nil
+	})
+	return recs, err
+}
+
+// errArchiveGone marks an archive file a manifest names that is not
+// there.
+var errArchiveGone = errors.New("an archive file of the manifest is missing")
+
+// loadArchive reads the archive file of the mirror at path whose first
+// record is generation first's. A missing file wraps ErrGenerationGone:
+// a writer removes one only once the keep policy dropped all its
+// generations, after a manifest that no longer names it, so a reader of
+// an older manifest meets that.
+func loadArchive(path string, first uint64, opts Options) (map[uint64][]byte, error) {
+	name := filepath.Join(gensDir(path), archiveName(first))
+	if _, err := os.Stat(name); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %w: %s: the generations from %d it recorded were collected since the manifest was read (reload and retry), or it was lost (run `mirror verify`)",
+			ErrGenerationGone, errArchiveGone, name, first)
+	}
+	db, _, err := openBoltFile(name, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var recs map[uint64][]byte
+	err = guarded(name, func() error {
+		return db.View(func(tx *bolt.Tx) (err error) {
+			recs, err = readArchive(tx, name)
+			return err
+		})
+	})
+	return recs, err
+}

@@ -1,0 +1,391 @@
+package mirror
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// manifestEntries returns the kinds of the entries of the manifest at
+// path (entryRecord, entryArchived; 0 for a format-2 entry) and its
+// format version.
+func manifestEntries(t *testing.T, path string) (kinds map[uint64]byte, version uint32) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o444, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	kinds = map[uint64]byte{}
+	err = db.View(func(tx *bolt.Tx) error {
+		version = binary.BigEndian.Uint32(tx.Bucket(bucketMeta).Get([]byte(metaFormatVersion)))
+		return tx.Bucket(bucketGens).ForEach(func(k, v []byte) error {
+			kinds[binary.BigEndian.Uint64(k)] = 0
+			if version >= 3 {
+				kinds[binary.BigEndian.Uint64(k)] = v[0]
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kinds, version
+}
+
+// gensFiles lists the files in the mirror's PATH.gens.
+func gensFiles(t *testing.T, m *Mirror) []string {
+	t.Helper()
+	ents, err := os.ReadDir(gensDir(m.Path()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// neededFiles lists the files of PATH.gens that the generations m keeps
+// read: their data files and the archive files of their records.
+func neededFiles(t *testing.T, m *Mirror) []string {
+	t.Helper()
+	s, err := m.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.release()
+	recs, err := s.mf.records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	need := map[string]bool{}
+	for _, g := range recs {
+		for _, f := range g.files() {
+			need[f] = true
+		}
+		if g.archived {
+			need[archiveName(g.archive)] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(need))
+}
+
+// TestArchiveFiles publishes more generations than a manifest holds the
+// records of: the oldest move into archive files, the manifest holds at
+// most 2×archiveLen records, and the history still reads as published,
+// in this process and a fresh one (log, --at, diff, verify).
+func TestArchiveFiles(t *testing.T) {
+	m := newTemp(t, Options{})
+	syncGenerated(t, m, 0, 5)
+	key := testKey()
+	published := map[uint64]Meta{}
+	start, err := m.Generations(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range start {
+		published[g.Generation] = g
+	}
+	for i := range 2*archiveLen + 40 {
+		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+		meta := m.Meta()
+		published[meta.Generation] = meta
+	}
+	kinds, version := manifestEntries(t, m.Path())
+	if version != FormatVersion {
+		t.Fatalf("manifest format %d, want %d", version, FormatVersion)
+	}
+	var held, archived []uint64
+	for g, k := range kinds {
+		switch k {
+		case entryRecord:
+			held = append(held, g)
+		case entryArchived:
+			archived = append(archived, g)
+		default:
+			t.Fatalf("generation %d: entry kind %d", g, k)
+		}
+	}
+	if len(held) > 2*archiveLen || len(archived) == 0 || len(kinds) != len(published) {
+		t.Fatalf("the manifest holds %d records and %d stubs of %d generations: want at most %d records, some stubs",
+			len(held), len(archived), len(published), 2*archiveLen)
+	}
+	if slices.Max(archived) > slices.Min(held) {
+		t.Fatalf("generation %d is archived, %d is not: the oldest records move first", slices.Max(archived), slices.Min(held))
+	}
+	if got, want := gensFiles(t, m), neededFiles(t, m); !slices.Equal(got, want) {
+		t.Fatalf("PATH.gens holds %v, want %v", got, want)
+	}
+	fresh, err := Open(m.Path(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	for _, mm := range []*Mirror{m, fresh} {
+		gens, err := mm.Generations(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gens) != len(published) {
+			t.Fatalf("%d generations listed, %d published", len(gens), len(published))
+		}
+		for _, g := range gens {
+			want := published[g.Generation]
+			if g.Digest != want.Digest || g.Total != want.Total || !g.Published.Equal(want.Published) || g.Changes != want.Changes {
+				t.Fatalf("generation %d lists as %+v, was published as %+v", g.Generation, g, want)
+			}
+		}
+	}
+	slices.Sort(archived)
+	old := archived[0]
+	sn, err := fresh.SnapshotAt(t.Context(), fmt.Sprint(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.Meta().Digest != published[old].Digest {
+		t.Fatalf("--at %d reads digest %s, want %s", old, sn.Meta().Digest, published[old].Digest)
+	}
+	sn.Close()
+	d, err := fresh.Diff(t.Context(), fmt.Sprint(old), fmt.Sprint(old+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Changes() != published[old+1].Changes {
+		t.Fatalf("diff %d %d counts %+v, the publish %+v", old, old+1, d.Changes(), published[old+1].Changes)
+	}
+	if _, err := fresh.Resolve(t.Context(), published[old].Digest[:12]); err != nil {
+		t.Fatalf("resolving an archived generation's digest: %v", err)
+	}
+	mustVerify(t, fresh)
+}
+
+// TestArchivesCollected keeps a bounded history while publishing past
+// it: after every publish PATH.gens holds exactly the files the kept
+// generations read (the sweep after a publish lists nothing, so this is
+// its differential test against the full one), archive files included,
+// and an archive file goes once the policy dropped all its generations.
+func TestArchivesCollected(t *testing.T) {
+	const last = 2*archiveLen + 10
+	m := newTemp(t, Options{Keep: KeepPolicy{Last: last, Within: -1}, MaxLayers: 4, MaxOverlay: 40, MaxMerged: 120})
+	syncGenerated(t, m, 0, 30)
+	key := testKey()
+	sawArchive, sawDropped := false, false
+	var firstArchive string
+	for i := range last + 2*archiveLen {
+		var err error
+		switch i % 3 {
+		case 0, 1:
+			_, err = m.Put(t.Context(), genStage(t, 100+i, 100, key))
+		default:
+			err = m.Remove(t.Context(), genStage(t, 100+i-1, 100, key).ID)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, want := gensFiles(t, m), neededFiles(t, m)
+		if !slices.Equal(got, want) {
+			t.Fatalf("publish %d: PATH.gens holds %v, want %v", i, got, want)
+		}
+		for _, f := range got {
+			if strings.HasSuffix(f, ".archive") && firstArchive == "" {
+				firstArchive, sawArchive = f, true
+			}
+		}
+		if firstArchive != "" && !slices.Contains(got, firstArchive) {
+			sawDropped = true
+		}
+	}
+	if !sawArchive || !sawDropped {
+		t.Fatalf("an archive file was written: %v; the first one collected: %v", sawArchive, sawDropped)
+	}
+	gens, err := m.Generations(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gens) != last {
+		t.Fatalf("%d generations kept, want %d", len(gens), last)
+	}
+	mustVerify(t, m)
+}
+
+// TestArchiveMissing removes an archive file: the current generation
+// still reads, a publish still works, and the history answers
+// ErrGenerationGone, naming the file, instead of a partial log.
+func TestArchiveMissing(t *testing.T) {
+	m := newTemp(t, Options{})
+	syncGenerated(t, m, 0, 5)
+	key := testKey()
+	for i := range 2*archiveLen + 1 {
+		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var archive string
+	for _, f := range gensFiles(t, m) {
+		if strings.HasSuffix(f, ".archive") {
+			archive = f
+		}
+	}
+	if archive == "" {
+		t.Fatal("no archive file")
+	}
+	if err := os.Remove(filepath.Join(gensDir(m.Path()), archive)); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := Open(m.Path(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if _, err := fresh.GetRaw(t.Context(), genStage(t, 100, 100, key).ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fresh.Put(t.Context(), genStage(t, 99, 100, key)); err != nil {
+		t.Fatalf("publish with an archive file missing: %v", err)
+	}
+	_, err = fresh.Generations(t.Context())
+	if !errors.Is(err, ErrGenerationGone) || !strings.Contains(err.Error(), archive) {
+		t.Fatalf("log with an archive file missing: %v, want ErrGenerationGone naming %s", err, archive)
+	}
+}
+
+// TestArchiveDamaged replaces an archive file by garbage: the history
+// answers ErrCorrupt.
+func TestArchiveDamaged(t *testing.T) {
+	m := newTemp(t, Options{})
+	syncGenerated(t, m, 0, 5)
+	key := testKey()
+	for i := range 2*archiveLen + 1 {
+		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range gensFiles(t, m) {
+		if strings.HasSuffix(f, ".archive") {
+			if err := os.WriteFile(filepath.Join(gensDir(m.Path()), f), []byte("not an archive"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fresh, err := Open(m.Path(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if _, err := fresh.Generations(t.Context()); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("log with a damaged archive file: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestFormat2Manifest reads a mirror whose manifest is format 2 (every
+// entry the record's JSON alone, as noether-mirror before archive files
+// wrote it): it reads as before, and the first publish upgrades it to
+// format 3 with its history intact.
+func TestFormat2Manifest(t *testing.T) {
+	m := newTemp(t, Options{})
+	syncGenerated(t, m, 0, 5)
+	key := testKey()
+	for i := range 4 {
+		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := m.Generations(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := m.Path()
+	m.Close()
+	db, err := bolt.Open(path, 0o644, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		gb := tx.Bucket(bucketGens)
+		old := map[string][]byte{}
+		if err := gb.ForEach(func(k, v []byte) error { old[string(k)] = v[entryHead:]; return nil }); err != nil {
+			return err
+		}
+		for k, v := range old {
+			if err := gb.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put([]byte(metaFormatVersion), binary.BigEndian.AppendUint32(nil, 2))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, v := manifestEntries(t, path); v != 2 {
+		t.Fatalf("the test made a format-%d manifest", v)
+	}
+	m, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if v := m.Meta().FormatVersion; v != 2 {
+		t.Fatalf("a format-2 mirror reports format %d", v)
+	}
+	sameGens := func(when string, got []Meta) {
+		t.Helper()
+		for i, g := range before {
+			if got[i].Generation != g.Generation || got[i].Digest != g.Digest || !got[i].Published.Equal(g.Published) {
+				t.Fatalf("%s: generation %d lists as %+v, want %+v", when, g.Generation, got[i], g)
+			}
+		}
+	}
+	got, err := m.Generations(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameGens("format 2", got)
+	if _, err := m.Put(t.Context(), genStage(t, 200, 100, key)); err != nil {
+		t.Fatal(err)
+	}
+	kinds, v := manifestEntries(t, path)
+	if v != FormatVersion || len(kinds) != len(before)+1 {
+		t.Fatalf("after a publish: format %d with %d entries, want %d with %d", v, len(kinds), FormatVersion, len(before)+1)
+	}
+	if got, err = m.Generations(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	sameGens("upgraded", got)
+	if v := m.Meta().FormatVersion; v != FormatVersion {
+		t.Fatalf("after a publish the mirror reports format %d, want %d", v, FormatVersion)
+	}
+}
+
+// FuzzManifestEntry decodes format-3 manifest entries: never a panic, and
+// an entry that decodes encodes back to the same bytes.
+func FuzzManifestEntry(f *testing.F) {
+	g := genRecord{Generation: 7, Published: time.Date(2026, 12, 6, 12, 0, 0, 5, time.UTC), raw: []byte(`{"generation":7}`)}
+	f.Add(uint64(7), g.entry())
+	g.archived, g.archive = true, 3
+	f.Add(uint64(7), g.entry())
+	f.Add(uint64(2), g.entry())
+	f.Add(uint64(1), []byte{entryRecord, 0, 0})
+	f.Fuzz(func(t *testing.T, n uint64, v []byte) {
+		g, err := parseEntry(3, n, v)
+		if err != nil {
+			return
+		}
+		if got := g.entry(); string(got) != string(v) {
+			t.Fatalf("entry %x decodes to %+v, which encodes to %x", v, g, got)
+		}
+	})
+}
