@@ -230,8 +230,9 @@ func (w *Writer) resume() bool {
 // survive a crash, so the page writer lays it out without one (a local
 // edit is a few milliseconds, and an fsync is one of them).
 func (w *Writer) initStaging() (err error) {
-	l, err := boltfile.NewPageLoaderWith(w.m.nextPath(), pageSize, stagingBuckets(),
-		boltfile.PageLoaderOptions{BufferBytes: pageSize, NoSync: true})
+	ps := w.stagingPageSize()
+	l, err := boltfile.NewPageLoaderWith(w.m.nextPath(), ps, stagingBuckets(),
+		boltfile.PageLoaderOptions{BufferBytes: ps, NoSync: true})
 	if err != nil {
 		return err
 	}
@@ -279,17 +280,27 @@ func (w *Writer) forgetFill() error {
 	})
 }
 
+// stagingPageSize is the page size of a new staging file. A sync's log
+// only grows at its end, so the snapshot's 64 KiB pages suit it too: a
+// commit writes about its own bytes and one more leaf. A local edit
+// stages a few stages, for which an empty file of 64 KiB pages (a root
+// page a bucket) already writes 600 KB: it takes a delta's 4 KiB pages.
+func (w *Writer) stagingPageSize() int {
+	if w.mode == modeLocal {
+		return smallPageSize
+	}
+	return pageSize
+}
+
 // openStaging opens (creating if needed) PATH.next read-write and makes
 // sure it has the staging buckets.
 func (w *Writer) openStaging() error {
 	next := w.m.nextPath()
-	// A sync's log only grows at its end, so the snapshot's 64 KiB pages
-	// suit it too: a commit writes about its own bytes and one more leaf.
 	db, err := bolt.Open(next, 0o644, &bolt.Options{
 		Timeout:        w.m.opts.LockTimeout,
 		FreelistType:   bolt.FreelistMapType,
 		NoFreelistSync: false,
-		PageSize:       pageSize,
+		PageSize:       w.stagingPageSize(), // only for a file bbolt creates
 		// No fsync per commit: a sync fsyncs every stagingSyncInterval
 		// (and when it stops), a local write is redone from scratch. Nor
 		// when a commit grows the file (bbolt's default).
