@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -43,11 +45,20 @@ const metaArchive = "archive"
 // record is generation g's.
 func archiveName(g uint64) string { return fmt.Sprintf("g%020d.archive", g) }
 
+// noTime stands for a zero publish time in an entry (a generation
+// upgraded from a format-1 file that recorded none), which UnixNano
+// cannot represent.
+const noTime = math.MinInt64
+
 // entry encodes g's manifest entry: its record, or a stub naming its
 // archive file.
 func (g *genRecord) entry() []byte {
 	v := make([]byte, entryHead, entryHead+len(g.raw))
-	binary.BigEndian.PutUint64(v[1:], uint64(g.Published.UnixNano()))
+	t := int64(noTime)
+	if !g.Published.IsZero() {
+		t = g.Published.UnixNano()
+	}
+	binary.BigEndian.PutUint64(v[1:], uint64(t))
 	if g.archived {
 		v[0] = entryArchived
 		return binary.BigEndian.AppendUint64(v, g.archive)
@@ -66,7 +77,9 @@ func parseEntry(version uint32, n uint64, v []byte) (genRecord, error) {
 		return genRecord{}, fmt.Errorf("generation entry %d is %d bytes", n, len(v))
 	}
 	g := genRecord{Generation: n, lazy: true, val: bytes.Clone(v)}
-	g.Published = time.Unix(0, int64(binary.BigEndian.Uint64(v[1:]))).UTC()
+	if t := int64(binary.BigEndian.Uint64(v[1:])); t != noTime {
+		g.Published = time.Unix(0, t).UTC()
+	}
 	switch v[0] {
 	case entryRecord:
 		g.raw = g.val[entryHead:]
@@ -87,8 +100,9 @@ func parseEntry(version uint32, n uint64, v []byte) (genRecord, error) {
 // archiveOldest moves the records of the oldest archiveLen generations mf
 // holds records of into a new archive file, written, fsynced and checked
 // in dir, when mf holds more than 2×archiveLen: their entries become
-// stubs. The caller makes dir durable before mf can name the file.
-func archiveOldest(dir string, mf *manifest, opts Options) error {
+// stubs. It returns the file's path ("": none written). The caller makes
+// dir durable before mf can name the file.
+func archiveOldest(dir string, mf *manifest, opts Options) (string, error) {
 	var held []int
 	for i := range mf.gens {
 		if !mf.gens[i].archived {
@@ -96,7 +110,7 @@ func archiveOldest(dir string, mf *manifest, opts Options) error {
 		}
 	}
 	if len(held) <= 2*archiveLen {
-		return nil
+		return "", nil
 	}
 	batch := held[:archiveLen]
 	first := mf.gens[batch[0]].Generation
@@ -111,14 +125,14 @@ func archiveOldest(dir string, mf *manifest, opts Options) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return noSpace(fmt.Errorf("writing the archive of generations %d to %d, %s: %w", first, mf.gens[batch[len(batch)-1]].Generation, final, err), tmp, 0)
+		return "", noSpace(fmt.Errorf("writing the archive of generations %d to %d, %s: %w", first, mf.gens[batch[len(batch)-1]].Generation, final, err), tmp, 0)
 	}
 	for _, i := range batch { // records are shared: copies change
 		g := *mf.gens[i]
 		g.archived, g.archive, g.val = true, first, nil
 		mf.gens[i] = &g
 	}
-	return nil
+	return final, nil
 }
 
 // writeArchive writes the records mf.gens[batch] to the archive file
@@ -177,16 +191,20 @@ func writeArchive(name string, mf *manifest, batch []int, opts Options) (err err
 func readArchive(tx *bolt.Tx, path string) (map[uint64][]byte, error) {
 	meta, gb := tx.Bucket(bucketMeta), tx.Bucket(bucketGens)
 	if meta == nil || gb == nil || string(meta.Get([]byte(metaMagic))) != magic || meta.Get([]byte(metaArchive)) == nil {
-		return nil, corruptf(path, "not a noether-mirror archive file")
+		return nil, errors.New("not a noether-mirror archive file")
 	}
-	if fv := meta.Get([]byte(metaFormatVersion)); len(fv) != 4 || binary.BigEndian.Uint32(fv) > FormatVersion {
-		return nil, fmt.Errorf("%w: %s was written by a newer noether-mirror: upgrade", ErrFormatVersion, path)
+	fv := meta.Get([]byte(metaFormatVersion))
+	if len(fv) != 4 {
+		return nil, errors.New("no format version")
+	}
+	if v := binary.BigEndian.Uint32(fv); v > FormatVersion {
+		return nil, fmt.Errorf("%w: %s was written by a newer noether-mirror (format %d > %d): upgrade", ErrFormatVersion, path, v, FormatVersion)
 	}
 	recs := map[uint64][]byte{}
 	err := gb.ForEach(func(k, v []byte) error {
 		n, ok := u64(k)
 		if !ok {
-			return corruptf(path, "generation key %x", k)
+			return fmt.Errorf("generation key %x", k)
 		}
 		recs[n] = bytes.Clone(v)
 		return nil
@@ -202,16 +220,17 @@ var errArchiveGone = errors.New("an archive file of the manifest is missing")
 // record is generation first's. A missing file wraps ErrGenerationGone:
 // a writer removes one only once the keep policy dropped all its
 // generations, after a manifest that no longer names it, so a reader of
-// an older manifest meets that.
+// an older manifest meets that (and reloads).
 func loadArchive(path string, first uint64, opts Options) (map[uint64][]byte, error) {
 	name := filepath.Join(gensDir(path), archiveName(first))
-	if _, err := os.Stat(name); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %w: %s: the generations from %d it recorded were collected since the manifest was read (reload and retry), or it was lost (run `mirror verify`)",
-			ErrGenerationGone, errArchiveGone, name, first)
-	}
 	db, _, err := openBoltFile(name, opts)
+	if errors.Is(err, ErrNoMirror) { // not there
+		return nil, fmt.Errorf("%w: %w: %s: the generations from %d it recorded were collected since the manifest was read (reload and retry), or it was lost: "+
+			"the current generation is not affected, and `mirror gc --keep N --keep-within none`, with N small enough to drop generation %d, drops them from the history",
+			ErrGenerationGone, errArchiveGone, name, first, first)
+	}
 	if err != nil {
-		return nil, err
+		return nil, damagedArchive(name, err)
 	}
 	defer db.Close()
 	var recs map[uint64][]byte
@@ -221,5 +240,17 @@ func loadArchive(path string, first uint64, opts Options) (map[uint64][]byte, er
 			return err
 		})
 	})
+	if err != nil && !errors.Is(err, ErrFormatVersion) {
+		return nil, damagedArchive(name, err)
+	}
 	return recs, err
+}
+
+// damagedArchive is the error for the archive file name that cannot be
+// read because of err.
+func damagedArchive(name string, err error) error {
+	why := strings.TrimSuffix(err.Error(), ": "+corruptAdvice) // that advice is for a data file
+	return fmt.Errorf("%w: archive file %s, which holds the records of older generations, is damaged (%s): "+
+		"the current generation is not affected; `mirror gc --keep N --keep-within none`, with N small enough to drop the generations it records, drops them from the history",
+		ErrCorrupt, name, why)
 }

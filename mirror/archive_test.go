@@ -389,3 +389,108 @@ func FuzzManifestEntry(f *testing.F) {
 		}
 	})
 }
+
+// TestStaleManifestArchiveCollected: a reader whose manifest is a publish
+// old, after a writer's keep policy dropped every generation of an
+// archive file and removed it, still pins a generation both manifests
+// keep: it reads the new manifest and retries, instead of reporting the
+// generation collected.
+func TestStaleManifestArchiveCollected(t *testing.T) {
+	w := newTemp(t, Options{Keep: KeepPolicy{Last: 400, Within: -1}})
+	path := w.Path()
+	syncGenerated(t, w, 0, 5)
+	key := testKey()
+	for i := range 2*archiveLen + 8 {
+		if _, err := w.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	archives, _ := filepath.Glob(filepath.Join(gensDir(path), "*.archive"))
+	if len(archives) == 0 {
+		t.Fatal("no archive file")
+	}
+	w.Close()
+	r, err := Open(path, Options{ReloadInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w2, err := Open(path, Options{Keep: KeepPolicy{Last: 40, Within: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	if _, err := w2.Put(t.Context(), genStage(t, 999, 100, key)); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range archives {
+		if _, err := os.Stat(a); err == nil {
+			t.Fatalf("archive file %s, whose generations were all dropped, is still there", a)
+		}
+	}
+	kept := r.Meta().Generation - 1 // kept by both manifests
+	sn, err := r.SnapshotAt(t.Context(), fmt.Sprint(kept))
+	if err != nil {
+		t.Fatalf("pinning generation %d, which both manifests keep: %v", kept, err)
+	}
+	sn.Close()
+}
+
+// TestOrphanDataFileRemoved: a data file a killed publish renamed into
+// place, whose manifest never followed (the killed writer's pid still in
+// the lock file), is removed by the next writer, whatever its name.
+func TestOrphanDataFileRemoved(t *testing.T) {
+	m := newTemp(t, Options{})
+	syncGenerated(t, m, 0, 5)
+	orphan := filepath.Join(gensDir(m.Path()), baseName(m.Meta().Generation+1))
+	if err := os.WriteFile(orphan, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.lockPath(), []byte("123\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Put(t.Context(), genStage(t, 100, 100, testKey())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(orphan); err == nil {
+		t.Fatalf("%s, written for nothing by a killed writer, is still there", orphan)
+	}
+	if got, want := gensFiles(t, m), neededFiles(t, m); !slices.Equal(got, want) {
+		t.Fatalf("PATH.gens holds %v, want %v", got, want)
+	}
+}
+
+// TestArchiveLostDroppedByGC: generations whose archive file is lost can
+// still be dropped by GC, which reads the publish times in the manifest's
+// stubs, after which the history reads again.
+func TestArchiveLostDroppedByGC(t *testing.T) {
+	m := newTemp(t, Options{})
+	syncGenerated(t, m, 0, 5)
+	key := testKey()
+	for i := range 2*archiveLen + 1 {
+		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	archives, _ := filepath.Glob(filepath.Join(gensDir(m.Path()), "*.archive"))
+	if len(archives) != 1 {
+		t.Fatalf("archive files %v, want one", archives)
+	}
+	if err := os.Remove(archives[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Generations(t.Context()); !errors.Is(err, ErrGenerationGone) {
+		t.Fatalf("log with the archive file lost: %v, want ErrGenerationGone", err)
+	}
+	res, err := m.GC(t.Context(), &KeepPolicy{Last: archiveLen, Within: -1})
+	if err != nil {
+		t.Fatalf("gc dropping the lost generations: %v", err)
+	}
+	if len(res.Dropped) == 0 {
+		t.Fatal("gc dropped nothing")
+	}
+	if _, err := m.Generations(t.Context()); err != nil {
+		t.Fatalf("log after gc: %v", err)
+	}
+	mustVerify(t, m)
+}

@@ -119,7 +119,10 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		m.removeUnlisted(cur.gen, rec)
 		return PublishResult{}, err
 	}
-	if err := m.commit(cur.mf, rec, state); err != nil {
+	if published, err := m.commit(cur.mf, rec, state); err != nil {
+		if !published { // the files written for it would stay for nothing
+			m.removeUnlisted(cur.gen, rec)
+		}
 		return PublishResult{}, err
 	}
 	out := PublishResult{Path: m.path, Total: rec.Total, Digest: rec.Digest, Generation: rec.Generation}
@@ -222,63 +225,83 @@ func (w *Writer) rebase(ctx context.Context, cur *snap, meta Meta) (genRecord, l
 		os.Remove(tmp)
 		return genRecord{}, lthash.State{}, fmt.Errorf("placing the new base %s: %w", final, err)
 	}
-	next, err := openFile(final, w.m.opts)
+	changes, size, err := w.baseChanges(ctx, cur, final, res)
 	if err != nil {
+		os.Remove(final) // no manifest will name it
 		return genRecord{}, lthash.State{}, err
-	}
-	defer next.release()
-	changes := Changes{Added: res.meta.Total, QuarantineIn: res.meta.Quarantined}
-	if cur.meta.Total > 0 || cur.meta.Quarantined > 0 { // else everything is new
-		if changes, err = countChanges(ctx, cur, next); err != nil {
-			return genRecord{}, lthash.State{}, err
-		}
 	}
 	rec := genRecord{
 		Counts: res.meta.Counts, ByEffect: res.meta.ByEffect, Total: res.meta.Total,
-		Quarantined: res.meta.Quarantined, Base: baseName(meta.Generation), Bytes: next.base.SizeBytes,
+		Quarantined: res.meta.Quarantined, Base: baseName(meta.Generation), Bytes: size,
 		Changes: changes,
 	}
 	return rec, res.lt, nil
 }
 
+// baseChanges opens the new base final, compiled as res says, and counts
+// what it changed against cur; it returns the base's size too.
+func (w *Writer) baseChanges(ctx context.Context, cur *snap, final string, res compileResult) (Changes, int64, error) {
+	next, err := openFile(final, w.m.opts)
+	if err != nil {
+		return Changes{}, 0, err
+	}
+	defer next.release()
+	changes := Changes{Added: res.meta.Total, QuarantineIn: res.meta.Quarantined}
+	if cur.meta.Total > 0 || cur.meta.Quarantined > 0 { // else everything is new
+		if changes, err = countChanges(ctx, cur, next); err != nil {
+			return Changes{}, 0, err
+		}
+	}
+	return changes, next.base.SizeBytes, nil
+}
+
 // commit publishes generation rec (content hash state) after the
 // generations of prev: data files durable first, then the new manifest
 // renamed over PATH, then the files of generations the keep policy drops
-// are removed.
-func (m *Mirror) commit(prev *manifest, rec genRecord, state lthash.State) error {
+// are removed. published says whether the rename happened (an error
+// after it is the directory's fsync).
+func (m *Mirror) commit(prev *manifest, rec genRecord, state lthash.State) (published bool, err error) {
 	recs, err := prev.entries()
 	if err != nil {
-		return err
+		return false, err
 	}
 	mf := &manifest{current: rec.Generation, state: state, path: m.path, opts: m.opts}
 	mf.gens = m.opts.Keep.apply(append(recs[:len(recs):len(recs)], &rec), time.Now())
-	if err := m.writeManifestFile(mf); err != nil {
-		return err
+	if published, err := m.writeManifestFile(mf); err != nil {
+		return published, err
 	}
 	if _, err := m.sweepDropped(prev, mf); err != nil {
 		m.log.Warn("mirror: could not remove the files of collected generations", "dir", gensDir(m.path), "err", err)
 	}
-	return nil
+	return true, nil
 }
 
 // writeManifestFile makes mf the manifest at PATH, durably, first
 // archiving the oldest records it holds when it holds too many (see
-// archiveOldest).
-func (m *Mirror) writeManifestFile(mf *manifest) error {
+// archiveOldest). published says whether it renamed the manifest over
+// PATH (an error after that is the directory's fsync); before, it
+// removes the archive file it wrote.
+func (m *Mirror) writeManifestFile(mf *manifest) (published bool, err error) {
 	dir := gensDir(m.path)
-	if err := archiveOldest(dir, mf, m.opts); err != nil {
-		return err
+	archive, err := archiveOldest(dir, mf, m.opts)
+	if err != nil {
+		return false, err
 	}
+	defer func() {
+		if !published && archive != "" {
+			os.Remove(archive)
+		}
+	}()
 	if err := syncDir(dir); err != nil {
-		return err
+		return false, err
 	}
 	tmp, err := writeManifest(m.path, mf, m.opts)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := os.Rename(tmp, m.path); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("publishing %s: %w", m.path, err)
+		return false, fmt.Errorf("publishing %s: %w", m.path, err)
 	}
-	return syncDir(filepath.Dir(m.path))
+	return true, syncDir(filepath.Dir(m.path))
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,8 +24,8 @@ import (
 const crashEnv = "MIRROR_CRASH_CHILD_PATH"
 
 // crashOptions make the child's publishes take every path: deltas, chains
-// merged every few publishes (into a merged delta, or the folded deltas
-// after one), merged deltas rewritten as the folded deltas pass
+// merged every few publishes (into a merged delta, or their tails after
+// one), merged deltas rewritten as the folded deltas pass
 // MaxOverlay, compactions, and collection of all but the last few
 // generations after each publish.
 var crashOptions = Options{MaxOverlay: 40, MaxMerged: 120, MaxLayers: 4, Keep: KeepPolicy{Last: 3, Within: -1}}
@@ -193,14 +194,15 @@ func checkAfterKill(t *testing.T, k int, path string, seen uint64) uint64 {
 			t.Fatalf("kill %d: generation %d reads as %.12s, the manifest says %.12s (%v)", k, g.Generation, digestHex(&st), g.Digest, err)
 		}
 	}
-	// The next writer removes what the dead one left.
+	// The next writer removes what the dead one left: temporaries, and
+	// data files renamed into place whose manifest never followed.
 	w, err := m.BeginLocal(ctx)
 	if err != nil {
 		t.Fatalf("kill %d: the next writer: %v", k, err)
 	}
 	_ = w.Abort(false)
-	if left, _ := filepath.Glob(filepath.Join(gensDir(path), "*.tmp-*")); len(left) > 0 {
-		t.Errorf("kill %d: temporaries left after the next writer began: %v", k, left)
+	if got, want := gensFiles(t, m), neededFiles(t, m); !slices.Equal(got, want) {
+		t.Errorf("kill %d: after the next writer began, PATH.gens holds %v, want %v", k, got, want)
 	}
 	return meta.Generation
 }

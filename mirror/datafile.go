@@ -10,7 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// dataFile is one open data file of a format-2 mirror: a base or a
+// dataFile is one open data file of a mirror with generations: a base or a
 // delta, opened read-only. Data files never change once published, so
 // the snapshots of successive generations share the files they have in
 // common instead of opening and mapping them again (see openGen): each

@@ -106,9 +106,12 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 	if err := ctx.Err(); err != nil {
 		return GCResult{}, err
 	}
-	lock, _, err := lockFile(m.lockPath()) // GC sweeps what a killed writer left anyway
+	lock, stale, err := lockFile(m.lockPath())
 	if err != nil {
 		return GCResult{}, err
+	}
+	if stale {
+		m.removeTemps() // PATH.gens's are swept below
 	}
 	defer func() {
 		_ = lock.Truncate(0)
@@ -129,11 +132,13 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 	if policy != nil {
 		p = *policy
 	}
-	recs, err := cur.mf.records()
+	// The entries have the publish times the policy reads: a generation
+	// whose archive file is lost can be dropped.
+	recs, err := cur.mf.entries()
 	if err != nil {
 		return GCResult{}, err
 	}
-	mf := &manifest{current: cur.mf.current, state: cur.mf.state, gens: p.apply(recs, time.Now()), path: m.path}
+	mf := &manifest{current: cur.mf.current, state: cur.mf.state, gens: p.apply(recs, time.Now()), path: m.path, opts: m.opts}
 	var res GCResult
 	for _, g := range recs {
 		if !mf.has(g.Generation) {
@@ -141,7 +146,7 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 		}
 	}
 	if len(res.Dropped) > 0 {
-		if err := m.writeManifestFile(mf); err != nil {
+		if _, err := m.writeManifestFile(mf); err != nil {
 			return GCResult{}, err
 		}
 		// This Mirror's readers see the shorter history at once.
@@ -247,7 +252,8 @@ func (m *Mirror) sweepDropped(prev, mf *manifest) (GCResult, error) {
 	for _, r := range prev.gens[:n] {
 		g := *r
 		if err := prev.decode(&g, archives); err != nil {
-			return res, err
+			errs = append(errs, err) // its files stay, for GC
+			continue
 		}
 		files := g.files()
 		if g.archived {
@@ -373,23 +379,45 @@ func (m *Mirror) SnapshotAt(ctx context.Context, ref string) (*Snapshot, error) 
 		return &Snapshot{s: s, path: m.path}, nil
 	}
 	at, err := openGen(m.path, s.mf, g, m.opts, s)
-	if errors.Is(err, errDataFileGone) {
-		// Collected since this Mirror read its manifest (by another
-		// process): read the new one, so that what follows sees it too.
-		if _, rerr := m.Reload(); rerr == nil {
-			if now, aerr := m.acquire(); aerr == nil {
-				defer now.release()
-				if now.mf != nil {
-					return nil, now.mf.gone(m.path, strconv.FormatUint(g, 10))
-				}
-			}
-		}
-		return nil, fmt.Errorf("%w: generation %d of %s was collected meanwhile: %v", ErrGenerationGone, g, m.path, err)
+	if errors.Is(err, errDataFileGone) || errors.Is(err, errArchiveGone) {
+		// A file collected since this Mirror read its manifest (by
+		// another process): read the new one, so that what follows sees
+		// it too, and open g there if it still keeps it.
+		return m.snapshotAgain(g, err)
 	}
 	if err != nil {
 		return nil, err
 	}
 	at.fi = s.fi
+	return &Snapshot{s: at, path: m.path}, nil
+}
+
+// snapshotAgain pins generation g after the manifest it was read from
+// named a file collected meanwhile (err): from the manifest published
+// now, which says whether g is still kept.
+func (m *Mirror) snapshotAgain(g uint64, err error) (*Snapshot, error) {
+	if _, rerr := m.Reload(); rerr != nil {
+		return nil, fmt.Errorf("%w: generation %d of %s was collected meanwhile: %v", ErrGenerationGone, g, m.path, err)
+	}
+	now, aerr := m.acquire()
+	if aerr != nil {
+		return nil, aerr
+	}
+	defer now.release()
+	switch {
+	case now.mf == nil:
+		return nil, fmt.Errorf("%w: generation %d of %s was collected meanwhile: %v", ErrGenerationGone, g, m.path, err)
+	case !now.mf.has(g):
+		return nil, now.mf.gone(m.path, strconv.FormatUint(g, 10))
+	case g == now.meta.Generation:
+		now.refs.Add(1)
+		return &Snapshot{s: now, path: m.path}, nil
+	}
+	at, err := openGen(m.path, now.mf, g, m.opts, now)
+	if err != nil {
+		return nil, err
+	}
+	at.fi = now.fi
 	return &Snapshot{s: at, path: m.path}, nil
 }
 

@@ -20,7 +20,7 @@ import (
 	"github.com/noether-mirror/mirror/mirror/internal/lthash"
 )
 
-// A format-2 mirror is a manifest at PATH and immutable data files in the
+// A mirror with generations (format 2 and 3) is a manifest at PATH and immutable data files in the
 // directory PATH.gens: bases (complete snapshots, the format-1 layout) and
 // deltas (what one publish changed). The manifest lists every kept
 // generation with the files that make it up; publishing is writing a new
@@ -126,10 +126,9 @@ type manifest struct {
 	// path names the manifest in errors.
 	path string
 
-	histOnce sync.Once
+	histMu   sync.Mutex
 	histDone atomic.Bool
 	hist     []*genRecord // gens, every record decoded, once histDone
-	histErr  error
 }
 
 // index returns the position of generation g in gens.
@@ -161,11 +160,16 @@ func (mf *manifest) get(g uint64) (*genRecord, bool, error) {
 	if !mf.gens[i].lazy {
 		return mf.gens[i], true, nil
 	}
-	recs, err := mf.records()
-	if err != nil {
+	if recs, err := mf.records(); err == nil {
+		return recs[i], true, nil
+	}
+	// Another generation's record cannot be read (an archive collected
+	// since this manifest was read, a damaged entry): g's may be.
+	d := *mf.gens[i]
+	if err := mf.decode(&d, map[uint64]map[uint64][]byte{}); err != nil {
 		return nil, false, err
 	}
-	return recs[i], true, nil
+	return &d, true, nil
 }
 
 // oldest and newest are the first and last kept generations' numbers.
@@ -173,25 +177,33 @@ func (mf *manifest) oldest() uint64 { return mf.gens[0].Generation }
 func (mf *manifest) newest() uint64 { return mf.gens[len(mf.gens)-1].Generation }
 
 // records returns every kept generation's record, decoded (the first
-// call decodes the lazy ones). The slice is shared: do not modify it.
+// call that succeeds decodes the lazy ones, reading their archive files;
+// a failure is not kept, so a later call tries again). The slice is
+// shared: do not modify it.
 func (mf *manifest) records() ([]*genRecord, error) {
-	mf.histOnce.Do(func() {
-		recs := slices.Clone(mf.gens)
-		archives := map[uint64]map[uint64][]byte{}
-		for i, g := range recs {
-			if !g.lazy {
-				continue
-			}
-			d := *g
-			if mf.histErr = mf.decode(&d, archives); mf.histErr != nil {
-				return
-			}
-			recs[i] = &d
+	if mf.histDone.Load() {
+		return mf.hist, nil
+	}
+	mf.histMu.Lock()
+	defer mf.histMu.Unlock()
+	if mf.histDone.Load() {
+		return mf.hist, nil
+	}
+	recs := slices.Clone(mf.gens)
+	archives := map[uint64]map[uint64][]byte{}
+	for i, g := range recs {
+		if !g.lazy {
+			continue
 		}
-		mf.hist = recs
-		mf.histDone.Store(true)
-	})
-	return mf.hist, mf.histErr
+		d := *g
+		if err := mf.decode(&d, archives); err != nil {
+			return nil, err
+		}
+		recs[i] = &d
+	}
+	mf.hist = recs
+	mf.histDone.Store(true)
+	return mf.hist, nil
 }
 
 // decode decodes the lazy record g in place, reading its archive file
@@ -215,7 +227,7 @@ func (mf *manifest) decode(g *genRecord, archives map[uint64]map[uint64][]byte) 
 			archives[g.archive] = recs
 		}
 		if raw = recs[g.Generation]; raw == nil {
-			return damagedManifest(mf.path, "archive file %s has no record of generation %d", archiveName(g.archive), g.Generation)
+			return damagedArchive(filepath.Join(gensDir(mf.path), archiveName(g.archive)), fmt.Errorf("it has no record of generation %d", g.Generation))
 		}
 	}
 	d, err := decodeGenRecord(g.Generation, raw)
@@ -271,7 +283,7 @@ func baseName(g uint64) string  { return fmt.Sprintf("g%020d.base", g) }
 func deltaName(g uint64) string { return fmt.Sprintf("g%020d.delta", g) }
 
 // isManifest reports whether the meta bucket of the file tx reads marks
-// it as a manifest (format 2) rather than a snapshot.
+// it as a manifest (format 2 or 3) rather than a snapshot.
 func isManifest(tx *bolt.Tx) bool {
 	b := tx.Bucket(bucketMeta)
 	return b != nil && b.Get([]byte(metaManifest)) != nil

@@ -332,7 +332,7 @@ func guarded(path string, fn func() error) (err error) {
 }
 
 // openSnap opens what PATH holds now: the current generation of a
-// format-2 mirror (its manifest, base and deltas), or a format-1
+// mirror with generations (its manifest, base and deltas), or a format-1
 // snapshot file as it is. prev (nil: none) is a snapshot the caller
 // holds, opened before from the same PATH: what the new one has in
 // common with it (manifest records, data files, the fold of its deltas)
@@ -420,8 +420,12 @@ func fileSnap(f *dataFile, opts Options) (*snap, error) {
 func checkBoltFile(path string) error { return boltfile.CheckFile(path, pageSize) }
 
 func corruptf(path, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s: move it aside and run `mirror sync` to rebuild it (or `mirror verify` for details)", ErrCorrupt, path, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %s: %s: %s", ErrCorrupt, path, fmt.Sprintf(format, args...), corruptAdvice)
 }
+
+// corruptAdvice ends corruptf's errors: what to do about a damaged data
+// file.
+const corruptAdvice = "move it aside and run `mirror sync` to rebuild it (or `mirror verify` for details)"
 
 // dir is the mirror's directory, where its scratch files go.
 func (m *Mirror) dir() string { return filepath.Dir(m.path) }

@@ -12,11 +12,11 @@ import (
 	"github.com/noether-mirror/mirror/store"
 )
 
-// upgrade turns the format-1 mirror the writer began from into format 2,
-// in place: the snapshot file becomes the base of its own generation
-// (hard-linked into PATH.gens, so nothing is copied where the file system
-// allows), its content hash is computed, and a manifest listing that one
-// generation is renamed over PATH. Until the rename, format-1 readers read
+// upgrade turns the format-1 mirror the writer began from into one with
+// generations (FormatVersion), in place: the snapshot file becomes the
+// base of its own generation (hard-linked into PATH.gens, so nothing is
+// copied where the file system allows), its content hash is computed,
+// and a manifest listing that one generation is renamed over PATH. Until the rename, format-1 readers read
 // the file as before; after it, this version reads the same content and
 // an older one refuses the manifest with ErrFormatVersion. A crash leaves
 // either the format-1 file or the upgraded mirror, and a leftover base is
@@ -30,14 +30,14 @@ func (w *Writer) upgrade() error {
 	g := old.meta.Generation
 	final := filepath.Join(dir, baseName(g))
 	if err := linkOrCopy(m.path, final); err != nil {
-		return fmt.Errorf("upgrading %s to format 2: %w", m.path, err)
+		return fmt.Errorf("upgrading %s to generations: %w", m.path, err)
 	}
 	if err := syncDir(dir); err != nil {
 		return err
 	}
 	state, err := contentHash(context.Background(), old)
 	if err != nil {
-		return fmt.Errorf("upgrading %s to format 2: %w", m.path, err)
+		return fmt.Errorf("upgrading %s to generations: %w", m.path, err)
 	}
 	meta := withSidecar(old.meta, m.path)
 	rec := genRecord{
@@ -46,10 +46,10 @@ func (w *Writer) upgrade() error {
 		ByEffect: meta.ByEffect, Total: meta.Total, Quarantined: meta.Quarantined,
 		Base: baseName(g), Bytes: old.meta.SizeBytes,
 	}
-	if err := m.writeManifestFile(&manifest{current: g, state: state, gens: []*genRecord{&rec}}); err != nil {
-		return fmt.Errorf("upgrading %s to format 2: %w", m.path, err)
+	if _, err := m.writeManifestFile(&manifest{current: g, state: state, gens: []*genRecord{&rec}}); err != nil {
+		return fmt.Errorf("upgrading %s to generations: %w", m.path, err)
 	}
-	m.log.Info("mirror: upgraded to format 2 (generations); noether-mirror versions before it cannot read it", "path", m.path, "generation", g)
+	m.log.Info(fmt.Sprintf("mirror: upgraded to format %d (generations); noether-mirror versions before it cannot read it", FormatVersion), "path", m.path, "generation", g)
 	w.base.release()
 	w.base = nil
 	if _, err := m.Reload(); err != nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/noether-mirror/mirror/store"
 )
 
-// generation verifies what a format-2 generation adds to its base: every
+// generation verifies what a generation adds to its base: every
 // delta file, then the generation's counts and content digest.
 func (v *verifier) generation() error {
 	s := v.s

@@ -111,9 +111,10 @@ func (m *Mirror) begin(ctx context.Context, mode string) (*Writer, error) {
 }
 
 // start prepares a new writer's staging file: a killed sync's, resumed,
-// or a fresh one, first removing the temporary files of a writer that
-// did not release the lock (stale: see lockFile). On error a fresh
-// staging file is removed again; the caller releases the writer.
+// or a fresh one, first removing what a writer that did not release the
+// lock (stale: see lockFile) left: temporary files, and data files no
+// kept generation reads. On error a fresh staging file is removed again;
+// the caller releases the writer.
 func (w *Writer) start(stale bool) error {
 	m := w.m
 	if stale {
@@ -129,6 +130,12 @@ func (w *Writer) start(stale bool) error {
 	if w.base.mf == nil {
 		if err := w.upgrade(); err != nil {
 			return err
+		}
+	} else if stale {
+		// A killed publish may have renamed data files into place whose
+		// manifest never followed.
+		if _, err := m.sweep(w.base.mf); err != nil {
+			m.log.Warn("mirror: could not remove what an interrupted writer left", "dir", gensDir(m.path), "err", err)
 		}
 	}
 	next := m.nextPath()
@@ -358,7 +365,8 @@ func (m *Mirror) removeTemps() {
 		// only if a writer died in between. (Another mirror's writer in
 		// the same directory may be in between right now: its file
 		// stays usable through its descriptor, only its own unlink fails.)
-		filepath.Join(m.dir(), scratch.Pattern)} {
+		// A compaction's are in PATH.gens.
+		filepath.Join(m.dir(), scratch.Pattern), filepath.Join(gensDir(m.path), scratch.Pattern)} {
 		names, _ := filepath.Glob(pat)
 		for _, n := range names {
 			if err := os.Remove(n); err == nil {

@@ -187,7 +187,7 @@ func printStatus(e *env, st statusJSON, f freshness) {
 	case st.FormatVersion < 2:
 		fmt.Fprintf(w, "format\t%d: one snapshot file, no history; the next sync (or import, or local edit) upgrades it in place to format %d, which noether-mirror before generations cannot read\n", st.FormatVersion, mirror.FormatVersion)
 	case st.FormatVersion < mirror.FormatVersion:
-		fmt.Fprintf(w, "format\t%d: every generation's record in the manifest; the next sync (or import, or local edit) upgrades it in place to format %d, which noether-mirror before archive files cannot read\n", st.FormatVersion, mirror.FormatVersion)
+		fmt.Fprintf(w, "format\t%d: every generation's record in the manifest; the next publish (a sync that changes something, an import, a local edit) upgrades it in place to format %d, which noether-mirror before archive files cannot read\n", st.FormatVersion, mirror.FormatVersion)
 		fallthrough
 	default:
 		fmt.Fprintf(w, "history\t%d generation%s kept, the oldest %d (see mirror log)\n", st.GenerationsKept, plural(st.GenerationsKept), st.OldestGeneration)

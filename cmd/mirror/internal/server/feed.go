@@ -74,8 +74,9 @@ func (s *Server) feeder(req *request) Feeder {
 
 // FeedReady reports why m cannot serve a change feed: a format-1 mirror
 // has no content digest to prove a feed against until a sync upgrades it.
+// Every later format (generations) has one.
 func (s mirrorSource) FeedReady() error {
-	if v := s.m.Meta().FormatVersion; v < mirror.FormatVersion {
+	if v := s.m.Meta().FormatVersion; v < 2 {
 		return fmt.Errorf("it is a format-%d mirror, whose digest is not a content digest; its next sync upgrades it, and downstream mirrors list its stages until then", v)
 	}
 	return nil
