@@ -27,15 +27,21 @@ import (
 // archiveLen of them move into a new archive file.
 const archiveLen = 64
 
-// Manifest entries (format 3): a kind byte, the generation's publish
-// time (Unix nanoseconds, int64 big-endian), then the record's JSON
-// (entryRecord) or the first generation of its archive file, uint64
-// big-endian (entryArchived). A format-2 manifest's entries are the JSON
-// alone.
+// Manifest entries (format 3), under bucket gens:
+//   - a record entry, keyed by its generation: entryRecord, the
+//     generation's publish time (Unix nanoseconds, int64 big-endian; noTime
+//     for none), then the record's JSON;
+//   - an archive entry, keyed by the first generation of an archive file
+//     (which names it): entryArchived, then for each generation the
+//     manifest keeps whose record the file holds, in order, its number
+//     (uint64 big-endian) and its publish time (as above).
+//
+// A format-2 manifest's entries are the JSON alone, one a generation.
 const (
 	entryRecord   byte = 1
 	entryArchived byte = 2
-	entryHead          = 9
+	entryHead          = 9 // a record entry's bytes before the JSON
+	archivedLen        = 16
 )
 
 // metaArchive marks an archive file.
@@ -50,51 +56,68 @@ func archiveName(g uint64) string { return fmt.Sprintf("g%020d.archive", g) }
 // cannot represent.
 const noTime = math.MinInt64
 
-// entry encodes g's manifest entry: its record, or a stub naming its
-// archive file.
-func (g *genRecord) entry() []byte {
-	v := make([]byte, entryHead, entryHead+len(g.raw))
-	t := int64(noTime)
-	if !g.Published.IsZero() {
-		t = g.Published.UnixNano()
+func appendTime(v []byte, t time.Time) []byte {
+	n := int64(noTime)
+	if !t.IsZero() {
+		n = t.UnixNano()
 	}
-	binary.BigEndian.PutUint64(v[1:], uint64(t))
-	if g.archived {
-		v[0] = entryArchived
-		return binary.BigEndian.AppendUint64(v, g.archive)
-	}
-	v[0] = entryRecord
-	return append(v, g.raw...)
+	return binary.BigEndian.AppendUint64(v, uint64(n))
 }
 
-// parseEntry reads the manifest entry v of generation n in a manifest of
+func parseTime(v []byte) time.Time {
+	if n := int64(binary.BigEndian.Uint64(v)); n != noTime {
+		return time.Unix(0, n).UTC()
+	}
+	return time.Time{}
+}
+
+// entry encodes the record entry of g, which the manifest holds.
+func (g *genRecord) entry() []byte {
+	v := make([]byte, 1, entryHead+len(g.raw))
+	v[0] = entryRecord
+	return append(appendTime(v, g.Published), g.raw...)
+}
+
+// parseEntry reads the record entry v of generation n in a manifest of
 // format version: a lazy record (see manifest).
 func parseEntry(version uint32, n uint64, v []byte) (genRecord, error) {
 	if version < 3 {
 		return genRecord{Generation: n, raw: bytes.Clone(v), lazy: true}, nil
 	}
-	if len(v) < entryHead {
-		return genRecord{}, fmt.Errorf("generation entry %d is %d bytes", n, len(v))
+	if len(v) < entryHead || v[0] != entryRecord {
+		return genRecord{}, fmt.Errorf("generation entry %d is damaged", n)
 	}
-	g := genRecord{Generation: n, lazy: true, val: bytes.Clone(v)}
-	if t := int64(binary.BigEndian.Uint64(v[1:])); t != noTime {
-		g.Published = time.Unix(0, t).UTC()
-	}
-	switch v[0] {
-	case entryRecord:
-		g.raw = g.val[entryHead:]
-	case entryArchived:
-		if len(v) != entryHead+8 {
-			return genRecord{}, fmt.Errorf("generation entry %d is %d bytes", n, len(v))
-		}
-		g.archived, g.archive = true, binary.BigEndian.Uint64(v[entryHead:])
-		if g.archive > n {
-			return genRecord{}, fmt.Errorf("generation %d is archived in a file that starts later, at %d", n, g.archive)
-		}
-	default:
-		return genRecord{}, fmt.Errorf("generation entry %d is of unknown kind %d", n, v[0])
-	}
+	g := genRecord{Generation: n, lazy: true, val: bytes.Clone(v), Published: parseTime(v[1:])}
+	g.raw = g.val[entryHead:]
 	return g, nil
+}
+
+// archiveEntry encodes the archive entry of gens: the generations the
+// manifest keeps whose records one archive file holds, in order.
+func archiveEntry(gens []*genRecord) []byte {
+	v := make([]byte, 1, 1+archivedLen*len(gens))
+	v[0] = entryArchived
+	for _, g := range gens {
+		v = appendTime(binary.BigEndian.AppendUint64(v, g.Generation), g.Published)
+	}
+	return v
+}
+
+// parseArchiveEntry reads the archive entry v of the archive file whose
+// first record is generation id's: a lazy stub a generation it lists.
+func parseArchiveEntry(id uint64, v []byte) ([]genRecord, error) {
+	if len(v) < 1+archivedLen || v[0] != entryArchived || (len(v)-1)%archivedLen != 0 {
+		return nil, fmt.Errorf("the entry of archive file %s is damaged", archiveName(id))
+	}
+	gens := make([]genRecord, 0, (len(v)-1)/archivedLen)
+	for p := v[1:]; len(p) > 0; p = p[archivedLen:] {
+		n := binary.BigEndian.Uint64(p)
+		if n < id || (len(gens) > 0 && n <= gens[len(gens)-1].Generation) {
+			return nil, fmt.Errorf("the entry of archive file %s lists generation %d out of order", archiveName(id), n)
+		}
+		gens = append(gens, genRecord{Generation: n, Published: parseTime(p[8:]), lazy: true, archived: true, archive: id})
+	}
+	return gens, nil
 }
 
 // archiveOldest moves the records of the oldest archiveLen generations mf
@@ -129,7 +152,7 @@ func archiveOldest(dir string, mf *manifest, opts Options) (string, error) {
 	}
 	for _, i := range batch { // records are shared: copies change
 		g := *mf.gens[i]
-		g.archived, g.archive, g.val = true, first, nil
+		g.archived, g.archive, g.val, g.raw = true, first, nil, nil
 		mf.gens[i] = &g
 	}
 	return final, nil

@@ -15,9 +15,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// manifestEntries returns the kinds of the entries of the manifest at
-// path (entryRecord, entryArchived; 0 for a format-2 entry) and its
-// format version.
+// manifestEntries returns, for every generation the manifest at path
+// lists, the kind of the entry that lists it (entryRecord, entryArchived;
+// 0 for a format-2 entry), and the manifest's format version.
 func manifestEntries(t *testing.T, path string) (kinds map[uint64]byte, version uint32) {
 	t.Helper()
 	db, err := bolt.Open(path, 0o444, &bolt.Options{ReadOnly: true})
@@ -29,9 +29,18 @@ func manifestEntries(t *testing.T, path string) (kinds map[uint64]byte, version 
 	err = db.View(func(tx *bolt.Tx) error {
 		version = binary.BigEndian.Uint32(tx.Bucket(bucketMeta).Get([]byte(metaFormatVersion)))
 		return tx.Bucket(bucketGens).ForEach(func(k, v []byte) error {
-			kinds[binary.BigEndian.Uint64(k)] = 0
-			if version >= 3 {
-				kinds[binary.BigEndian.Uint64(k)] = v[0]
+			n := binary.BigEndian.Uint64(k)
+			switch {
+			case version < 3:
+				kinds[n] = 0
+			case v[0] == entryArchived:
+				gens, err := parseArchiveEntry(n, v)
+				for _, g := range gens {
+					kinds[g.Generation] = entryArchived
+				}
+				return err
+			default:
+				kinds[n] = v[0]
 			}
 			return nil
 		})
@@ -370,16 +379,34 @@ func TestFormat2Manifest(t *testing.T) {
 	}
 }
 
-// FuzzManifestEntry decodes format-3 manifest entries: never a panic, and
-// an entry that decodes encodes back to the same bytes.
+// FuzzManifestEntry decodes format-3 manifest entries, record entries and
+// archive entries: never a panic, and an entry that decodes encodes back
+// to the same bytes.
 func FuzzManifestEntry(f *testing.F) {
-	g := genRecord{Generation: 7, Published: time.Date(2026, 12, 6, 12, 0, 0, 5, time.UTC), raw: []byte(`{"generation":7}`)}
+	g := &genRecord{Generation: 7, Published: time.Date(2026, 12, 6, 12, 0, 0, 5, time.UTC), raw: []byte(`{"generation":7}`)}
 	f.Add(uint64(7), g.entry())
-	g.archived, g.archive = true, 3
-	f.Add(uint64(7), g.entry())
-	f.Add(uint64(2), g.entry())
+	f.Add(uint64(3), archiveEntry([]*genRecord{g}))
+	f.Add(uint64(3), archiveEntry([]*genRecord{{Generation: 3}, g}))
+	f.Add(uint64(8), archiveEntry([]*genRecord{g}))
 	f.Add(uint64(1), []byte{entryRecord, 0, 0})
 	f.Fuzz(func(t *testing.T, n uint64, v []byte) {
+		if len(v) > 0 && v[0] == entryArchived {
+			gens, err := parseArchiveEntry(n, v)
+			if err != nil {
+				return
+			}
+			var ptrs []*genRecord
+			for i := range gens {
+				if !gens[i].archived || gens[i].archive != n || gens[i].Generation < n {
+					t.Fatalf("archive entry %x of %d decodes to %+v", v, n, gens[i])
+				}
+				ptrs = append(ptrs, &gens[i])
+			}
+			if got := archiveEntry(ptrs); string(got) != string(v) {
+				t.Fatalf("archive entry %x decodes to %+v, which encodes to %x", v, gens, got)
+			}
+			return
+		}
 		g, err := parseEntry(3, n, v)
 		if err != nil {
 			return

@@ -117,6 +117,9 @@ type manifest struct {
 	// one written here): format 2 has no archive files, and its entries
 	// are the records alone.
 	version uint32
+	// archives holds the archive entries the manifest was read or
+	// written with, by archive file (see readArchiveEntry).
+	archives map[uint64][]byte
 	// opts opens archive files.
 	opts Options
 	// gens are every kept generation's record, lazy but the current one's.
@@ -334,6 +337,10 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 		if !ok {
 			return bad("generation entry %x", k)
 		}
+		if mf.version >= 3 && len(v) > 0 && v[0] == entryArchived {
+			mf.readArchiveEntry(n, v, prev)
+			return nil
+		}
 		if prev != nil {
 			if g, ok := prev.peek(n); ok && same(g, v) && (!g.lazy || n != mf.current) {
 				mf.gens = append(mf.gens, g)
@@ -364,10 +371,59 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	for i := 1; i < len(mf.gens); i++ {
+		if mf.gens[i].Generation <= mf.gens[i-1].Generation {
+			return nil, bad("generation %d is listed after %d", mf.gens[i].Generation, mf.gens[i-1].Generation)
+		}
+	}
 	if i, ok := mf.index(mf.current); !ok || mf.gens[i].lazy {
 		return nil, bad("the current generation %d is not listed", mf.current)
 	}
 	return mf, nil
+}
+
+// readArchiveEntry appends the stubs of the archive entry v (of the
+// archive file whose first record is generation id's) to mf.gens: prev's
+// when prev read the same entry, else new ones. A damaged entry becomes
+// one damaged record: reads of the current generation go on, the history
+// fails (see decode).
+func (mf *manifest) readArchiveEntry(id uint64, v []byte, prev *manifest) {
+	if mf.archives == nil {
+		mf.archives = map[uint64][]byte{}
+	}
+	if run := prev.archivedRun(id, v); run != nil {
+		mf.gens = append(mf.gens, run...)
+		mf.archives[id] = prev.archives[id]
+		return
+	}
+	recs, err := parseArchiveEntry(id, v)
+	if err != nil {
+		mf.gens = append(mf.gens, &genRecord{Generation: id, lazy: true, damaged: true})
+		return
+	}
+	for i := range recs {
+		mf.gens = append(mf.gens, &recs[i])
+	}
+	mf.archives[id] = bytes.Clone(v)
+}
+
+// archivedRun returns the records of the generations that mf's archive
+// entry of the archive file id lists, when that entry is v (nil
+// otherwise, or when mf is nil): decoded if mf decoded them.
+func (mf *manifest) archivedRun(id uint64, v []byte) []*genRecord {
+	if mf == nil || !bytes.Equal(mf.archives[id], v) || len(v) < 1+archivedLen {
+		return nil
+	}
+	i, ok := mf.index(binary.BigEndian.Uint64(v[1:]))
+	n := (len(v) - 1) / archivedLen
+	if !ok || i+n > len(mf.gens) {
+		return nil
+	}
+	gens := mf.gens
+	if mf.histDone.Load() {
+		gens = mf.hist
+	}
+	return gens[i : i+n]
 }
 
 // decodeGenRecord decodes and checks the record of generation n, which a
@@ -432,13 +488,27 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 		}
 	}()
 	var fresh []int // records encoded here, which the check decodes
-	for i, g := range mf.gens {
+	archives := map[uint64][]byte{}
+	for i := 0; i < len(mf.gens); i++ {
+		g := mf.gens[i]
+		if g.archived { // one entry for the run of generations of its archive file
+			j := i + 1
+			for j < len(mf.gens) && mf.gens[j].archived && mf.gens[j].archive == g.archive {
+				j++
+			}
+			v := archiveEntry(mf.gens[i:j])
+			if err := l.Put(bucketGens, beUint64(g.archive), v); err != nil {
+				return err
+			}
+			archives[g.archive], i = v, j-1
+			continue
+		}
 		if g.val == nil { // records are shared: a new one gets its entry
-			if g.lazy && !g.archived { // from a format-2 manifest: no publish time yet
+			if g.lazy { // from a format-2 manifest: no publish time yet
 				return fmt.Errorf("generation %d: writing a record not decoded", g.Generation)
 			}
 			c := *g
-			if c.raw == nil && !c.archived {
+			if c.raw == nil {
 				j, err := json.Marshal(&c)
 				if err != nil {
 					return err
@@ -453,7 +523,7 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 			return err
 		}
 	}
-	mf.version = FormatVersion
+	mf.version, mf.archives = FormatVersion, archives
 	fv := make([]byte, 4)
 	binary.BigEndian.PutUint32(fv, FormatVersion)
 	for _, e := range []metaEntry{ // in key order
@@ -479,9 +549,16 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 		if got.current != mf.current || len(got.gens) != len(mf.gens) || !got.state.Equal(&mf.state) {
 			return errors.New("the manifest reads back different")
 		}
-		for i := range got.gens {
-			if !bytes.Equal(got.gens[i].val, mf.gens[i].val) {
-				return fmt.Errorf("generation %d reads back different", mf.gens[i].Generation)
+		for i, g := range got.gens {
+			w := mf.gens[i]
+			same := g.Generation == w.Generation && g.archived == w.archived
+			if w.archived {
+				same = same && g.archive == w.archive && g.Published.Equal(w.Published)
+			} else {
+				same = same && bytes.Equal(g.val, w.val)
+			}
+			if !same {
+				return fmt.Errorf("generation %d reads back different", w.Generation)
 			}
 		}
 		// Records taken from a manifest read before were checked there;
