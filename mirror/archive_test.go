@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -88,6 +89,23 @@ func neededFiles(t *testing.T, m *Mirror) []string {
 		}
 	}
 	return slices.Sorted(maps.Keys(need))
+}
+
+// archivedMirror is a mirror of 5 synced stages and then edits
+// single-stage Puts (genStage 100 on), published with opts: past
+// 2×archiveLen of them, the oldest records are archived. It returns the
+// mirror and the key the stages are signed with.
+func archivedMirror(t *testing.T, opts Options, edits int) (*Mirror, ed25519.PrivateKey) {
+	t.Helper()
+	m := newTemp(t, opts)
+	syncGenerated(t, m, 0, 5)
+	key := testKey()
+	for i := range edits {
+		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m, key
 }
 
 // TestArchiveFiles publishes more generations than a manifest holds the
@@ -234,14 +252,7 @@ func TestArchivesCollected(t *testing.T) {
 // still reads, a publish still works, and the history answers
 // ErrGenerationGone, naming the file, instead of a partial log.
 func TestArchiveMissing(t *testing.T) {
-	m := newTemp(t, Options{})
-	syncGenerated(t, m, 0, 5)
-	key := testKey()
-	for i := range 2*archiveLen + 1 {
-		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	m, key := archivedMirror(t, Options{}, 2*archiveLen+1)
 	var archive string
 	for _, f := range gensFiles(t, m) {
 		if strings.HasSuffix(f, ".archive") {
@@ -274,14 +285,7 @@ func TestArchiveMissing(t *testing.T) {
 // TestArchiveDamaged replaces an archive file by garbage: the history
 // answers ErrCorrupt.
 func TestArchiveDamaged(t *testing.T) {
-	m := newTemp(t, Options{})
-	syncGenerated(t, m, 0, 5)
-	key := testKey()
-	for i := range 2*archiveLen + 1 {
-		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	m, _ := archivedMirror(t, Options{}, 2*archiveLen+1)
 	for _, f := range gensFiles(t, m) {
 		if strings.HasSuffix(f, ".archive") {
 			if err := os.WriteFile(filepath.Join(gensDir(m.Path()), f), []byte("not an archive"), 0o644); err != nil {
@@ -423,15 +427,8 @@ func FuzzManifestEntry(f *testing.F) {
 // keep: it reads the new manifest and retries, instead of reporting the
 // generation collected.
 func TestStaleManifestArchiveCollected(t *testing.T) {
-	w := newTemp(t, Options{Keep: KeepPolicy{Last: 400, Within: -1}})
+	w, key := archivedMirror(t, Options{Keep: KeepPolicy{Last: 400, Within: -1}}, 2*archiveLen+8)
 	path := w.Path()
-	syncGenerated(t, w, 0, 5)
-	key := testKey()
-	for i := range 2*archiveLen + 8 {
-		if _, err := w.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	archives, _ := filepath.Glob(filepath.Join(gensDir(path), "*.archive"))
 	if len(archives) == 0 {
 		t.Fatal("no archive file")
@@ -491,14 +488,7 @@ func TestOrphanDataFileRemoved(t *testing.T) {
 // still be dropped by GC, which reads the publish times in the manifest's
 // stubs, after which the history reads again.
 func TestArchiveLostDroppedByGC(t *testing.T) {
-	m := newTemp(t, Options{})
-	syncGenerated(t, m, 0, 5)
-	key := testKey()
-	for i := range 2*archiveLen + 1 {
-		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	m, _ := archivedMirror(t, Options{}, 2*archiveLen+1)
 	archives, _ := filepath.Glob(filepath.Join(gensDir(m.Path()), "*.archive"))
 	if len(archives) != 1 {
 		t.Fatalf("archive files %v, want one", archives)
