@@ -76,6 +76,7 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		return PublishResult{}, err
 	}
 	m := w.m
+	defer w.releaseWritten()
 	cur, prev, err := w.current()
 	if err != nil {
 		return PublishResult{}, err
@@ -119,12 +120,15 @@ func (w *Writer) Publish(ctx context.Context, info PublishInfo) (PublishResult, 
 		m.removeUnlisted(cur.gen, rec)
 		return PublishResult{}, err
 	}
-	if published, err := m.commit(cur.mf, rec, state); err != nil {
+	mf, published, err := m.commit(cur.mf, rec, state)
+	if err != nil {
 		if !published { // the files written for it would stay for nothing
 			m.removeUnlisted(cur.gen, rec)
 		}
 		return PublishResult{}, err
 	}
+	m.handOver(mf, w.written) // to the reload in finish
+	w.written = nil
 	out := PublishResult{Path: m.path, Total: rec.Total, Digest: rec.Digest, Generation: rec.Generation}
 	// The manifest holds what the sidecar would say of the new
 	// generation: no sidecar to write. An older one no longer applies but
@@ -189,10 +193,11 @@ func (w *Writer) delta(cur *snap, cs *changeSet, gen uint64) (genRecord, lthash.
 	if err := t.apply(cur, cs); err != nil {
 		return genRecord{}, lthash.State{}, err
 	}
-	size, err := d.write(gensDir(w.m.path), gen, w.m.opts)
+	f, size, err := d.write(gensDir(w.m.path), gen, w.m.opts)
 	if err != nil {
 		return genRecord{}, lthash.State{}, err
 	}
+	w.written = append(w.written, f)
 	rec := t.rec
 	rec.Base, rec.Bytes = cur.gen.Base, size
 	total, stages, quar := d.overlayKeys(cur, keep)
@@ -258,22 +263,22 @@ func (w *Writer) baseChanges(ctx context.Context, cur *snap, final string, res c
 // commit publishes generation rec (content hash state) after the
 // generations of prev: data files durable first, then the new manifest
 // renamed over PATH, then the files of generations the keep policy drops
-// are removed. published says whether the rename happened (an error
-// after it is the directory's fsync).
-func (m *Mirror) commit(prev *manifest, rec genRecord, state lthash.State) (published bool, err error) {
+// are removed. It returns the manifest published; published says whether
+// the rename happened (an error after it is the directory's fsync).
+func (m *Mirror) commit(prev *manifest, rec genRecord, state lthash.State) (mf *manifest, published bool, err error) {
 	recs, err := prev.entries()
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
-	mf := &manifest{current: rec.Generation, state: state, path: m.path, opts: m.opts}
+	mf = &manifest{current: rec.Generation, state: state, path: m.path, opts: m.opts}
 	mf.gens = m.opts.Keep.apply(append(recs[:len(recs):len(recs)], &rec), time.Now())
 	if published, err := m.writeManifestFile(mf); err != nil {
-		return published, err
+		return nil, published, err
 	}
 	if _, err := m.sweepDropped(prev, mf); err != nil {
 		m.log.Warn("mirror: could not remove the files of collected generations", "dir", gensDir(m.path), "err", err)
 	}
-	return true, nil
+	return mf, true, nil
 }
 
 // writeManifestFile makes mf the manifest at PATH, durably, first

@@ -175,41 +175,43 @@ func (d *deltaContent) overlayKeys(cur *snap, keep int) (total, stages, quar int
 }
 
 // write writes d as the delta file of generation gen in dir, fsynced and
-// fully checked, and returns its size.
-func (d *deltaContent) write(dir string, gen uint64, opts Options) (int64, error) {
+// fully checked, and returns it open as a reader opens it (one
+// reference, the caller's), and its size.
+func (d *deltaContent) write(dir string, gen uint64, opts Options) (*dataFile, int64, error) {
 	final := filepath.Join(dir, deltaName(gen))
 	tmp := tempName(final)
-	err := d.load(tmp, gen, opts)
+	db, fi, err := d.load(tmp, gen, opts)
 	if err == nil {
-		err = os.Chmod(tmp, 0o644)
+		if err = os.Chmod(tmp, 0o644); err != nil {
+			_ = db.Close()
+		}
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return 0, noSpace(fmt.Errorf("writing the delta %s: %w", tmp, err), tmp, 0)
+		return nil, 0, noSpace(fmt.Errorf("writing the delta %s: %w", tmp, err), tmp, 0)
 	}
-	fi, err := os.Stat(tmp)
-	if err == nil {
-		err = os.Rename(tmp, final)
-	}
-	if err != nil {
+	if err := os.Rename(tmp, final); err != nil {
+		_ = db.Close()
 		os.Remove(tmp)
-		return 0, fmt.Errorf("writing the delta %s: %w", final, err)
+		return nil, 0, fmt.Errorf("writing the delta %s: %w", final, err)
 	}
-	return fi.Size(), nil
+	return newDataFile(final, db, fi), fi.Size(), nil
 }
 
-func (d *deltaContent) load(name string, gen uint64, opts Options) (err error) {
+// load writes d to the file name and returns it open once checked.
+func (d *deltaContent) load(name string, gen uint64, opts Options) (db *bolt.DB, fi os.FileInfo, err error) {
 	l, err := newFileLoader(name, opts, deltaBuckets(d.merged)...)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer func() {
 		if cerr := l.Close(); cerr != nil && err == nil {
-			err = cerr
+			_ = db.Close()
+			db, fi, err = nil, nil, cerr
 		}
 	}()
 	if err := d.put(l); err != nil {
-		return err
+		return nil, nil, err
 	}
 	fv := make([]byte, 4)
 	binary.BigEndian.PutUint32(fv, FormatVersion)
@@ -224,13 +226,13 @@ func (d *deltaContent) load(name string, gen uint64, opts Options) (err error) {
 	}
 	for _, e := range meta {
 		if err := l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
 	if err := l.Finish(); err != nil {
-		return err
+		return nil, nil, err
 	}
-	return checkSmallFile(name, opts, func(tx *bolt.Tx) error {
+	return openChecked(name, opts, func(tx *bolt.Tx) error {
 		ov := &overlay{stages: map[string]*ovEntry{}, quar: map[string]*layer{}}
 		if err := ov.fold(tx, &layer{&dataFile{path: name}}); err != nil {
 			return err

@@ -16,6 +16,13 @@ import (
 // are folded on top of prev's fold. The snapshot's FileInfo is the
 // caller's to set.
 func openGen(path string, mf *manifest, g uint64, opts Options, prev *snap) (*snap, error) {
+	return openGenWith(path, mf, g, opts, prev, nil)
+}
+
+// openGenWith is openGen taking the data files handed (open, a
+// reference each, which stay the caller's) where the generation reads
+// them, instead of opening them again.
+func openGenWith(path string, mf *manifest, g uint64, opts Options, prev *snap, handed []*dataFile) (*snap, error) {
 	rec, ok, err := mf.get(g)
 	if err != nil {
 		return nil, err
@@ -43,7 +50,7 @@ func openGen(path string, mf *manifest, g uint64, opts Options, prev *snap) (*sn
 		return nil, genError(g, err)
 	}
 	if len(rec.Deltas) > 0 {
-		if s.ov, err = openOverlay(dir, rec.Deltas, rec.Folded, opts, prevOv); err != nil {
+		if s.ov, err = openOverlay(dir, rec.Deltas, rec.Folded, opts, prevOv, handed); err != nil {
 			s.release()
 			return nil, genError(g, err)
 		}

@@ -597,12 +597,30 @@ func newFileLoader(name string, opts Options, buckets ...[]byte) (boltfile.Loade
 // first), every page is read under the fault guard by check and by a
 // walk of every bucket, and bbolt's consistency walk runs last.
 func checkSmallFile(name string, opts Options, check func(tx *bolt.Tx) error) error {
-	db, _, err := openBoltFile(name, opts)
-	if err != nil {
-		return err
+	db, _, err := openChecked(name, opts, check)
+	if err == nil {
+		err = db.Close()
 	}
-	defer db.Close()
-	err = guarded(name, func() error {
+	return err
+}
+
+// openChecked is checkSmallFile returning the file open, as a reader
+// opens it, when it passes.
+func openChecked(name string, opts Options, check func(tx *bolt.Tx) error) (*bolt.DB, os.FileInfo, error) {
+	db, fi, err := openBoltFile(name, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkOpen(db, name, check); err != nil {
+		_ = db.Close()
+		return nil, nil, err
+	}
+	return db, fi, nil
+}
+
+// checkOpen is what checkSmallFile checks of the file name, open as db.
+func checkOpen(db *bolt.DB, name string, check func(tx *bolt.Tx) error) error {
+	err := guarded(name, func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			if err := check(tx); err != nil {
 				return err

@@ -124,6 +124,7 @@ type Mirror struct {
 
 	reloadMu  sync.Mutex
 	nextCheck atomic.Int64 // unix nanos of the next staleness check
+	handed    *handoff     // under reloadMu: see handOver
 
 	writeMu sync.Mutex // serialises this Mirror's own local writes
 
@@ -198,7 +199,7 @@ func (s *snap) release() {
 // newer noether-mirror is ErrFormatVersion.
 func Open(path string, opts Options) (*Mirror, error) {
 	opts = opts.normalized()
-	s, err := openSnap(path, opts, nil)
+	s, err := openSnap(path, opts, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -336,8 +337,19 @@ func guarded(path string, fn func() error) (err error) {
 // snapshot file as it is. prev (nil: none) is a snapshot the caller
 // holds, opened before from the same PATH: what the new one has in
 // common with it (manifest records, data files, the fold of its deltas)
-// is taken from it instead of being read again.
-func openSnap(path string, opts Options, prev *snap) (*snap, error) {
+// is taken from it instead of being read again. h (nil: none) is what
+// this process's writer handed over for PATH as it is now: its manifest
+// is not read again, nor its data files opened.
+func openSnap(path string, opts Options, prev *snap, h *handoff) (*snap, error) {
+	if h != nil {
+		s, err := openGenWith(path, h.mf, h.mf.current, opts, prev, h.files)
+		if err == nil {
+			s.fi = h.fi
+			return s, nil
+		}
+		// What the writer handed over is what PATH holds: read it to say
+		// what is wrong.
+	}
 	// A writer may collect the files of the generation a manifest named
 	// between our read of the manifest and our open of them; by then a
 	// newer manifest is at PATH, so read it again.
@@ -443,6 +455,11 @@ func (m *Mirror) Close() error {
 	if cur != nil {
 		cur.release()
 	}
+	m.reloadMu.Lock()
+	h := m.handed
+	m.handed = nil
+	m.reloadMu.Unlock()
+	h.release()
 	return nil
 }
 
@@ -489,10 +506,12 @@ func (m *Mirror) reload(force bool) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("checking %s for a newer snapshot: %w", m.path, err)
 	}
+	h := m.takeHandoff(fi)
+	defer h.release()
 	if os.SameFile(fi, cur.fi) && fi.Size() == cur.fi.Size() && fi.ModTime().Equal(cur.fi.ModTime()) {
 		return false, nil
 	}
-	next, err := openSnap(m.path, m.opts, cur)
+	next, err := openSnap(m.path, m.opts, cur, h)
 	if err != nil {
 		return false, err
 	}

@@ -223,10 +223,10 @@ func (ov *overlay) newEntry() *ovEntry {
 // mirror the caller holds: the files both read are shared, and when
 // prev's deltas are the first of names, its fold is copied and only the
 // rest are folded. Nothing is open when it fails.
-func openOverlay(dir string, names []string, hint int, opts Options, prev *overlay) (*overlay, error) {
+func openOverlay(dir string, names []string, hint int, opts Options, prev *overlay, handed []*dataFile) (*overlay, error) {
 	hint = min(max(hint, 0), maxOverlayHint)
 	ov := &overlay{stages: make(map[string]*ovEntry, hint), quar: map[string]*layer{}, slab: make([]ovEntry, 0, hint)}
-	if err := ov.load(dir, names, opts, prev); err != nil {
+	if err := ov.load(dir, names, opts, prev, handed); err != nil {
 		ov.close() // every layer it took a reference to, prev's too
 		return nil, err
 	}
@@ -235,8 +235,11 @@ func openOverlay(dir string, names []string, hint int, opts Options, prev *overl
 
 // load folds the delta files names into the empty ov (see openOverlay).
 // On error, the layers in ov.layers are the ones to release.
-func (ov *overlay) load(dir string, names []string, opts Options, prev *overlay) error {
+func (ov *overlay) load(dir string, names []string, opts Options, prev *overlay, handed []*dataFile) error {
 	have := map[string]*layer{}
+	for _, f := range handed {
+		have[f.path] = &layer{f}
+	}
 	if prev != nil {
 		for _, l := range prev.layers {
 			have[l.path] = l

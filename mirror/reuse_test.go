@@ -70,6 +70,23 @@ func sameFold(t *testing.T, when string, got, want *overlay) {
 	}
 }
 
+// sameManifest fails unless got lists the generations want lists, with
+// the same entries, current generation and content hash.
+func sameManifest(t *testing.T, when string, got, want *manifest) {
+	t.Helper()
+	if got.current != want.current || !got.state.Equal(&want.state) || len(got.gens) != len(want.gens) || got.version != want.version {
+		t.Fatalf("%s: manifest of %d generations, current %d, format %d; want %d, %d, %d", when,
+			len(got.gens), got.current, got.version, len(want.gens), want.current, want.version)
+	}
+	for i, g := range got.gens {
+		w := want.gens[i]
+		if g.Generation != w.Generation || g.archived != w.archived || g.archive != w.archive ||
+			!g.Published.Equal(w.Published) || (!g.archived && !bytes.Equal(g.val, w.val)) {
+			t.Fatalf("%s: generation %d is listed as %+v, want %+v", when, w.Generation, g, w)
+		}
+	}
+}
+
 // TestReloadReusesFiles publishes local edits through one Mirror (deltas,
 // merges of the chain or of its tail, a compaction) and checks after each that its
 // reloaded generation shares the files it has in common with the one
@@ -129,6 +146,14 @@ func TestReloadReusesFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		sameFold(t, fmt.Sprintf("after edit %d", i), cur.ov, want.ov)
+		sameManifest(t, fmt.Sprintf("after edit %d", i), cur.mf, want.mf)
+		// The delta the edit wrote was handed over open, as the check
+		// opened it under its temporary name, not opened again.
+		if cur.gen.Base == prev.gen.Base {
+			if last := cur.ov.layers[len(cur.ov.layers)-1]; !strings.Contains(last.db.Path(), ".tmp-") {
+				t.Fatalf("edit %d: the new delta was opened again, from %s", i, last.db.Path())
+			}
+		}
 		want.release()
 		fresh.Close()
 		old := append([]*layer{{prev.file}}, prev.ovLayers()...)

@@ -37,6 +37,10 @@ type Writer struct {
 	mode     string
 	// log indexes the staged stages (see stageLog).
 	log *stageLog
+	// written holds the data files Publish wrote, open (a reference
+	// each), until it hands them to the reload that follows (see
+	// Mirror.handOver) or releases them.
+	written []*dataFile
 	// sigs indexes a local writer's staged stages by signature id, for
 	// the Active-per-signature invariant; nil for a sync.
 	sigs map[store.SignatureID]map[store.StageID]bool
