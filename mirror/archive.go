@@ -104,7 +104,8 @@ func archiveEntry(gens []*genRecord) []byte {
 }
 
 // parseArchiveEntry reads the archive entry v of the archive file whose
-// first record is generation id's: a lazy stub a generation it lists.
+// first record is generation id's: a lazy stub for each generation it
+// lists.
 func parseArchiveEntry(id uint64, v []byte) ([]genRecord, error) {
 	if len(v) < 1+archivedLen || v[0] != entryArchived || (len(v)-1)%archivedLen != 0 {
 		return nil, fmt.Errorf("the entry of archive file %s is damaged", archiveName(id))
@@ -122,9 +123,10 @@ func parseArchiveEntry(id uint64, v []byte) ([]genRecord, error) {
 
 // archiveOldest moves the records of the oldest archiveLen generations mf
 // holds records of into a new archive file, written, fsynced and checked
-// in dir, when mf holds more than 2×archiveLen: their entries become
-// stubs. It returns the file's path ("": none written). The caller makes
-// dir durable before mf can name the file.
+// in dir, when mf holds more than 2×archiveLen: they become lazy stubs,
+// as a reader of the manifest finds them (one archive entry lists them).
+// It returns the file's path ("": none written). The caller makes dir
+// durable before mf can name the file.
 func archiveOldest(dir string, mf *manifest, opts Options) (string, error) {
 	var held []int
 	for i := range mf.gens {
@@ -150,10 +152,9 @@ func archiveOldest(dir string, mf *manifest, opts Options) (string, error) {
 		os.Remove(tmp)
 		return "", noSpace(fmt.Errorf("writing the archive of generations %d to %d, %s: %w", first, mf.gens[batch[len(batch)-1]].Generation, final, err), tmp, 0)
 	}
-	for _, i := range batch { // records are shared: copies change
-		g := *mf.gens[i]
-		g.archived, g.archive, g.val, g.raw = true, first, nil, nil
-		mf.gens[i] = &g
+	for _, i := range batch { // records are shared: new stubs replace them
+		g := mf.gens[i]
+		mf.gens[i] = &genRecord{Generation: g.Generation, Published: g.Published, lazy: true, archived: true, archive: first}
 	}
 	return final, nil
 }
@@ -233,6 +234,23 @@ func readArchive(tx *bolt.Tx, path string) (map[uint64][]byte, error) {
 		return nil
 	})
 	return recs, err
+}
+
+// checkArchives reads every archive file mf names from disk and checks
+// that it holds a record, which decodes, of every generation mf lists in
+// it.
+func (mf *manifest) checkArchives() error {
+	archives := map[uint64]map[uint64][]byte{}
+	for _, g := range mf.gens {
+		if !g.archived {
+			continue
+		}
+		stub := genRecord{Generation: g.Generation, Published: g.Published, lazy: true, archived: true, archive: g.archive}
+		if err := mf.decode(&stub, archives); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // errArchiveGone marks an archive file a manifest names that is not

@@ -383,6 +383,17 @@ func TestFormat2Manifest(t *testing.T) {
 	}
 }
 
+// openMirror opens the mirror at path, closed when the test ends.
+func openMirror(t *testing.T, path string) *Mirror {
+	t.Helper()
+	m, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 // FuzzManifestEntry decodes format-3 manifest entries, record entries and
 // archive entries: never a panic, and an entry that decodes encodes back
 // to the same bytes.
@@ -496,13 +507,14 @@ func TestArchiveLostDroppedByGC(t *testing.T) {
 	if err := os.Remove(archives[0]); err != nil {
 		t.Fatal(err)
 	}
-	// The writer's Mirror still holds the records it archived, decoded:
-	// a process that reads the manifest does not.
-	m, err := Open(w.Path(), Options{})
-	if err != nil {
-		t.Fatal(err)
+	// The writer's Mirror archived the records as a reader finds them:
+	// it sees the loss as a fresh process does.
+	for _, mm := range []*Mirror{w, openMirror(t, w.Path())} {
+		if res, err := mm.Verify(t.Context()); err != nil || res.OK() {
+			t.Fatalf("verify with the archive file lost: %+v, %v: want a problem", res, err)
+		}
 	}
-	defer m.Close()
+	m := w
 	if _, err := m.Generations(t.Context()); !errors.Is(err, ErrGenerationGone) {
 		t.Fatalf("log with the archive file lost: %v, want ErrGenerationGone", err)
 	}

@@ -12,9 +12,12 @@ import (
 // (a writer elsewhere may have published since, once the lock is free).
 
 // handoff is what a writer of this process published last: the manifest
-// at PATH, as fi (stat after the rename) found it, and the data files it
-// wrote, open, a reference each.
+// at PATH, held open as file (so that no other file can take its inode
+// while the handoff waits) and as fi found it, and the data files it
+// wrote, open, a reference each. The delta was opened under its
+// temporary name, which bbolt's DB.Path still gives.
 type handoff struct {
+	file  *os.File
 	fi    os.FileInfo
 	mf    *manifest
 	files []*dataFile
@@ -24,6 +27,9 @@ type handoff struct {
 func (h *handoff) release() {
 	if h == nil {
 		return
+	}
+	if h.file != nil {
+		_ = h.file.Close()
 	}
 	for _, f := range h.files {
 		f.release()
@@ -35,20 +41,25 @@ func (h *handoff) release() {
 // reload. Only the holder of the writer lock calls it, so PATH is mf.
 func (m *Mirror) handOver(mf *manifest, files []*dataFile) {
 	h := &handoff{mf: mf, files: files}
-	fi, err := os.Stat(m.path)
+	var err error
+	if h.file, err = os.Open(m.path); err == nil {
+		h.fi, err = h.file.Stat()
+	}
+	// As reload does: reloadMu, then mu. Close takes the handoff under
+	// reloadMu once closed is set, so one stored after that check would
+	// never be released.
+	m.reloadMu.Lock()
 	m.mu.RLock()
 	closed := m.closed
 	m.mu.RUnlock()
-	if err != nil || closed { // no reload would take it
-		h.release()
-		return
-	}
-	h.fi = fi
-	m.reloadMu.Lock()
 	old := m.handed
-	m.handed = h
+	m.handed = nil
+	if err == nil && !closed {
+		m.handed, h = h, nil
+	}
 	m.reloadMu.Unlock()
 	old.release()
+	h.release() // not stored: no reload would take it
 }
 
 // takeHandoff returns the handoff for the file at PATH as fi found it,

@@ -147,7 +147,7 @@ type snap struct {
 	file *dataFile   // the base file (or a format-1 file), shared
 	db   *bolt.DB    // file.db
 	meta Meta        // the generation's
-	fi   os.FileInfo // PATH as it was just before the open
+	fi   os.FileInfo // PATH as it was just before the open (after this process published it: just after its rename)
 	refs atomic.Int64
 
 	// base is the base file's own meta: its counts size the position

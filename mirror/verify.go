@@ -78,8 +78,11 @@ func (m *Mirror) Verify(ctx context.Context) (VerifyResult, error) {
 		})
 	}
 	if s.mf != nil {
-		// Reads decode only the current generation's record.
+		// Reads decode only the current generation's record, and a
+		// process that read the history keeps it: read it from disk.
 		if _, err := s.mf.records(); err != nil {
+			v.problem("", "the history: %v", err)
+		} else if err := s.mf.checkArchives(); err != nil {
 			v.problem("", "the history: %v", err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"time"
@@ -768,7 +769,7 @@ func nextMeta(prev Meta, info PublishInfo) Meta {
 		meta.LastSync = info.SyncTime.UTC()
 	}
 	if info.UpstreamTotals != nil {
-		meta.UpstreamTotals = info.UpstreamTotals
+		meta.UpstreamTotals = maps.Clone(info.UpstreamTotals) // readers keep it
 	}
 	meta.UpstreamGeneration, meta.UpstreamDigest = prev.UpstreamGeneration, prev.UpstreamDigest
 	if info.Upstream != "" {
