@@ -320,13 +320,7 @@ func TestFormat2Manifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := m.Path()
-	m.Close()
-	db, err := bolt.Open(path, 0o644, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	path := editManifest(t, m, func(tx *bolt.Tx) error {
 		gb := tx.Bucket(bucketGens)
 		old := map[string][]byte{}
 		if err := gb.ForEach(func(k, v []byte) error { old[string(k)] = v[entryHead:]; return nil }); err != nil {
@@ -339,10 +333,6 @@ func TestFormat2Manifest(t *testing.T) {
 		}
 		return tx.Bucket(bucketMeta).Put([]byte(metaFormatVersion), binary.BigEndian.AppendUint32(nil, 2))
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, v := manifestEntries(t, path); v != 2 {
 		t.Fatalf("the test made a format-%d manifest", v)
 	}
@@ -381,6 +371,27 @@ func TestFormat2Manifest(t *testing.T) {
 	if v := m.Meta().FormatVersion; v != FormatVersion {
 		t.Fatalf("after a publish the mirror reports format %d, want %d", v, FormatVersion)
 	}
+}
+
+// editManifest closes m and changes its manifest with fn, in a bbolt
+// read-write transaction, as damage or an older version would have left
+// it; it returns the mirror's path.
+func editManifest(t *testing.T, m *Mirror, fn func(tx *bolt.Tx) error) string {
+	t.Helper()
+	path := m.Path()
+	m.Close()
+	db, err := bolt.Open(path, 0o644, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(fn)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // openMirror opens the mirror at path, closed when the test ends.

@@ -318,18 +318,8 @@ func TestDamagedHistoryRecord(t *testing.T) {
 	if _, err := m.Put(t.Context(), ss[5]); err != nil {
 		t.Fatal(err)
 	}
-	path := m.Path()
-	m.Close()
-	db, err := bolt.Open(path, 0o644, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketGens).Put(beUint64(old), []byte("{damaged")) }); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	m, err = Open(path, Options{})
+	path := editManifest(t, m, func(tx *bolt.Tx) error { return tx.Bucket(bucketGens).Put(beUint64(old), []byte("{damaged")) })
+	m, err := Open(path, Options{})
 	if err != nil {
 		t.Fatalf("open with a damaged old record: %v", err)
 	}
