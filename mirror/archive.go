@@ -12,14 +12,16 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/noether-mirror/mirror/mirror/internal/boltfile"
 )
 
 // A manifest lists every kept generation, but it holds the record (its
 // JSON) of the newest ones only. The records of older generations move,
 // archiveLen at a time, into immutable archive files in PATH.gens, and
-// the manifest keeps for each of them a stub: its publish time (all the
-// keep policy reads) and the archive file that holds it. A publish then
-// writes a manifest whose size hardly grows with the history kept, and
+// one archive entry of the manifest lists a file's generations with
+// their publish times (all the keep policy reads). A publish then writes
+// 16 bytes of manifest per older generation instead of its record, and
 // an archive file once every archiveLen publishes. See FORMAT.md.
 
 // archiveLen is how many records an archive file holds: a manifest holds
@@ -161,36 +163,20 @@ func archiveOldest(dir string, mf *manifest, opts Options) (string, error) {
 
 // writeArchive writes the records mf.gens[batch] to the archive file
 // name, and checks that it reads them back.
-func writeArchive(name string, mf *manifest, batch []int, opts Options) (err error) {
-	l, err := newFileLoader(name, opts, bucketGens, bucketMeta)
+func writeArchive(name string, mf *manifest, batch []int, opts Options) error {
+	err := writeSmallFile(name, opts, [][]byte{bucketGens, bucketMeta}, func(l boltfile.Loader) error {
+		for _, i := range batch {
+			g := mf.gens[i]
+			if g.raw == nil {
+				return fmt.Errorf("generation %d has no record to archive", g.Generation)
+			}
+			if err := l.Put(bucketGens, beUint64(g.Generation), g.raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, metaEntry{metaArchive, []byte("1")})
 	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := l.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-	for _, i := range batch {
-		g := mf.gens[i]
-		if g.raw == nil {
-			return fmt.Errorf("generation %d has no record to archive", g.Generation)
-		}
-		if err := l.Put(bucketGens, beUint64(g.Generation), g.raw); err != nil {
-			return err
-		}
-	}
-	fv := binary.BigEndian.AppendUint32(nil, FormatVersion)
-	for _, e := range []metaEntry{ // in key order
-		{metaArchive, []byte("1")},
-		{metaFormatVersion, fv},
-		{metaMagic, []byte(magic)},
-	} {
-		if err := l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
-			return err
-		}
-	}
-	if err := l.Finish(); err != nil {
 		return err
 	}
 	return checkSmallFile(name, opts, func(tx *bolt.Tx) error {

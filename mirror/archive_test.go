@@ -81,11 +81,8 @@ func neededFiles(t *testing.T, m *Mirror) []string {
 	}
 	need := map[string]bool{}
 	for _, g := range recs {
-		for _, f := range g.files() {
+		for _, f := range g.gensFiles() {
 			need[f] = true
-		}
-		if g.archived {
-			need[archiveName(g.archive)] = true
 		}
 	}
 	return slices.Sorted(maps.Keys(need))
@@ -156,11 +153,7 @@ func TestArchiveFiles(t *testing.T) {
 	if got, want := gensFiles(t, m), neededFiles(t, m); !slices.Equal(got, want) {
 		t.Fatalf("PATH.gens holds %v, want %v", got, want)
 	}
-	fresh, err := Open(m.Path(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fresh.Close()
+	fresh := openMirror(t, m.Path())
 	for _, mm := range []*Mirror{m, fresh} {
 		gens, err := mm.Generations(t.Context())
 		if err != nil {
@@ -265,18 +258,14 @@ func TestArchiveMissing(t *testing.T) {
 	if err := os.Remove(filepath.Join(gensDir(m.Path()), archive)); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := Open(m.Path(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fresh.Close()
+	fresh := openMirror(t, m.Path())
 	if _, err := fresh.GetRaw(t.Context(), genStage(t, 100, 100, key).ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := fresh.Put(t.Context(), genStage(t, 99, 100, key)); err != nil {
 		t.Fatalf("publish with an archive file missing: %v", err)
 	}
-	_, err = fresh.Generations(t.Context())
+	_, err := fresh.Generations(t.Context())
 	if !errors.Is(err, ErrGenerationGone) || !strings.Contains(err.Error(), archive) {
 		t.Fatalf("log with an archive file missing: %v, want ErrGenerationGone naming %s", err, archive)
 	}
@@ -293,11 +282,7 @@ func TestArchiveDamaged(t *testing.T) {
 			}
 		}
 	}
-	fresh, err := Open(m.Path(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fresh.Close()
+	fresh := openMirror(t, m.Path())
 	if _, err := fresh.Generations(t.Context()); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("log with a damaged archive file: %v, want ErrCorrupt", err)
 	}
@@ -336,11 +321,7 @@ func TestFormat2Manifest(t *testing.T) {
 	if _, v := manifestEntries(t, path); v != 2 {
 		t.Fatalf("the test made a format-%d manifest", v)
 	}
-	m, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m = openMirror(t, path)
 	if v := m.Meta().FormatVersion; v != 2 {
 		t.Fatalf("a format-2 mirror reports format %d", v)
 	}
@@ -380,17 +361,7 @@ func editManifest(t *testing.T, m *Mirror, fn func(tx *bolt.Tx) error) string {
 	t.Helper()
 	path := m.Path()
 	m.Close()
-	db, err := bolt.Open(path, 0o644, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(fn)
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	damageFile(t, path, fn)
 	return path
 }
 

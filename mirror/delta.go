@@ -1,7 +1,6 @@
 package mirror
 
 import (
-	"encoding/binary"
 	"fmt"
 	"maps"
 	"os"
@@ -85,7 +84,7 @@ func (d *deltaContent) mergeTail(cur *snap, maxLayers int) (keep int, err error)
 		return n, nil
 	}
 	first := 0
-	if cur.ov.deep != nil {
+	if cur.deep() {
 		first = 1
 	}
 	if first+1 > maxLayers {
@@ -199,37 +198,12 @@ func (d *deltaContent) write(dir string, gen uint64, opts Options) (*dataFile, i
 }
 
 // load writes d to the file name and returns it open once checked.
-func (d *deltaContent) load(name string, gen uint64, opts Options) (db *bolt.DB, fi os.FileInfo, err error) {
-	l, err := newFileLoader(name, opts, deltaBuckets(d.merged)...)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer func() {
-		if cerr := l.Close(); cerr != nil && err == nil {
-			_ = db.Close()
-			db, fi, err = nil, nil, cerr
-		}
-	}()
-	if err := d.put(l); err != nil {
-		return nil, nil, err
-	}
-	fv := make([]byte, 4)
-	binary.BigEndian.PutUint32(fv, FormatVersion)
-	meta := []metaEntry{ // in key order
-		{metaDelta, []byte("1")},
-		{metaFormatVersion, fv},
-		{metaGeneration, beUint64(gen)},
-		{metaMagic, []byte(magic)},
-	}
+func (d *deltaContent) load(name string, gen uint64, opts Options) (*bolt.DB, os.FileInfo, error) {
+	meta := []metaEntry{{metaDelta, []byte("1")}, {metaGeneration, beUint64(gen)}}
 	if d.merged {
 		meta = append(meta, metaEntry{metaMerged, beUint64(uint64(len(d.baseKind)))})
 	}
-	for _, e := range meta {
-		if err := l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
-			return nil, nil, err
-		}
-	}
-	if err := l.Finish(); err != nil {
+	if err := writeSmallFile(name, opts, deltaBuckets(d.merged), d.put, meta...); err != nil {
 		return nil, nil, err
 	}
 	return openChecked(name, opts, func(tx *bolt.Tx) error {

@@ -68,7 +68,7 @@ func (m *Mirror) handOver(mf *manifest, files []*dataFile) {
 func (m *Mirror) takeHandoff(fi os.FileInfo) *handoff {
 	h := m.handed
 	m.handed = nil
-	if h != nil && !(os.SameFile(h.fi, fi) && h.fi.Size() == fi.Size() && h.fi.ModTime().Equal(fi.ModTime())) {
+	if h != nil && !sameFile(h.fi, fi) {
 		h.release()
 		return nil
 	}

@@ -171,36 +171,42 @@ func (m *Mirror) sweep(mf *manifest) (GCResult, error) {
 	}
 	keep := map[string]bool{}
 	for _, g := range recs {
-		for _, f := range g.files() {
+		for _, f := range g.gensFiles() {
 			keep[f] = true
-		}
-		if g.archived {
-			keep[archiveName(g.archive)] = true
 		}
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return GCResult{}, err
 	}
-	var res GCResult
-	var errs []error
+	var gone []string
 	for _, e := range ents {
 		name := e.Name()
 		ours := strings.HasPrefix(name, "g") && (strings.Contains(name, ".tmp-") ||
 			strings.HasSuffix(name, ".base") || strings.HasSuffix(name, ".delta") || strings.HasSuffix(name, ".archive"))
-		if keep[name] || !ours || e.IsDir() {
-			continue
+		if ours && !keep[name] && !e.IsDir() {
+			gone = append(gone, name)
 		}
-		fi, err := e.Info()
+	}
+	return removeFiles(dir, gone)
+}
+
+// removeFiles removes the files names of dir and counts them (one
+// already gone is not an error, nor counted), then makes dir durable.
+func removeFiles(dir string, names []string) (GCResult, error) {
+	var res GCResult
+	var errs []error
+	for _, name := range names {
+		fi, err := os.Stat(filepath.Join(dir, name))
 		if err == nil {
 			err = os.Remove(filepath.Join(dir, name))
 		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
 			errs = append(errs, err)
-			continue
-		}
-		res.Files++
-		if fi != nil {
+		default:
+			res.Files++
 			res.Bytes += fi.Size()
 		}
 	}
@@ -241,13 +247,12 @@ func (m *Mirror) sweepDropped(prev, mf *manifest) (GCResult, error) {
 	for _, f := range oldest.files() {
 		need[f] = true
 	}
-	for i := range mf.gens {
-		if mf.gens[i].archived {
-			need[archiveName(mf.gens[i].archive)] = true
+	for _, g := range mf.gens {
+		if g.archived {
+			need[archiveName(g.archive)] = true
 		}
 	}
-	dir := gensDir(m.path)
-	var res GCResult
+	var gone []string
 	var errs []error
 	for _, r := range prev.gens[:n] {
 		g := *r
@@ -255,33 +260,15 @@ func (m *Mirror) sweepDropped(prev, mf *manifest) (GCResult, error) {
 			errs = append(errs, err) // its files stay, for GC
 			continue
 		}
-		files := g.files()
-		if g.archived {
-			files = append(files, archiveName(g.archive))
-		}
-		for _, f := range files {
-			if need[f] {
-				continue
-			}
-			need[f] = true // once
-			fi, err := os.Stat(filepath.Join(dir, f))
-			if err == nil {
-				err = os.Remove(filepath.Join(dir, f))
-			}
-			switch {
-			case errors.Is(err, os.ErrNotExist):
-			case err != nil:
-				errs = append(errs, err)
-			default:
-				res.Files++
-				res.Bytes += fi.Size()
+		for _, f := range g.gensFiles() {
+			if !need[f] {
+				need[f] = true // once
+				gone = append(gone, f)
 			}
 		}
 	}
-	if res.Files > 0 {
-		_ = syncDir(dir)
-	}
-	return res, errors.Join(errs...)
+	res, err := removeFiles(gensDir(m.path), gone)
+	return res, errors.Join(append(errs, err)...)
 }
 
 // Generations describes every generation the mirror keeps, oldest first

@@ -3,6 +3,7 @@ package mirror
 import (
 	"github.com/noether-mirror/mirror/store"
 	"github.com/noether-mirror/mirror/store/storetest"
+	"os"
 	"testing"
 	"time"
 )
@@ -51,5 +52,30 @@ func TestKeptRange(t *testing.T) {
 	if oldest, newest, _ := m.KeptRange(t.Context()); oldest == 0 || newest != 3 {
 		gens, _ := m.Generations(t.Context())
 		t.Errorf("after keeping the last 2 of 0..3: %d to %d (%d kept)", oldest, newest, len(gens))
+	}
+}
+
+// TestGCAfterKilledWriter: GC takes a lock a killed writer left (its pid
+// still in the lock file) and removes the temporaries it left, as the
+// next writer would; with the lock released cleanly it does not look.
+func TestGCAfterKilledWriter(t *testing.T) {
+	m := newTemp(t, Options{})
+	syncGenerated(t, m, 0, 5)
+	left := m.Path() + ".tmp-0123456789abcdef"
+	for _, stale := range []bool{false, true} {
+		if err := os.WriteFile(left, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if stale {
+			if err := os.WriteFile(m.lockPath(), []byte("123\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := m.GC(t.Context(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(left); (err == nil) == stale {
+			t.Fatalf("stale lock %v: the temporary a writer left is there: %v", stale, err == nil)
+		}
 	}
 }

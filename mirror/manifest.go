@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,11 +21,12 @@ import (
 	"github.com/noether-mirror/mirror/mirror/internal/lthash"
 )
 
-// A mirror with generations (format 2 and 3) is a manifest at PATH and immutable data files in the
-// directory PATH.gens: bases (complete snapshots, the format-1 layout) and
-// deltas (what one publish changed). The manifest lists every kept
-// generation with the files that make it up; publishing is writing a new
-// manifest and renaming it over PATH. See FORMAT.md.
+// A mirror with generations (format 2 and 3) is a manifest at PATH and
+// immutable data files in the directory PATH.gens: bases (complete
+// snapshots, the format-1 layout), deltas (what one publish changed) and
+// archive files (older generations' records, format 3). The manifest
+// lists every kept generation with the files that make it up; publishing
+// is writing a new manifest and renaming it over PATH. See FORMAT.md.
 
 // Manifest buckets and meta keys.
 var (
@@ -100,6 +102,16 @@ type genRecord struct {
 
 // files returns every data file the generation reads.
 func (g *genRecord) files() []string { return append([]string{g.Base}, g.Deltas...) }
+
+// gensFiles returns every file of PATH.gens the generation needs: the
+// data files it reads, and the archive file that holds its record when
+// it is archived.
+func (g *genRecord) gensFiles() []string {
+	if g.archived {
+		return append(g.files(), archiveName(g.archive))
+	}
+	return g.files()
+}
 
 // manifest is the content of PATH: the kept generations, oldest first,
 // the current one's number and the LtHash state of its content (from
@@ -477,17 +489,23 @@ func writeManifest(path string, mf *manifest, opts Options) (string, error) {
 	return tmp, nil
 }
 
-func loadManifest(name string, mf *manifest, opts Options) (err error) {
-	l, err := newFileLoader(name, opts, bucketGens, bucketMeta)
+func loadManifest(name string, mf *manifest, opts Options) error {
+	var fresh []int // records encoded here, which the check decodes
+	err := writeSmallFile(name, opts, [][]byte{bucketGens, bucketMeta}, func(l boltfile.Loader) (err error) {
+		fresh, err = mf.putEntries(l)
+		return err
+	}, metaEntry{metaCurrent, beUint64(mf.current)}, metaEntry{metaLTHash, mf.state.Marshal()}, metaEntry{metaManifest, []byte("1")})
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := l.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-	var fresh []int // records encoded here, which the check decodes
+	return checkManifest(name, mf, fresh, opts)
+}
+
+// putEntries puts mf's entries into the gens bucket of l, in order: a
+// record entry a generation, an archive entry a run of archived ones. A
+// record without its entry yet is replaced by a copy that has it (fresh
+// lists the ones encoded here).
+func (mf *manifest) putEntries(l boltfile.Loader) (fresh []int, err error) {
 	archives := map[uint64][]byte{}
 	for i := 0; i < len(mf.gens); i++ {
 		g := mf.gens[i]
@@ -498,20 +516,20 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 			}
 			v := archiveEntry(mf.gens[i:j])
 			if err := l.Put(bucketGens, beUint64(g.archive), v); err != nil {
-				return err
+				return nil, err
 			}
 			archives[g.archive], i = v, j-1
 			continue
 		}
 		if g.val == nil { // records are shared: a new one gets its entry
 			if g.lazy { // from a format-2 manifest: no publish time yet
-				return fmt.Errorf("generation %d: writing a record not decoded", g.Generation)
+				return nil, fmt.Errorf("generation %d: writing a record not decoded", g.Generation)
 			}
 			c := *g
 			if c.raw == nil {
 				j, err := json.Marshal(&c)
 				if err != nil {
-					return err
+					return nil, err
 				}
 				c.raw = j
 				fresh = append(fresh, i)
@@ -520,26 +538,16 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 			g, mf.gens[i] = &c, &c
 		}
 		if err := l.Put(bucketGens, beUint64(g.Generation), g.val); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	mf.version, mf.archives = FormatVersion, archives
-	fv := make([]byte, 4)
-	binary.BigEndian.PutUint32(fv, FormatVersion)
-	for _, e := range []metaEntry{ // in key order
-		{metaCurrent, beUint64(mf.current)},
-		{metaFormatVersion, fv},
-		{metaLTHash, mf.state.Marshal()},
-		{metaMagic, []byte(magic)},
-		{metaManifest, []byte("1")},
-	} {
-		if err := l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
-			return err
-		}
-	}
-	if err := l.Finish(); err != nil {
-		return err
-	}
+	return fresh, nil
+}
+
+// checkManifest fully checks the manifest loadManifest wrote at name
+// from mf (fresh: the records it encoded).
+func checkManifest(name string, mf *manifest, fresh []int, opts Options) error {
 	return checkSmallFile(name, opts, func(tx *bolt.Tx) error {
 		// Every record must read back as the bytes just written.
 		got, err := readManifest(tx, name, mf)
@@ -580,16 +588,47 @@ func loadManifest(name string, mf *manifest, opts Options) (err error) {
 // page size from the file.
 const smallPageSize = 4 << 10
 
-// newFileLoader starts a small bbolt file (a manifest or a delta) with
-// the given buckets, through the page writer or bbolt's transactions as
-// opts says.
-func newFileLoader(name string, opts Options, buckets ...[]byte) (boltfile.Loader, error) {
+// writeSmallFile writes the small bbolt file name (a manifest, a delta or
+// an archive file) with the given buckets, through the page writer or
+// bbolt's transactions as opts says: fill puts every entry but meta's,
+// bucket by bucket in key order; the meta bucket gets meta, the magic and
+// the format version. The file is fsynced; the caller checks it.
+func writeSmallFile(name string, opts Options, buckets [][]byte, fill func(l boltfile.Loader) error, meta ...metaEntry) (err error) {
+	var l boltfile.Loader
 	if opts.BoltTransactions {
-		return boltfile.NewTxLoader(name, smallPageSize, buckets)
+		l, err = boltfile.NewTxLoader(name, smallPageSize, buckets)
+	} else {
+		// Read back at once by the check, and by readers soon: through
+		// the page cache, in small buffers.
+		l, err = boltfile.NewPageLoaderWith(name, smallPageSize, buckets, boltfile.PageLoaderOptions{BufferBytes: 64 << 10})
 	}
-	// Read back at once by the check, and by readers soon: through the
-	// page cache, in small buffers.
-	return boltfile.NewPageLoaderWith(name, smallPageSize, buckets, boltfile.PageLoaderOptions{BufferBytes: 64 << 10})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := l.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	if err := fill(l); err != nil {
+		return err
+	}
+	meta = append(meta, metaEntry{metaFormatVersion, binary.BigEndian.AppendUint32(nil, FormatVersion)}, metaEntry{metaMagic, []byte(magic)})
+	slices.SortFunc(meta, func(a, b metaEntry) int { return strings.Compare(a.k, b.k) })
+	if err := putMeta(l, meta); err != nil {
+		return err
+	}
+	return l.Finish()
+}
+
+// putMeta puts entries, in key order, into l's meta bucket.
+func putMeta(l boltfile.Loader, entries []metaEntry) error {
+	for _, e := range entries {
+		if err := l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkSmallFile fully checks a manifest or delta just written, before

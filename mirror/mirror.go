@@ -508,7 +508,7 @@ func (m *Mirror) reload(force bool) (bool, error) {
 	}
 	h := m.takeHandoff(fi)
 	defer h.release()
-	if os.SameFile(fi, cur.fi) && fi.Size() == cur.fi.Size() && fi.ModTime().Equal(cur.fi.ModTime()) {
+	if sameFile(fi, cur.fi) {
 		return false, nil
 	}
 	next, err := openSnap(m.path, m.opts, cur, h)
@@ -526,6 +526,12 @@ func (m *Mirror) reload(force bool) (bool, error) {
 	m.mu.Unlock()
 	old.release()
 	return true, nil
+}
+
+// sameFile reports whether a and b describe the same file, unchanged:
+// what tells a reader PATH still is the manifest it read.
+func sameFile(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 // Meta describes the current snapshot, with the last sync time from the

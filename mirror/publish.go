@@ -80,10 +80,8 @@ func compile(ctx context.Context, path string, src source, meta Meta, opts Optio
 	if err != nil {
 		return "", res, fmt.Errorf("writing snapshot meta: %w", err)
 	}
-	for _, e := range entries {
-		if err = l.Put(bucketMeta, []byte(e.k), e.v); err != nil {
-			return "", res, fmt.Errorf("writing snapshot meta: %w", err)
-		}
+	if err = putMeta(l, entries); err != nil {
+		return "", res, fmt.Errorf("writing snapshot meta: %w", err)
 	}
 	if err = l.Finish(); err != nil {
 		return "", res, fmt.Errorf("writing snapshot %s: %w", tmp, err)
