@@ -168,7 +168,7 @@ func (w *Writer) createStaging() error {
 	if err := w.initStaging(); err != nil {
 		return noSpace(fmt.Errorf("creating the staging file %s: %w", next, err), next, w.baseSize())
 	}
-	if err := w.openStaging(); err != nil {
+	if err := w.openStaging(true); err != nil {
 		return noSpace(err, next, w.baseSize())
 	}
 	var err error
@@ -195,7 +195,7 @@ func (w *Writer) resume() bool {
 		w.m.log.Warn("mirror: discarding a damaged staging file", "path", next, "err", err)
 		return false
 	}
-	if err := w.openStaging(); err != nil {
+	if err := w.openStaging(false); err != nil {
 		w.m.log.Warn("mirror: discarding an unreadable staging file", "path", next, "err", err)
 		return false
 	}
@@ -244,7 +244,7 @@ func (w *Writer) resume() bool {
 func (w *Writer) initStaging() (err error) {
 	ps := w.stagingPageSize()
 	l, err := boltfile.NewPageLoaderWith(w.m.nextPath(), ps, stagingBuckets(),
-		boltfile.PageLoaderOptions{BufferBytes: ps, NoSync: true})
+		boltfile.PageLoaderOptions{BufferBytes: 64 << 10, NoSync: true})
 	if err != nil {
 		return err
 	}
@@ -304,9 +304,10 @@ func (w *Writer) stagingPageSize() int {
 	return pageSize
 }
 
-// openStaging opens (creating if needed) PATH.next read-write and makes
-// sure it has the staging buckets.
-func (w *Writer) openStaging() error {
+// openStaging opens PATH.next read-write: fresh, as initStaging just
+// wrote it, or a killed sync's, which it makes sure has the staging
+// buckets.
+func (w *Writer) openStaging(fresh bool) error {
 	next := w.m.nextPath()
 	db, err := bolt.Open(next, 0o644, &bolt.Options{
 		Timeout:        w.m.opts.LockTimeout,
@@ -321,6 +322,10 @@ func (w *Writer) openStaging() error {
 	})
 	if err != nil {
 		return fmt.Errorf("opening the staging file %s: %w", next, err)
+	}
+	if fresh {
+		w.db = db
+		return nil
 	}
 	err = update(db, func(tx *bolt.Tx) error {
 		for _, b := range stagingBuckets()[:4] {
