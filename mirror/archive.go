@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -280,4 +281,53 @@ func damagedArchive(name string, err error) error {
 	return fmt.Errorf("%w: archive file %s, which holds the records of older generations, is damaged (%s): "+
 		"the current generation is not affected; `mirror gc --keep N --keep-within none`, with N small enough to drop the generations it records, drops them from the history",
 		ErrCorrupt, name, why)
+}
+
+// archiveMemo remembers the archive file a writer read last, decoded.
+// Once the history is full, every publish drops the oldest generation
+// and reads the record of the oldest one it keeps (see sweepDropped),
+// which lies in the same archive file publish after publish. An archive
+// file never changes once a manifest names it, so the memo serves while
+// the file at its name is still the one read (see sameFile). Safe for
+// concurrent use; the zero value is empty.
+type archiveMemo struct {
+	mu   sync.Mutex
+	id   uint64            // the file's first generation
+	fi   os.FileInfo       // the file as read; nil: empty
+	recs map[uint64][]byte // its records, by generation
+}
+
+// seed returns a map of archive files read (see manifest.decode) that
+// holds the memo's file, when the mirror at path still has that file.
+func (a *archiveMemo) seed(path string) map[uint64]map[uint64][]byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	archives := map[uint64]map[uint64][]byte{}
+	if a.fi == nil {
+		return archives
+	}
+	if fi, err := os.Stat(filepath.Join(gensDir(path), archiveName(a.id))); err == nil && sameFile(a.fi, fi) {
+		archives[a.id] = a.recs
+	} else {
+		a.id, a.fi, a.recs = 0, nil, nil
+	}
+	return archives
+}
+
+// remember makes the archive file id of the mirror at path, as archives
+// holds it, the memo's. Call it under the writer lock, which keeps the
+// file from being replaced between its read and this.
+func (a *archiveMemo) remember(path string, id uint64, archives map[uint64]map[uint64][]byte) {
+	recs, ok := archives[id]
+	if !ok {
+		return
+	}
+	fi, err := os.Stat(filepath.Join(gensDir(path), archiveName(id)))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		a.id, a.fi, a.recs = 0, nil, nil
+		return
+	}
+	a.id, a.fi, a.recs = id, fi, recs
 }

@@ -512,3 +512,45 @@ func TestArchiveLostDroppedByGC(t *testing.T) {
 	}
 	mustVerify(t, m)
 }
+
+// TestArchiveMemo: the memo serves the archive file it remembers only
+// while that file is the one at its name.
+func TestArchiveMemo(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mirror.db")
+	if err := os.MkdirAll(gensDir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(gensDir(path), archiveName(7))
+	if err := os.WriteFile(name, []byte("archive"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var a archiveMemo
+	if got := a.seed(path); len(got) != 0 {
+		t.Fatalf("an empty memo seeds %v", got)
+	}
+	recs := map[uint64][]byte{7: []byte("seven"), 8: []byte("eight")}
+	a.remember(path, 7, map[uint64]map[uint64][]byte{7: recs})
+	if got := a.seed(path); string(got[7][8]) != "eight" {
+		t.Fatalf("seed = %v, want archive 7", got)
+	}
+	a.remember(path, 9, map[uint64]map[uint64][]byte{7: recs}) // 9 was not read: no change
+	if got := a.seed(path); len(got[7]) != 2 {
+		t.Fatalf("seed after remembering a file not read = %v, want archive 7", got)
+	}
+	if err := os.Remove(name); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name, []byte("another archive"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.seed(path); len(got) != 0 {
+		t.Fatalf("seed after the file was replaced = %v, want nothing", got)
+	}
+	a.remember(path, 7, map[uint64]map[uint64][]byte{7: recs})
+	if err := os.Remove(name); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.seed(path); len(got) != 0 {
+		t.Fatalf("seed after the file was removed = %v, want nothing", got)
+	}
+}

@@ -49,9 +49,21 @@ var editOps = []string{"Put", "Upsert", "UpdateLifecycle", "Remove"}
 func BenchmarkLocalEdit(b *testing.B) {
 	for _, op := range editOps {
 		b.Run("op="+op, func(b *testing.B) {
-			forSizes(b, func(b *testing.B, n int) { benchLocalEdit(b, n, op) })
+			forSizes(b, func(b *testing.B, n int) { benchLocalEdit(b, n, op, Options{}) })
 		})
 	}
+}
+
+// BenchmarkLocalEditFullHistory is BenchmarkLocalEdit's Put at 100k
+// stages once the history is full: the keep policy keeps the last 300
+// generations, so from the 300th op on every publish also drops the
+// oldest generation and removes what only it read, as every publish
+// does once the default policy's 7 days have passed. Give a count well
+// past 300:
+//
+//	go test ./mirror -run '^$' -bench 'BenchmarkLocalEditFullHistory' -benchtime 1500x
+func BenchmarkLocalEditFullHistory(b *testing.B) {
+	benchLocalEdit(b, 100_000, "Put", Options{Keep: KeepPolicy{Last: 300, Within: -1}})
 }
 
 // opClass says what a publish wrote.
@@ -78,18 +90,19 @@ func classify(prev, next Meta) opClass {
 	return opDelta
 }
 
-// openBenchCopy opens a copy of the benchmark mirror of n stages.
-func openBenchCopy(b *testing.B, n int) (*benchData, *Mirror) {
+// openBenchCopy opens a copy of the benchmark mirror of n stages with
+// opts.
+func openBenchCopy(b *testing.B, n int, opts Options) (*benchData, *Mirror) {
 	d := benchMirror(b, n)
-	m, err := Open(copyBench(b, d), Options{})
+	m, err := Open(copyBench(b, d), opts)
 	if err != nil {
 		b.Fatal(err)
 	}
 	return d, m
 }
 
-func benchLocalEdit(b *testing.B, n int, op string) {
-	d, m := openBenchCopy(b, n)
+func benchLocalEdit(b *testing.B, n int, op string, opts Options) {
+	d, m := openBenchCopy(b, n, opts)
 	ctx := context.Background()
 	path := m.Path()
 	defer m.Close()
@@ -608,7 +621,7 @@ func BenchmarkOpenHistory(b *testing.B) {
 }
 
 func benchOpenHistory(b *testing.B, n, h int) {
-	d, m := openBenchCopy(b, n)
+	d, m := openBenchCopy(b, n, Options{})
 	ctx := context.Background()
 	path := m.Path()
 	key := testKey()

@@ -188,11 +188,15 @@ func (m *Mirror) sweep(mf *manifest) (GCResult, error) {
 			gone = append(gone, name)
 		}
 	}
-	return removeFiles(dir, gone)
+	res, err := removeFiles(dir, gone)
+	if res.Files > 0 {
+		_ = syncDir(dir)
+	}
+	return res, err
 }
 
 // removeFiles removes the files names of dir and counts them (one
-// already gone is not an error, nor counted), then makes dir durable.
+// already gone is not an error, nor counted).
 func removeFiles(dir string, names []string) (GCResult, error) {
 	var res GCResult
 	var errs []error
@@ -210,9 +214,6 @@ func removeFiles(dir string, names []string) (GCResult, error) {
 			res.Bytes += fi.Size()
 		}
 	}
-	if res.Files > 0 {
-		_ = syncDir(dir)
-	}
 	return res, errors.Join(errs...)
 }
 
@@ -225,26 +226,28 @@ func removeFiles(dir string, names []string) (GCResult, error) {
 // still needs is one mf's oldest reads. When it drops others (the keep
 // policy changed, the clock went back), it sweeps as GC does. Only the
 // holder of the writer lock calls it.
+//
+// It does not fsync PATH.gens after its removals: the next publish does,
+// before its manifest. Until then a power loss can bring removed files
+// back, which no manifest names; GC's full sweep removes them.
 func (m *Mirror) sweepDropped(prev, mf *manifest) (GCResult, error) {
-	n := 0
-	for n < len(prev.gens) && !mf.has(prev.gens[n].Generation) {
-		n++
-	}
-	for _, g := range prev.gens[n:] {
-		if !mf.has(g.Generation) {
-			return m.sweep(mf)
-		}
+	n, prefix := droppedOldest(prev, mf)
+	if !prefix {
+		return m.sweep(mf)
 	}
 	if n == 0 {
 		return GCResult{}, nil
 	}
-	archives := map[uint64]map[uint64][]byte{}
+	archives := m.archives.seed(m.path)
 	need := map[string]bool{}
-	oldest := *mf.gens[0]
-	if err := mf.decode(&oldest, archives); err != nil {
+	first := *mf.gens[0]
+	if err := mf.decode(&first, archives); err != nil {
 		return GCResult{}, err
 	}
-	for _, f := range oldest.files() {
+	if first.archived {
+		m.archives.remember(m.path, first.archive, archives)
+	}
+	for _, f := range first.files() {
 		need[f] = true
 	}
 	for _, g := range mf.gens {
@@ -269,6 +272,26 @@ func (m *Mirror) sweepDropped(prev, mf *manifest) (GCResult, error) {
 	}
 	res, err := removeFiles(gensDir(m.path), gone)
 	return res, errors.Join(append(errs, err)...)
+}
+
+// droppedOldest returns how many of prev's oldest generations mf does
+// not keep, and whether mf keeps every other generation of prev. Both
+// list their generations in increasing order: one walk of each.
+func droppedOldest(prev, mf *manifest) (n int, prefix bool) {
+	j := 0
+	for i, g := range prev.gens {
+		for j < len(mf.gens) && mf.gens[j].Generation < g.Generation {
+			j++
+		}
+		kept := j < len(mf.gens) && mf.gens[j].Generation == g.Generation
+		switch {
+		case !kept && n < i:
+			return n, false // a generation kept before it
+		case !kept:
+			n++
+		}
+	}
+	return n, true
 }
 
 // Generations describes every generation the mirror keeps, oldest first

@@ -79,3 +79,32 @@ func TestGCAfterKilledWriter(t *testing.T) {
 		}
 	}
 }
+
+func TestDroppedOldest(t *testing.T) {
+	mf := func(gens ...uint64) *manifest {
+		m := &manifest{}
+		for _, g := range gens {
+			m.gens = append(m.gens, &genRecord{Generation: g})
+		}
+		return m
+	}
+	for _, c := range []struct {
+		name       string
+		prev, next *manifest
+		n          int
+		oldest     bool
+	}{
+		{"nothing dropped", mf(1, 2, 3), mf(1, 2, 3, 4), 0, true},
+		{"oldest dropped", mf(1, 2, 3), mf(3, 4), 2, true},
+		{"all dropped", mf(1, 2), mf(3), 2, true},
+		{"a gap", mf(1, 2, 3), mf(1, 3, 4), 0, false},
+		{"a gap after a drop", mf(1, 2, 3, 4), mf(2, 4, 5), 1, false},
+		{"newest dropped", mf(1, 2, 3), mf(1, 2), 0, false},
+		{"empty before", mf(), mf(1), 0, true},
+	} {
+		n, oldest := droppedOldest(c.prev, c.next)
+		if n != c.n || oldest != c.oldest {
+			t.Errorf("%s: droppedOldest = %d, %v; want %d, %v", c.name, n, oldest, c.n, c.oldest)
+		}
+	}
+}

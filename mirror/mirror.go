@@ -128,6 +128,10 @@ type Mirror struct {
 
 	writeMu sync.Mutex // serialises this Mirror's own local writes
 
+	// archives is the archive file the writer read last: see
+	// sweepDropped.
+	archives archiveMemo
+
 	// rule is the admission rule, store.Admit. Only this package's tests
 	// replace it: the storetest suites generate stages with random ids
 	// to test store semantics, and the gate has tests of its own.
