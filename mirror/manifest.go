@@ -338,12 +338,6 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	if gb == nil {
 		return nil, bad("no generations")
 	}
-	same := func(g *genRecord, v []byte) bool {
-		if mf.version >= 3 {
-			return bytes.Equal(g.val, v)
-		}
-		return g.val == nil && bytes.Equal(g.raw, v)
-	}
 	err := gb.ForEach(func(k, v []byte) error {
 		n, ok := u64(k)
 		if !ok {
@@ -353,31 +347,9 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 			mf.readArchiveEntry(n, v, prev)
 			return nil
 		}
-		if prev != nil {
-			if g, ok := prev.peek(n); ok && same(g, v) && (!g.lazy || n != mf.current) {
-				mf.gens = append(mf.gens, g)
-				return nil
-			}
-		}
-		g, err := parseEntry(mf.version, n, v)
-		if err != nil && n != mf.current {
-			// Only what needs the history fails (see decode).
-			g, err = genRecord{Generation: n, lazy: true, val: bytes.Clone(v), damaged: true}, nil
-		}
-		if err != nil {
+		if err := mf.readRecordEntry(n, v, prev); err != nil {
 			return bad("%v", err)
 		}
-		if n == mf.current {
-			if g.archived {
-				return bad("the current generation %d is archived", n)
-			}
-			val := g.val
-			if g, err = decodeGenRecord(n, g.raw); err != nil {
-				return bad("%v", err)
-			}
-			g.val = val
-		}
-		mf.gens = append(mf.gens, &g)
 		return nil
 	})
 	if err != nil {
@@ -392,6 +364,48 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 		return nil, bad("the current generation %d is not listed", mf.current)
 	}
 	return mf, nil
+}
+
+// readRecordEntry appends the record of generation n, whose entry is v,
+// to mf.gens: prev's when prev read the same entry, else parsed (lazy but
+// for the current generation's, which is decoded). A damaged entry of
+// another generation becomes a damaged record: reads of the current
+// generation go on, the history fails (see decode).
+func (mf *manifest) readRecordEntry(n uint64, v []byte, prev *manifest) error {
+	if prev != nil {
+		if g, ok := prev.peek(n); ok && sameEntry(mf.version, g, v) && (!g.lazy || n != mf.current) {
+			mf.gens = append(mf.gens, g)
+			return nil
+		}
+	}
+	g, err := parseEntry(mf.version, n, v)
+	if err != nil && n != mf.current {
+		g, err = genRecord{Generation: n, lazy: true, val: bytes.Clone(v), damaged: true}, nil
+	}
+	if err != nil {
+		return err
+	}
+	if n == mf.current {
+		if g.archived {
+			return fmt.Errorf("the current generation %d is archived", n)
+		}
+		val := g.val
+		if g, err = decodeGenRecord(n, g.raw); err != nil {
+			return err
+		}
+		g.val = val
+	}
+	mf.gens = append(mf.gens, &g)
+	return nil
+}
+
+// sameEntry reports whether g, read from a manifest of format version,
+// was read from the entry v.
+func sameEntry(version uint32, g *genRecord, v []byte) bool {
+	if version >= 3 {
+		return bytes.Equal(g.val, v)
+	}
+	return g.val == nil && bytes.Equal(g.raw, v)
 }
 
 // readArchiveEntry appends the stubs of the archive entry v (of the
