@@ -76,9 +76,9 @@ func spanText(d time.Duration) string {
 func (p KeepPolicy) apply(gens []*genRecord, now time.Time) []*genRecord {
 	p = p.normalized()
 	out := make([]*genRecord, 0, len(gens))
+	last, cutoff := len(gens)-p.Last, now.Add(-p.Within) // published at cutoff or later: recent
 	for i, g := range gens {
-		recent := p.Within > 0 && now.Sub(g.Published) <= p.Within
-		if i >= len(gens)-p.Last || recent {
+		if i >= last || (p.Within > 0 && !g.Published.Before(cutoff)) {
 			out = append(out, g)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"github.com/noether-mirror/mirror/store"
 	"github.com/noether-mirror/mirror/store/storetest"
 	"os"
+	"slices"
 	"testing"
 	"time"
 )
@@ -105,6 +106,36 @@ func TestDroppedOldest(t *testing.T) {
 		n, oldest := droppedOldest(c.prev, c.next)
 		if n != c.n || oldest != c.oldest {
 			t.Errorf("%s: droppedOldest = %d, %v; want %d, %v", c.name, n, oldest, c.n, c.oldest)
+		}
+	}
+}
+
+// TestKeepPolicyApply pins what a policy keeps: the last Last
+// generations, and every one published within Within of now (at its
+// bound too, and in the future, when the clock went back).
+func TestKeepPolicyApply(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	ago := func(d time.Duration) *genRecord { return &genRecord{Published: now.Add(-d)} }
+	gens := []*genRecord{ago(72 * time.Hour), ago(48*time.Hour + 1), ago(48 * time.Hour), ago(-time.Hour), ago(time.Hour), ago(time.Minute)}
+	for i, g := range gens {
+		g.Generation = uint64(i + 1)
+	}
+	for _, c := range []struct {
+		p    KeepPolicy
+		want []uint64
+	}{
+		{KeepPolicy{Last: 2, Within: 48 * time.Hour}, []uint64{3, 4, 5, 6}},
+		{KeepPolicy{Last: 1, Within: -1}, []uint64{6}},
+		{KeepPolicy{Last: 4, Within: -1}, []uint64{3, 4, 5, 6}},
+		{KeepPolicy{Last: 1, Within: 30 * time.Minute}, []uint64{4, 6}},
+		{KeepPolicy{Last: 10, Within: time.Hour}, []uint64{1, 2, 3, 4, 5, 6}},
+	} {
+		var got []uint64
+		for _, g := range c.p.apply(gens, now) {
+			got = append(got, g.Generation)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%v keeps %v, want %v", c.p, got, c.want)
 		}
 	}
 }
