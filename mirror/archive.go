@@ -288,12 +288,14 @@ func damagedArchive(name string, err error) error {
 // and reads the record of the oldest one it keeps (see sweepDropped),
 // which lies in the same archive file publish after publish. An archive
 // file never changes once a manifest names it, so the memo serves while
-// the file at its name is still the one read (see sameFile). Safe for
-// concurrent use; the zero value is empty.
+// the file at its name is still the one read: it holds that file open,
+// so that no other file can take its inode, and compares (see sameFile).
+// Safe for concurrent use; the zero value is empty; forget releases it.
 type archiveMemo struct {
 	mu   sync.Mutex
 	id   uint64            // the file's first generation
-	fi   os.FileInfo       // the file as read; nil: empty
+	f    *os.File          // the file, open; nil: empty
+	fi   os.FileInfo       // f's
 	recs map[uint64][]byte // its records, by generation
 }
 
@@ -303,13 +305,13 @@ func (a *archiveMemo) seed(path string) map[uint64]map[uint64][]byte {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	archives := map[uint64]map[uint64][]byte{}
-	if a.fi == nil {
+	if a.f == nil {
 		return archives
 	}
 	if fi, err := os.Stat(filepath.Join(gensDir(path), archiveName(a.id))); err == nil && sameFile(a.fi, fi) {
 		archives[a.id] = a.recs
 	} else {
-		a.id, a.fi, a.recs = 0, nil, nil
+		a.forgetLocked()
 	}
 	return archives
 }
@@ -322,12 +324,34 @@ func (a *archiveMemo) remember(path string, id uint64, archives map[uint64]map[u
 	if !ok {
 		return
 	}
-	fi, err := os.Stat(filepath.Join(gensDir(path), archiveName(id)))
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err != nil {
-		a.id, a.fi, a.recs = 0, nil, nil
+	if a.f != nil && a.id == id {
 		return
 	}
-	a.id, a.fi, a.recs = id, fi, recs
+	a.forgetLocked()
+	f, err := os.Open(filepath.Join(gensDir(path), archiveName(id)))
+	if err != nil {
+		return
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return
+	}
+	a.id, a.f, a.fi, a.recs = id, f, fi, recs
+}
+
+// forget empties the memo.
+func (a *archiveMemo) forget() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.forgetLocked()
+}
+
+func (a *archiveMemo) forgetLocked() {
+	if a.f != nil {
+		a.f.Close()
+	}
+	a.id, a.f, a.fi, a.recs = 0, nil, nil, nil
 }

@@ -202,7 +202,7 @@ func TestArchivesCollected(t *testing.T) {
 	m := newTemp(t, Options{Keep: KeepPolicy{Last: last, Within: -1}, MaxLayers: 4, MaxOverlay: 40, MaxMerged: 120})
 	syncGenerated(t, m, 0, 30)
 	key := testKey()
-	sawArchive, sawDropped := false, false
+	sawArchive, sawDropped, memoed := false, false, 0
 	var firstArchive string
 	for i := range last + 2*archiveLen {
 		var err error
@@ -227,9 +227,17 @@ func TestArchivesCollected(t *testing.T) {
 		if firstArchive != "" && !slices.Contains(got, firstArchive) {
 			sawDropped = true
 		}
+		if memoHolds(t, m) {
+			memoed++
+		}
 	}
 	if !sawArchive || !sawDropped {
 		t.Fatalf("an archive file was written: %v; the first one collected: %v", sawArchive, sawDropped)
+	}
+	// Once the oldest kept generation is archived, each publish drops one
+	// and finds the files it needs in the archive file the last read.
+	if memoed < archiveLen {
+		t.Fatalf("the archive memo held the oldest kept generation's archive file after %d publishes", memoed)
 	}
 	gens, err := m.Generations(t.Context())
 	if err != nil {
@@ -513,6 +521,21 @@ func TestArchiveLostDroppedByGC(t *testing.T) {
 	mustVerify(t, m)
 }
 
+// memoHolds reports whether m's archive memo holds the archive file of
+// the oldest generation m keeps.
+func memoHolds(t *testing.T, m *Mirror) bool {
+	t.Helper()
+	cur, err := m.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.release()
+	oldest := cur.mf.gens[0]
+	m.archives.mu.Lock()
+	defer m.archives.mu.Unlock()
+	return oldest.archived && m.archives.f != nil && m.archives.id == oldest.archive
+}
+
 // TestArchiveMemo: the memo serves the archive file it remembers only
 // while that file is the one at its name.
 func TestArchiveMemo(t *testing.T) {
@@ -525,6 +548,7 @@ func TestArchiveMemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	var a archiveMemo
+	defer a.forget()
 	if got := a.seed(path); len(got) != 0 {
 		t.Fatalf("an empty memo seeds %v", got)
 	}
@@ -537,10 +561,19 @@ func TestArchiveMemo(t *testing.T) {
 	if got := a.seed(path); len(got[7]) != 2 {
 		t.Fatalf("seed after remembering a file not read = %v, want archive 7", got)
 	}
+	// Replaced by a file of the same size and modification time: another
+	// inode, since the memo holds the first open.
+	fi, err := os.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Remove(name); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(name, []byte("another archive"), 0o644); err != nil {
+	if err := os.WriteFile(name, []byte("ARCHIVE"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(name, fi.ModTime(), fi.ModTime()); err != nil {
 		t.Fatal(err)
 	}
 	if got := a.seed(path); len(got) != 0 {

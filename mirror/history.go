@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -77,6 +78,9 @@ func (p KeepPolicy) apply(gens []*genRecord, now time.Time) []*genRecord {
 	p = p.normalized()
 	out := make([]*genRecord, 0, len(gens))
 	last, cutoff := len(gens)-p.Last, now.Add(-p.Within) // published at cutoff or later: recent
+	if p.Within == math.MaxInt64 {
+		cutoff = time.Time{} // the longest window: every publish time, none too
+	}
 	for i, g := range gens {
 		if i >= last || (p.Within > 0 && !g.Published.Before(cutoff)) {
 			out = append(out, g)

@@ -3,6 +3,7 @@ package mirror
 import (
 	"github.com/noether-mirror/mirror/store"
 	"github.com/noether-mirror/mirror/store/storetest"
+	"math"
 	"os"
 	"slices"
 	"testing"
@@ -93,7 +94,7 @@ func TestDroppedOldest(t *testing.T) {
 		name       string
 		prev, next *manifest
 		n          int
-		oldest     bool
+		prefix     bool
 	}{
 		{"nothing dropped", mf(1, 2, 3), mf(1, 2, 3, 4), 0, true},
 		{"oldest dropped", mf(1, 2, 3), mf(3, 4), 2, true},
@@ -103,9 +104,9 @@ func TestDroppedOldest(t *testing.T) {
 		{"newest dropped", mf(1, 2, 3), mf(1, 2), 0, false},
 		{"empty before", mf(), mf(1), 0, true},
 	} {
-		n, oldest := droppedOldest(c.prev, c.next)
-		if n != c.n || oldest != c.oldest {
-			t.Errorf("%s: droppedOldest = %d, %v; want %d, %v", c.name, n, oldest, c.n, c.oldest)
+		n, prefix := droppedOldest(c.prev, c.next)
+		if n != c.n || prefix != c.prefix {
+			t.Errorf("%s: droppedOldest = %d, %v; want %d, %v", c.name, n, prefix, c.n, c.prefix)
 		}
 	}
 }
@@ -116,7 +117,7 @@ func TestDroppedOldest(t *testing.T) {
 func TestKeepPolicyApply(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	ago := func(d time.Duration) *genRecord { return &genRecord{Published: now.Add(-d)} }
-	gens := []*genRecord{ago(72 * time.Hour), ago(48*time.Hour + 1), ago(48 * time.Hour), ago(-time.Hour), ago(time.Hour), ago(time.Minute)}
+	gens := []*genRecord{{}, ago(72 * time.Hour), ago(48*time.Hour + 1), ago(48 * time.Hour), ago(-time.Hour), ago(time.Hour), ago(time.Minute)} // the first: no publish time
 	for i, g := range gens {
 		g.Generation = uint64(i + 1)
 	}
@@ -124,11 +125,13 @@ func TestKeepPolicyApply(t *testing.T) {
 		p    KeepPolicy
 		want []uint64
 	}{
-		{KeepPolicy{Last: 2, Within: 48 * time.Hour}, []uint64{3, 4, 5, 6}},
-		{KeepPolicy{Last: 1, Within: -1}, []uint64{6}},
-		{KeepPolicy{Last: 4, Within: -1}, []uint64{3, 4, 5, 6}},
-		{KeepPolicy{Last: 1, Within: 30 * time.Minute}, []uint64{4, 6}},
-		{KeepPolicy{Last: 10, Within: time.Hour}, []uint64{1, 2, 3, 4, 5, 6}},
+		{KeepPolicy{Last: 2, Within: 48 * time.Hour}, []uint64{4, 5, 6, 7}},
+		{KeepPolicy{Last: 1, Within: -1}, []uint64{7}},
+		{KeepPolicy{Last: 4, Within: -1}, []uint64{4, 5, 6, 7}},
+		{KeepPolicy{Last: 1, Within: 30 * time.Minute}, []uint64{5, 7}},
+		{KeepPolicy{Last: 10, Within: time.Hour}, []uint64{1, 2, 3, 4, 5, 6, 7}},
+		{KeepPolicy{Last: 1, Within: 200 * 24 * 365 * time.Hour}, []uint64{2, 3, 4, 5, 6, 7}},
+		{KeepPolicy{Last: 1, Within: math.MaxInt64}, []uint64{1, 2, 3, 4, 5, 6, 7}}, // the longest window: forever
 	} {
 		var got []uint64
 		for _, g := range c.p.apply(gens, now) {

@@ -452,6 +452,7 @@ func (m *Mirror) Path() string { return m.path }
 // Close releases the Mirror. Snapshots still pinned stay usable until
 // they are closed. Close is idempotent.
 func (m *Mirror) Close() error {
+	m.archives.forget()
 	m.mu.Lock()
 	cur := m.cur
 	m.cur, m.closed = nil, true
