@@ -8,6 +8,7 @@ import (
 	"maps"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -173,6 +174,10 @@ type ovEntry struct {
 // read first needs the overlay's sorted lists.
 type overlay struct {
 	layers []*layer // one reference each, released by close
+	// copied is how many of layers' fold the overlay copied from
+	// another's (see copyFold): the entries whose word is one of them
+	// are shared with it, and never changed.
+	copied int
 	// stages is the fold of every delta but deep.
 	stages map[string]*ovEntry
 	quar   map[string]*layer // nil: removed; every delta's, deep's too
@@ -216,17 +221,34 @@ func (ov *overlay) newEntry() *ovEntry {
 	return &ov.slab[len(ov.slab)-1]
 }
 
+// own returns the entry of stage id k that ov's fold may change: a new
+// one, or the one ov's stages holds, copied first when it is shared
+// with the overlay ov copied its fold from (see copyFold).
+func (ov *overlay) own(k []byte) *ovEntry {
+	e, ok := ov.stages[string(k)]
+	switch {
+	case !ok:
+		e = ov.newEntry()
+		ov.stages[ov.strs.strBytes(k)] = e
+	case slices.Contains(ov.layers[:ov.copied], e.word): // its word is a copied layer's
+		c := ov.newEntry()
+		*c = *e
+		ov.stages[ov.strs.strBytes(k)] = c
+		e = c
+	}
+	return e
+}
+
 // openOverlay opens the delta files names (in dir, oldest first) and
 // folds them. hint is how many keys they touch together, as the manifest
 // says (only a size hint: the maps are allocated once at that size
 // instead of growing). prev (nil: none) is an open overlay of the same
 // mirror the caller holds: the files both read are shared, and when
-// prev's deltas are the first of names, its fold is copied and only the
-// rest are folded. Nothing is open when it fails.
+// prev's deltas are the first of names, its fold is copied (see
+// copyFold) and only the rest are folded. Nothing is open when it fails.
 func openOverlay(dir string, names []string, hint int, opts Options, prev *overlay, handed []*dataFile) (*overlay, error) {
-	hint = min(max(hint, 0), maxOverlayHint)
-	ov := &overlay{stages: make(map[string]*ovEntry, hint), quar: map[string]*layer{}, slab: make([]ovEntry, 0, hint)}
-	if err := ov.load(dir, names, opts, prev, handed); err != nil {
+	ov := &overlay{}
+	if err := ov.load(dir, names, min(max(hint, 0), maxOverlayHint), opts, prev, handed); err != nil {
 		ov.close() // every layer it took a reference to, prev's too
 		return nil, err
 	}
@@ -235,7 +257,7 @@ func openOverlay(dir string, names []string, hint int, opts Options, prev *overl
 
 // load folds the delta files names into the empty ov (see openOverlay).
 // On error, the layers in ov.layers are the ones to release.
-func (ov *overlay) load(dir string, names []string, opts Options, prev *overlay, handed []*dataFile) error {
+func (ov *overlay) load(dir string, names []string, hint int, opts Options, prev *overlay, handed []*dataFile) error {
 	have := map[string]*layer{}
 	for _, f := range handed {
 		have[f.path] = &layer{f}
@@ -248,6 +270,9 @@ func (ov *overlay) load(dir string, names []string, opts Options, prev *overlay,
 			ov.copyFold(prev)
 			names = names[len(prev.layers):]
 		}
+	}
+	if ov.stages == nil {
+		ov.stages, ov.quar, ov.slab = make(map[string]*ovEntry, hint), map[string]*layer{}, make([]ovEntry, 0, hint)
 	}
 	files, err := openLayers(dir, names, have, opts)
 	if err != nil {
@@ -329,19 +354,17 @@ func (ov *overlay) continuedBy(dir string, names []string) bool {
 }
 
 // copyFold makes the empty ov the fold prev holds, sharing its layers
-// (a reference each) but not its entries, which the next folds change.
+// (a reference each) and its entries: prev's readers go on reading them,
+// so ov's fold replaces an entry it changes by a copy (see own), and
+// copies only what the deltas it folds next touch.
 func (ov *overlay) copyFold(prev *overlay) {
 	for _, l := range prev.layers {
 		l.refs.Add(1)
 		ov.layers = append(ov.layers, l)
 	}
 	ov.deep, ov.deepKeys = prev.deep, prev.deepKeys
-	for k, e := range prev.stages {
-		c := ov.newEntry()
-		*c = *e
-		ov.stages[k] = c
-	}
-	maps.Copy(ov.quar, prev.quar)
+	ov.stages, ov.quar = maps.Clone(prev.stages), maps.Clone(prev.quar)
+	ov.copied = len(ov.layers)
 }
 
 // close releases every layer; a nil overlay is fine.
@@ -442,20 +465,14 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 	if err != nil {
 		return err
 	}
-	entry := func(k []byte) *ovEntry {
-		e, ok := ov.stages[string(k)]
-		if !ok {
-			e = ov.newEntry()
-			ov.stages[ov.strs.strBytes(k)] = e
-		}
-		return e
-	}
+	// Every stage id the delta touches has a base_kind entry: the loops
+	// after this one change only entries this one made l's word.
 	err = bk[string(bucketBaseKind)].ForEach(func(k, v []byte) error {
 		inBase, kind, ok := parseBaseKind(v)
 		if !ok {
 			return corruptf(l.path, "base_kind entry of %s is damaged", k)
 		}
-		e := entry(k)
+		e := ov.own(k)
 		e.inBase, e.baseKind, e.word = inBase, kind, l
 		return nil
 	})
@@ -463,10 +480,11 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 		return err
 	}
 	err = bk[string(bucketRemoved)].ForEach(func(k, _ []byte) error {
-		if _, ok := ov.stages[string(k)]; !ok {
+		e, ok := ov.stages[string(k)]
+		if !ok || e.word != l {
 			return corruptf(l.path, "removed stage %s has no base_kind entry", k)
 		}
-		ov.stages[string(k)].src = nil
+		e.src = nil
 		return nil
 	})
 	if err != nil {
@@ -476,7 +494,7 @@ func (ov *overlay) fold(tx *bolt.Tx, l *layer) error {
 	// a read asks for them; Verify checks the index against them.
 	err = bk[string(bucketIndex)].ForEach(func(k, v []byte) error {
 		e, ok := ov.stages[string(k)]
-		if !ok {
+		if !ok || e.word != l {
 			return corruptf(l.path, "stage %s has no base_kind entry", k)
 		}
 		if err := parseIndex(v, e, &ov.strs); err != nil {

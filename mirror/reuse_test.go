@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -530,4 +531,71 @@ func TestConcurrentReloadsRelease(t *testing.T) {
 	if n < 3 {
 		t.Fatalf("the readers saw %d data files: the test did not reload", n)
 	}
+}
+
+// TestCopyFoldLeavesPreviousFold: a reload that continues the chain
+// copies the previous generation's fold and shares its entries (see
+// copyFold); folding the new delta, which here removes a stage the
+// previous delta put, must leave the previous generation's fold, which
+// its readers go on reading, as it was.
+func TestCopyFoldLeavesPreviousFold(t *testing.T) {
+	m := layeredMirror(t, Options{MaxLayers: 8, MaxOverlay: 1000, MaxMerged: 2000})
+	syncAll(t, m, stdlibStages(t)[:20], PublishInfo{})
+	ctx, key := t.Context(), testKey()
+	var last store.StageID
+	shared := 0
+	for i := range 12 {
+		prev, err := m.acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := foldValues(prev.ov)
+		_, held := before[string(last)]
+		if i%2 == 1 {
+			err = m.Remove(ctx, last)
+		} else {
+			last, err = m.Put(ctx, genStage(t, 2000+i, 100, key))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur, err := m.acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 && held && cur.ov.copied > 0 {
+			shared++ // the removal changed an entry cur shared with prev
+		}
+		if after := foldValues(prev.ov); !maps.Equal(before, after) {
+			t.Fatalf("edit %d changed the fold of generation %d, which its readers read", i, prev.gen.Generation)
+		}
+		fresh, err := Open(m.Path(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := fresh.acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameFold(t, fmt.Sprintf("after edit %d", i), cur.ov, want.ov)
+		want.release()
+		fresh.Close()
+		prev.release()
+		cur.release()
+	}
+	if shared == 0 {
+		t.Fatal("no edit changed an entry its generation's fold shared with the one before")
+	}
+}
+
+// foldValues copies the entries of ov's fold of its folded deltas.
+func foldValues(ov *overlay) map[string]ovEntry {
+	out := map[string]ovEntry{}
+	if ov == nil {
+		return out
+	}
+	for k, e := range ov.stages {
+		out[k] = *e
+	}
+	return out
 }
