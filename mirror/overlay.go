@@ -185,9 +185,11 @@ type overlay struct {
 	// how many stage ids it touches.
 	deep     *layer
 	deepKeys int
-	// slab holds the entries stages points to, allocated in blocks; strs
-	// the bytes of their keys, names and signature ids (a fold would
-	// otherwise allocate three strings a stage).
+	// slab holds the entries the overlay's own fold made, allocated in
+	// blocks (stages also points into the slabs of the overlay it copied
+	// its fold from: see copied); strs the bytes of their keys, names and
+	// signature ids (a fold would otherwise allocate three strings a
+	// stage).
 	slab []ovEntry
 	strs strArena
 
@@ -242,10 +244,11 @@ func (ov *overlay) own(k []byte) *ovEntry {
 // openOverlay opens the delta files names (in dir, oldest first) and
 // folds them. hint is how many keys they touch together, as the manifest
 // says (only a size hint: the maps are allocated once at that size
-// instead of growing). prev (nil: none) is an open overlay of the same
-// mirror the caller holds: the files both read are shared, and when
-// prev's deltas are the first of names, its fold is copied (see
-// copyFold) and only the rest are folded. Nothing is open when it fails.
+// instead of growing, unless prev's fold is copied). prev (nil: none) is
+// an open overlay of the same mirror the caller holds: the files both
+// read are shared, and when prev's deltas are the first of names, its
+// fold is copied (see copyFold) and only the rest are folded. Nothing is
+// open when it fails.
 func openOverlay(dir string, names []string, hint int, opts Options, prev *overlay, handed []*dataFile) (*overlay, error) {
 	ov := &overlay{}
 	if err := ov.load(dir, names, min(max(hint, 0), maxOverlayHint), opts, prev, handed); err != nil {

@@ -535,26 +535,43 @@ func TestConcurrentReloadsRelease(t *testing.T) {
 
 // TestCopyFoldLeavesPreviousFold: a reload that continues the chain
 // copies the previous generation's fold and shares its entries (see
-// copyFold); folding the new delta, which here removes a stage the
-// previous delta put, must leave the previous generation's fold, which
-// its readers go on reading, as it was.
+// copyFold); folding the new delta, which here removes or retires a stage
+// an older delta of the chain put, must leave the previous generation's
+// fold, which its readers go on reading, as it was, share what the new
+// delta does not touch, and equal a fresh open's fold.
 func TestCopyFoldLeavesPreviousFold(t *testing.T) {
 	m := layeredMirror(t, Options{MaxLayers: 8, MaxOverlay: 1000, MaxMerged: 2000})
 	syncAll(t, m, stdlibStages(t)[:20], PublishInfo{})
 	ctx, key := t.Context(), testKey()
-	var last store.StageID
-	shared := 0
-	for i := range 12 {
+	var puts []*store.Stage
+	olderShared := 0 // changes of an entry whose word is an older copied delta than the newest
+	for i := range 18 {
 		prev, err := m.acquire()
 		if err != nil {
 			t.Fatal(err)
 		}
 		before := foldValues(prev.ov)
-		_, held := before[string(last)]
-		if i%2 == 1 {
-			err = m.Remove(ctx, last)
-		} else {
-			last, err = m.Put(ctx, genStage(t, 2000+i, 100, key))
+		var touched store.StageID
+		switch kind := store.LifecycleUnknown; {
+		case i%3 == 0 || len(puts) < 2:
+			st := genStage(t, 2000+i, 100, key)
+			touched, err = m.Put(ctx, st)
+			puts = append(puts, st)
+		case i%3 == 2 && func() bool {
+			kind = puts[0].Lifecycle.Kind
+			return kind == store.LifecycleDraft || kind == store.LifecycleActive
+		}():
+			// A new record of a stage an older delta put: the index loop.
+			to := store.Active
+			if kind == store.LifecycleActive {
+				to = store.Tombstone
+			}
+			touched = puts[0].ID
+			err = m.UpdateLifecycle(ctx, touched, to)
+			puts[0].Lifecycle = to
+		default:
+			touched, puts = puts[0].ID, puts[1:]
+			err = m.Remove(ctx, touched)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -563,11 +580,21 @@ func TestCopyFoldLeavesPreviousFold(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if i%2 == 1 && held && cur.ov.copied > 0 {
-			shared++ // the removal changed an entry cur shared with prev
-		}
 		if after := foldValues(prev.ov); !maps.Equal(before, after) {
 			t.Fatalf("edit %d changed the fold of generation %d, which its readers read", i, prev.gen.Generation)
+		}
+		if cur.ov.copied > 0 {
+			for k, e := range prev.ov.stages {
+				switch shared := cur.ov.stages[k] == e; {
+				case k == string(touched) && shared:
+					t.Fatalf("edit %d: the entry of %s, which it changed, is the previous generation's", i, k)
+				case k != string(touched) && !shared:
+					t.Fatalf("edit %d: the entry of %s, which it did not touch, was copied", i, k)
+				}
+			}
+			if e, ok := prev.ov.stages[string(touched)]; ok && e.word != prev.ov.layers[len(prev.ov.layers)-1] {
+				olderShared++
+			}
 		}
 		fresh, err := Open(m.Path(), Options{})
 		if err != nil {
@@ -583,8 +610,74 @@ func TestCopyFoldLeavesPreviousFold(t *testing.T) {
 		prev.release()
 		cur.release()
 	}
-	if shared == 0 {
-		t.Fatal("no edit changed an entry its generation's fold shared with the one before")
+	if olderShared == 0 {
+		t.Fatal("no edit changed an entry an older delta of a continued chain said the latest word of")
+	}
+}
+
+// TestPlainDeltaMissingBaseKind: a delta that removes a stage without a
+// base_kind entry for it is damaged, even when an earlier delta of the
+// chain touched that stage. A reader holding the previous generation
+// that meets it on a reload keeps that generation, unchanged.
+func TestPlainDeltaMissingBaseKind(t *testing.T) {
+	m := layeredMirror(t, Options{MaxLayers: 8, MaxOverlay: 1000, MaxMerged: 2000})
+	syncAll(t, m, stdlibStages(t)[:20], PublishInfo{})
+	ctx, key := t.Context(), testKey()
+	gone, err := m.Put(ctx, genStage(t, 100, 100, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Put(ctx, genStage(t, 101, 100, key)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(m.Path(), Options{ReloadInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	held, err := r.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.release()
+	before := foldValues(held.ov)
+	want, err := r.GetRaw(ctx, gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Remove(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ov == nil || s.ov.deep != nil || len(s.gen.Deltas) < 3 {
+		t.Fatalf("want a chain of plain deltas, have %v", s.gen.Deltas)
+	}
+	path := filepath.Join(gensDir(m.Path()), s.gen.Deltas[len(s.gen.Deltas)-1])
+	s.release()
+	if err := m.Close(); err != nil { // it holds the delta it wrote open
+		t.Fatal(err)
+	}
+	damageFile(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketBaseKind).Delete([]byte(gone)) })
+
+	if _, err := r.Reload(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a reload meeting the damaged delta: %v, want ErrCorrupt", err)
+	}
+	if got, err := r.GetRaw(ctx, gone); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("after the failed reload, the reader's generation reads %s as %d bytes, %v; want it as before", gone, len(got), err)
+	}
+	if after := foldValues(held.ov); !maps.Equal(before, after) {
+		t.Fatal("the failed reload changed the fold of the generation the reader holds")
+	}
+	fresh, err := Open(m.Path(), Options{})
+	if err == nil {
+		defer fresh.Close()
+		_, err = fresh.GetRaw(ctx, gone)
+	}
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a fresh open of the damaged generation: %v, want ErrCorrupt", err)
 	}
 }
 
