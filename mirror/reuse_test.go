@@ -596,17 +596,8 @@ func TestCopyFoldLeavesPreviousFold(t *testing.T) {
 				olderShared++
 			}
 		}
-		fresh, err := Open(m.Path(), Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := fresh.acquire()
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, want := freshSnap(t, m.Path())
 		sameFold(t, fmt.Sprintf("after edit %d", i), cur.ov, want.ov)
-		want.release()
-		fresh.Close()
 		prev.release()
 		cur.release()
 	}
