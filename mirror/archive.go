@@ -146,9 +146,6 @@ func archiveOldest(dir string, mf *manifest, opts Options) (string, error) {
 	tmp := tempName(final)
 	err := writeArchive(tmp, mf, batch, opts)
 	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
 		err = os.Rename(tmp, final)
 	}
 	if err != nil {
@@ -204,12 +201,8 @@ func readArchive(tx *bolt.Tx, path string) (map[uint64][]byte, error) {
 	if meta == nil || gb == nil || string(meta.Get([]byte(metaMagic))) != magic || meta.Get([]byte(metaArchive)) == nil {
 		return nil, errors.New("not a noether-mirror archive file")
 	}
-	fv := meta.Get([]byte(metaFormatVersion))
-	if len(fv) != 4 {
-		return nil, errors.New("no format version")
-	}
-	if v := binary.BigEndian.Uint32(fv); v > FormatVersion {
-		return nil, fmt.Errorf("%w: %s was written by a newer noether-mirror (format %d > %d): upgrade", ErrFormatVersion, path, v, FormatVersion)
+	if _, err := formatVersion(meta, path); err != nil {
+		return nil, err
 	}
 	recs := map[uint64][]byte{}
 	err := gb.ForEach(func(k, v []byte) error {

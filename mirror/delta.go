@@ -180,11 +180,6 @@ func (d *deltaContent) write(dir string, gen uint64, opts Options) (*dataFile, i
 	final := filepath.Join(dir, deltaName(gen))
 	tmp := tempName(final)
 	db, fi, err := d.load(tmp, gen, opts)
-	if err == nil {
-		if err = os.Chmod(tmp, 0o644); err != nil {
-			_ = db.Close()
-		}
-	}
 	if err != nil {
 		os.Remove(tmp)
 		return nil, 0, noSpace(fmt.Errorf("writing the delta %s: %w", tmp, err), tmp, 0)

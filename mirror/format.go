@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"slices"
@@ -177,13 +178,12 @@ func readMeta(tx *bolt.Tx, path string) (Meta, error) {
 		return Meta{}, notOurs("no noether-mirror marker")
 	}
 	m := Meta{Path: path}
-	fv := b.Get([]byte(metaFormatVersion))
-	if len(fv) != 4 {
+	var err error
+	switch m.FormatVersion, err = formatVersion(b, path); {
+	case errors.Is(err, errNoFormatVersion):
 		return Meta{}, notOurs("no format version")
-	}
-	m.FormatVersion = binary.BigEndian.Uint32(fv)
-	if m.FormatVersion > FormatVersion {
-		return Meta{}, fmt.Errorf("%w: %s was written by a newer noether-mirror (format %d > %d): upgrade", ErrFormatVersion, path, m.FormatVersion, FormatVersion)
+	case err != nil:
+		return Meta{}, err
 	}
 	bad := func(key string, err error) error {
 		return fmt.Errorf("%w: %s: meta %q is damaged (%v): run `mirror sync` to rebuild the mirror", ErrCorrupt, path, key, err)
@@ -326,4 +326,22 @@ func indexBucket(sig bool) []byte {
 		return bucketBySig
 	}
 	return bucketByName
+}
+
+// errNoFormatVersion: a meta bucket records no format version.
+var errNoFormatVersion = errors.New("no format version")
+
+// formatVersion returns the format version that the meta bucket b of the
+// file at path records: errNoFormatVersion when it records none, an
+// error wrapping ErrFormatVersion when a newer noether-mirror wrote it.
+func formatVersion(b *bolt.Bucket, path string) (uint32, error) {
+	fv := b.Get([]byte(metaFormatVersion))
+	if len(fv) != 4 {
+		return 0, errNoFormatVersion
+	}
+	v := binary.BigEndian.Uint32(fv)
+	if v > FormatVersion {
+		return v, fmt.Errorf("%w: %s was written by a newer noether-mirror (format %d > %d): upgrade", ErrFormatVersion, path, v, FormatVersion)
+	}
+	return v, nil
 }

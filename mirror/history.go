@@ -254,10 +254,8 @@ func (m *Mirror) sweepDropped(prev, mf *manifest) (GCResult, error) {
 	for _, f := range first.files() {
 		need[f] = true
 	}
-	for _, g := range mf.gens {
-		if g.archived {
-			need[archiveName(g.archive)] = true
-		}
+	for id := range mf.archives { // mf was written: one entry an archive file
+		need[archiveName(id)] = true
 	}
 	var gone []string
 	var errs []error
@@ -410,8 +408,9 @@ func (m *Mirror) SnapshotAt(ctx context.Context, ref string) (*Snapshot, error) 
 // named a file collected meanwhile (err): from the manifest published
 // now, which says whether g is still kept.
 func (m *Mirror) snapshotAgain(g uint64, err error) (*Snapshot, error) {
+	collected := fmt.Errorf("%w: generation %d of %s was collected meanwhile: %v", ErrGenerationGone, g, m.path, err)
 	if _, rerr := m.Reload(); rerr != nil {
-		return nil, fmt.Errorf("%w: generation %d of %s was collected meanwhile: %v", ErrGenerationGone, g, m.path, err)
+		return nil, collected
 	}
 	now, aerr := m.acquire()
 	if aerr != nil {
@@ -420,7 +419,7 @@ func (m *Mirror) snapshotAgain(g uint64, err error) (*Snapshot, error) {
 	defer now.release()
 	switch {
 	case now.mf == nil:
-		return nil, fmt.Errorf("%w: generation %d of %s was collected meanwhile: %v", ErrGenerationGone, g, m.path, err)
+		return nil, collected
 	case !now.mf.has(g):
 		return nil, now.mf.gone(m.path, strconv.FormatUint(g, 10))
 	case g == now.meta.Generation:

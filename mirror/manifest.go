@@ -316,16 +316,16 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	if string(b.Get([]byte(metaMagic))) != magic {
 		return nil, bad("no noether-mirror marker")
 	}
-	fv := b.Get([]byte(metaFormatVersion))
-	if len(fv) != 4 {
+	mf := &manifest{path: path}
+	var err error
+	switch mf.version, err = formatVersion(b, path); {
+	case errors.Is(err, errNoFormatVersion):
 		return nil, bad("no format version")
+	case err != nil:
+		return nil, err
 	}
-	mf := &manifest{path: path, version: binary.BigEndian.Uint32(fv)}
 	if prev != nil {
 		mf.gens = make([]*genRecord, 0, len(prev.gens)+1)
-	}
-	if mf.version > FormatVersion {
-		return nil, fmt.Errorf("%w: %s was written by a newer noether-mirror (format %d > %d): upgrade", ErrFormatVersion, path, mf.version, FormatVersion)
 	}
 	var ok bool
 	if mf.current, ok = u64(b.Get([]byte(metaCurrent))); !ok {
@@ -338,7 +338,7 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	if gb == nil {
 		return nil, bad("no generations")
 	}
-	err := gb.ForEach(func(k, v []byte) error {
+	err = gb.ForEach(func(k, v []byte) error {
 		n, ok := u64(k)
 		if !ok {
 			return bad("generation entry %x", k)
@@ -492,11 +492,7 @@ func tempName(final string) string {
 // checks it, and returns its name; the caller renames it over path.
 func writeManifest(path string, mf *manifest, opts Options) (string, error) {
 	tmp := tempName(path)
-	err := loadManifest(tmp, mf, opts)
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err != nil {
+	if err := loadManifest(tmp, mf, opts); err != nil {
 		os.Remove(tmp)
 		return "", noSpace(fmt.Errorf("writing the generation manifest %s: %w", tmp, err), tmp, 0)
 	}
@@ -606,7 +602,8 @@ const smallPageSize = 4 << 10
 // an archive file) with the given buckets, through the page writer or
 // bbolt's transactions as opts says: fill puts every entry but meta's,
 // bucket by bucket in key order; the meta bucket gets meta, the magic and
-// the format version. The file is fsynced; the caller checks it.
+// the format version. The file is fsynced, and its mode 0644 (readers
+// may run as other users); the caller checks it.
 func writeSmallFile(name string, opts Options, buckets [][]byte, fill func(l boltfile.Loader) error, meta ...metaEntry) (err error) {
 	var l boltfile.Loader
 	if opts.BoltTransactions {
@@ -632,7 +629,10 @@ func writeSmallFile(name string, opts Options, buckets [][]byte, fill func(l bol
 	if err := putMeta(l, meta); err != nil {
 		return err
 	}
-	return l.Finish()
+	if err := l.Finish(); err != nil {
+		return err
+	}
+	return os.Chmod(name, 0o644) // whatever the umask: readers may be other users
 }
 
 // putMeta puts entries, in key order, into l's meta bucket.

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -315,5 +316,27 @@ func TestIndexNamesWithNUL(t *testing.T) {
 	act, err := m.ActiveStagesWithSignature(ctx, sig)
 	if err != nil || len(act) != 1 || act[0].ID != plain.ID {
 		t.Errorf("ActiveStagesWithSignature: %d, %v", len(act), err)
+	}
+}
+
+// TestStagingPageSize: a sync stages into the snapshot's 64 KiB pages, a
+// local edit into a delta's 4 KiB ones (see stagingPageSize).
+func TestStagingPageSize(t *testing.T) {
+	m := newTemp(t, Options{})
+	for _, c := range []struct {
+		begin func(context.Context) (*Writer, error)
+		want  int
+	}{{m.BeginSync, pageSize}, {m.BeginLocal, smallPageSize}} {
+		w, err := c.begin(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := w.db.Info().PageSize
+		if err := w.Abort(false); err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("a %s writer's staging file has %d-byte pages, want %d", w.mode, got, c.want)
+		}
 	}
 }

@@ -313,7 +313,6 @@ func (w *Writer) openStaging(fresh bool) error {
 		Timeout:        w.m.opts.LockTimeout,
 		FreelistType:   bolt.FreelistMapType,
 		NoFreelistSync: false,
-		PageSize:       w.stagingPageSize(), // only for a file bbolt creates
 		// No fsync per commit: a sync fsyncs every stagingSyncInterval
 		// (and when it stops), a local write is redone from scratch. Nor
 		// when a commit grows the file (bbolt's default).
