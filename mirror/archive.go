@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -95,76 +96,42 @@ func parseEntry(version uint32, n uint64, v []byte) (genRecord, error) {
 	return g, nil
 }
 
-// archiveEntry encodes the archive entry of gens: the generations the
-// manifest keeps whose records one archive file holds, in order.
-func archiveEntry(gens []*genRecord) []byte {
-	v := make([]byte, 1, 1+archivedLen*len(gens))
-	v[0] = entryArchived
-	for _, g := range gens {
-		v = appendTime(binary.BigEndian.AppendUint64(v, g.Generation), g.Published)
-	}
-	return v
-}
-
-// parseArchiveEntry reads the archive entry v of the archive file whose
-// first record is generation id's: a lazy stub for each generation it
-// lists.
-func parseArchiveEntry(id uint64, v []byte) ([]genRecord, error) {
-	if len(v) < 1+archivedLen || v[0] != entryArchived || (len(v)-1)%archivedLen != 0 {
-		return nil, fmt.Errorf("the entry of archive file %s is damaged", archiveName(id))
-	}
-	gens := make([]genRecord, 0, (len(v)-1)/archivedLen)
-	for p := v[1:]; len(p) > 0; p = p[archivedLen:] {
-		n := binary.BigEndian.Uint64(p)
-		if n < id || (len(gens) > 0 && n <= gens[len(gens)-1].Generation) {
-			return nil, fmt.Errorf("the entry of archive file %s lists generation %d out of order", archiveName(id), n)
-		}
-		gens = append(gens, genRecord{Generation: n, Published: parseTime(p[8:]), lazy: true, archived: true, archive: id})
-	}
-	return gens, nil
-}
-
 // archiveOldest moves the records of the oldest archiveLen generations mf
-// holds records of into a new archive file, written, fsynced and checked
-// in dir, when mf holds more than 2×archiveLen: they become lazy stubs,
-// as a reader of the manifest finds them (one archive entry lists them).
-// It returns the file's path ("": none written). The caller makes dir
-// durable before mf can name the file.
+// holds into a new archive file, written, fsynced and checked in dir,
+// when mf holds more than 2×archiveLen: a new span lists them, as a
+// reader of the manifest finds them (one archive entry). It returns the
+// file's path ("": none written). The caller makes dir durable before mf
+// can name the file.
 func archiveOldest(dir string, mf *manifest, opts Options) (string, error) {
-	var held []int
-	for i := range mf.gens {
-		if !mf.gens[i].archived {
-			held = append(held, i)
-		}
-	}
-	if len(held) <= 2*archiveLen {
+	if len(mf.gens) <= 2*archiveLen {
 		return "", nil
 	}
-	batch := held[:archiveLen]
-	first := mf.gens[batch[0]].Generation
+	batch := mf.gens[:archiveLen]
+	first := batch[0].Generation
 	final := filepath.Join(dir, archiveName(first))
 	tmp := tempName(final)
-	err := writeArchive(tmp, mf, batch, opts)
+	err := writeArchive(tmp, batch, opts)
 	if err == nil {
 		err = os.Rename(tmp, final)
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return "", noSpace(fmt.Errorf("writing the archive of generations %d to %d, %s: %w", first, mf.gens[batch[len(batch)-1]].Generation, final, err), tmp, 0)
+		return "", noSpace(fmt.Errorf("writing the archive of generations %d to %d, %s: %w", first, batch[len(batch)-1].Generation, final, err), tmp, 0)
 	}
-	for _, i := range batch { // records are shared: new stubs replace them
-		g := mf.gens[i]
-		mf.gens[i] = &genRecord{Generation: g.Generation, Published: g.Published, lazy: true, archived: true, archive: first}
+	stamps := make([]stamp, len(batch))
+	for i, g := range batch {
+		stamps[i] = stampOf(g)
 	}
+	mf.setSpans(append(slices.Clip(mf.spans), newSpan(first, stamps)))
+	mf.gens = mf.gens[archiveLen:]
 	return final, nil
 }
 
-// writeArchive writes the records mf.gens[batch] to the archive file
-// name, and checks that it reads them back.
-func writeArchive(name string, mf *manifest, batch []int, opts Options) error {
+// writeArchive writes the records of batch to the archive file name, and
+// checks that it reads them back.
+func writeArchive(name string, batch []*genRecord, opts Options) error {
 	err := writeSmallFile(name, opts, [][]byte{bucketGens, bucketMeta}, func(l boltfile.Loader) error {
-		for _, i := range batch {
-			g := mf.gens[i]
+		for _, g := range batch {
 			if g.raw == nil {
 				return fmt.Errorf("generation %d has no record to archive", g.Generation)
 			}
@@ -185,9 +152,9 @@ func writeArchive(name string, mf *manifest, batch []int, opts Options) error {
 		if len(got) != len(batch) {
 			return fmt.Errorf("it reads back %d records, want %d", len(got), len(batch))
 		}
-		for _, i := range batch {
-			if !bytes.Equal(got[mf.gens[i].Generation], mf.gens[i].raw) {
-				return fmt.Errorf("generation %d reads back different", mf.gens[i].Generation)
+		for _, g := range batch {
+			if !bytes.Equal(got[g.Generation], g.raw) {
+				return fmt.Errorf("generation %d reads back different", g.Generation)
 			}
 		}
 		return nil
@@ -221,13 +188,11 @@ func readArchive(tx *bolt.Tx, path string) (map[uint64][]byte, error) {
 // it.
 func (mf *manifest) checkArchives() error {
 	archives := map[uint64]map[uint64][]byte{}
-	for _, g := range mf.gens {
-		if !g.archived {
-			continue
-		}
-		stub := genRecord{Generation: g.Generation, Published: g.Published, lazy: true, archived: true, archive: g.archive}
-		if err := mf.decode(&stub, archives); err != nil {
-			return err
+	for _, sp := range mf.spans {
+		for k := range sp.gens {
+			if err := mf.decode(sp.stub(k), archives); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -36,8 +36,8 @@ func manifestEntries(t *testing.T, path string) (kinds map[uint64]byte, version 
 				kinds[n] = 0
 			case v[0] == entryArchived:
 				gens, err := parseArchiveEntry(n, v)
-				for _, g := range gens {
-					kinds[g.Generation] = entryArchived
+				for _, st := range gens {
+					kinds[st.n] = entryArchived
 				}
 				return err
 			default:
@@ -391,9 +391,9 @@ func openMirror(t *testing.T, path string) *Mirror {
 func FuzzManifestEntry(f *testing.F) {
 	g := &genRecord{Generation: 7, Published: time.Date(2026, 12, 6, 12, 0, 0, 5, time.UTC), raw: []byte(`{"generation":7}`)}
 	f.Add(uint64(7), g.entry())
-	f.Add(uint64(3), archiveEntry([]*genRecord{g}))
-	f.Add(uint64(3), archiveEntry([]*genRecord{{Generation: 3}, g}))
-	f.Add(uint64(8), archiveEntry([]*genRecord{g}))
+	f.Add(uint64(3), archiveEntry([]stamp{stampOf(g)}))
+	f.Add(uint64(3), archiveEntry([]stamp{{3, noTime}, stampOf(g)}))
+	f.Add(uint64(8), archiveEntry([]stamp{stampOf(g)}))
 	f.Add(uint64(1), []byte{entryRecord, 0, 0})
 	f.Fuzz(func(t *testing.T, n uint64, v []byte) {
 		if len(v) > 0 && v[0] == entryArchived {
@@ -401,14 +401,12 @@ func FuzzManifestEntry(f *testing.F) {
 			if err != nil {
 				return
 			}
-			var ptrs []*genRecord
-			for i := range gens {
-				if !gens[i].archived || gens[i].archive != n || gens[i].Generation < n {
-					t.Fatalf("archive entry %x of %d decodes to %+v", v, n, gens[i])
+			for i, st := range gens {
+				if st.n < n || (i > 0 && st.n <= gens[i-1].n) {
+					t.Fatalf("archive entry %x of %d decodes to %+v", v, n, gens)
 				}
-				ptrs = append(ptrs, &gens[i])
 			}
-			if got := archiveEntry(ptrs); string(got) != string(v) {
+			if got := archiveEntry(gens); string(got) != string(v) {
 				t.Fatalf("archive entry %x decodes to %+v, which encodes to %x", v, gens, got)
 			}
 			return
@@ -531,7 +529,7 @@ func memoHolds(t *testing.T, m *Mirror) bool {
 		t.Fatal(err)
 	}
 	defer cur.release()
-	oldest := cur.mf.gens[0]
+	oldest := cur.mf.at(0)
 	m.archives.mu.Lock()
 	defer m.archives.mu.Unlock()
 	return oldest.archived && m.archives.f != nil && m.archives.id == oldest.archive

@@ -266,12 +266,12 @@ func (w *Writer) baseChanges(ctx context.Context, cur *snap, final string, res c
 // are removed. It returns the manifest published; published says whether
 // the rename happened (an error after it is the directory's fsync).
 func (m *Mirror) commit(prev *manifest, rec genRecord, state lthash.State) (mf *manifest, published bool, err error) {
-	recs, err := prev.entries()
+	spans, gens, err := m.opts.Keep.keep(prev, &rec, time.Now())
 	if err != nil {
 		return nil, false, err
 	}
-	mf = &manifest{current: rec.Generation, state: state, path: m.path, opts: m.opts}
-	mf.gens = m.opts.Keep.apply(append(recs[:len(recs):len(recs)], &rec), time.Now())
+	mf = &manifest{current: rec.Generation, state: state, gens: gens, path: m.path, opts: m.opts}
+	mf.setSpans(spans)
 	if published, err := m.writeManifestFile(mf); err != nil {
 		return nil, published, err
 	}

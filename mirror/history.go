@@ -72,21 +72,76 @@ func spanText(d time.Duration) string {
 	return d.String()
 }
 
-// apply returns the generations of gens (oldest first, the current one
-// last) that the policy keeps.
-func (p KeepPolicy) apply(gens []*genRecord, now time.Time) []*genRecord {
+// keeper returns whether the policy, applied now to n generations,
+// keeps the i-th of them (oldest first), published at t.
+func (p KeepPolicy) keeper(n int, now time.Time) func(i int, t time.Time) bool {
 	p = p.normalized()
-	out := make([]*genRecord, 0, len(gens))
-	last, cutoff := len(gens)-p.Last, now.Add(-p.Within) // published at cutoff or later: recent
+	last, cutoff := n-p.Last, now.Add(-p.Within) // published at cutoff or later: recent
 	if p.Within == math.MaxInt64 {
 		cutoff = time.Time{} // the longest window: every publish time, none too
 	}
-	for i, g := range gens {
-		if i >= last || (p.Within > 0 && !g.Published.Before(cutoff)) {
-			out = append(out, g)
+	return func(i int, t time.Time) bool {
+		return i >= last || (p.Within > 0 && !t.Before(cutoff))
+	}
+}
+
+// keep returns the generations of mf, and add after them (nil: none),
+// that the policy keeps now: the spans (shared when the policy keeps all
+// their generations) and the held records, oldest first. A damaged
+// entry fails: the policy cannot read its publish times.
+func (p KeepPolicy) keep(mf *manifest, add *genRecord, now time.Time) (spans []*span, gens []*genRecord, err error) {
+	held := mf.gens
+	if mf.version < 3 { // a format-2 manifest's entries have no publish time
+		recs, err := mf.records()
+		if err != nil {
+			return nil, nil, err
+		}
+		held = recs[mf.narch:]
+	}
+	n := mf.count()
+	if add != nil {
+		n++
+	}
+	keeps := p.keeper(n, now)
+	for s, sp := range mf.spans {
+		if sp.damaged {
+			return nil, nil, damagedManifest(mf.path, "generation entry %d", sp.id)
+		}
+		// Its first generation kept by count, or its oldest publish time
+		// by age: every one is.
+		if keeps(mf.starts[s], stamp{t: sp.oldest}.published()) {
+			spans = append(spans, sp)
+			continue
+		}
+		var kept []stamp // nil: every one so far
+		for k, st := range sp.gens {
+			ok := keeps(mf.starts[s]+k, st.published())
+			switch {
+			case ok && kept != nil:
+				kept = append(kept, st)
+			case !ok && kept == nil:
+				kept = append(make([]stamp, 0, len(sp.gens)), sp.gens[:k]...)
+			}
+		}
+		switch {
+		case kept == nil:
+			spans = append(spans, sp)
+		case len(kept) > 0:
+			spans = append(spans, newSpan(sp.id, kept))
 		}
 	}
-	return out
+	for i, g := range held {
+		if g.damaged {
+			return nil, nil, damagedManifest(mf.path, "generation entry %d", g.Generation)
+		}
+		if keeps(mf.narch+i, g.Published) {
+			gens = append(gens, g)
+		}
+	}
+	if add != nil && keeps(n-1, add.Published) {
+		gens = append(gens, add)
+	}
+	return spans, gens, nil
 }
 
 // GCResult says what GC reclaimed. A plain value.
@@ -138,17 +193,14 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 	}
 	// The entries have the publish times the policy reads: a generation
 	// whose archive file is lost can be dropped.
-	recs, err := cur.mf.entries()
+	spans, gens, err := p.keep(cur.mf, nil, time.Now())
 	if err != nil {
 		return GCResult{}, err
 	}
-	mf := &manifest{current: cur.mf.current, state: cur.mf.state, gens: p.apply(recs, time.Now()), path: m.path, opts: m.opts}
+	mf := &manifest{current: cur.mf.current, state: cur.mf.state, gens: gens, path: m.path, opts: m.opts}
+	mf.setSpans(spans)
 	var res GCResult
-	for _, g := range recs {
-		if !mf.has(g.Generation) {
-			res.Dropped = append(res.Dropped, g.Generation)
-		}
-	}
+	res.Dropped, _ = dropped(cur.mf, mf)
 	if len(res.Dropped) > 0 {
 		if _, err := m.writeManifestFile(mf); err != nil {
 			return GCResult{}, err
@@ -160,7 +212,7 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 	}
 	swept, err := m.sweep(mf)
 	res.Files, res.Bytes = swept.Files, swept.Bytes
-	res.Kept, res.Oldest = len(mf.gens), mf.oldest()
+	res.Kept, res.Oldest = mf.count(), mf.oldest()
 	return res, err
 }
 
@@ -235,16 +287,16 @@ func removeFiles(dir string, names []string) (GCResult, error) {
 // before its manifest. Until then a power loss can bring removed files
 // back, which no manifest names; GC's full sweep removes them.
 func (m *Mirror) sweepDropped(prev, mf *manifest) (GCResult, error) {
-	n, prefix := droppedOldest(prev, mf)
+	gone, prefix := dropped(prev, mf)
 	if !prefix {
 		return m.sweep(mf)
 	}
-	if n == 0 {
+	if len(gone) == 0 {
 		return GCResult{}, nil
 	}
 	archives := m.archives.seed(m.path)
 	need := map[string]bool{}
-	first := *mf.gens[0]
+	first := *mf.at(0)
 	if err := mf.decode(&first, archives); err != nil {
 		return GCResult{}, err
 	}
@@ -254,46 +306,58 @@ func (m *Mirror) sweepDropped(prev, mf *manifest) (GCResult, error) {
 	for _, f := range first.files() {
 		need[f] = true
 	}
-	for id := range mf.archives { // mf was written: one entry an archive file
-		need[archiveName(id)] = true
+	for _, sp := range mf.spans {
+		need[archiveName(sp.id)] = true
 	}
-	var gone []string
+	var files []string
 	var errs []error
-	for _, r := range prev.gens[:n] {
-		g := *r
-		if err := prev.decode(&g, archives); err != nil {
+	for i := range gone { // prev's oldest
+		g := prev.at(i)
+		if err := prev.decode(g, archives); err != nil {
 			errs = append(errs, err) // its files stay, for GC
 			continue
 		}
 		for _, f := range g.gensFiles() {
 			if !need[f] {
 				need[f] = true // once
-				gone = append(gone, f)
+				files = append(files, f)
 			}
 		}
 	}
-	res, err := removeFiles(gensDir(m.path), gone)
+	res, err := removeFiles(gensDir(m.path), files)
 	return res, errors.Join(append(errs, err)...)
 }
 
-// droppedOldest returns how many of prev's oldest generations mf does
-// not keep, and whether mf keeps every other generation of prev. Both
-// list their generations in increasing order: one walk of each.
-func droppedOldest(prev, mf *manifest) (n int, prefix bool) {
-	j := 0
-	for i, g := range prev.gens {
-		for j < len(mf.gens) && mf.gens[j].Generation < g.Generation {
-			j++
+// dropped returns the generations of prev that mf does not keep, and
+// whether they are prev's oldest (mf keeps every other generation of
+// prev). Both list their generations in increasing order: one walk of
+// each, past the spans they share.
+func dropped(prev, mf *manifest) (gone []uint64, prefix bool) {
+	p, q := cursor{mf: prev}, cursor{mf: mf}
+	prefix = true
+	kept := false // one of prev's generations so far
+	for {
+		g, ok := p.peek()
+		if !ok {
+			return gone, prefix
 		}
-		kept := j < len(mf.gens) && mf.gens[j].Generation == g.Generation
-		switch {
-		case !kept && n < i:
-			return n, false // a generation kept before it
-		case !kept:
-			n++
+		h, ok := q.peek()
+		for ok && h < g {
+			q.next()
+			h, ok = q.peek()
 		}
+		if ok && h == g {
+			kept = true
+			if !skipShared(&p, &q) {
+				p.next()
+				q.next()
+			}
+			continue
+		}
+		prefix = prefix && !kept
+		gone = append(gone, g)
+		p.next()
 	}
-	return n, true
 }
 
 // Generations describes every generation the mirror keeps, oldest first

@@ -82,31 +82,62 @@ func TestGCAfterKilledWriter(t *testing.T) {
 	}
 }
 
-func TestDroppedOldest(t *testing.T) {
-	mf := func(gens ...uint64) *manifest {
-		m := &manifest{}
-		for _, g := range gens {
-			m.gens = append(m.gens, &genRecord{Generation: g})
+// layout returns a manifest of gens, oldest first: the first of them in
+// spans of the given lengths, the others held.
+func layout(gens []*genRecord, spanLens ...int) *manifest {
+	mf := &manifest{version: FormatVersion}
+	var spans []*span
+	for _, n := range spanLens {
+		st := make([]stamp, n)
+		for i, g := range gens[:n] {
+			st[i] = stampOf(g)
 		}
+		spans, gens = append(spans, newSpan(st[0].n, st)), gens[n:]
+	}
+	mf.setSpans(spans)
+	mf.gens = gens
+	return mf
+}
+
+func numbered(gens ...uint64) []*genRecord {
+	var recs []*genRecord
+	for _, g := range gens {
+		recs = append(recs, &genRecord{Generation: g})
+	}
+	return recs
+}
+
+func TestDropped(t *testing.T) {
+	mf := func(gens ...uint64) *manifest { return layout(numbered(gens...)) }
+	spanned := layout(numbered(1, 2, 3, 4, 5, 6, 7), 3, 2) // spans 1-3 and 4-5
+	after := func(keep ...uint64) *manifest {              // spanned's spans, then keep held
+		m := &manifest{gens: numbered(keep...)}
+		m.setSpans(spanned.spans)
 		return m
 	}
 	for _, c := range []struct {
 		name       string
 		prev, next *manifest
-		n          int
+		gone       []uint64
 		prefix     bool
 	}{
-		{"nothing dropped", mf(1, 2, 3), mf(1, 2, 3, 4), 0, true},
-		{"oldest dropped", mf(1, 2, 3), mf(3, 4), 2, true},
-		{"all dropped", mf(1, 2), mf(3), 2, true},
-		{"a gap", mf(1, 2, 3), mf(1, 3, 4), 0, false},
-		{"a gap after a drop", mf(1, 2, 3, 4), mf(2, 4, 5), 1, false},
-		{"newest dropped", mf(1, 2, 3), mf(1, 2), 0, false},
-		{"empty before", mf(), mf(1), 0, true},
+		{"nothing dropped", mf(1, 2, 3), mf(1, 2, 3, 4), nil, true},
+		{"oldest dropped", mf(1, 2, 3), mf(3, 4), []uint64{1, 2}, true},
+		{"all dropped", mf(1, 2), mf(3), []uint64{1, 2}, true},
+		{"a gap", mf(1, 2, 3), mf(1, 3, 4), []uint64{2}, false},
+		{"a gap after a drop", mf(1, 2, 3, 4), mf(2, 4, 5), []uint64{1, 3}, false},
+		{"newest dropped", mf(1, 2, 3), mf(1, 2), []uint64{3}, false},
+		{"empty before", mf(), mf(1), nil, true},
+		{"spans shared", spanned, after(6, 7, 8), nil, true},
+		{"spans shared, a held one dropped", spanned, after(7, 8), []uint64{6}, false},
+		{"spans copied", spanned, layout(numbered(1, 2, 3, 4, 5, 6, 7, 8), 2, 1, 4), nil, true},
+		{"a span trimmed", spanned, layout(numbered(2, 3, 4, 5, 6, 7, 8), 2, 2), []uint64{1}, true},
+		{"a span dropped", spanned, layout(numbered(4, 5, 6, 7, 8), 2), []uint64{1, 2, 3}, true},
+		{"inside a span", spanned, layout(numbered(1, 3, 4, 5, 6, 7, 8), 2, 2), []uint64{2}, false},
 	} {
-		n, prefix := droppedOldest(c.prev, c.next)
-		if n != c.n || prefix != c.prefix {
-			t.Errorf("%s: droppedOldest = %d, %v; want %d, %v", c.name, n, prefix, c.n, c.prefix)
+		gone, prefix := dropped(c.prev, c.next)
+		if !slices.Equal(gone, c.gone) || prefix != c.prefix {
+			t.Errorf("%s: dropped = %v, %v; want %v, %v", c.name, gone, prefix, c.gone, c.prefix)
 		}
 	}
 }
@@ -121,6 +152,7 @@ func TestKeepPolicyApply(t *testing.T) {
 	for i, g := range gens {
 		g.Generation = uint64(i + 1)
 	}
+	layouts := [][]int{nil, {3}, {1, 2, 3}, {2, 4}, {4, 2}} // all held; the oldest in spans of these lengths
 	for _, c := range []struct {
 		p    KeepPolicy
 		want []uint64
@@ -133,12 +165,49 @@ func TestKeepPolicyApply(t *testing.T) {
 		{KeepPolicy{Last: 1, Within: 200 * 24 * 365 * time.Hour}, []uint64{2, 3, 4, 5, 6, 7}},
 		{KeepPolicy{Last: 1, Within: math.MaxInt64}, []uint64{1, 2, 3, 4, 5, 6, 7}}, // the longest window: forever
 	} {
-		var got []uint64
-		for _, g := range c.p.apply(gens, now) {
-			got = append(got, g.Generation)
-		}
-		if !slices.Equal(got, c.want) {
-			t.Errorf("%v keeps %v, want %v", c.p, got, c.want)
+		for _, l := range layouts {
+			for _, add := range []bool{false, true} {
+				mf := layout(gens[:len(gens)-1], l...)
+				var a *genRecord
+				if add { // the newest published now
+					a = gens[len(gens)-1]
+				} else {
+					mf = layout(gens, l...)
+				}
+				spans, held, err := c.p.keep(mf, a, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := keptNumbers(t, mf, spans, held)
+				if !slices.Equal(got, c.want) {
+					t.Errorf("%v, spans %v, add %v: keeps %v, want %v", c.p, l, add, got, c.want)
+				}
+			}
 		}
 	}
+}
+
+// keptNumbers returns the generations that keep returned for mf, and
+// checks the spans: one that keeps all its generations is mf's, and
+// every one's entry lists its generations.
+func keptNumbers(t *testing.T, mf *manifest, spans []*span, held []*genRecord) []uint64 {
+	t.Helper()
+	var got []uint64
+	for _, sp := range spans {
+		for _, st := range sp.gens {
+			got = append(got, st.n)
+		}
+		if string(sp.entry) != string(archiveEntry(sp.gens)) {
+			t.Errorf("span %d: its entry does not list its generations", sp.id)
+		}
+		for _, old := range mf.spans {
+			if old.id == sp.id && len(old.gens) == len(sp.gens) && old != sp {
+				t.Errorf("span %d keeps all its generations, but was copied", sp.id)
+			}
+		}
+	}
+	for _, g := range held {
+		got = append(got, g.Generation)
+	}
+	return got
 }

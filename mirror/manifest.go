@@ -129,40 +129,26 @@ type manifest struct {
 	// one written here): format 2 has no archive files, and its entries
 	// are the records alone.
 	version uint32
-	// archives holds the archive entries the manifest was read or
-	// written with, by archive file (see readArchiveEntry).
-	archives map[uint64][]byte
 	// opts opens archive files.
 	opts Options
-	// gens are every kept generation's record, lazy but the current one's.
-	// A record is never changed once a manifest holds it: manifests read
-	// one after the other share the records they have in common.
+	// spans are the archived generations, oldest first, one archive file
+	// each (see span.go); starts[i] is the position of spans[i]'s first
+	// generation among the kept ones, narch how many the spans list. Set
+	// them with setSpans.
+	spans  []*span
+	starts []int
+	narch  int
+	// gens are the records the manifest holds, oldest first (after every
+	// span's), lazy but the current one's. A record is never changed once
+	// a manifest holds it: manifests read one after the other share the
+	// records they have in common.
 	gens []*genRecord
 	// path names the manifest in errors.
 	path string
 
 	histMu   sync.Mutex
 	histDone atomic.Bool
-	hist     []*genRecord // gens, every record decoded, once histDone
-}
-
-// index returns the position of generation g in gens.
-func (mf *manifest) index(g uint64) (int, bool) {
-	return slices.BinarySearchFunc(mf.gens, g, func(r *genRecord, g uint64) int {
-		switch {
-		case r.Generation < g:
-			return -1
-		case r.Generation > g:
-			return 1
-		}
-		return 0
-	})
-}
-
-// has reports whether the manifest keeps generation g.
-func (mf *manifest) has(g uint64) bool {
-	_, ok := mf.index(g)
-	return ok
+	hist     []*genRecord // every kept generation's record, decoded, once histDone
 }
 
 // get returns the record of generation g, decoding the history first if
@@ -172,24 +158,20 @@ func (mf *manifest) get(g uint64) (*genRecord, bool, error) {
 	if !ok {
 		return nil, false, nil
 	}
-	if !mf.gens[i].lazy {
-		return mf.gens[i], true, nil
+	if r := mf.at(i); !r.lazy {
+		return r, true, nil
 	}
 	if recs, err := mf.records(); err == nil {
 		return recs[i], true, nil
 	}
 	// Another generation's record cannot be read (an archive collected
 	// since this manifest was read, a damaged entry): g's may be.
-	d := *mf.gens[i]
+	d := *mf.at(i)
 	if err := mf.decode(&d, map[uint64]map[uint64][]byte{}); err != nil {
 		return nil, false, err
 	}
 	return &d, true, nil
 }
-
-// oldest and newest are the first and last kept generations' numbers.
-func (mf *manifest) oldest() uint64 { return mf.gens[0].Generation }
-func (mf *manifest) newest() uint64 { return mf.gens[len(mf.gens)-1].Generation }
 
 // records returns every kept generation's record, decoded (the first
 // call that succeeds decodes the lazy ones, reading their archive files;
@@ -204,17 +186,24 @@ func (mf *manifest) records() ([]*genRecord, error) {
 	if mf.histDone.Load() {
 		return mf.hist, nil
 	}
-	recs := slices.Clone(mf.gens)
+	recs := make([]*genRecord, 0, mf.count())
 	archives := map[uint64]map[uint64][]byte{}
-	for i, g := range recs {
-		if !g.lazy {
-			continue
-		}
-		d := *g
-		if err := mf.decode(&d, archives); err != nil {
+	for _, sp := range mf.spans {
+		dec, err := sp.records(mf, archives)
+		if err != nil {
 			return nil, err
 		}
-		recs[i] = &d
+		recs = append(recs, dec...)
+	}
+	for _, g := range mf.gens {
+		if g.lazy {
+			d := *g
+			if err := mf.decode(&d, archives); err != nil {
+				return nil, err
+			}
+			g = &d
+		}
+		recs = append(recs, g)
 	}
 	mf.hist = recs
 	mf.histDone.Store(true)
@@ -257,31 +246,18 @@ func (mf *manifest) decode(g *genRecord, archives map[uint64]map[uint64][]byte) 
 	return nil
 }
 
-// entries returns every kept generation's record as the manifest holds
-// it, each with its publish time: lazy, but for a format-2 manifest's,
-// which are decoded (its entries have no publish time). The slice is
-// shared: do not modify it.
-func (mf *manifest) entries() ([]*genRecord, error) {
-	if mf.version < 3 {
-		return mf.records()
-	}
-	for i := range mf.gens {
-		if mf.gens[i].damaged {
-			return nil, damagedManifest(mf.path, "generation entry %d", mf.gens[i].Generation)
-		}
-	}
-	return mf.gens, nil
-}
-
-// peek returns the record of generation n as decoded as it is now,
-// without decoding anything.
+// peek returns the record of generation n, which the manifest holds,
+// as decoded as it is now, without decoding anything.
 func (mf *manifest) peek(n uint64) (*genRecord, bool) {
-	i, ok := mf.index(n)
+	if len(mf.gens) == 0 || n < mf.gens[0].Generation {
+		return nil, false
+	}
+	i, ok := mf.heldIndex(n)
 	switch {
 	case !ok:
 		return nil, false
 	case mf.histDone.Load():
-		return mf.hist[i], true
+		return mf.hist[mf.narch+i], true
 	}
 	return mf.gens[i], true
 }
@@ -338,13 +314,17 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	if gb == nil {
 		return nil, bad("no generations")
 	}
+	var spans []*span
 	err = gb.ForEach(func(k, v []byte) error {
 		n, ok := u64(k)
 		if !ok {
 			return bad("generation entry %x", k)
 		}
 		if mf.version >= 3 && len(v) > 0 && v[0] == entryArchived {
-			mf.readArchiveEntry(n, v, prev)
+			if len(mf.gens) > 0 { // a writer archives the oldest records
+				return bad("the archive entry %d follows the record of generation %d", n, mf.gens[len(mf.gens)-1].Generation)
+			}
+			spans = append(spans, prev.readSpan(n, v))
 			return nil
 		}
 		if err := mf.readRecordEntry(n, v, prev); err != nil {
@@ -355,12 +335,11 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i := 1; i < len(mf.gens); i++ {
-		if mf.gens[i].Generation <= mf.gens[i-1].Generation {
-			return nil, bad("generation %d is listed after %d", mf.gens[i].Generation, mf.gens[i-1].Generation)
-		}
+	mf.setSpans(spans)
+	if err := mf.checkOrder(); err != nil {
+		return nil, bad("%v", err)
 	}
-	if i, ok := mf.index(mf.current); !ok || mf.gens[i].lazy {
+	if i, ok := mf.heldIndex(mf.current); !ok || mf.gens[i].lazy {
 		return nil, bad("the current generation %d is not listed", mf.current)
 	}
 	return mf, nil
@@ -406,50 +385,6 @@ func sameEntry(version uint32, g *genRecord, v []byte) bool {
 		return bytes.Equal(g.val, v)
 	}
 	return g.val == nil && bytes.Equal(g.raw, v)
-}
-
-// readArchiveEntry appends the stubs of the archive entry v (of the
-// archive file whose first record is generation id's) to mf.gens: prev's
-// when prev read the same entry, else new ones. A damaged entry becomes
-// one damaged record: reads of the current generation go on, the history
-// fails (see decode).
-func (mf *manifest) readArchiveEntry(id uint64, v []byte, prev *manifest) {
-	if mf.archives == nil {
-		mf.archives = map[uint64][]byte{}
-	}
-	if run := prev.archivedRun(id, v); run != nil {
-		mf.gens = append(mf.gens, run...)
-		mf.archives[id] = prev.archives[id]
-		return
-	}
-	recs, err := parseArchiveEntry(id, v)
-	if err != nil {
-		mf.gens = append(mf.gens, &genRecord{Generation: id, lazy: true, damaged: true})
-		return
-	}
-	for i := range recs {
-		mf.gens = append(mf.gens, &recs[i])
-	}
-	mf.archives[id] = bytes.Clone(v)
-}
-
-// archivedRun returns the records of the generations that mf's archive
-// entry of the archive file id lists, when that entry is v (nil
-// otherwise, or when mf is nil): decoded if mf decoded them.
-func (mf *manifest) archivedRun(id uint64, v []byte) []*genRecord {
-	if mf == nil || !bytes.Equal(mf.archives[id], v) || len(v) < 1+archivedLen {
-		return nil
-	}
-	i, ok := mf.index(binary.BigEndian.Uint64(v[1:]))
-	n := (len(v) - 1) / archivedLen
-	if !ok || i+n > len(mf.gens) {
-		return nil
-	}
-	gens := mf.gens
-	if mf.histDone.Load() {
-		gens = mf.hist
-	}
-	return gens[i : i+n]
 }
 
 // decodeGenRecord decodes and checks the record of generation n, which a
@@ -511,26 +446,20 @@ func loadManifest(name string, mf *manifest, opts Options) error {
 	return checkManifest(name, mf, fresh, opts)
 }
 
-// putEntries puts mf's entries into the gens bucket of l, in order: a
-// record entry a generation, an archive entry a run of archived ones. A
-// record without its entry yet is replaced by a copy that has it (fresh
-// lists the ones encoded here).
+// putEntries puts mf's entries into the gens bucket of l, in order: an
+// archive entry a span, then a record entry a held generation. A record
+// without its entry yet is replaced by a copy that has it (fresh lists
+// the ones encoded here, by position in mf.gens).
 func (mf *manifest) putEntries(l boltfile.Loader) (fresh []int, err error) {
-	archives := map[uint64][]byte{}
-	for i := 0; i < len(mf.gens); i++ {
-		g := mf.gens[i]
-		if g.archived { // one entry for the run of generations of its archive file
-			j := i + 1
-			for j < len(mf.gens) && mf.gens[j].archived && mf.gens[j].archive == g.archive {
-				j++
-			}
-			v := archiveEntry(mf.gens[i:j])
-			if err := l.Put(bucketGens, beUint64(g.archive), v); err != nil {
-				return nil, err
-			}
-			archives[g.archive], i = v, j-1
-			continue
+	for _, sp := range mf.spans {
+		if sp.damaged {
+			return nil, fmt.Errorf("the entry of archive file %s is damaged", archiveName(sp.id))
 		}
+		if err := l.Put(bucketGens, beUint64(sp.id), sp.entry); err != nil {
+			return nil, err
+		}
+	}
+	for i, g := range mf.gens {
 		if g.val == nil { // records are shared: a new one gets its entry
 			if g.lazy { // from a format-2 manifest: no publish time yet
 				return nil, fmt.Errorf("generation %d: writing a record not decoded", g.Generation)
@@ -551,7 +480,7 @@ func (mf *manifest) putEntries(l boltfile.Loader) (fresh []int, err error) {
 			return nil, err
 		}
 	}
-	mf.version, mf.archives = FormatVersion, archives
+	mf.version = FormatVersion
 	return fresh, nil
 }
 
@@ -564,18 +493,16 @@ func checkManifest(name string, mf *manifest, fresh []int, opts Options) error {
 		if err != nil {
 			return err
 		}
-		if got.current != mf.current || len(got.gens) != len(mf.gens) || !got.state.Equal(&mf.state) {
+		if got.current != mf.current || len(got.spans) != len(mf.spans) || len(got.gens) != len(mf.gens) || !got.state.Equal(&mf.state) {
 			return errors.New("the manifest reads back different")
 		}
-		for i, g := range got.gens {
-			w := mf.gens[i]
-			same := g.Generation == w.Generation && g.archived == w.archived
-			if w.archived {
-				same = same && g.archive == w.archive && g.Published.Equal(w.Published)
-			} else {
-				same = same && bytes.Equal(g.val, w.val)
+		for i, sp := range got.spans {
+			if w := mf.spans[i]; sp.id != w.id || sp.damaged || !bytes.Equal(sp.entry, w.entry) {
+				return fmt.Errorf("the archive entry %d reads back different", w.id)
 			}
-			if !same {
+		}
+		for i, g := range got.gens {
+			if w := mf.gens[i]; g.Generation != w.Generation || !bytes.Equal(g.val, w.val) {
 				return fmt.Errorf("generation %d reads back different", w.Generation)
 			}
 		}

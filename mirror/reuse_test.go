@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -79,10 +80,18 @@ func sameManifest(t *testing.T, when string, got, want *manifest) {
 		t.Fatalf("%s: manifest of %d generations, current %d, format %d; want %d, %d, %d", when,
 			len(got.gens), got.current, got.version, len(want.gens), want.current, want.version)
 	}
+	if len(got.spans) != len(want.spans) || got.narch != want.narch {
+		t.Fatalf("%s: %d archive entries of %d generations, want %d of %d", when, len(got.spans), got.narch, len(want.spans), want.narch)
+	}
+	for i, sp := range got.spans {
+		w := want.spans[i]
+		if sp.id != w.id || sp.damaged != w.damaged || !slices.Equal(sp.gens, w.gens) || !bytes.Equal(sp.entry, w.entry) {
+			t.Fatalf("%s: archive entry %d lists %v, want %d: %v", when, sp.id, sp.gens, w.id, w.gens)
+		}
+	}
 	for i, g := range got.gens {
 		w := want.gens[i]
-		if g.Generation != w.Generation || g.archived != w.archived || g.archive != w.archive ||
-			!g.Published.Equal(w.Published) || (!g.archived && !bytes.Equal(g.val, w.val)) {
+		if g.Generation != w.Generation || g.archived || w.archived || !g.Published.Equal(w.Published) || !bytes.Equal(g.val, w.val) {
 			t.Fatalf("%s: generation %d is listed as %+v, want %+v", when, w.Generation, g, w)
 		}
 	}
