@@ -144,7 +144,7 @@ func TestArchiveFiles(t *testing.T) {
 		}
 	}
 	if len(held) > 2*archiveLen || len(archived) == 0 || len(kinds) != len(published) {
-		t.Fatalf("the manifest holds %d records and %d stubs of %d generations: want at most %d records, some stubs",
+		t.Fatalf("the manifest holds %d records and lists %d archived generations of %d: want at most %d records, some archived",
 			len(held), len(archived), len(published), 2*archiveLen)
 	}
 	if slices.Max(archived) > slices.Min(held) {
@@ -486,7 +486,7 @@ func TestOrphanDataFileRemoved(t *testing.T) {
 
 // TestArchiveLostDroppedByGC: generations whose archive file is lost can
 // still be dropped by GC, which reads the publish times in the manifest's
-// stubs, after which the history reads again.
+// archive entries, after which the history reads again.
 func TestArchiveLostDroppedByGC(t *testing.T) {
 	w, _ := archivedMirror(t, Options{}, 2*archiveLen+1)
 	archives, _ := filepath.Glob(filepath.Join(gensDir(w.Path()), "*.archive"))

@@ -312,8 +312,8 @@ func (m *Mirror) sweepDropped(prev, mf *manifest) (GCResult, error) {
 	var files []string
 	var errs []error
 	for i := range gone { // prev's oldest
-		g := prev.at(i)
-		if err := prev.decode(g, archives); err != nil {
+		g := *prev.at(i) // a held record is shared: decode a copy
+		if err := prev.decode(&g, archives); err != nil {
 			errs = append(errs, err) // its files stay, for GC
 			continue
 		}

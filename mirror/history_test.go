@@ -107,6 +107,15 @@ func numbered(gens ...uint64) []*genRecord {
 	return recs
 }
 
+// trimmedFirst returns a manifest of mf's spans, the first without its
+// oldest generation (and the archive file's id still), then held.
+func trimmedFirst(mf *manifest, held ...uint64) *manifest {
+	sp := mf.spans[0]
+	m := &manifest{gens: numbered(held...)}
+	m.setSpans(append([]*span{newSpan(sp.id, sp.gens[1:])}, mf.spans[1:]...))
+	return m
+}
+
 func TestDropped(t *testing.T) {
 	mf := func(gens ...uint64) *manifest { return layout(numbered(gens...)) }
 	spanned := layout(numbered(1, 2, 3, 4, 5, 6, 7), 3, 2) // spans 1-3 and 4-5
@@ -132,6 +141,7 @@ func TestDropped(t *testing.T) {
 		{"spans shared, a held one dropped", spanned, after(7, 8), []uint64{6}, false},
 		{"spans copied", spanned, layout(numbered(1, 2, 3, 4, 5, 6, 7, 8), 2, 1, 4), nil, true},
 		{"a span trimmed", spanned, layout(numbered(2, 3, 4, 5, 6, 7, 8), 2, 2), []uint64{1}, true},
+		{"a span trimmed, the next shared", spanned, trimmedFirst(spanned, 6, 7, 8), []uint64{1}, true},
 		{"a span dropped", spanned, layout(numbered(4, 5, 6, 7, 8), 2), []uint64{1, 2, 3}, true},
 		{"inside a span", spanned, layout(numbered(1, 3, 4, 5, 6, 7, 8), 2, 2), []uint64{2}, false},
 	} {
@@ -174,9 +184,19 @@ func TestKeepPolicyApply(t *testing.T) {
 				} else {
 					mf = layout(gens, l...)
 				}
+				before := slices.Clone(mf.spans)
+				var stamps [][]stamp
+				for _, sp := range mf.spans {
+					stamps = append(stamps, slices.Clone(sp.gens))
+				}
 				spans, held, err := c.p.keep(mf, a, now)
 				if err != nil {
 					t.Fatal(err)
+				}
+				for i, sp := range mf.spans { // mf's spans are shared: unchanged
+					if sp != before[i] || !slices.Equal(sp.gens, stamps[i]) {
+						t.Fatalf("%v, spans %v: keep changed span %d of the manifest", c.p, l, sp.id)
+					}
 				}
 				got := keptNumbers(t, mf, spans, held)
 				if !slices.Equal(got, c.want) {
@@ -188,8 +208,8 @@ func TestKeepPolicyApply(t *testing.T) {
 }
 
 // keptNumbers returns the generations that keep returned for mf, and
-// checks the spans: one that keeps all its generations is mf's, and
-// every one's entry lists its generations.
+// checks the spans: each is of one of mf's archive files, and lists some
+// of its generations (all of them: it is mf's), in its entry too.
 func keptNumbers(t *testing.T, mf *manifest, spans []*span, held []*genRecord) []uint64 {
 	t.Helper()
 	var got []uint64
@@ -200,9 +220,16 @@ func keptNumbers(t *testing.T, mf *manifest, spans []*span, held []*genRecord) [
 		if string(sp.entry) != string(archiveEntry(sp.gens)) {
 			t.Errorf("span %d: its entry does not list its generations", sp.id)
 		}
-		for _, old := range mf.spans {
-			if old.id == sp.id && len(old.gens) == len(sp.gens) && old != sp {
-				t.Errorf("span %d keeps all its generations, but was copied", sp.id)
+		i := slices.IndexFunc(mf.spans, func(old *span) bool { return old.id == sp.id })
+		switch {
+		case i < 0:
+			t.Errorf("span %d is of no archive file of the manifest", sp.id)
+		case len(mf.spans[i].gens) == len(sp.gens) && mf.spans[i] != sp:
+			t.Errorf("span %d keeps all its generations, but was copied", sp.id)
+		}
+		for _, st := range sp.gens {
+			if i >= 0 && !slices.Contains(mf.spans[i].gens, st) {
+				t.Errorf("span %d lists generation %d, which its archive file does not hold", sp.id, st.n)
 			}
 		}
 	}
@@ -210,4 +237,35 @@ func keptNumbers(t *testing.T, mf *manifest, spans []*span, held []*genRecord) [
 		got = append(got, g.Generation)
 	}
 	return got
+}
+
+// TestSweepDroppedLeavesRecords: the sweep after a publish decodes the
+// records of the generations it drops, which the manifest before holds
+// and shares with its readers: it decodes copies.
+func TestSweepDroppedLeavesRecords(t *testing.T) {
+	m := newTemp(t, Options{})
+	syncGenerated(t, m, 0, 5)
+	key := testKey()
+	for i := range 3 {
+		if _, err := m.Put(t.Context(), genStage(t, 100+i, 100, key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prev := readManifestFile(t, m.Path(), nil)
+	if !prev.gens[0].lazy {
+		t.Fatal("the oldest record is decoded at once")
+	}
+	spans, gens, err := KeepPolicy{Last: prev.count() - 1, Within: -1}.keep(prev, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf := &manifest{current: prev.current, state: prev.state, gens: gens, path: m.Path(), opts: m.opts}
+	mf.setSpans(spans)
+	res, err := m.sweepDropped(prev, mf)
+	if err != nil || res.Files == 0 {
+		t.Fatalf("the sweep removed %d files: %v", res.Files, err)
+	}
+	if !prev.gens[0].lazy {
+		t.Error("the sweep decoded the dropped generation's record in the manifest that holds it")
+	}
 }

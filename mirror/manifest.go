@@ -283,9 +283,11 @@ func isManifest(tx *bolt.Tx) bool {
 // readManifest reads the manifest tx holds, decoding the current
 // generation's record (the others are lazy, see manifest). prev (nil:
 // none) is a manifest read before: a record whose bytes are the same as
-// there is taken from it as it is (decoded and checked, if it was), so
-// that reading the manifest again after a publish decodes only what is
-// new.
+// there is taken from it as it is (decoded and checked, if it was), and
+// so is a span, so that reading the manifest again after a publish
+// decodes only what is new. The entries list generations in increasing
+// order, archive entries first (a writer archives the oldest records);
+// an entry that cannot be read fails the history only (see decode).
 func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 	bad := func(format string, args ...any) error { return damagedManifest(path, format, args...) }
 	b := tx.Bucket(bucketMeta)
@@ -321,10 +323,20 @@ func readManifest(tx *bolt.Tx, path string, prev *manifest) (*manifest, error) {
 			return bad("generation entry %x", k)
 		}
 		if mf.version >= 3 && len(v) > 0 && v[0] == entryArchived {
-			if len(mf.gens) > 0 { // a writer archives the oldest records
+			sp := prev.readSpan(n, v)
+			switch {
+			case len(mf.gens) == 0:
+				spans = append(spans, sp)
+			case sp.damaged: // one damaged entry among the records
+				mf.gens = append(mf.gens, &genRecord{Generation: n, lazy: true, damaged: true})
+			case !allDamaged(mf.gens): // a writer archives the oldest records
 				return bad("the archive entry %d follows the record of generation %d", n, mf.gens[len(mf.gens)-1].Generation)
+			default: // damaged entries among the archive entries
+				for _, g := range mf.gens {
+					spans = append(spans, damagedSpan(g.Generation))
+				}
+				spans, mf.gens = append(spans, sp), mf.gens[:0]
 			}
-			spans = append(spans, prev.readSpan(n, v))
 			return nil
 		}
 		if err := mf.readRecordEntry(n, v, prev); err != nil {
@@ -385,6 +397,16 @@ func sameEntry(version uint32, g *genRecord, v []byte) bool {
 		return bytes.Equal(g.val, v)
 	}
 	return g.val == nil && bytes.Equal(g.raw, v)
+}
+
+// allDamaged reports whether every record of gens is a damaged entry's.
+func allDamaged(gens []*genRecord) bool {
+	for _, g := range gens {
+		if !g.damaged {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeGenRecord decodes and checks the record of generation n, which a

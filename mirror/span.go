@@ -46,9 +46,9 @@ func stampOf(g *genRecord) stamp {
 
 // span is the archive entry of one archive file: the kept generations
 // whose records the file holds. It is immutable once made (but for the
-// records decoded from the file, set once): manifests share the spans
-// they have in common, and with them those records. Safe for concurrent
-// use.
+// records decoded from the file, set by the first decode to finish):
+// manifests share the spans they have in common, and with them those
+// records. Safe for concurrent use.
 type span struct {
 	id uint64 // the archive file's first generation, which names it
 	// gens are the generations, oldest first (never empty); a damaged
@@ -89,9 +89,15 @@ func (prev *manifest) readSpan(id uint64, v []byte) *span {
 	}
 	gens, err := parseArchiveEntry(id, v)
 	if err != nil {
-		return &span{id: id, gens: []stamp{{id, noTime}}, entry: bytes.Clone(v), damaged: true, oldest: noTime}
+		return damagedSpan(id)
 	}
 	return makeSpan(id, gens, bytes.Clone(v))
+}
+
+// damagedSpan stands for an entry, keyed id, that could not be read among
+// the archive entries: it lists generation id.
+func damagedSpan(id uint64) *span {
+	return &span{id: id, gens: []stamp{{id, noTime}}, damaged: true, oldest: noTime}
 }
 
 func (sp *span) first() uint64 { return sp.gens[0].n }
@@ -117,7 +123,9 @@ func (sp *span) records(mf *manifest, archives map[uint64]map[uint64][]byte) ([]
 			return nil, err
 		}
 	}
-	sp.decoded.Store(&recs)
+	if !sp.decoded.CompareAndSwap(nil, &recs) { // another decode finished first
+		return *sp.decoded.Load(), nil
+	}
 	return recs, nil
 }
 
