@@ -187,7 +187,7 @@ func readArchive(tx *bolt.Tx, path string) (map[uint64][]byte, error) {
 // that it holds a record, which decodes, of every generation mf lists in
 // it.
 func (mf *manifest) checkArchives() error {
-	archives := map[uint64]map[uint64][]byte{}
+	archives := archivesRead{}
 	for _, sp := range mf.spans {
 		for k := range sp.gens {
 			if err := mf.decode(sp.stub(k), archives); err != nil {
@@ -197,6 +197,11 @@ func (mf *manifest) checkArchives() error {
 	}
 	return nil
 }
+
+// archivesRead holds the archive files a walk of the history read so
+// far, by first generation (the file's name): each file's records, by
+// generation. It belongs to one goroutine (see manifest.decode).
+type archivesRead map[uint64]map[uint64][]byte
 
 // errArchiveGone marks an archive file a manifest names that is not
 // there.
@@ -259,10 +264,10 @@ type archiveMemo struct {
 
 // seed returns a map of archive files read (see manifest.decode) that
 // holds the memo's file, when the mirror at path still has that file.
-func (a *archiveMemo) seed(path string) map[uint64]map[uint64][]byte {
+func (a *archiveMemo) seed(path string) archivesRead {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	archives := map[uint64]map[uint64][]byte{}
+	archives := archivesRead{}
 	if a.f == nil {
 		return archives
 	}
@@ -277,7 +282,7 @@ func (a *archiveMemo) seed(path string) map[uint64]map[uint64][]byte {
 // remember makes the archive file id of the mirror at path, as archives
 // holds it, the memo's. Call it under the writer lock, which keeps the
 // file from being replaced between its read and this.
-func (a *archiveMemo) remember(path string, id uint64, archives map[uint64]map[uint64][]byte) {
+func (a *archiveMemo) remember(path string, id uint64, archives archivesRead) {
 	recs, ok := archives[id]
 	if !ok {
 		return

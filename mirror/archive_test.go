@@ -552,11 +552,11 @@ func TestArchiveMemo(t *testing.T) {
 		t.Fatalf("an empty memo seeds %v", got)
 	}
 	recs := map[uint64][]byte{7: []byte("seven"), 8: []byte("eight")}
-	a.remember(path, 7, map[uint64]map[uint64][]byte{7: recs})
+	a.remember(path, 7, archivesRead{7: recs})
 	if got := a.seed(path); string(got[7][8]) != "eight" {
 		t.Fatalf("seed = %v, want archive 7", got)
 	}
-	a.remember(path, 9, map[uint64]map[uint64][]byte{7: recs}) // 9 was not read: no change
+	a.remember(path, 9, archivesRead{7: recs}) // 9 was not read: no change
 	if got := a.seed(path); len(got[7]) != 2 {
 		t.Fatalf("seed after remembering a file not read = %v, want archive 7", got)
 	}
@@ -578,7 +578,7 @@ func TestArchiveMemo(t *testing.T) {
 	if got := a.seed(path); len(got) != 0 {
 		t.Fatalf("seed after the file was replaced = %v, want nothing", got)
 	}
-	a.remember(path, 7, map[uint64]map[uint64][]byte{7: recs})
+	a.remember(path, 7, archivesRead{7: recs})
 	if err := os.Remove(name); err != nil {
 		t.Fatal(err)
 	}

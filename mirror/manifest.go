@@ -167,7 +167,7 @@ func (mf *manifest) get(g uint64) (*genRecord, bool, error) {
 	// Another generation's record cannot be read (an archive collected
 	// since this manifest was read, a damaged entry): g's may be.
 	d := *mf.at(i)
-	if err := mf.decode(&d, map[uint64]map[uint64][]byte{}); err != nil {
+	if err := mf.decode(&d, archivesRead{}); err != nil {
 		return nil, false, err
 	}
 	return &d, true, nil
@@ -187,7 +187,7 @@ func (mf *manifest) records() ([]*genRecord, error) {
 		return mf.hist, nil
 	}
 	recs := make([]*genRecord, 0, mf.count())
-	archives := map[uint64]map[uint64][]byte{}
+	archives := archivesRead{}
 	for _, sp := range mf.spans {
 		dec, err := sp.records(mf, archives)
 		if err != nil {
@@ -213,7 +213,7 @@ func (mf *manifest) records() ([]*genRecord, error) {
 // decode decodes the lazy record g in place, reading its archive file
 // first when it is archived (archives holds the files read so far, by
 // first generation).
-func (mf *manifest) decode(g *genRecord, archives map[uint64]map[uint64][]byte) error {
+func (mf *manifest) decode(g *genRecord, archives archivesRead) error {
 	switch {
 	case !g.lazy:
 		return nil

@@ -112,7 +112,7 @@ func (sp *span) stub(k int) *genRecord {
 // records returns the span's records decoded (read from its archive file
 // through archives, see manifest.decode, the first time); the slice is
 // shared: do not modify it.
-func (sp *span) records(mf *manifest, archives map[uint64]map[uint64][]byte) ([]*genRecord, error) {
+func (sp *span) records(mf *manifest, archives archivesRead) ([]*genRecord, error) {
 	if p := sp.decoded.Load(); p != nil {
 		return *p, nil
 	}
