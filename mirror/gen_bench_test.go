@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -64,6 +65,58 @@ func BenchmarkLocalEdit(b *testing.B) {
 //	go test ./mirror -run '^$' -bench 'BenchmarkLocalEditFullHistory' -benchtime 1500x
 func BenchmarkLocalEditFullHistory(b *testing.B) {
 	benchLocalEdit(b, 100_000, "Put", Options{Keep: KeepPolicy{Last: 300, Within: -1}})
+}
+
+// BenchmarkLocalEditHistory is a single-stage edit's latency against
+// the history a mirror keeps. At 1k stages, so that the history sets the
+// cost, h generations are made first (not timed; at h=20000 that takes
+// a few minutes), every one kept; then each op is timed. Every edit is
+// an Upsert of one of the 1k stages with new bytes, so the stage count
+// stays 1k, and the history grows from h by one an op. It reports the
+// p50 and p90 of the timed ops, the compactions among them (cheap at
+// 1k) and the manifest's size at the end.
+//
+//	go test ./mirror -run '^$' -bench 'BenchmarkLocalEditHistory' -benchtime 1500x -timeout 60m
+func BenchmarkLocalEditHistory(b *testing.B) {
+	for _, h := range []int{200, 20_000} {
+		b.Run(fmt.Sprintf("h=%d", h), func(b *testing.B) { benchLocalEditHistory(b, h) })
+	}
+}
+
+func benchLocalEditHistory(b *testing.B, h int) {
+	d, m := openBenchCopy(b, 1000, Options{Keep: KeepPolicy{Last: math.MaxInt, Within: -1}})
+	defer m.Close()
+	ctx := context.Background()
+	compactions := 0
+	upsert := func(i int) time.Duration {
+		s := bumped(b, m, d.ids[i%len(d.ids)], i/len(d.ids)+1)
+		t0 := time.Now()
+		if _, err := m.Upsert(ctx, s); err != nil {
+			b.Fatal(err)
+		}
+		took := time.Since(t0)
+		if m.Meta().Layers == 0 {
+			compactions++
+		}
+		return took
+	}
+	i := 0
+	for ; i < h; i++ {
+		upsert(i)
+	}
+	var all []time.Duration
+	compactions = 0
+	for b.Loop() {
+		all = append(all, upsert(i))
+		i++
+	}
+	slices.Sort(all)
+	b.ReportMetric(float64(quantile(all, 0.5))/float64(time.Millisecond), "p50-ms")
+	b.ReportMetric(float64(quantile(all, 0.9))/float64(time.Millisecond), "p90-ms")
+	b.ReportMetric(float64(compactions), "compactions")
+	if fi, err := os.Stat(m.Path()); err == nil {
+		b.ReportMetric(float64(fi.Size()), "manifest-bytes")
+	}
 }
 
 // opClass says what a publish wrote.

@@ -87,8 +87,9 @@ func (p KeepPolicy) keeper(n int, now time.Time) func(i int, t time.Time) bool {
 
 // keep returns the generations of mf, and add after them (nil: none),
 // that the policy keeps now: the spans (shared when the policy keeps all
-// their generations) and the held records, oldest first. A damaged
-// entry fails: the policy cannot read its publish times.
+// their generations) and the held records, oldest first, in new slices
+// the caller owns (mf is not changed). A damaged entry fails: the policy
+// cannot read its publish times.
 func (p KeepPolicy) keep(mf *manifest, add *genRecord, now time.Time) (spans []*span, gens []*genRecord, err error) {
 	held := mf.gens
 	if mf.version < 3 { // a format-2 manifest's entries have no publish time
@@ -197,7 +198,7 @@ func (m *Mirror) GC(ctx context.Context, policy *KeepPolicy) (GCResult, error) {
 	if err != nil {
 		return GCResult{}, err
 	}
-	mf := &manifest{current: cur.mf.current, state: cur.mf.state, gens: gens, path: m.path, opts: m.opts}
+	mf := &manifest{current: cur.mf.current, state: cur.mf.state, version: cur.mf.version, gens: gens, path: m.path, opts: m.opts}
 	mf.setSpans(spans)
 	var res GCResult
 	res.Dropped, _ = dropped(cur.mf, mf)

@@ -68,6 +68,8 @@ func newSpan(id uint64, gens []stamp) *span {
 	return makeSpan(id, gens, archiveEntry(gens))
 }
 
+// makeSpan returns the span of the archive file id that lists gens (not
+// empty) in entry.
 func makeSpan(id uint64, gens []stamp, entry []byte) *span {
 	sp := &span{id: id, gens: gens, entry: entry, oldest: gens[0].t}
 	for _, st := range gens[1:] {
@@ -110,7 +112,9 @@ func (sp *span) stub(k int) *genRecord {
 }
 
 // records returns the span's records decoded (read from its archive file
-// through archives, see manifest.decode, the first time); the slice is
+// through archives, see manifest.decode, the first time). The records
+// are kept in the span, for every manifest that shares it: mf is one of
+// them (it names the mirror and the archive files). The slice is
 // shared: do not modify it.
 func (sp *span) records(mf *manifest, archives archivesRead) ([]*genRecord, error) {
 	if p := sp.decoded.Load(); p != nil {
@@ -157,8 +161,9 @@ func parseArchiveEntry(id uint64, v []byte) ([]stamp, error) {
 	return gens, nil
 }
 
-// setSpans makes spans (oldest first, each a fresh slice or one no other
-// manifest appends to) the manifest's archived generations.
+// setSpans makes spans (oldest first; a slice no other manifest appends
+// to) the manifest's archived generations. Call it before the manifest
+// is shared: it is not safe for concurrent use.
 func (mf *manifest) setSpans(spans []*span) {
 	mf.spans, mf.starts, mf.narch = spans, make([]int, len(spans)), 0
 	for i, sp := range spans {

@@ -252,3 +252,25 @@ func readManifestAfter(path string, prev *manifest) (*manifest, error) {
 	err = db.View(func(tx *bolt.Tx) (err error) { mf, err = readManifest(tx, path, prev); return err })
 	return mf, err
 }
+
+// TestArchivedTimeChecked: an archived generation's record must have the
+// publish time its archive entry lists, whatever the format the manifest
+// decoding it says (the records decoded are kept in the span, which
+// other manifests share).
+func TestArchivedTimeChecked(t *testing.T) {
+	m, _ := archivedMirror(t, Options{}, 2*archiveLen+1)
+	first := readManifestFile(t, m.Path(), nil)
+	sp := first.spans[0]
+	off := slices.Clone(sp.gens)
+	off[0].t++
+	for _, version := range []uint32{0, 3, FormatVersion} {
+		mf := &manifest{current: first.current, version: version, gens: first.gens, path: m.Path()}
+		mf.setSpans([]*span{newSpan(sp.id, off)})
+		if _, err := mf.records(); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("format %d: an archived record published at another time than its entry says reads %v, want ErrCorrupt", version, err)
+		}
+	}
+	if _, err := first.records(); err != nil {
+		t.Fatal(err)
+	}
+}
