@@ -60,20 +60,27 @@ func archiveName(g uint64) string { return fmt.Sprintf("g%020d.archive", g) }
 // cannot represent.
 const noTime = math.MinInt64
 
-func appendTime(v []byte, t time.Time) []byte {
-	n := int64(noTime)
-	if !t.IsZero() {
-		n = t.UnixNano()
+// unixTime is t as an entry holds it: Unix nanoseconds, noTime for none.
+func unixTime(t time.Time) int64 {
+	if t.IsZero() {
+		return noTime
 	}
-	return binary.BigEndian.AppendUint64(v, uint64(n))
+	return t.UnixNano()
 }
 
-func parseTime(v []byte) time.Time {
-	if n := int64(binary.BigEndian.Uint64(v)); n != noTime {
-		return time.Unix(0, n).UTC()
+// fromUnix is the publish time an entry's n stands for (see unixTime).
+func fromUnix(n int64) time.Time {
+	if n == noTime {
+		return time.Time{}
 	}
-	return time.Time{}
+	return time.Unix(0, n).UTC()
 }
+
+func appendTime(v []byte, t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(v, uint64(unixTime(t)))
+}
+
+func parseTime(v []byte) time.Time { return fromUnix(int64(binary.BigEndian.Uint64(v))) }
 
 // entry encodes the record entry of g, which the manifest holds.
 func (g *genRecord) entry() []byte {

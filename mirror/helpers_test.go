@@ -224,3 +224,24 @@ func mergedOverBase(t *testing.T) (m *Mirror, base []*store.Stage, added []store
 	}
 	return m, base, added
 }
+
+// readManifestFile reads the manifest at path, after prev (nil: none).
+func readManifestFile(t *testing.T, path string, prev *manifest) *manifest {
+	t.Helper()
+	mf, err := readManifestAfter(path, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mf
+}
+
+func readManifestAfter(path string, prev *manifest) (*manifest, error) {
+	db, _, err := openBoltFile(path, Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var mf *manifest
+	err = db.View(func(tx *bolt.Tx) (err error) { mf, err = readManifest(tx, path, prev); return err })
+	return mf, err
+}

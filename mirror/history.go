@@ -110,7 +110,7 @@ func (p KeepPolicy) keep(mf *manifest, add *genRecord, now time.Time) (spans []*
 		}
 		// Its first generation kept by count, or its oldest publish time
 		// by age: every one is.
-		if keeps(mf.starts[s], stamp{t: sp.oldest}.published()) {
+		if keeps(mf.starts[s], fromUnix(sp.oldest)) {
 			spans = append(spans, sp)
 			continue
 		}

@@ -152,10 +152,10 @@ func TestDropped(t *testing.T) {
 	}
 }
 
-// TestKeepPolicyApply pins what a policy keeps: the last Last
+// TestKeepPolicyKeep pins what a policy keeps: the last Last
 // generations, and every one published within Within of now (at its
 // bound too, and in the future, when the clock went back).
-func TestKeepPolicyApply(t *testing.T) {
+func TestKeepPolicyKeep(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	ago := func(d time.Duration) *genRecord { return &genRecord{Published: now.Add(-d)} }
 	gens := []*genRecord{{}, ago(72 * time.Hour), ago(48*time.Hour + 1), ago(48 * time.Hour), ago(-time.Hour), ago(time.Hour), ago(time.Minute)} // the first: no publish time

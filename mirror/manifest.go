@@ -252,9 +252,6 @@ func (mf *manifest) decode(g *genRecord, archives archivesRead) error {
 // peek returns the record of generation n, which the manifest holds,
 // as decoded as it is now, without decoding anything.
 func (mf *manifest) peek(n uint64) (*genRecord, bool) {
-	if len(mf.gens) == 0 || n < mf.gens[0].Generation {
-		return nil, false
-	}
 	i, ok := mf.heldIndex(n)
 	switch {
 	case !ok:

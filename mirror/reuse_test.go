@@ -259,19 +259,7 @@ func TestManifestRecordsReused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	read := func(prev *manifest) *manifest {
-		t.Helper()
-		db, err := bolt.Open(m.Path(), 0o444, &bolt.Options{ReadOnly: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		var mf *manifest
-		if err := db.View(func(tx *bolt.Tx) (err error) { mf, err = readManifest(tx, m.Path(), prev); return err }); err != nil {
-			t.Fatal(err)
-		}
-		return mf
-	}
+	read := func(prev *manifest) *manifest { t.Helper(); return readManifestFile(t, m.Path(), prev) }
 	first := read(nil)
 	for _, g := range first.gens {
 		if g.lazy != (g.Generation != first.current) {

@@ -28,21 +28,10 @@ type stamp struct {
 }
 
 // published returns the stamp's publish time (zero for none).
-func (st stamp) published() time.Time {
-	if st.t == noTime {
-		return time.Time{}
-	}
-	return time.Unix(0, st.t).UTC()
-}
+func (st stamp) published() time.Time { return fromUnix(st.t) }
 
 // stampOf returns the stamp of generation g.
-func stampOf(g *genRecord) stamp {
-	t := int64(noTime)
-	if !g.Published.IsZero() {
-		t = g.Published.UnixNano()
-	}
-	return stamp{g.Generation, t}
-}
+func stampOf(g *genRecord) stamp { return stamp{g.Generation, unixTime(g.Published)} }
 
 // span is the archive entry of one archive file: the kept generations
 // whose records the file holds. It is immutable once made (but for the

@@ -232,27 +232,6 @@ func TestSpansShared(t *testing.T) {
 	}
 }
 
-// readManifestFile reads the manifest at path, after prev (nil: none).
-func readManifestFile(t *testing.T, path string, prev *manifest) *manifest {
-	t.Helper()
-	mf, err := readManifestAfter(path, prev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mf
-}
-
-func readManifestAfter(path string, prev *manifest) (*manifest, error) {
-	db, _, err := openBoltFile(path, Options{})
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	var mf *manifest
-	err = db.View(func(tx *bolt.Tx) (err error) { mf, err = readManifest(tx, path, prev); return err })
-	return mf, err
-}
-
 // TestArchivedTimeChecked: an archived generation's record must have the
 // publish time its archive entry lists, whatever the format the manifest
 // decoding it says (the records decoded are kept in the span, which
